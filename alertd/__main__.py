@@ -1,0 +1,5 @@
+"""Allow ``python -m alertd``."""
+
+from alertd.cli import main
+
+main()

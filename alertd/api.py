@@ -1,0 +1,275 @@
+"""The OpenTrain public jobs API client, over one ``httpx.Client``.
+
+It owns three promises: never more requests than the budget allows (all endpoints
+together, 429 + ``Retry-After`` honoured), every page of a search followed to the
+end, and no httpx exception past this module.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from alertd import __version__
+from alertd.errors import ApiError, ApiUnavailableError, StopRequestedError
+from alertd.models import Job, parse_job, parse_time
+
+log = logging.getLogger(__name__)
+
+API_MAX_PER_MINUTE = 120
+PAGE_SIZE = 100
+MAX_PAGES = 200  # 20,000 jobs: far past the marketplace's size; guards a cursor that never ends
+RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
+MAX_RATE_LIMITED_WAIT = 120.0  # a longer Retry-After fails this search for this cycle instead
+MAX_RATE_LIMITED_TRIES = 6
+
+
+class RateBudget:
+    """At most ``per_minute`` requests in any 60-second window, plus holds from ``Retry-After``.
+
+    Waiting happens on ``stop`` (a ``threading.Event``), so a signal ends a wait at once.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_minute = per_minute
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self.sent: collections.deque[float] = collections.deque()
+        self.hold_until = 0.0
+        self.requests = 0
+
+    def pause(self, seconds: float) -> None:
+        """Wait, unless a stop is requested first."""
+        if seconds > 0 and self.stop.wait(seconds):
+            raise StopRequestedError("stop requested while waiting")
+        if self.stop.is_set():
+            raise StopRequestedError("stop requested")
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (the server asked us to slow down)."""
+        self.hold_until = max(self.hold_until, self.clock() + seconds)
+
+    def wait_needed(self) -> float:
+        """Seconds until the next request may go out (0 when it may go now)."""
+        now = self.clock()
+        while self.sent and now - self.sent[0] >= 60.0:
+            self.sent.popleft()
+        wait = max(0.0, self.hold_until - now)
+        if len(self.sent) >= self.per_minute:
+            wait = max(wait, self.sent[0] + 60.0 - now)
+        return wait
+
+    def acquire(self) -> None:
+        """Block until a request fits in the budget, then count it."""
+        while (wait := self.wait_needed()) > 0:
+            if self.hold_until - self.clock() > MAX_RATE_LIMITED_WAIT:
+                raise ApiUnavailableError(
+                    f"rate limited by the API for another {wait:.0f}s", code="RATE_LIMITED"
+                )
+            self.pause(wait)
+        self.pause(0)
+        self.sent.append(self.clock())
+        self.requests += 1
+
+
+@dataclass
+class SearchResult:
+    """Every page of one search: the jobs that parsed, and how many were skipped."""
+
+    jobs: list[Job] = field(default_factory=list)
+    skipped: int = 0
+    pages: int = 0
+    generated_at: datetime | None = None
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            return str(error["code"])
+        if isinstance(body.get("code"), str):
+            return str(body["code"])
+    return None
+
+
+class OpenTrainClient:
+    """Talks to one OpenTrain API base URL within one request budget."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        requests_per_minute: int = 60,
+        timeout: float = 20.0,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        stop: threading.Event | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.budget = RateBudget(min(requests_per_minute, API_MAX_PER_MINUTE), stop=stop)
+        self.retry_delays = tuple(retry_delays)
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/",
+            timeout=timeout,
+            headers={"User-Agent": f"alertd/{__version__}", "Accept": "application/json"},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.http.close()
+
+    def __enter__(self) -> OpenTrainClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """How many requests this client has sent (for the per-cycle log line)."""
+        return self.budget.requests
+
+    def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET ``path`` and return its JSON object, retrying what retrying can fix.
+
+        5xx, timeouts and unparseable bodies back off along ``retry_delays``; a 429
+        waits for ``Retry-After`` (up to ``MAX_RATE_LIMITED_TRIES`` times). 4xx raise at once.
+        """
+        failures = limited = 0
+        while True:
+            self.budget.acquire()
+            outcome, retry_after = self._attempt(path, params)
+            if isinstance(outcome, dict):
+                return outcome
+            if retry_after is not None:
+                limited += 1
+                if limited >= MAX_RATE_LIMITED_TRIES:
+                    raise ApiUnavailableError(f"{path}: still rate limited after {limited} tries")
+                log.warning("API rate limited us on /%s; waiting %.0fs", path, retry_after)
+                self.budget.hold(retry_after)
+                continue
+            if failures >= len(self.retry_delays):
+                raise ApiUnavailableError(f"{path}: {outcome} (gave up after {failures + 1} tries)")
+            delay = self.retry_delays[failures]
+            failures += 1
+            log.warning("API /%s: %s; retrying in %.0fs", path, outcome, delay)
+            self.budget.pause(delay)
+
+    def _attempt(
+        self, path: str, params: dict[str, str] | None
+    ) -> tuple[dict[str, Any] | str, float | None]:
+        """One request: (json object, None) or (what went wrong, Retry-After seconds or None)."""
+        try:
+            response = self.http.get(path, params=params)
+        except httpx.TimeoutException:
+            return "timed out", None
+        except httpx.TransportError as exc:
+            return f"connection failed ({type(exc).__name__}: {exc})", None
+        if response.status_code == 429:
+            after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+            return "HTTP 429 rate limited", 10.0 if after is None else after
+        if response.status_code >= 500:
+            return f"HTTP {response.status_code}", None
+        if response.status_code >= 400:
+            code = _error_code(response)
+            raise ApiError(
+                f"{path}: HTTP {response.status_code} {code or ''}".strip(),
+                status=response.status_code,
+                code=code,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            return "the body is not JSON (truncated or an error page)", None
+        if not isinstance(body, dict):
+            return f"the body is JSON {type(body).__name__}, not an object", None
+        return body, None
+
+    def search_jobs(self, query: dict[str, str]) -> SearchResult:
+        """Every page of GET /jobs for ``query``, following ``nextCursor`` until it is null."""
+        result = SearchResult()
+        cursor: str | None = None
+        seen_cursors: set[str] = set()
+        while result.pages < MAX_PAGES:
+            params = dict(query, limit=str(PAGE_SIZE))
+            if cursor:
+                params["cursor"] = cursor
+            page = self.get_json("jobs", params)
+            result.pages += 1
+            result.generated_at = result.generated_at or parse_time(page.get("generatedAt"))
+            self._collect(page.get("jobs"), result)
+            cursor = page.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                return result
+            if cursor in seen_cursors:
+                log.warning("API returned a cursor it had already given; stopping this search")
+                return result
+            seen_cursors.add(cursor)
+        log.warning("search stopped after %d pages", MAX_PAGES)
+        return result
+
+    @staticmethod
+    def _collect(raw_jobs: object, result: SearchResult) -> None:
+        if not isinstance(raw_jobs, list):
+            raise ApiUnavailableError("jobs: the page has no 'jobs' list")
+        for raw in raw_jobs:
+            try:
+                parsed = parse_job(raw)
+            except ValueError as exc:
+                result.skipped += 1
+                log.warning("skipped a job the API sent: %s", exc)
+                continue
+            for warning in parsed.warnings:
+                log.warning("job %s: %s", parsed.job.id, warning)
+            result.jobs.append(parsed.job)
+
+    def facet_counts(self) -> dict[str, list[tuple[str, int]]]:
+        """Facet values with their job counts, as the API sorts them (most jobs first)."""
+        body = self.get_json("jobs/facets")
+        counts: dict[str, list[tuple[str, int]]] = {}
+        for key in ("categories", "languages", "countries", "payTypes"):
+            items = body.get(key)
+            entries = items if isinstance(items, list) else []
+            counts[key] = [
+                (str(item.get("value")), int(item.get("count") or 0))
+                for item in entries
+                if isinstance(item, dict) and item.get("value") is not None
+            ]
+        return counts

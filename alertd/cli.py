@@ -1,0 +1,448 @@
+"""The ``alertd`` command. Domain errors become click errors here and only here.
+
+Exit status: 0 all went well; 1 something failed at run time and will be retried
+(a search, a delivery, the state file); 2 the config or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from alertd import __version__
+from alertd.api import OpenTrainClient
+from alertd.daemon import Daemon, use_utc
+from alertd.deliver import describe_pay, dry_run_sender, render_alert, send, show_time
+from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
+from alertd.match import select_open
+from alertd.models import Job, Pay, Target, format_time
+from alertd.pipeline import CycleReport, run_once
+from alertd.settings import DEFAULT_API_URL, Config, load_config, parse_config, suggest
+from alertd.store import Store
+from alertd.targets import RedactingFilter
+
+log = logging.getLogger("alertd")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+CONFIG_HELP = "The YAML config file (env: ALERTD_CONFIG)."
+
+
+class ConfigClickError(click.ClickException):
+    """A config mistake: exit status 2, one line naming file, line and field."""
+
+    exit_code = 2
+
+
+def fail(exc: AlertdError) -> NoReturn:
+    """Turn one of our errors into the click error with the right exit status."""
+    if isinstance(exc, ConfigError):
+        raise ConfigClickError(exc.describe()) from None
+    raise click.ClickException(str(exc)) from None
+
+
+def setup_logging(level: str, secrets: frozenset[str] = frozenset()) -> RedactingFilter:
+    """One line per event on stderr, secrets masked, library chatter kept below DEBUG."""
+    redactor = RedactingFilter(secrets)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    handler.addFilter(redactor)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in ("httpx", "httpcore", "apprise"):
+        logging.getLogger(name).setLevel(quiet)
+    return redactor
+
+
+def read_config(path: str) -> Config:
+    """Load the config and set up logging for it, or exit 2 with one clear line."""
+    try:
+        config = load_config(Path(path))
+    except ConfigError as exc:
+        fail(exc)
+    setup_logging(config.log_level, config.secrets)
+    return config
+
+
+def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrainClient:
+    """The API client for ``config``."""
+    return OpenTrainClient(
+        config.api_url, requests_per_minute=config.requests_per_minute, stop=stop
+    )
+
+
+@contextmanager
+def open_store(config: Config, dry_run: bool = False) -> Iterator[Store]:
+    """The state store; for a dry run, an in-memory copy that is thrown away."""
+    try:
+        store = Store.open(config.state_dir)
+    except StoreError as exc:
+        fail(exc)
+    if not dry_run:
+        with store:
+            yield store
+        return
+    with store:
+        copy = Store.in_memory(store)
+    yield copy
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    default="alerts.yaml",
+    show_default=True,
+    envvar="ALERTD_CONFIG",
+    type=click.Path(dir_okay=False),
+    help=CONFIG_HELP,
+)
+dry_run_option = click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Poll and show what would be sent, to whom; send nothing, record nothing.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="alertd")
+def cli() -> None:
+    """alertd: tells you about new OpenTrain jobs that fit you, once, where you read.
+
+    \b
+    Try it with nothing set up:   alertd demo
+    Check your config:            alertd validate -c alerts.yaml --online
+    Run it for real:              alertd run -c alerts.yaml
+
+    Exit status: 0 ok, 1 a run-time failure (retried later), 2 a config or usage error.
+    """
+
+
+def cycle_once(
+    config: Config,
+    store: Store,
+    client: OpenTrainClient,
+    sender: Callable[..., Any],
+    stop: threading.Event,
+) -> CycleReport:
+    """One cycle with the real pipeline (a seam for ``run`` and ``once``)."""
+    return run_once(config, client, store, sender, stop=stop)
+
+
+@cli.command()
+@config_option
+@dry_run_option
+def run(config_path: str, dry_run: bool) -> None:
+    """Run the daemon: poll at start, then every poll_interval, until stopped.
+
+    SIGTERM or Ctrl-C stops it after the current step; a second one stops it at once.
+
+    \b
+    Example:
+      alertd run -c /data/alerts.yaml
+    """
+    config = read_config(config_path)
+    if not config.searches:
+        raise ConfigClickError(f"{config.source}: searches: add at least one saved search")
+    use_utc()
+    stop = threading.Event()
+    sender = dry_run_sender(sys.stdout) if dry_run else send
+    with open_store(config, dry_run) as store, make_client(config, stop) as client:
+        daemon = Daemon(config, lambda: cycle_once(config, store, client, sender, stop), stop)
+        daemon.install_signal_handlers()
+        daemon.run()
+
+
+@cli.command()
+@config_option
+@dry_run_option
+def once(config_path: str, dry_run: bool) -> None:
+    """Run one full cycle, then exit (for cron and for trying a config).
+
+    Exit status 1 when a search or a delivery failed; what is owed stays owed.
+
+    \b
+    Example:
+      alertd once -c alerts.yaml --dry-run
+    """
+    config = read_config(config_path)
+    stop = threading.Event()
+    sender = dry_run_sender(sys.stdout) if dry_run else send
+    with open_store(config, dry_run) as store, make_client(config, stop) as client:
+        report = cycle_once(config, store, client, sender, stop)
+    prefix = "dry run: " if dry_run else ""
+    log.log(logging.INFO if report.ok else logging.WARNING, "%scycle: %s", prefix, report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@config_option
+@click.option("--online", is_flag=True, help="Also check filter values against the live facets.")
+def validate(config_path: str, online: bool) -> None:
+    """Check the config without sending anything.
+
+    \b
+    Example:
+      alertd validate -c alerts.yaml --online
+    """
+    config = read_config(config_path)
+    if online:
+        check_online(config)
+    targets = sorted({t.label for s in config.searches for t in s.targets})
+    click.echo(
+        f"{config.source} is valid: {len(config.searches)} searches, "
+        f"{len(targets)} targets ({', '.join(targets) or 'none'})"
+    )
+
+
+FACET_FIELDS = (("category", "categories"), ("language", "languages"), ("country", "countries"))
+
+
+def check_online(config: Config) -> None:
+    """Check filter values against the live facets; exit 2 naming the first unknown one."""
+    try:
+        with make_client(config) as client:
+            facets = client.facet_counts()
+    except ApiError as exc:
+        raise click.ClickException(f"could not fetch facets from {config.api_url}: {exc}") from None
+    for index, search in enumerate(config.searches):
+        for attr, facet in FACET_FIELDS:
+            value = getattr(search, attr)
+            valid = [v for v, _ in facets.get(facet, [])]
+            if value and valid and value not in valid:
+                raise ConfigClickError(
+                    ConfigError(
+                        f"{value!r} is not a {attr} on OpenTrain now{suggest(value, valid)}",
+                        source=config.source,
+                        line=config.line_of("searches", index, attr),
+                        field=f"searches[{index}].{attr}",
+                    ).describe()
+                )
+
+
+SAMPLE_JOB = Job(
+    id="alertd-sample",
+    title="Sample alert: Spanish podcast transcription",
+    company="alertd",
+    status="OPEN",
+    url="https://app.opentrain.ai/",
+    summary="This is a test message from alertd test-notify. No job behind it.",
+    category="Transcription",
+    languages=("Spanish",),
+    date_posted=datetime.now(UTC),
+    pay=Pay(payment_type="PAY_PER_HOUR", currency="USD", hourly_min=18, hourly_max=24),
+)
+
+
+def pick_targets(config: Config, name: str | None) -> list[Target]:
+    """Every target in the config, or those of one channel, search or URL."""
+    everything = {t.key: t for s in config.searches for t in s.targets}
+    everything.update(config.targets)
+    if name is None:
+        return list(everything.values())
+    if name in config.channels:
+        return list(config.channels[name])
+    for search in config.searches:
+        if search.name == name:
+            return list(search.targets)
+    for target in everything.values():
+        if name in (target.label, target.url):
+            return [target]
+    choices = list(config.channels) + [s.name for s in config.searches]
+    raise ConfigClickError(
+        f"{config.source}: no channel, search or target named {name!r}{suggest(name, choices)}"
+    )
+
+
+@cli.command("test-notify")
+@config_option
+@click.argument("target", required=False)
+def test_notify(config_path: str, target: str | None) -> None:
+    """Send a sample alert to every target (or one channel, search or URL) and report each.
+
+    \b
+    Examples:
+      alertd test-notify -c alerts.yaml
+      alertd test-notify -c alerts.yaml team-slack
+    """
+    config = read_config(config_path)
+    title, body = render_alert(SAMPLE_JOB, ["test-notify"], config.tz)
+    failed = 0
+    for each in pick_targets(config, target):
+        outcome = send(each, title, body)
+        if outcome.accepted:
+            click.echo(f"ok      {each.label}: accepted")
+        else:
+            failed += 1
+            click.echo(f"FAILED  {each.label}: {outcome.error}")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@config_option
+@click.argument("search")
+def preview(config_path: str, search: str) -> None:
+    """List the open jobs SEARCH matches right now; nothing is sent or recorded.
+
+    \b
+    Example:
+      alertd preview -c alerts.yaml spanish-audio
+    """
+    config = read_config(config_path)
+    try:
+        saved = config.search(search)
+        with make_client(config) as client:
+            result = client.search_jobs(saved.query())
+    except AlertdError as exc:
+        fail(exc)
+    jobs = select_open(result.jobs, datetime.now(UTC))
+    for job in jobs:
+        click.echo(
+            f"{show_time(job.date_posted, config.tz)}  {job.title}  [{describe_pay(job.pay)}]  "
+            f"{job.url or ''}"
+        )
+    skipped = f", {result.skipped} malformed jobs skipped" if result.skipped else ""
+    click.echo(
+        f"{len(jobs)} open jobs match {saved.name!r} now{skipped} (nothing sent or recorded)"
+    )
+
+
+@cli.command()
+@click.option(
+    "--config", "-c", "config_path", default=None, envvar="ALERTD_CONFIG", help=CONFIG_HELP
+)
+@click.option(
+    "--api-url", default=None, help=f"API base URL [default: from config, else {DEFAULT_API_URL}]"
+)
+def facets(config_path: str | None, api_url: str | None) -> None:
+    """Print the filter values OpenTrain accepts now, with job counts.
+
+    \b
+    Example:
+      alertd facets --api-url http://127.0.0.1:8080
+    """
+    url = api_url
+    if url is None and config_path and Path(config_path).exists():
+        url = read_config(config_path).api_url
+    else:
+        setup_logging("WARNING")
+    try:
+        with OpenTrainClient(url or DEFAULT_API_URL) as client:
+            counts = client.facet_counts()
+    except ApiError as exc:
+        raise click.ClickException(f"could not fetch facets: {exc}") from None
+    for key, values in counts.items():
+        click.echo(f"{key}:")
+        for value, count in values:
+            click.echo(f"  {value} ({count})")
+
+
+@cli.command()
+@config_option
+def status(config_path: str) -> None:
+    """Show what is still owed to each target, and why.
+
+    \b
+    Example:
+      alertd status -c alerts.yaml
+    """
+    config = read_config(config_path)
+    labels = {t.key: t.label for s in config.searches for t in s.targets}
+    with open_store(config) as store:
+        counts = store.counts()
+        rows = store.pending_rows()
+    click.echo(f"state: {config.state_dir}  sent: {counts['sent']}  owed: {len(rows)}")
+    for row in rows:
+        label = labels.get(row["target"], "(target no longer in config)")
+        click.echo(
+            f"  {label}: job {row['job_id']} ({row['job'].get('title')}), "
+            f"{row['attempts']} attempts, next {row['next_attempt_at']}, "
+            f"last error: {row['last_error'] or '-'}"
+        )
+
+
+DEMO_CONFIG = """
+api_url: {url}
+state_dir: {state}
+poll_interval: 2s
+searches:
+  - name: audio-jobs
+    category: Audio Annotation
+  - name: spanish-anything
+    language: Spanish
+"""
+
+
+@cli.command()
+@click.option(
+    "--duration", default=30.0, show_default=True, help="Seconds to run; 0 runs until Ctrl-C."
+)
+@click.option("--every", default=3.0, show_default=True, help="Seconds between new simulated jobs.")
+@click.option(
+    "--seed", default=None, type=int, help="Seed for the simulated jobs (repeatable runs)."
+)
+def demo(duration: float, every: float, seed: int | None) -> None:
+    """See alertd work in seconds, offline, with no accounts.
+
+    Starts a simulated marketplace on 127.0.0.1 that publishes a job every few
+    seconds, and runs the daemon against it with two sample searches whose
+    alerts print here. The first poll is silent: it only records what exists.
+
+    \b
+    Example:
+      alertd demo --duration 20
+    """
+    from alertd.market import CATEGORIES, LANGUAGES, Market
+    from alertd.standin import StandInServer
+
+    market = Market(seed=seed)
+    for _ in range(12):
+        market.add_job(datePosted=format_time(datetime.now(UTC) - timedelta(hours=_ + 1)))
+    server = StandInServer(
+        market, cache_ttl=0
+    ).start()  # the demo can't wait 5 min for an edge cache
+    with tempfile.TemporaryDirectory(prefix="alertd-demo-") as state:
+        config = parse_config(DEMO_CONFIG.format(url=server.url, state=state), "demo")
+        setup_logging("INFO")
+        click.echo(f"Simulated marketplace on {server.url}; a new job every {every:g}s.", err=True)
+        stop = threading.Event()
+
+        def publish() -> None:
+            turn = 0
+            while not stop.wait(every):
+                turn += 1
+                fields = {"category": CATEGORIES[0]} if turn % 2 else {"languages": [LANGUAGES[1]]}
+                market.add_job(**fields)
+
+        threading.Thread(target=publish, daemon=True).start()
+        if duration > 0:
+            threading.Timer(duration, stop.set).start()
+        with Store.open(config.state_dir) as store, make_client(config, stop) as client:
+            daemon = Daemon(config, lambda: cycle_once(config, store, client, send, stop), stop)
+            daemon.install_signal_handlers()
+            daemon.run()
+        stop.set()
+    server.stop()
+
+
+def main() -> None:
+    """Entry point of the ``alertd`` script."""
+    try:
+        cli(standalone_mode=True)
+    except StoreError as exc:  # pragma: no cover - commands translate their own
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,67 @@
+"""The exceptions alertd raises, one tree, so callers catch exactly what they mean.
+
+    AlertdError
+    ├── ConfigError          the YAML or the environment is wrong; exit status 2
+    ├── StoreError           the state file cannot be read, written or locked
+    ├── ApiError             the OpenTrain API refused a request (4xx other than 429)
+    │   └── ApiUnavailableError   no usable answer after retries (5xx, timeouts, bad JSON, 429)
+    └── StopRequestedError   a signal asked us to stop while we were waiting
+
+Foreign exceptions (httpx, tinydb, yaml, pydantic, OSError) are translated into
+these at the one module that talks to the foreign library, with ``raise ... from``.
+Delivery failures are not exceptions: they are recorded as data in the store.
+"""
+
+from __future__ import annotations
+
+
+class AlertdError(Exception):
+    """Base of every error alertd raises on purpose."""
+
+
+class ConfigError(AlertdError):
+    """A configuration mistake, located as precisely as we can: file, line and field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.line = line
+        self.field = field
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: ``alerts.yaml:12: searches[0].payType: <what is wrong>``."""
+        where = self.source or "config"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        if self.field:
+            return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class StoreError(AlertdError):
+    """The state store could not be opened, read, locked or written."""
+
+
+class ApiError(AlertdError):
+    """The API answered with an error that retrying will not fix (400, 404...)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class ApiUnavailableError(ApiError):
+    """No usable answer after the retries we allow ourselves (5xx, timeouts, bad bodies, 429)."""
+
+
+class StopRequestedError(AlertdError):
+    """A stop was requested while waiting (rate budget, back-off); the cycle ends early."""

@@ -1,0 +1,266 @@
+"""Frozen value types shared by every stage: jobs, saved searches, targets, alerts.
+
+Jobs come from third parties through the API, so ``parse_job`` treats every field
+but ``id`` as possibly missing, null or of a new shape, and says what it dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+PAY_TYPES = ("PAY_PER_HOUR", "FIXED_PRICE", "PAY_PER_LABEL")
+STDOUT_TARGET_KEY = "stdout"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where one alert to one target stands."""
+
+    PENDING = "pending"  # owed; due at ``next_attempt_at``
+    SENDING = "sending"  # written just before the send; outcome not yet recorded
+    SENT = "sent"  # the target accepted it
+
+
+@dataclass(frozen=True)
+class Pay:
+    """What a job pays. Every amount is optional; the API may leave any of them null."""
+
+    payment_type: str | None = None
+    currency: str | None = None
+    hourly_rate: float | None = None
+    hourly_min: float | None = None
+    hourly_max: float | None = None
+    fixed_price: float | None = None
+    per_label_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One OpenTrain job, as much of it as alertd uses. Times are aware UTC datetimes."""
+
+    id: str
+    title: str = "(untitled job)"
+    company: str | None = None
+    status: str | None = None
+    url: str | None = None
+    summary: str | None = None
+    category: str | None = None
+    languages: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    date_posted: datetime | None = None
+    valid_through: datetime | None = None
+    pay: Pay | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready dict for the store (times as ISO-8601 UTC)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "company": self.company,
+            "status": self.status,
+            "url": self.url,
+            "summary": self.summary,
+            "category": self.category,
+            "languages": list(self.languages),
+            "countries": list(self.countries),
+            "date_posted": _iso(self.date_posted),
+            "valid_through": _iso(self.valid_through),
+            "pay": None if self.pay is None else self.pay.__dict__.copy(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Job:
+        """Rebuild a job that ``to_record`` wrote."""
+        pay = record.get("pay")
+        return cls(
+            id=str(record["id"]),
+            title=record.get("title") or "(untitled job)",
+            company=record.get("company"),
+            status=record.get("status"),
+            url=record.get("url"),
+            summary=record.get("summary"),
+            category=record.get("category"),
+            languages=tuple(record.get("languages") or ()),
+            countries=tuple(record.get("countries") or ()),
+            date_posted=parse_time(record.get("date_posted")),
+            valid_through=parse_time(record.get("valid_through")),
+            pay=Pay(**pay) if isinstance(pay, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Somewhere an alert goes: an apprise URL, or standard output.
+
+    ``key`` identifies the destination in the store without holding its secrets;
+    ``label`` is what a person reads in logs (a channel name or a redacted URL).
+    """
+
+    key: str
+    label: str
+    url: str | None = field(default=None, repr=False)  # None means standard output
+
+    @classmethod
+    def stdout(cls) -> Target:
+        """The embedded default: print alerts, no account needed."""
+        return cls(key=STDOUT_TARGET_KEY, label="stdout")
+
+    @classmethod
+    def for_url(cls, url: str, label: str) -> Target:
+        """A target for an apprise URL; the key is a digest, so the store never holds tokens."""
+        digest = hashlib.sha256(url.encode()).hexdigest()[:20]
+        return cls(key=f"url:{digest}", label=label, url=url)
+
+
+@dataclass(frozen=True)
+class SavedSearch:
+    """A saved search from the config: the API's own filters and where its alerts go."""
+
+    name: str
+    q: str | None = None
+    category: str | None = None
+    language: str | None = None
+    country: str | None = None
+    pay_type: str | None = None
+    targets: tuple[Target, ...] = ()
+    notify_existing: bool = False
+    line: int | None = None
+
+    def query(self) -> dict[str, str]:
+        """The query parameters GET /jobs takes for this search (unset filters left out)."""
+        params = {
+            "q": self.q,
+            "category": self.category,
+            "language": self.language,
+            "country": self.country,
+            "payType": self.pay_type,
+        }
+        return {k: v for k, v in params.items() if v}
+
+    def fingerprint(self) -> str:
+        """Changes when the filters change, so an edited search starts silent again."""
+        return hashlib.sha256(json.dumps(self.query(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One job owed to one target, with every search of that target that matched it."""
+
+    row_id: int
+    target_key: str
+    job: Job
+    searches: tuple[str, ...]
+    attempts: int = 0
+    created_at: datetime | None = None
+
+
+@dataclass
+class ParsedJob:
+    """A job parsed from the API plus what had to be dropped from it on the way."""
+
+    job: Job
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO-8601 string as an aware UTC datetime; ``None`` for null, empty or unparseable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds, the API's own format."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        stripped = value.strip()
+        return stripped or None
+    return None
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str))
+
+
+def _amount(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"amount {value!r} is not a number")
+    return float(value)
+
+
+def _parse_pay(raw: object) -> Pay | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"pay is {type(raw).__name__}, not an object")
+    return Pay(
+        payment_type=_text(raw.get("paymentType")),
+        currency=_text(raw.get("currency")),
+        hourly_rate=_amount(raw.get("hourlyRate")),
+        hourly_min=_amount(raw.get("hourlyMin")),
+        hourly_max=_amount(raw.get("hourlyMax")),
+        fixed_price=_amount(raw.get("fixedPrice")),
+        per_label_rate=_amount(raw.get("perLabelRate")),
+    )
+
+
+def parse_job(raw: object) -> ParsedJob:
+    """Parse one job from the API. Raises ValueError only when there is no usable ``id``.
+
+    Any other malformed part is dropped and named in ``warnings``, so one odd field
+    never costs the user the alert.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"job is {type(raw).__name__}, not an object")
+    job_id = raw.get("id")
+    if isinstance(job_id, bool) or not isinstance(job_id, str | int) or str(job_id) == "":
+        raise ValueError(f"job has no usable id ({job_id!r})")
+    warnings: list[str] = []
+    try:
+        pay = _parse_pay(raw.get("pay"))
+    except (ValueError, TypeError) as exc:
+        warnings.append(f"malformed pay dropped: {exc}")
+        pay = None
+    url = _text(raw.get("url")) or _text(raw.get("applyUrl"))
+    return ParsedJob(
+        job=Job(
+            id=str(job_id),
+            title=_text(raw.get("title")) or _text(raw.get("seoTitle")) or "(untitled job)",
+            company=_text(raw.get("companyName")),
+            status=_text(raw.get("status")),
+            url=url,
+            summary=_text(raw.get("summary")) or _text(raw.get("descriptionText")),
+            category=_text(raw.get("category")),
+            languages=_strings(raw.get("languages")),
+            countries=_strings(raw.get("countries")),
+            date_posted=parse_time(raw.get("datePosted")),
+            valid_through=parse_time(raw.get("validThrough")),
+            pay=pay,
+        ),
+        warnings=warnings,
+    )

@@ -1,0 +1,193 @@
+"""One polling cycle: fetch every saved search, record what is new, deliver what is owed.
+
+``run_once`` is the one place that catches everything for a cycle: a failing search,
+a full disk or a bug in one stage is logged and the cycle carries on or ends, but the
+daemon never dies of it and nothing owed is forgotten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from alertd.api import OpenTrainClient
+from alertd.deliver import Sender, alert_text
+from alertd.errors import AlertdError, ApiError, StopRequestedError, StoreError
+from alertd.match import select_open
+from alertd.models import SavedSearch, Target
+from alertd.settings import Config
+from alertd.store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 1800, 3600)  # seconds; the last one repeats
+MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def retry_delay(attempts: int, permanent: bool = False) -> int:
+    """Seconds to wait after the ``attempts``-th failed send (clamped to the last step)."""
+    if permanent:
+        return RETRY_SCHEDULE[-1]
+    return RETRY_SCHEDULE[min(max(attempts, 1), len(RETRY_SCHEDULE)) - 1]
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did, summed up in one log line."""
+
+    searches: int = 0
+    failed_searches: list[str] = field(default_factory=list)
+    primed: list[str] = field(default_factory=list)
+    new_jobs: int = 0
+    sent: int = 0
+    failed_sends: int = 0
+    owed: int = 0
+    requests: int = 0
+    skipped_jobs: int = 0
+    stopped: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed: every search polled and every due alert accepted."""
+        return not (self.failed_searches or self.failed_sends or self.error)
+
+    def summary(self) -> str:
+        """One line: the whole cycle at a glance."""
+        failed = f" ({len(self.failed_searches)} failed: {', '.join(self.failed_searches)})"
+        parts = [
+            f"{self.searches} searches" + (failed if self.failed_searches else ""),
+            f"{self.requests} requests",
+            f"{self.new_jobs} new jobs",
+            f"{self.sent} alerts sent",
+        ]
+        if self.primed:
+            parts.append(f"primed silently: {', '.join(self.primed)}")
+        if self.skipped_jobs:
+            parts.append(f"{self.skipped_jobs} malformed jobs skipped")
+        if self.failed_sends:
+            parts.append(f"{self.failed_sends} sends failed (will retry)")
+        parts.append(f"{self.owed} owed")
+        if self.stopped:
+            parts.append("stopped early")
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return ", ".join(parts)
+
+
+def poll_search(
+    search: SavedSearch, client: OpenTrainClient, store: Store, now: datetime, report: CycleReport
+) -> None:
+    """Fetch one search's open matches and record them: silently the first time."""
+    result = client.search_jobs(search.query())
+    report.skipped_jobs += result.skipped
+    jobs = select_open(result.jobs, now)
+    if store.primed_fingerprint(search.name) == search.fingerprint():
+        report.new_jobs += store.record_matches(search, jobs, now)
+    elif search.notify_existing:
+        report.new_jobs += store.record_matches(search, jobs, now)
+        store.mark_primed(search, now)
+    else:
+        store.prime(search, (job.id for job in jobs), now)
+        report.primed.append(search.name)
+        log.info(
+            "search %r primed: %d open jobs match now; only jobs posted from here on alert",
+            search.name,
+            len(jobs),
+        )
+
+
+def deliver_due(
+    targets: dict[str, Target],
+    store: Store,
+    send: Sender,
+    clock: Clock,
+    tz: tzinfo | None,
+    report: CycleReport,
+    stop: threading.Event,
+) -> None:
+    """Send every owed alert that is due; a target that fails is left for a later cycle."""
+    per_target: dict[str, int] = {}
+    down: set[str] = set()
+    for alert in store.due(clock(), targets):
+        if stop.is_set():
+            report.stopped = True
+            return
+        target = targets[alert.target_key]
+        if target.key in down or per_target.get(target.key, 0) >= MAX_ALERTS_PER_TARGET:
+            continue
+        title, body = alert_text(alert, tz)
+        store.mark_sending(alert, clock())
+        outcome = send(target, title, body)
+        if outcome.accepted:
+            store.mark_sent(alert, clock())
+            report.sent += 1
+            per_target[target.key] = per_target.get(target.key, 0) + 1
+            continue
+        down.add(target.key)
+        report.failed_sends += 1
+        attempts = alert.attempts + 1
+        retry_at = clock() + timedelta(seconds=retry_delay(attempts, outcome.permanent))
+        store.mark_failed(alert, outcome.error or "not accepted", retry_at)
+        level = logging.ERROR if outcome.permanent else logging.WARNING
+        log.log(
+            level,
+            "%s did not accept job %s (attempt %d): %s; will retry at %s%s",
+            target.label,
+            alert.job.id,
+            attempts,
+            outcome.error,
+            retry_at.astimezone(tz).strftime("%H:%M:%S %Z"),
+            " — check this target's URL and credentials" if outcome.permanent else "",
+        )
+
+
+def run_once(
+    config: Config,
+    client: OpenTrainClient,
+    store: Store,
+    send: Sender,
+    *,
+    clock: Clock = utc_now,
+    stop: threading.Event | None = None,
+) -> CycleReport:
+    """One full cycle. Never raises for a failing search, target or disk: it reports them."""
+    stop = stop or threading.Event()
+    report = CycleReport(searches=len(config.searches))
+    requests_before = client.requests_sent
+    try:
+        for search in config.searches:
+            if stop.is_set():
+                report.stopped = True
+                break
+            try:
+                poll_search(search, client, store, clock(), report)
+            except ApiError as exc:
+                report.failed_searches.append(search.name)
+                log.warning("search %r skipped this cycle: %s", search.name, exc)
+        targets = {t.key: t for s in config.searches for t in s.targets}
+        if not report.stopped:
+            deliver_due(targets, store, send, clock, config.tz, report, stop)
+    except StopRequestedError:
+        report.stopped = True
+    except StoreError as exc:
+        report.error = str(exc)
+        log.error("%s", exc)
+    except (AlertdError, Exception) as exc:  # the one catch-all: a cycle never kills the daemon
+        report.error = f"{type(exc).__name__}: {exc}"
+        log.exception("cycle failed unexpectedly; the next cycle will try again")
+    report.requests = client.requests_sent - requests_before
+    with contextlib.suppress(StoreError):
+        report.owed = store.counts().get("pending", 0)
+    return report

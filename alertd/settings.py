@@ -1,0 +1,464 @@
+"""The only place where YAML and ``ALERTD_*`` environment variables become typed config.
+
+Every mistake becomes one ``ConfigError`` naming the file, the line and the field,
+with the nearest valid spelling where there is one. ``${VAR}`` in any string is
+taken from the environment (a missing variable is an error), and every value taken
+that way is remembered as a secret so that it never reaches a log.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from alertd.errors import ConfigError
+from alertd.models import PAY_TYPES, SavedSearch, Target
+from alertd.targets import check_url, redact_url, url_secrets
+
+DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
+ENV_PREFIX = "ALERTD_"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
+)
+
+Path_ = tuple[str | int, ...]
+
+
+def default_state_dir() -> Path:
+    """``/data`` in a container (when it exists and is writable), else the XDG state dir."""
+    data = Path("/data")
+    if data.is_dir() and os.access(data, os.W_OK):
+        return data
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "alertd"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90"``, ``"45s"``, ``"5m"`` or ``"1h30m"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected seconds or a duration like 90, 5m, 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match or not any(match.groups()):
+            raise ValueError(f"{value!r} is not a duration; use seconds or e.g. 90s, 5m, 1h")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return seconds
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class SearchSpec(BaseModel):
+    """One saved search as written in the YAML."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    name: str = Field(min_length=1)
+    q: str | None = None
+    category: str | None = None
+    language: str | None = None
+    country: str | None = None
+    pay_type: Literal["PAY_PER_HOUR", "FIXED_PRICE", "PAY_PER_LABEL"] | None = Field(
+        default=None, alias="payType"
+    )
+    notify: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
+    notify_existing: bool = False
+
+
+class AlertdSettings(BaseSettings):
+    """Top-level keys of the YAML; the scalar ones can be overridden by ``ALERTD_*``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    api_url: str = DEFAULT_API_URL
+    state_dir: Path = Field(default_factory=default_state_dir)
+    poll_interval: Duration = 300.0
+    requests_per_minute: int = Field(default=60, ge=1, le=120)
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        "INFO"
+    )
+    timezone: str | None = None
+    channels: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(
+        default_factory=dict
+    )
+    searches: list[SearchSpec] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file: a container overrides what the image ships.
+        return (env_settings, init_settings)
+
+
+SETTING_KEYS = tuple(AlertdSettings.model_fields)
+SEARCH_KEYS = tuple((info.alias or name) for name, info in SearchSpec.model_fields.items())
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs, validated and resolved: searches know their targets."""
+
+    source: str
+    api_url: str
+    state_dir: Path
+    poll_interval: float
+    requests_per_minute: int
+    log_level: str
+    tz: tzinfo
+    searches: tuple[SavedSearch, ...]
+    targets: dict[str, Target] = field(default_factory=dict)
+    channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()
+    lines: Mapping[Path_, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def line_of(self, *loc: str | int) -> int | None:
+        """The YAML line of a field, e.g. ``line_of("searches", 0, "category")``."""
+        return _line_for(tuple(loc), self.lines)
+
+    def search(self, name: str) -> SavedSearch:
+        """The saved search called ``name``; ConfigError with the nearest name otherwise."""
+        for search in self.searches:
+            if search.name == name:
+                return search
+        raise ConfigError(
+            f"no saved search named {name!r}{_suggest(name, [s.name for s in self.searches])}",
+            source=self.source,
+        )
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    options = list(choices)
+    lowered = {c.lower(): c for c in options}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" — did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` — did you mean 'X'?`` for the nearest choice, or an empty string."""
+    return _suggest(word, choices)
+
+
+def _field_name(loc: Path_) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# -- YAML with line numbers --------------------------------------------------
+
+
+def _index_lines(node: yaml.Node, loc: Path_, lines: dict[Path_, int], source: str) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = (*loc, key)
+            if key in keys:
+                raise ConfigError(
+                    "this key appears twice in the same mapping",
+                    source=source,
+                    line=key_node.start_mark.line + 1,
+                    field=_field_name(child),
+                )
+            keys.add(key)
+            lines[child] = key_node.start_mark.line + 1
+            _index_lines(value_node, child, lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*loc, index), lines, source)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"YAML syntax error: {problem}", source=source, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", source=source) from None
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        _index_lines(node, (), lines, source)
+    return data, lines
+
+
+def _line_for(loc: Path_, lines: Mapping[Path_, int]) -> int | None:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None
+
+
+def _substitute(
+    value: Any, loc: Path_, lines: Mapping[Path_, int], source: str, secrets: set[str]
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*loc, str(k)), lines, source, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, (*loc, i), lines, source, secrets) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"environment variable {name} is not set (referenced as ${{{name}}}); "
+                "export it, or put it in the service's environment file",
+                source=source,
+                line=_line_for(loc, lines),
+                field=_field_name(loc),
+            )
+        secrets.add(os.environ[name])
+        return os.environ[name]
+
+    return _ENV_REF.sub(replace, value)
+
+
+# -- validation errors -------------------------------------------------------
+
+
+def _from_environment(loc: Path_) -> str | None:
+    if loc and isinstance(loc[0], str) and loc[0] in SETTING_KEYS:
+        name = f"{ENV_PREFIX}{loc[0].upper()}"
+        if name in os.environ:
+            return name
+    return None
+
+
+def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) -> ConfigError:
+    error = exc.errors()[0]
+    loc: Path_ = tuple(error["loc"])
+    env_name = _from_environment(loc)
+    where = f"environment variable {env_name}" if env_name else source
+    line = None if env_name else _line_for(loc, lines)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = SEARCH_KEYS if len(loc) >= 3 and loc[0] == "searches" else SETTING_KEYS
+        return ConfigError(
+            f"unknown key {key!r}{_suggest(key, known)}",
+            source=where,
+            line=line,
+            field=_field_name(loc),
+        )
+    message = str(error["msg"])
+    if kind == "literal_error" and loc and loc[-1] == "payType":
+        message = f"{error['input']!r} is not a pay type; use one of {', '.join(PAY_TYPES)}"
+        message += _suggest(str(error["input"]), PAY_TYPES)
+    elif kind == "missing":
+        message = "is required"
+    return ConfigError(message, source=where, line=line, field=_field_name(loc))
+
+
+# -- resolving targets -------------------------------------------------------
+
+
+class _Resolver:
+    """Turns channel names and URLs into Targets, checking each URL with apprise once."""
+
+    def __init__(self, source: str, lines: Mapping[Path_, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.targets: dict[str, Target] = {}
+        self.secrets: set[str] = set()
+
+    def target(self, url: str, label: str | None, loc: Path_) -> Target:
+        problem = check_url(url)
+        if problem:
+            raise ConfigError(
+                problem, source=self.source, line=_line_for(loc, self.lines), field=_field_name(loc)
+            )
+        candidate = Target.for_url(url, label or redact_url(url))
+        known = self.targets.setdefault(candidate.key, candidate)
+        self.secrets |= url_secrets(url)
+        return known
+
+
+def _resolve_channels(
+    settings: AlertdSettings, resolver: _Resolver
+) -> dict[str, tuple[Target, ...]]:
+    channels: dict[str, tuple[Target, ...]] = {}
+    for name, urls in settings.channels.items():
+        if not urls:
+            raise ConfigError(
+                "a channel needs at least one apprise URL",
+                source=resolver.source,
+                line=_line_for(("channels", name), resolver.lines),
+                field=f"channels.{name}",
+            )
+        channels[name] = tuple(
+            resolver.target(url, name if len(urls) == 1 else f"{name}[{i}]", ("channels", name, i))
+            for i, url in enumerate(urls)
+        )
+    return channels
+
+
+def _resolve_search(
+    index: int,
+    spec: SearchSpec,
+    channels: Mapping[str, tuple[Target, ...]],
+    resolver: _Resolver,
+) -> SavedSearch:
+    targets: list[Target] = []
+    for j, entry in enumerate(spec.notify):
+        loc: Path_ = ("searches", index, "notify", j)
+        if "://" in entry:
+            found: tuple[Target, ...] = (resolver.target(entry, None, loc),)
+        elif entry in channels:
+            found = channels[entry]
+        else:
+            hint = _suggest(entry, channels) or (
+                "; define it under 'channels:' or give an apprise URL"
+                if channels
+                else "; there is no 'channels:' section — add one, or give an apprise URL"
+            )
+            raise ConfigError(
+                f"unknown channel {entry!r}{hint}",
+                source=resolver.source,
+                line=_line_for(loc, resolver.lines),
+                field=_field_name(loc),
+            )
+        targets.extend(t for t in found if t not in targets)
+    if not targets:
+        targets.append(Target.stdout())
+    return SavedSearch(
+        name=spec.name,
+        q=spec.q,
+        category=spec.category,
+        language=spec.language,
+        country=spec.country,
+        pay_type=spec.pay_type,
+        targets=tuple(targets),
+        notify_existing=spec.notify_existing,
+        line=resolver.lines.get(("searches", index)),
+    )
+
+
+def _check_unique_names(specs: list[SearchSpec], source: str, lines: Mapping[Path_, int]) -> None:
+    names: set[str] = set()
+    for index, spec in enumerate(specs):
+        if spec.name in names:
+            loc: Path_ = ("searches", index, "name")
+            raise ConfigError(
+                f"duplicate search name {spec.name!r}; each search needs its own name",
+                source=source,
+                line=_line_for(loc, lines),
+                field=_field_name(loc),
+            )
+        names.add(spec.name)
+
+
+def local_zone() -> tzinfo:
+    """The machine's time zone, as a named zone when it can be found (DST-aware)."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    link = os.path.realpath("/etc/localtime")
+    if "zoneinfo/" in link:
+        candidates.append(link.split("zoneinfo/", 1)[1])
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
+
+
+def _zone(name: str | None, source: str, lines: Mapping[Path_, int]) -> tzinfo:
+    if not name:
+        return local_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin",
+            source=source,
+            line=_line_for(("timezone",), lines),
+            field="timezone",
+        ) from None
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Validate YAML ``text`` (named ``source`` in errors) into a Config."""
+    data, lines = _parse_yaml(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
+    secrets: set[str] = set()
+    data = _substitute(data, (), lines, source, secrets)
+    try:
+        settings = AlertdSettings(**data)
+    except ValidationError as exc:
+        raise _translate(exc, lines, source) from None
+    _check_unique_names(settings.searches, source, lines)
+    resolver = _Resolver(source, lines)
+    channels = _resolve_channels(settings, resolver)
+    searches = tuple(
+        _resolve_search(i, spec, channels, resolver) for i, spec in enumerate(settings.searches)
+    )
+    return Config(
+        source=source,
+        api_url=settings.api_url,
+        state_dir=settings.state_dir.expanduser(),
+        poll_interval=settings.poll_interval,
+        requests_per_minute=settings.requests_per_minute,
+        log_level=settings.log_level,
+        tz=_zone(settings.timezone, source, lines),
+        searches=searches,
+        targets=dict(resolver.targets),
+        channels=channels,
+        secrets=frozenset(s for s in secrets | resolver.secrets if s),
+        lines=lines,
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file at ``path``."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "no such file; copy alerts.example.yaml there, or pass --config PATH",
+            source=source,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
+    return parse_config(text, source)

@@ -1,0 +1,341 @@
+"""What alertd remembers: the only module that imports tinydb.
+
+One JSON file, ``alertd.json`` in the state directory, holds four tables:
+
+- ``meta``: the schema version;
+- ``searches``: each saved search's filter fingerprint, written when it was primed
+  (its first, silent run);
+- ``seen``: per search, the job ids it has already matched;
+- ``outbox``: one row per (target, job): which searches matched it, and whether it is
+  ``pending``, ``sending`` or ``sent``. A row is written before anything is sent and
+  updated with the outcome after, so a restart knows exactly what is still owed.
+
+Every write replaces the file atomically (temp file, fsync, rename): a kill or a full
+disk leaves the previous state whole. A lock file keeps two processes off one state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from tinydb import TinyDB, where
+from tinydb.storages import MemoryStorage, Storage
+from tinydb.table import Document
+
+from alertd.errors import StoreError
+from alertd.models import Alert, DeliveryStatus, Job, SavedSearch, format_time, parse_time
+
+SCHEMA_VERSION = 1
+STATE_FILE = "alertd.json"
+LOCK_FILE = "alertd.lock"
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that keeps the document in memory and replaces the file atomically."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._cache: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        if self._cache is None:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+            if not text.strip():
+                return None
+            try:
+                self._cache = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise StoreError(
+                    f"state file {self.path} is not valid JSON ({exc}); "
+                    "move it aside to start with an empty state"
+                ) from exc
+        return self._cache
+
+    def write(self, data: dict[str, Any]) -> None:
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=".alertd-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            self._cache = None  # memory may now be ahead of the disk: reload on next read
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._cache = data
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def close(self) -> None:
+        self._cache = None
+
+
+def _row_to_alert(row: Document) -> Alert:
+    return Alert(
+        row_id=row.doc_id,
+        target_key=row["target"],
+        job=Job.from_record(row["job"]),
+        searches=tuple(row["searches"]),
+        attempts=int(row.get("attempts", 0)),
+        created_at=parse_time(row.get("created_at")),
+    )
+
+
+class Store:
+    """Seen job ids, the outbox and per-search state, over one TinyDB."""
+
+    def __init__(self, db: TinyDB, lock: TextIO | None = None, path: Path | None = None) -> None:
+        self.db = db
+        self.lock = lock
+        self.path = path
+        self.searches = db.table("searches")
+        self.seen = db.table("seen")
+        self.outbox = db.table("outbox")
+        self.meta = db.table("meta")
+
+    # -- opening and closing -------------------------------------------------
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Open (creating if needed) the store in ``state_dir``, holding its lock."""
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            lock = (state_dir / LOCK_FILE).open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use state directory {state_dir}: {exc.strerror or exc}; "
+                "set state_dir (or ALERTD_STATE_DIR) to a writable directory"
+            ) from exc
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise StoreError(
+                f"state directory {state_dir} is in use by alertd (pid {holder}); "
+                "stop that one first or give this one another state_dir"
+            ) from exc
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        path = state_dir / STATE_FILE
+        try:
+            store = cls(TinyDB(str(path), storage=AtomicJSONStorage), lock=lock, path=path)
+            store._check_schema()
+            store.recover_interrupted()
+        except StoreError:
+            lock.close()
+            raise
+        return store
+
+    @classmethod
+    def in_memory(cls, copy_of: Store | None = None) -> Store:
+        """A store that writes nothing to disk; a copy of ``copy_of`` for dry runs."""
+        db = TinyDB(storage=MemoryStorage)
+        if copy_of is not None:
+            data = copy_of.db.storage.read() or {}
+            db.storage.write(json.loads(json.dumps(data)))
+        store = cls(db)
+        store._check_schema()
+        return store
+
+    def close(self) -> None:
+        """Close the database and release the lock."""
+        self.db.close()
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write state file {self.path}: {exc.strerror or exc}; "
+                "nothing was lost, it will be retried (free some disk space?)"
+            ) from exc
+
+    def _check_schema(self) -> None:
+        rows = self.meta.all()
+        if not rows:
+            with self._writing():
+                self.meta.insert({"schema_version": SCHEMA_VERSION})
+            return
+        version = rows[0].get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"state file {self.path} has schema version {version}, this alertd "
+                f"understands {SCHEMA_VERSION}; run the alertd version that wrote it"
+            )
+
+    # -- saved searches ------------------------------------------------------
+
+    def primed_fingerprint(self, search: str) -> str | None:
+        """The filter fingerprint a search was primed with, or None if it never ran."""
+        row = self.searches.get(where("name") == search)
+        return None if row is None else str(row["fingerprint"])
+
+    def seen_ids(self, search: str) -> set[str]:
+        """Job ids this search has already matched."""
+        return {row["job_id"] for row in self.seen.search(where("search") == search)}
+
+    def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
+        """Record a search's current matches as seen without owing any alert (its first run)."""
+        fresh = set(job_ids) - self.seen_ids(search.name)
+        stamp = format_time(now)
+        with self._writing():
+            self.seen.insert_multiple(
+                {"search": search.name, "job_id": job_id, "at": stamp} for job_id in sorted(fresh)
+            )
+        self.mark_primed(search, now)
+        return len(fresh)
+
+    def mark_primed(self, search: SavedSearch, now: datetime) -> None:
+        """From now on, this search's new matches are owed as alerts."""
+        with self._writing():
+            self.searches.upsert(
+                {
+                    "name": search.name,
+                    "fingerprint": search.fingerprint(),
+                    "primed_at": format_time(now),
+                },
+                where("name") == search.name,
+            )
+
+    def record_matches(self, search: SavedSearch, jobs: Iterable[Job], now: datetime) -> int:
+        """Owe an alert to each of the search's targets for each job it had not matched before.
+
+        A target already owed (or already sent) a job gets no second row: a pending row
+        gains this search's name instead, so one alert names every search that matched.
+        Returns how many jobs were new to this search.
+        """
+        seen = self.seen_ids(search.name)
+        new_jobs = [job for job in jobs if job.id not in seen]
+        stamp = format_time(now)
+        with self._writing():
+            for job in new_jobs:
+                for target in search.targets:
+                    self._owe(target.key, job, search.name, stamp)
+            self.seen.insert_multiple(
+                {"search": search.name, "job_id": job.id, "at": stamp} for job in new_jobs
+            )
+        return len(new_jobs)
+
+    def _owe(self, target_key: str, job: Job, search: str, stamp: str) -> None:
+        existing = self.outbox.get((where("target") == target_key) & (where("job_id") == job.id))
+        if existing is None:
+            self.outbox.insert(
+                {
+                    "target": target_key,
+                    "job_id": job.id,
+                    "job": job.to_record(),
+                    "searches": [search],
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": stamp,
+                    "next_attempt_at": stamp,
+                    "last_error": None,
+                    "sent_at": None,
+                }
+            )
+        elif existing["status"] != DeliveryStatus.SENT and search not in existing["searches"]:
+            self.outbox.update(
+                {"searches": [*existing["searches"], search]}, doc_ids=[existing.doc_id]
+            )
+
+    # -- the outbox ----------------------------------------------------------
+
+    def recover_interrupted(self) -> int:
+        """Rows left ``sending`` by a process that died mid-send are owed again."""
+        with self._writing():
+            changed = self.outbox.update(
+                {"status": DeliveryStatus.PENDING.value},
+                where("status") == DeliveryStatus.SENDING.value,
+            )
+        return len(changed)
+
+    def due(self, now: datetime, target_keys: Iterable[str] | None = None) -> list[Alert]:
+        """Pending alerts whose next attempt is due, oldest first."""
+        keys = None if target_keys is None else set(target_keys)
+        stamp = format_time(now)
+        rows = [
+            r
+            for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
+            if r["next_attempt_at"] <= stamp and (keys is None or r["target"] in keys)
+        ]
+        rows.sort(key=lambda r: (r["created_at"], r.doc_id))
+        return [_row_to_alert(r) for r in rows]
+
+    def mark_sending(self, alert: Alert, now: datetime) -> None:
+        """Written just before the send, so a crash mid-send is visible after a restart."""
+        with self._writing():
+            self.outbox.update(
+                {
+                    "status": DeliveryStatus.SENDING.value,
+                    "attempts": alert.attempts + 1,
+                    "last_attempt_at": format_time(now),
+                },
+                doc_ids=[alert.row_id],
+            )
+
+    def mark_sent(self, alert: Alert, now: datetime) -> None:
+        """The target accepted the alert: it will never be sent there again."""
+        with self._writing():
+            self.outbox.update(
+                {
+                    "status": DeliveryStatus.SENT.value,
+                    "sent_at": format_time(now),
+                    "last_error": None,
+                },
+                doc_ids=[alert.row_id],
+            )
+
+    def mark_failed(self, alert: Alert, error: str, retry_at: datetime) -> None:
+        """The target did not accept it: owed again from ``retry_at``."""
+        with self._writing():
+            self.outbox.update(
+                {
+                    "status": DeliveryStatus.PENDING.value,
+                    "next_attempt_at": format_time(retry_at),
+                    "last_error": error,
+                },
+                doc_ids=[alert.row_id],
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Outbox rows per status, for the log line and ``alertd status``."""
+        totals = {status.value: 0 for status in DeliveryStatus}
+        for row in self.outbox.all():
+            totals[row["status"]] = totals.get(row["status"], 0) + 1
+        return totals
+
+    def pending_rows(self) -> list[dict[str, Any]]:
+        """Every owed row as stored (for status output)."""
+        return [dict(r) for r in self.outbox.search(where("status") != DeliveryStatus.SENT.value)]
