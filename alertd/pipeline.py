@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 
 from alertd.api import OpenTrainClient
 from alertd.deliver import Sender, alert_text
@@ -24,7 +24,6 @@ from alertd.store import Store
 
 log = logging.getLogger(__name__)
 
-RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 1800, 3600)  # seconds; the last one repeats
 MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
 
 Clock = Callable[[], datetime]
@@ -35,11 +34,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def retry_delay(attempts: int, permanent: bool = False) -> int:
-    """Seconds to wait after the ``attempts``-th failed send (clamped to the last step)."""
+def retry_delay(schedule: tuple[float, ...], attempts: int, permanent: bool = False) -> float:
+    """Seconds to wait after the ``attempts``-th failed send: the schedule, clamped to its end.
+
+    A permanent failure (a revoked token, a deleted webhook) waits the longest step:
+    it is still owed, in case a person fixes the target, but it stops hammering.
+    """
     if permanent:
-        return RETRY_SCHEDULE[-1]
-    return RETRY_SCHEDULE[min(max(attempts, 1), len(RETRY_SCHEDULE)) - 1]
+        return schedule[-1]
+    return schedule[min(max(attempts, 1), len(schedule)) - 1]
 
 
 @dataclass
@@ -109,11 +112,11 @@ def poll_search(
 
 
 def deliver_due(
+    config: Config,
     targets: dict[str, Target],
     store: Store,
     send: Sender,
     clock: Clock,
-    tz: tzinfo | None,
     report: CycleReport,
     stop: threading.Event,
 ) -> None:
@@ -127,7 +130,7 @@ def deliver_due(
         target = targets[alert.target_key]
         if target.key in down or per_target.get(target.key, 0) >= MAX_ALERTS_PER_TARGET:
             continue
-        title, body = alert_text(alert, tz)
+        title, body = alert_text(alert, config.tz)
         store.mark_sending(alert, clock())
         outcome = send(target, title, body)
         if outcome.accepted:
@@ -138,7 +141,9 @@ def deliver_due(
         down.add(target.key)
         report.failed_sends += 1
         attempts = alert.attempts + 1
-        retry_at = clock() + timedelta(seconds=retry_delay(attempts, outcome.permanent))
+        retry_at = clock() + timedelta(
+            seconds=retry_delay(config.retry_schedule, attempts, outcome.permanent)
+        )
         store.mark_failed(alert, outcome.error or "not accepted", retry_at)
         level = logging.ERROR if outcome.permanent else logging.WARNING
         log.log(
@@ -148,7 +153,7 @@ def deliver_due(
             alert.job.id,
             attempts,
             outcome.error,
-            retry_at.astimezone(tz).strftime("%H:%M:%S %Z"),
+            retry_at.astimezone(config.tz).strftime("%H:%M:%S %Z"),
             " — check this target's URL and credentials" if outcome.permanent else "",
         )
 
@@ -178,7 +183,7 @@ def run_once(
                 log.warning("search %r skipped this cycle: %s", search.name, exc)
         targets = {t.key: t for s in config.searches for t in s.targets}
         if not report.stopped:
-            deliver_due(targets, store, send, clock, config.tz, report, stop)
+            deliver_due(config, targets, store, send, clock, report, stop)
     except StopRequestedError:
         report.stopped = True
     except StoreError as exc:

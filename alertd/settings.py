@@ -76,7 +76,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class SearchSpec(BaseModel):
     """One saved search as written in the YAML."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     q: str | None = None
@@ -103,6 +103,7 @@ class AlertdSettings(BaseSettings):
         "INFO"
     )
     timezone: str | None = None
+    retry_schedule: list[Duration] = Field(default_factory=lambda: [60.0, 300.0, 1800.0, 3600.0])
     channels: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(
         default_factory=dict
     )
@@ -137,6 +138,7 @@ class Config:
     log_level: str
     tz: tzinfo
     searches: tuple[SavedSearch, ...]
+    retry_schedule: tuple[float, ...] = (60.0, 300.0, 1800.0, 3600.0)
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
@@ -442,6 +444,7 @@ def parse_config(text: str, source: str) -> Config:
         log_level=settings.log_level,
         tz=_zone(settings.timezone, source, lines),
         searches=searches,
+        retry_schedule=tuple(settings.retry_schedule) or (60.0,),
         targets=dict(resolver.targets),
         channels=channels,
         secrets=frozenset(s for s in secrets | resolver.secrets if s),

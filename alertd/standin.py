@@ -115,6 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -------------------------------------------------------------
 
     def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -134,6 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": {"code": code, "message": message}}, extra)
 
     def _record(self, status: int) -> None:
+        """Log an API request before answering it, so a client never sees an unrecorded answer."""
+        if self.path.startswith("/_control/"):
+            return
         edge = self.server.edge
         with edge.lock:
             edge.served.append(
@@ -188,8 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             served = [r.__dict__ for r in self.server.requests()]
             self._json(200, {"requests": served})
             return
-        status = self._serve_api(split.path)
-        self._record(status)
+        self._serve_api(split.path)
 
     def _serve_api(self, path: str) -> int:
         edge = self.server.edge
@@ -264,6 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(429, "RATE_LIMITED", "injected rate limit", extra)
             return 429
         if fault.kind == "nonjson":
+            self._record(200)
             self.send_response(200)
             body = b"<html><body>502 Bad Gateway</body></html>"
             self.send_header("Content-Type", "text/html")
@@ -273,6 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200
         if fault.kind == "truncated":
             status, body = self._answer(urlsplit(self.path).path)
+            self._record(status)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -281,6 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return status
         if fault.kind == "timeout":
+            self._record(599)
             self.server.stopping.wait(fault.delay)
             self.close_connection = True
             return 599  # recorded as "closed without an answer"
@@ -319,7 +325,9 @@ class StandInServer(ThreadingHTTPServer):
 
     def start(self) -> StandInServer:
         """Serve in a background thread; returns self."""
-        self.thread = threading.Thread(target=self.serve_forever, name="standin", daemon=True)
+        self.thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="standin", daemon=True
+        )
         self.thread.start()
         return self
 

@@ -1,0 +1,84 @@
+"""Shared fixtures: real servers on 127.0.0.1, a clean environment, and the CLI.
+
+Nothing here talks to anything but loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from alertd.cli import cli
+from alertd.market import Market
+from alertd.standin import StandInServer
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ALERTD_* or proxy settings leak in from the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith("ALERTD_") or name in PROXY_VARS or name == "REQUESTS_CA_BUNDLE":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("TZ", "UTC")
+
+
+@pytest.fixture
+def market() -> Market:
+    """An empty simulated marketplace."""
+    return Market(seed=7)
+
+
+@pytest.fixture
+def standin(market: Market) -> Iterator[StandInServer]:
+    """The stand-in API on 127.0.0.1, edge cache off so every poll sees the latest jobs."""
+    server = StandInServer(market, cache_ttl=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A fresh state directory."""
+    return tmp_path / "state"
+
+
+WriteConfig = Callable[[str], Path]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, standin: StandInServer, state_dir: Path) -> WriteConfig:
+    """Write alerts.yaml pointing at the stand-in; ``body`` is YAML appended after the settings."""
+
+    def write(body: str, name: str = "alerts.yaml") -> Path:
+        path = tmp_path / name
+        head = (
+            f"api_url: {standin.url}\n"
+            f"state_dir: {state_dir}\n"
+            "poll_interval: 1\n"
+            "requests_per_minute: 120\n"
+        )
+        path.write_text(head + textwrap.dedent(body), encoding="utf-8")
+        return path
+
+    return write
+
+
+RunCli = Callable[..., Result]
+
+
+@pytest.fixture
+def run_cli() -> RunCli:
+    """Invoke ``alertd`` in-process, as a user would from a shell."""
+
+    def invoke(*args: str | Path) -> Result:
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
