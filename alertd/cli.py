@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from alertd import __version__
-from alertd.api import OpenTrainClient
+from alertd.api import RETRY_DELAYS, OpenTrainClient
 from alertd.daemon import Daemon, use_utc
 from alertd.deliver import describe_pay, dry_run_sender, render_alert, send, show_time
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
@@ -77,9 +77,17 @@ def read_config(path: str) -> Config:
 
 
 def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrainClient:
-    """The API client for ``config``."""
+    """The API client for ``config``.
+
+    Back-off within a cycle never takes more than a tenth of the poll interval per step:
+    the next cycle is the real retry, and a cycle must not overrun its own schedule.
+    """
+    delays = tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
     return OpenTrainClient(
-        config.api_url, requests_per_minute=config.requests_per_minute, stop=stop
+        config.api_url,
+        requests_per_minute=config.requests_per_minute,
+        retry_delays=delays,
+        stop=stop,
     )
 
 

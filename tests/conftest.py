@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from alertd.cli import cli
 from alertd.market import Market
 from alertd.standin import StandInServer
+from tests.webhook import WebhookCollector
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -82,3 +83,11 @@ def run_cli() -> RunCli:
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookCollector]:
+    """A webhook target on 127.0.0.1 (apprise ``json://``) that can be taken down and up."""
+    server = WebhookCollector()
+    yield server
+    server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ def test_429_waits_for_retry_after_then_succeeds(market: Market, standin: StandI
     assert len(result.jobs) == 1
     served = standin.requests("/jobs")
     assert [r.status for r in served] == [429, 429, 200]
-    gaps = [later.at - earlier.at for earlier, later in zip(served, served[1:], strict=False)]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(served)]
     assert all(gap >= 0.95 for gap in gaps), gaps
 
 

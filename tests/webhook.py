@@ -1,0 +1,58 @@
+"""A webhook collector on 127.0.0.1: what apprise's ``json://`` URL posts, recorded."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: WebhookCollector
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        accepted = self.server.up.is_set()
+        with self.server.lock:
+            self.server.attempts += 1
+            if accepted:
+                self.server.received.append(json.loads(body or b"{}"))
+        self.send_response(200 if accepted else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class WebhookCollector(ThreadingHTTPServer):
+    """Accepts posts while ``up`` is set, answers 503 otherwise; keeps what it accepted."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.up = threading.Event()
+        self.up.set()
+        self.received: list[dict[str, Any]] = []
+        self.attempts = 0
+        threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    @property
+    def url(self) -> str:
+        """The apprise URL that posts here."""
+        return f"json://127.0.0.1:{self.server_address[1]}/hook"
+
+    def messages(self) -> list[str]:
+        """The message bodies accepted so far."""
+        with self.lock:
+            return [str(item.get("message", "")) for item in self.received]
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.shutdown()
+        self.server_close()
