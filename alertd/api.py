@@ -182,14 +182,14 @@ class OpenTrainClient:
                 limited += 1
                 if limited >= MAX_RATE_LIMITED_TRIES:
                     raise ApiUnavailableError(f"{path}: still rate limited after {limited} tries")
-                log.warning("API rate limited us on /%s; waiting %.0fs", path, retry_after)
+                log.info("API rate limited us on /%s; waiting %.0fs", path, retry_after)
                 self.budget.hold(retry_after)
                 continue
             if failures >= len(self.retry_delays):
                 raise ApiUnavailableError(f"{path}: {outcome} (gave up after {failures + 1} tries)")
             delay = self.retry_delays[failures]
             failures += 1
-            log.warning("API /%s: %s; retrying in %.0fs", path, outcome, delay)
+            log.debug("API /%s: %s; retrying in %.1fs", path, outcome, delay)
             self.budget.pause(delay)
 
     def _attempt(

@@ -6,6 +6,7 @@ Nothing here talks to anything but loopback.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,17 +57,20 @@ WriteConfig = Callable[[str], Path]
 
 @pytest.fixture
 def write_config(tmp_path: Path, standin: StandInServer, state_dir: Path) -> WriteConfig:
-    """Write alerts.yaml pointing at the stand-in; ``body`` is YAML appended after the settings."""
+    """Write alerts.yaml pointing at the stand-in; top-level keys in ``body`` win over defaults."""
 
     def write(body: str, name: str = "alerts.yaml") -> Path:
         path = tmp_path / name
-        head = (
-            f"api_url: {standin.url}\n"
-            f"state_dir: {state_dir}\n"
-            "poll_interval: 1\n"
-            "requests_per_minute: 120\n"
-        )
-        path.write_text(head + textwrap.dedent(body), encoding="utf-8")
+        body = textwrap.dedent(body)
+        defaults = {
+            "api_url": standin.url,
+            "state_dir": str(state_dir),
+            "poll_interval": "1",
+            "requests_per_minute": "120",
+        }
+        given = set(re.findall(r"^(\w+):", body, flags=re.MULTILINE))
+        head = "".join(f"{k}: {v}\n" for k, v in defaults.items() if k not in given)
+        path.write_text(head + body, encoding="utf-8")
         return path
 
     return write

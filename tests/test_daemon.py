@@ -1,0 +1,161 @@
+"""The daemon as a process: signals, kills, restarts, locks, a corrupt state, a full disk."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from alertd.market import Market
+from tests.conftest import WriteConfig
+from tests.webhook import WebhookCollector
+
+ALERTD = [sys.executable, "-m", "alertd"]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(config: Path) -> subprocess.Popen[str]:
+        log = (tmp_path / f"daemon-{len(started)}.log").open("w")
+        proc = subprocess.Popen(
+            [*ALERTD, "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def titles(webhook: WebhookCollector) -> list[str]:
+    return [str(item["title"]) for item in webhook.received]
+
+
+def test_sigterm_stops_promptly_with_one_line_per_cycle(
+    market: Market,
+    write_config: WriteConfig,
+    webhook: WebhookCollector,
+    start_daemon: Callable[[Path], subprocess.Popen[str]],
+    tmp_path: Path,
+    state_dir: Path,
+) -> None:
+    config = write_config(
+        f"poll_interval: 0.3\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    proc = start_daemon(config)
+    wait_for(lambda: (state_dir / "heartbeat.json").exists())
+    market.add_job(title="While running")
+    wait_for(lambda: len(webhook.received) == 1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    log = (tmp_path / "daemon-0.log").read_text()
+    cycle_lines = [line for line in log.splitlines() if " cycle " in line]
+    assert len(cycle_lines) >= 2
+    assert all("next poll" in line for line in cycle_lines)
+    assert "SIGTERM received" in log and "alertd stopped after" in log
+    assert "Traceback" not in log
+
+
+def test_kill_and_restart_loses_nothing_and_repeats_nothing(
+    market: Market,
+    write_config: WriteConfig,
+    webhook: WebhookCollector,
+    start_daemon: Callable[[Path], subprocess.Popen[str]],
+    state_dir: Path,
+) -> None:
+    config = write_config(
+        f"poll_interval: 0.3\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    market.add_job(title="Before first start")
+    proc = start_daemon(config)
+    wait_for(lambda: (state_dir / "heartbeat.json").exists())
+    market.add_job(title="First")
+    wait_for(lambda: len(webhook.received) == 1)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+
+    market.add_job(title="While down 1")
+    market.add_job(title="While down 2")
+    proc = start_daemon(config)
+    wait_for(lambda: len(webhook.received) == 3)
+    market.add_job(title="After restart")
+    wait_for(lambda: len(webhook.received) == 4)
+    time.sleep(1.0)  # a few more cycles: nothing may repeat
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=5)
+    assert sorted(titles(webhook)) == sorted(
+        f"New OpenTrain job: {t}"
+        for t in ("First", "While down 1", "While down 2", "After restart")
+    )
+
+
+def test_a_second_process_on_the_same_state_is_refused(
+    write_config: WriteConfig,
+    start_daemon: Callable[[Path], subprocess.Popen[str]],
+    state_dir: Path,
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    proc = start_daemon(config)
+    wait_for(lambda: (state_dir / "heartbeat.json").exists())
+    other = subprocess.run([*ALERTD, "once", "-c", str(config)], capture_output=True, text=True)
+    assert other.returncode == 1
+    assert f"is in use by alertd (pid {proc.pid})" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_corrupt_state_file_is_reported_and_left_alone(
+    write_config: WriteConfig, state_dir: Path
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    state_dir.mkdir(parents=True)
+    (state_dir / "alertd.json").write_text('{"outbox": {"1": ')
+    result = subprocess.run([*ALERTD, "once", "-c", str(config)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "is not valid JSON" in result.stderr and "move it aside" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (state_dir / "alertd.json").read_text() == '{"outbox": {"1": '
+
+
+def test_full_disk_loses_nothing(
+    market: Market, write_config: WriteConfig, webhook: WebhookCollector, state_dir: Path
+) -> None:
+    config = write_config(f"searches:\n  - name: all\n    notify: ['{webhook.url}']\n")
+    subprocess.run([*ALERTD, "once", "-c", str(config)], check=True, capture_output=True)
+    state = state_dir / "alertd.json"
+    before = state.read_bytes()
+    market.add_job(title="Arrives while the disk is full")
+
+    def full_disk() -> None:  # files may not grow past their current size: EFBIG on write
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before), len(before)))
+
+    full = subprocess.run(
+        [*ALERTD, "once", "-c", str(config)], capture_output=True, text=True, preexec_fn=full_disk
+    )
+    assert full.returncode == 1
+    assert "cannot write state file" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert state.read_bytes() == before
+    assert webhook.received == []  # nothing sent that could not be recorded first
+
+    ok = subprocess.run([*ALERTD, "once", "-c", str(config)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert titles(webhook) == ["New OpenTrain job: Arrives while the disk is full"]
