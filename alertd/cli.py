@@ -438,7 +438,9 @@ def demo(duration: float, every: float, seed: int | None) -> None:
 
         threading.Thread(target=publish, daemon=True).start()
         if duration > 0:
-            threading.Timer(duration, stop.set).start()
+            timer = threading.Timer(duration, stop.set)
+            timer.daemon = True
+            timer.start()
         with Store.open(config.state_dir) as store, make_client(config, stop) as client:
             daemon = Daemon(config, lambda: cycle_once(config, store, client, send, stop), stop)
             daemon.install_signal_handlers()

@@ -1,0 +1,91 @@
+"""The command line itself: help, version, status, the demo, dry-run daemon."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alertd import __version__
+from alertd.cli import cli
+from alertd.market import Market
+from tests.conftest import RunCli, WriteConfig
+from tests.webhook import WebhookCollector
+
+ALERTD = [sys.executable, "-m", "alertd"]
+
+
+def test_version(run_cli: RunCli) -> None:
+    result = run_cli("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"alertd, version {__version__}"
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))  # type: ignore[attr-defined]
+def test_every_command_has_help_with_an_example(run_cli: RunCli, command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert "alertd " + command in result.output
+
+
+def test_status_shows_what_is_owed_and_why(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"channels:\n  team: {webhook.url}\nsearches:\n  - name: all\n    notify: [team]\n"
+    )
+    run_cli("once", "-c", config)
+    market.add_job(title="Waiting job")
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    result = run_cli("status", "-c", config)
+    assert result.exit_code == 0, result.output
+    assert "sent: 0  owed: 1" in result.output
+    assert "team: job " in result.output and "(Waiting job), 1 attempts" in result.output
+    assert "last error: " in result.output and "last error: -" not in result.output
+
+
+def test_demo_shows_alerts_offline_and_ends_by_itself() -> None:
+    result = subprocess.run(
+        [*ALERTD, "demo", "--duration", "5", "--every", "0.5", "--seed", "3"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Simulated marketplace on http://127.0.0.1:" in result.stderr
+    assert "primed silently" in result.stderr
+    assert result.stdout.count("=== New OpenTrain job: ") >= 1
+    assert "Matched: " in result.stdout
+
+
+def test_run_dry_run_sends_nothing(
+    market: Market,
+    write_config: WriteConfig,
+    webhook: WebhookCollector,
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        "poll_interval: 0.3\nsearches:\n  - name: all\n    notify_existing: true\n"
+        f"    notify: ['{webhook.url}']\n"
+    )
+    market.add_job(title="Shown, not sent")
+    out = (tmp_path / "out.txt").open("w")
+    proc = subprocess.Popen(
+        [*ALERTD, "run", "-c", str(config), "--dry-run"], stdout=out, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 15
+    while "Shown, not sent" not in (tmp_path / "out.txt").read_text():
+        assert time.monotonic() < deadline, "dry run never showed the alert"
+        time.sleep(0.05)
+    time.sleep(0.7)  # two more cycles
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    text = (tmp_path / "out.txt").read_text()
+    assert "[dry run] would send to json://" in text
+    assert webhook.attempts == 0
