@@ -3,7 +3,8 @@
 Job text is written by whoever posted the job, so it is untrusted: ``defang`` makes it
 inert in every channel (no ``@everyone``, no ``<!channel>``, no HTML or Slack markup)
 before it is rendered, and apprise is told the body is plain text, so it escapes what
-each service would otherwise read as Markdown or HTML.
+most services would otherwise read as Markdown or HTML (Discord gets plain text as is,
+which is why ``defang`` also breaks Markdown links itself).
 
 A failed send is an outcome, never an exception: the pipeline records it and retries.
 """
@@ -22,7 +23,7 @@ from typing import TextIO
 import apprise
 
 from alertd.models import Alert, Job, Pay, Target
-from alertd.targets import quiet_apprise
+from alertd.targets import RedactingFilter, quiet_apprise, url_secrets
 
 MAX_TITLE = 200
 MAX_SUMMARY = 400
@@ -38,12 +39,15 @@ def defang(text: str, limit: int) -> str:
 
     ``@`` gets a zero-width space after it (``@everyone``, ``@here``, ``@channel`` and
     ``<@123>`` no longer ping), ``< > &`` become look-alikes (no tags, no Slack
-    ``<!channel>`` or ``<url|text>``, no entities), and control and bidi characters go.
+    ``<!channel>`` or ``<url|text>``, no entities), ``](`` is split so no Markdown link
+    can hide its address, and control and bidi characters go.
     """
     text = unicodedata.normalize("NFKC", text)
     text = _CONTROL.sub("", text)
     text = _SPACES.sub(" ", text).strip()
     text = text.translate(_DEFANG).replace("@", "@" + ZERO_WIDTH_SPACE)
+    # Discord renders Markdown in plain content: break [text](url) links that hide their address.
+    text = text.replace("](", "]" + ZERO_WIDTH_SPACE + "(")
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
@@ -154,6 +158,8 @@ def send_apprise(url: str, title: str, body: str) -> Outcome:
     if accepted:
         return Outcome(True)
     reason = "; ".join(collector.messages[-2:]) or "the service did not accept the message"
+    # This text bypasses the log filter (it is stored and echoed): mask the URL's secrets here.
+    reason = RedactingFilter(url_secrets(url)).redact(reason)
     return Outcome(False, reason, permanent=bool(_PERMANENT.search(reason)))
 
 

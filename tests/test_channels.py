@@ -1,0 +1,518 @@
+"""Delivery as each service sees it: Slack, Discord and Telegram behind a TLS-intercepting
+proxy, e-mail through a local SMTP server.
+
+Every test drives alertd the way a user does (``alertd test-notify`` / ``alertd once`` with
+a config) and asserts on the requests the services received. Nothing leaves 127.0.0.1:
+the proxy answers for the service hosts itself, and ``loopback_only`` fails any attempt
+to resolve or connect anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from alertd.api import OpenTrainClient
+from alertd.deliver import send
+from alertd.market import Market
+from alertd.pipeline import run_once, utc_now
+from alertd.settings import load_config
+from alertd.store import Store
+from tests.servers import (
+    DISCORD_HOST,
+    SLACK_HOST,
+    TELEGRAM_HOST,
+    CapturedRequest,
+    SMTPCollector,
+    TLSInterceptProxy,
+)
+
+SLACK_TOKENS = ("T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ")
+SLACK_URL = "slack://" + "/".join(SLACK_TOKENS)
+SLACK_PATH = "/services/" + "/".join(SLACK_TOKENS)
+
+DISCORD_ID = "4174216298"
+DISCORD_TOKEN = "JHMHI8qBe7bk2ZwO5U711o3dV_js"
+DISCORD_URL = f"discord://{DISCORD_ID}/{DISCORD_TOKEN}"
+DISCORD_PATH = f"/api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN}"
+
+TELEGRAM_BOT_ID = "123456789"
+TELEGRAM_SECRET = "ABCdefGhIJKlmnOPqrSTUvwxYZ"
+TELEGRAM_TOKEN = f"{TELEGRAM_BOT_ID}:{TELEGRAM_SECRET}"
+TELEGRAM_CHAT = 987654321
+TELEGRAM_URL = f"tgram://{TELEGRAM_TOKEN}/{TELEGRAM_CHAT}/"
+TELEGRAM_PATH = f"/bot{TELEGRAM_TOKEN}/sendMessage"
+
+SECRETS = (*SLACK_TOKENS, DISCORD_ID, DISCORD_TOKEN, TELEGRAM_BOT_ID, TELEGRAM_SECRET)
+
+WEB_HOSTS = (SLACK_HOST, DISCORD_HOST, TELEGRAM_HOST)
+LOOPBACK_NAMES = {None, "", "127.0.0.1", "::1", "localhost", b"127.0.0.1", b"localhost"}
+LOOPBACK_IPS = {"127.0.0.1", "::1"}
+
+# Text a job poster controls, written to ping, format, script and phish in every channel.
+HOSTILE = {
+    "title": "@everyone <b>bold</b> <script>alert(1)</script> [click](https://evil.example)",
+    "companyName": "<!channel> @here",
+    "summary": "<@123456> <!here> @everyone [click](https://evil.example) <script>x()</script>",
+}
+
+
+# -- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any attempt to resolve or connect to anything but loopback.
+
+    Name lookups other than loopback raise ``OSError`` (and are listed), as do
+    connections to a non-loopback address; the test fails at teardown if any happened.
+    ``gethostbyaddr``/``gethostbyname`` answer "unknown" (``gaierror``) without being
+    listed: smtplib asks for the machine's own name for its EHLO and falls back to
+    ``[127.0.0.1]`` when that fails, which keeps even that question off the resolver.
+    """
+    attempts: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in LOOPBACK_NAMES:
+            attempts.append(f"resolve {host!r}")
+            raise OSError(f"test blocked a name lookup of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and address[0] not in LOOPBACK_IPS:
+            attempts.append(f"connect {address!r}")
+            raise OSError(f"test blocked a connection to {address!r}")
+
+    def connect(self: socket.socket, address: Any) -> None:
+        check(address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        check(address)
+        return real_connect_ex(self, address)
+
+    def unknown(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "host lookups are blocked in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "gethostbyaddr", unknown)
+    monkeypatch.setattr(socket, "gethostbyname", unknown)
+    monkeypatch.setattr(socket, "gethostbyname_ex", unknown)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    yield attempts
+    assert attempts == [], f"something tried to leave 127.0.0.1: {attempts}"
+
+
+@pytest.fixture
+def tls_proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[TLSInterceptProxy]:
+    """Slack, Discord and Telegram on 127.0.0.1, reached the way apprise reaches them.
+
+    Starts a ``TLSInterceptProxy``, writes its throwaway CA to a file and points
+    ``HTTPS_PROXY`` and ``REQUESTS_CA_BUNDLE`` at them, so ``requests`` (apprise) sends
+    every ``https://hooks.slack.com/...``, ``https://discord.com/...`` and
+    ``https://api.telegram.org/...`` call through the proxy and trusts its certificate.
+    ``NO_PROXY`` (set by ``clean_environ``) keeps the stand-in API off the proxy.
+    Fails the test if a CONNECT was refused or a TLS handshake broke.
+    """
+    proxy = TLSInterceptProxy().start()
+    try:
+        ca_file = proxy.write_ca(tmp_path / "tls-proxy-ca.pem")
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
+        yield proxy
+    finally:
+        proxy.stop()
+    assert proxy.refused == [], f"the proxy refused: {proxy.refused}"
+    assert proxy.errors == [], f"tunnel errors: {proxy.errors}"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPCollector]:
+    """A plain SMTP server on 127.0.0.1 (OS-chosen port) that keeps what it receives.
+
+    ``smtp_server.mailto()`` is the apprise URL for it: ``mailto://`` means no TLS,
+    and with no user in the URL apprise does not log in.
+    """
+    server = SMTPCollector().start()
+    yield server
+    server.stop()
+
+
+# -- helpers ---------------------------------------------------------------------
+
+WriteConfig = Callable[..., Path]
+RunCli = Callable[..., Result]
+
+
+def channels_config(write_config: WriteConfig, channels: dict[str, str], extra: str = "") -> Path:
+    """alerts.yaml with ``channels`` and one unfiltered search that notifies all of them."""
+    lines = [extra.strip()] if extra.strip() else []
+    lines.append("channels:")
+    lines += [f"  {name}: {json.dumps(url)}" for name, url in channels.items()]
+    lines += [
+        "searches:",
+        "  - name: everything",
+        f"    notify: [{', '.join(channels)}]",
+    ]
+    return write_config("\n".join(lines) + "\n")
+
+
+def prime_and_publish(run_cli: RunCli, market: Market, config: Path, **job: Any) -> dict[str, Any]:
+    """Prime the search (its first ``once`` is silent), then publish a job it matches."""
+    primed = run_cli("once", "-c", config)
+    assert primed.exit_code == 0, primed.output
+    return market.add_job(**job)
+
+
+def one(requests: list[CapturedRequest]) -> CapturedRequest:
+    """The only request in ``requests``."""
+    assert len(requests) == 1, [(r.method, r.path, r.status) for r in requests]
+    return requests[0]
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string anywhere inside a decoded JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return []
+
+
+def mail_text(mail: Any) -> str:
+    return "\n".join(mail.text_parts())
+
+
+GOOD_JOB = {
+    "title": "Transcribe Bavarian dialect interviews",
+    "companyName": "Polyglot AI",
+    "summary": "Two-hour interviews, verbatim transcripts.",
+    "pay": {
+        "paymentType": "PAY_PER_HOUR",
+        "currency": "USD",
+        "hourlyMin": 27,
+        "hourlyMax": 33,
+        "hourlyRate": None,
+        "fixedPrice": None,
+        "perLabelRate": None,
+    },
+}
+GOOD_PAY = "$27–$33/hour"
+
+
+# -- each service receives the alert where it listens ------------------------------
+
+
+def test_test_notify_sends_the_sample_to_every_channel(
+    tls_proxy: TLSInterceptProxy,
+    smtp_server: SMTPCollector,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+) -> None:
+    config = channels_config(
+        write_config,
+        {
+            "slack": SLACK_URL,
+            "discord": DISCORD_URL,
+            "telegram": TELEGRAM_URL,
+            "mail": smtp_server.mailto(),
+        },
+    )
+
+    result = run_cli("test-notify", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    for name in ("slack", "discord", "telegram", "mail"):
+        assert re.search(rf"^ok\s+{name}: accepted$", result.stdout, re.M), result.stdout
+    slack = one(tls_proxy.requests(SLACK_HOST))
+    discord = one(tls_proxy.requests(DISCORD_HOST))
+    telegram = one(tls_proxy.requests(TELEGRAM_HOST))
+    assert (slack.method, slack.path) == ("POST", SLACK_PATH)
+    assert (discord.method, discord.path) == ("POST", DISCORD_PATH)
+    assert (telegram.method, telegram.path) == ("POST", TELEGRAM_PATH)
+    sample = "Sample alert: Spanish podcast transcription"
+    assert sample in slack.json["attachments"][0]["title"]
+    assert sample in discord.json["content"]
+    assert sample in telegram.json["text"]
+    [mail] = smtp_server.messages
+    assert sample in mail.message["Subject"]
+
+
+def test_test_notify_reports_a_service_that_refuses(
+    tls_proxy: TLSInterceptProxy, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    tls_proxy.down(DISCORD_HOST, 503)
+    config = channels_config(write_config, {"slack": SLACK_URL, "discord": DISCORD_URL})
+
+    result = run_cli("test-notify", "-c", config)
+
+    assert result.exit_code == 1
+    assert re.search(r"^ok\s+slack: accepted$", result.stdout, re.M), result.stdout
+    assert re.search(r"^FAILED\s+discord: .*503", result.stdout, re.M), result.stdout
+    assert [r.status for r in tls_proxy.requests(DISCORD_HOST)] == [503]
+
+
+def test_slack_webhook_receives_a_new_job(
+    tls_proxy: TLSInterceptProxy, market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(write_config, {"slack": SLACK_URL})
+    job = prime_and_publish(run_cli, market, config, **GOOD_JOB)
+    assert tls_proxy.requests() == [], "priming must send nothing"
+
+    result = run_cli("once", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    request = one(tls_proxy.requests(SLACK_HOST))
+    assert (request.method, request.path) == ("POST", SLACK_PATH)
+    assert request.headers["Content-Type"].startswith("application/json")
+    [attachment] = request.json["attachments"]
+    assert attachment["title"] == f"New OpenTrain job: {GOOD_JOB['title']}"
+    assert GOOD_JOB["title"] in attachment["text"]
+    assert GOOD_PAY in attachment["text"]
+    assert job["url"] in attachment["text"]
+
+
+def test_discord_webhook_receives_a_new_job(
+    tls_proxy: TLSInterceptProxy, market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(write_config, {"discord": DISCORD_URL})
+    job = prime_and_publish(run_cli, market, config, **GOOD_JOB)
+
+    result = run_cli("once", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    request = one(tls_proxy.requests(DISCORD_HOST))
+    assert (request.method, request.path, request.status) == ("POST", DISCORD_PATH, 204)
+    content = request.json["content"]
+    assert content.startswith(f"New OpenTrain job: {GOOD_JOB['title']}")
+    assert GOOD_PAY in content
+    assert job["url"] in content
+    assert "Polyglot AI" in content
+
+
+def test_telegram_bot_receives_a_new_job(
+    tls_proxy: TLSInterceptProxy, market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(write_config, {"telegram": TELEGRAM_URL})
+    job = prime_and_publish(run_cli, market, config, **GOOD_JOB)
+
+    result = run_cli("once", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    request = one(tls_proxy.requests(TELEGRAM_HOST))
+    assert (request.method, request.path) == ("POST", TELEGRAM_PATH)
+    assert request.json["chat_id"] == TELEGRAM_CHAT
+    text = request.json["text"]
+    assert f"New OpenTrain job: {GOOD_JOB['title']}" in text
+    assert GOOD_PAY in text
+    assert job["url"] in text
+
+
+def test_email_receives_a_new_job(
+    smtp_server: SMTPCollector, market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(write_config, {"mail": smtp_server.mailto()})
+    job = prime_and_publish(run_cli, market, config, **GOOD_JOB)
+    assert smtp_server.messages == []
+
+    result = run_cli("once", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    [mail] = smtp_server.messages
+    assert mail.mail_from == "alertd@example.com"
+    assert mail.rcpt_tos == ("annotator@example.com",)
+    assert GOOD_JOB["title"] in mail.message["Subject"]
+    assert "annotator@example.com" in mail.message["To"]
+    body = mail_text(mail)
+    assert GOOD_PAY in body
+    assert job["url"] in body
+    assert "Polyglot AI" in body
+
+
+# -- text a job poster wrote is inert everywhere -----------------------------------
+
+
+def test_untrusted_job_text_is_inert_in_every_channel(
+    tls_proxy: TLSInterceptProxy,
+    smtp_server: SMTPCollector,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+) -> None:
+    config = channels_config(
+        write_config,
+        {
+            "slack": SLACK_URL,
+            "discord": DISCORD_URL,
+            "telegram": TELEGRAM_URL,
+            "mail": smtp_server.mailto(),
+        },
+    )
+    prime_and_publish(run_cli, market, config, **HOSTILE)
+
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 0, result.output
+
+    # Discord: nothing may ping; the words are still there to read.
+    discord = one(tls_proxy.accepted(DISCORD_HOST)).json
+    for key in ("allow_mentions", "allowed_mentions"):
+        parse = (discord.get(key) or {}).get("parse") or []
+        assert "everyone" not in parse and "here" not in parse, discord
+    for text in strings_in(discord):
+        for mention in ("@everyone", "@here", "<@123456>"):
+            assert mention not in text, (mention, text)
+    assert "everyone" in discord["content"] and "bold" in discord["content"]
+
+    # Slack: no special mentions or user mentions in any field.
+    slack = one(tls_proxy.accepted(SLACK_HOST)).json
+    for text in strings_in(slack):
+        for mention in ("<!channel>", "<!here>", "<@123456>", "<!everyone>"):
+            assert mention not in text, (mention, text)
+    assert "bold" in slack["attachments"][0]["title"]
+
+    # Telegram (HTML parse mode): the only tag is apprise's own <b> around the title.
+    telegram = one(tls_proxy.accepted(TELEGRAM_HOST)).json["text"]
+    assert re.fullmatch(r"<b>[^<]*</b>[^<]*", telegram, re.S), telegram
+    assert "bold" in telegram and "alert(1)" in telegram
+
+    # E-mail: no markup in the subject or in any text part.
+    [mail] = smtp_server.messages
+    for text in (mail.message["Subject"], mail_text(mail)):
+        assert "<b>" not in text and "<script" not in text.lower(), text
+        assert "<!channel>" not in text, text
+    assert "bold" in mail.message["Subject"]
+
+
+def test_discord_shows_no_masked_link_from_job_text(
+    tls_proxy: TLSInterceptProxy, market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(write_config, {"discord": DISCORD_URL})
+    prime_and_publish(run_cli, market, config, **HOSTILE)
+
+    result = run_cli("once", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    content = one(tls_proxy.accepted(DISCORD_HOST)).json["content"]
+    assert "evil.example" in content  # the text is delivered ...
+    assert not re.search(r"\[[^\]\n]*\]\(\s*<?https?://", content), content  # ... not as a link
+
+
+# -- a service that is down gets the job later, once; the others never again -------
+
+
+def test_a_down_target_gets_the_job_once_when_back_and_the_others_never_again(
+    tls_proxy: TLSInterceptProxy, market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(
+        write_config, {"slack": SLACK_URL, "discord": DISCORD_URL, "telegram": TELEGRAM_URL}
+    )
+    tls_proxy.down(TELEGRAM_HOST, 500)
+    prime_and_publish(run_cli, market, config, **GOOD_JOB)
+
+    first = run_cli("once", "-c", config)
+
+    assert first.exit_code == 1, first.output
+    assert "1 sends failed" in first.stderr
+    assert len(tls_proxy.accepted(SLACK_HOST)) == 1
+    assert len(tls_proxy.accepted(DISCORD_HOST)) == 1
+    assert [r.status for r in tls_proxy.requests(TELEGRAM_HOST)] == [500]
+
+    tls_proxy.up(TELEGRAM_HOST)
+    too_soon = run_cli("once", "-c", config)  # the retry is not due for another minute
+
+    assert too_soon.exit_code == 0, too_soon.output
+    assert len(tls_proxy.requests(TELEGRAM_HOST)) == 1
+
+    loaded = load_config(config)
+    later = utc_now() + timedelta(minutes=2)
+    with Store.open(loaded.state_dir) as store, OpenTrainClient(loaded.api_url) as client:
+        report = run_once(loaded, client, store, send, clock=lambda: later)
+
+    assert report.ok and report.sent == 1 and report.owed == 0, report.summary()
+    retried = one(tls_proxy.accepted(TELEGRAM_HOST))
+    assert retried.path == TELEGRAM_PATH
+    assert GOOD_JOB["title"] in retried.json["text"]
+    assert len(tls_proxy.requests(SLACK_HOST)) == 1
+    assert len(tls_proxy.requests(DISCORD_HOST)) == 1
+
+    after = run_cli("once", "-c", config)
+
+    assert after.exit_code == 0, after.output
+    assert {host: len(tls_proxy.requests(host)) for host in WEB_HOSTS} == {
+        SLACK_HOST: 1,
+        DISCORD_HOST: 1,
+        TELEGRAM_HOST: 2,
+    }
+
+
+# -- secrets never reach a log ------------------------------------------------------
+
+
+def assert_no_secret(result: Result) -> None:
+    shown = result.stdout + result.stderr
+    for secret in SECRETS:
+        assert secret not in shown, f"{secret!r} leaked into the CLI output"
+
+
+def test_debug_log_never_shows_service_tokens(
+    tls_proxy: TLSInterceptProxy, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = channels_config(
+        write_config,
+        {"slack": SLACK_URL, "discord": DISCORD_URL, "telegram": TELEGRAM_URL},
+        extra="log_level: DEBUG",
+    )
+
+    result = run_cli("test-notify", "-c", config)
+
+    assert result.exit_code == 0, result.output
+    assert_no_secret(result)
+    # The lines that would carry the tokens were written (masked), so this is no vacuous pass.
+    for line in ("Slack POST URL", "Discord POST URL", "Telegram POST URL"):
+        assert line in result.stderr
+    # ... and the services did get the tokens.
+    assert one(tls_proxy.accepted(TELEGRAM_HOST)).path == TELEGRAM_PATH
+    assert one(tls_proxy.accepted(DISCORD_HOST)).path == DISCORD_PATH
+    assert one(tls_proxy.accepted(SLACK_HOST)).path == SLACK_PATH
+
+
+def test_debug_log_never_shows_service_tokens_when_sends_fail(
+    tls_proxy: TLSInterceptProxy,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+) -> None:
+    for host in WEB_HOSTS:
+        tls_proxy.down(host, 500)
+    config = channels_config(
+        write_config,
+        {"slack": SLACK_URL, "discord": DISCORD_URL, "telegram": TELEGRAM_URL},
+        extra="log_level: DEBUG",
+    )
+
+    notified = run_cli("test-notify", "-c", config)
+    prime_and_publish(run_cli, market, config, **GOOD_JOB)
+    polled = run_cli("once", "-c", config)
+    status = run_cli("status", "-c", config)
+
+    assert notified.exit_code == 1 and polled.exit_code == 1
+    assert "Response Details" in notified.stderr  # apprise's failure detail was logged
+    for result in (notified, polled, status):
+        assert_no_secret(result)
+    assert {host: len(tls_proxy.requests(host)) for host in WEB_HOSTS} == dict.fromkeys(
+        WEB_HOSTS, 2
+    )
