@@ -153,8 +153,8 @@ class Market:
 
     def add_job(self, **fields: Any) -> dict[str, Any]:
         """Publish a job (generated, with ``fields`` overriding) and return it."""
-        now = self.clock()
-        with self.lock:
+        with self.lock:  # stamp inside the lock: events are appended in time order
+            now = self.clock()
             job = make_job(now, self.rng, **fields)
             self.jobs[job["id"]] = job
             self.events.append((now, job["id"], "PUBLISHED"))
@@ -168,8 +168,8 @@ class Market:
 
     def update_job(self, job_id: str, **fields: Any) -> dict[str, Any]:
         """Change fields of a job; it keeps its id."""
-        now = self.clock()
         with self.lock:
+            now = self.clock()
             job = self.jobs[job_id]
             job.update(fields, updatedAt=format_time(now))
             self.events.append((now, job_id, "UPDATED"))
@@ -177,8 +177,8 @@ class Market:
 
     def close_job(self, job_id: str) -> None:
         """Take a job off the market: search stops listing it, GET answers 404 closed."""
-        now = self.clock()
         with self.lock:
+            now = self.clock()
             self.jobs[job_id].update(status="CLOSED", updatedAt=format_time(now))
             self.events.append((now, job_id, "CLOSED"))
 
@@ -244,8 +244,8 @@ class Market:
         since = parse_time(since_text) if since_text else None
         if since is None:
             raise BadRequestError("since is required, as an ISO-8601 instant")
-        now = self.clock()
-        with self.lock:
+        with self.lock:  # 'until' and the events it covers are read together
+            now = self.clock()
             latest: dict[str, tuple[datetime, str, str]] = {}
             for event in self.events:
                 if event[0] >= since:

@@ -37,6 +37,9 @@ CACHE_CONTROL = "public, s-maxage=300, stale-while-revalidate=3600"
 RATE_LIMIT = 120
 
 
+FAULT_KINDS = ("status", "ratelimit", "timeout", "truncated", "nonjson", "slow")
+
+
 @dataclass
 class Fault:
     """A misbehaviour to show the next ``count`` requests whose path starts with ``path``."""
@@ -47,6 +50,11 @@ class Fault:
     status: int = 503
     retry_after: str | None = "1"
     delay: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            kinds = ", ".join(FAULT_KINDS)
+            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {kinds}")
 
 
 @dataclass
@@ -108,6 +116,7 @@ class EdgeState:
 class _Handler(BaseHTTPRequestHandler):
     server: StandInServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read served
         pass

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -19,6 +21,8 @@ from alertd.market import Market
 from alertd.standin import StandInServer
 from tests.webhook import WebhookCollector
 
+LOOPBACK_NAMES = {None, "", "127.0.0.1", "::1", "localhost", b"127.0.0.1", b"localhost"}
+LOOPBACK_IPS = {"127.0.0.1", "::1"}
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -30,6 +34,53 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("TZ", "UTC")
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any attempt to resolve or connect to anything but loopback.
+
+    Name lookups other than loopback raise ``OSError`` (and are listed), as do
+    connections to a non-loopback address; the test fails at teardown if any happened.
+    ``gethostbyaddr``/``gethostbyname`` answer "unknown" (``gaierror``) without being
+    listed: smtplib asks for the machine's own name for its EHLO and falls back to
+    ``[127.0.0.1]`` when that fails, which keeps even that question off the resolver.
+    """
+    attempts: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in LOOPBACK_NAMES:
+            attempts.append(f"resolve {host!r}")
+            raise OSError(f"test blocked a name lookup of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and address[0] not in LOOPBACK_IPS:
+            attempts.append(f"connect {address!r}")
+            raise OSError(f"test blocked a connection to {address!r}")
+
+    def connect(self: socket.socket, address: Any) -> None:
+        check(address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        check(address)
+        return real_connect_ex(self, address)
+
+    def unknown(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "host lookups are blocked in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "gethostbyaddr", unknown)
+    monkeypatch.setattr(socket, "gethostbyname", unknown)
+    monkeypatch.setattr(socket, "gethostbyname_ex", unknown)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    yield attempts
+    assert attempts == [], f"something tried to leave 127.0.0.1: {attempts}"
 
 
 @pytest.fixture
