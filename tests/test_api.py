@@ -87,10 +87,11 @@ def test_broken_jobs_are_skipped_and_the_rest_kept(
     bad_pay = market.add_job(title="Odd pay", pay="twenty dollars")
     market.add_raw({"title": "no id at all", "status": "OPEN", "datePosted": "2026-01-01"}, "x1")
     market.add_raw(["not", "an", "object"], "x2")
+    odd_date = market.add_job(title="Odd date", datePosted="9999-12-31T23:59:59-01:00")
     caplog.set_level(logging.WARNING)
     with client_for(standin) as client:
         result = client.search_jobs({})
-    assert {j.id for j in result.jobs} == {good["id"], bad_pay["id"]}
+    assert {j.id for j in result.jobs} == {good["id"], bad_pay["id"], odd_date["id"]}
     assert result.skipped == 2
     odd = next(j for j in result.jobs if j.id == bad_pay["id"])
     assert odd.pay is None and odd.title == "Odd pay"

@@ -1,0 +1,77 @@
+"""The state store on its own: crash mid-send, schema guard, silent priming."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alertd.errors import StoreError
+from alertd.models import Job, SavedSearch, Target
+from alertd.store import Store
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+HOOK = Target.for_url("json://127.0.0.1:9/hook", "hook")
+SEARCH = SavedSearch(name="all", targets=(HOOK,))
+
+
+def test_a_send_interrupted_by_a_crash_is_owed_again_after_restart(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    store.mark_primed(SEARCH, NOW)
+    store.record_matches(SEARCH, [Job(id="j1", title="One", status="OPEN")], NOW)
+    (alert,) = store.due(NOW)
+    store.mark_sending(alert, NOW)
+    assert store.due(NOW) == []  # in flight: not offered twice within one process
+    store.close()  # the process dies here, before the outcome is written
+
+    again = Store.open(tmp_path)
+    (owed,) = again.due(NOW)
+    assert owed.job.id == "j1" and owed.attempts == 1
+    again.close()
+
+
+def test_sent_alerts_stay_sent_and_failed_ones_wait_their_turn(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.mark_primed(SEARCH, NOW)
+        store.record_matches(SEARCH, [Job(id="a", status="OPEN"), Job(id="b", status="OPEN")], NOW)
+        first, second = store.due(NOW)
+        store.mark_sending(first, NOW)
+        store.mark_sent(first, NOW)
+        store.mark_sending(second, NOW)
+        store.mark_failed(second, "503", NOW + timedelta(minutes=5))
+        assert store.due(NOW + timedelta(minutes=4)) == []
+        assert [a.job.id for a in store.due(NOW + timedelta(minutes=5))] == ["b"]
+        # the same job matched again later is not owed again
+        assert store.record_matches(SEARCH, [Job(id="a", status="OPEN")], NOW) == 0
+    with Store.open(tmp_path) as store:
+        assert store.counts() == {"pending": 1, "sending": 0, "sent": 1}
+
+
+def test_priming_records_without_owing(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        assert store.primed_fingerprint("all") is None
+        store.prime(SEARCH, ["x", "y"], NOW)
+        assert store.primed_fingerprint("all") == SEARCH.fingerprint()
+        assert store.due(NOW) == []
+        assert store.record_matches(SEARCH, [Job(id="x"), Job(id="z")], NOW) == 1
+
+
+def test_a_state_from_a_newer_alertd_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "alertd.json"
+    path.write_text(json.dumps({"meta": {"1": {"schema_version": 99}}}))
+    before = path.read_text()
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store.open(tmp_path)
+    assert path.read_text() == before
+
+
+def test_dry_run_copy_never_writes(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.mark_primed(SEARCH, NOW)
+        before = (tmp_path / "alertd.json").read_text()
+        copy = Store.in_memory(store)
+    copy.record_matches(SEARCH, [Job(id="new", status="OPEN")], NOW)
+    assert len(copy.due(NOW)) == 1
+    assert (tmp_path / "alertd.json").read_text() == before
