@@ -24,7 +24,7 @@ from alertd.daemon import Daemon, use_utc
 from alertd.deliver import describe_pay, dry_run_sender, render_alert, send, show_time
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.match import select_open
-from alertd.models import Job, Pay, Target, format_time
+from alertd.models import Job, Pay, Target, format_time, parse_time
 from alertd.pipeline import CycleReport, run_once
 from alertd.settings import DEFAULT_API_URL, Config, load_config, parse_config, suggest
 from alertd.store import Store
@@ -378,7 +378,8 @@ def status(config_path: str) -> None:
         label = labels.get(row["target"], "(target no longer in config)")
         click.echo(
             f"  {label}: job {row['job_id']} ({row['job'].get('title')}), "
-            f"{row['attempts']} attempts, next {row['next_attempt_at']}, "
+            f"{row['attempts']} attempts, next "
+            f"{show_time(parse_time(row['next_attempt_at']), config.tz)}, "
             f"last error: {row['last_error'] or '-'}"
         )
 
