@@ -21,7 +21,7 @@ import httpx
 
 from alertd import __version__
 from alertd.errors import ApiError, ApiUnavailableError, StopRequestedError
-from alertd.models import Job, parse_job, parse_time
+from alertd.models import Job, format_time, parse_job, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ MAX_PAGES = 200  # 20,000 jobs: far past the marketplace's size; guards a cursor
 RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
 MAX_RATE_LIMITED_WAIT = 120.0  # a longer Retry-After fails this search for this cycle instead
 MAX_RATE_LIMITED_TRIES = 6
+CHANGES_CAP = 5000  # events per answer of GET /jobs/changes
+MAX_CHANGE_CALLS = 10
 
 
 class RateBudget:
@@ -259,6 +261,27 @@ class OpenTrainClient:
             for warning in parsed.warnings:
                 log.warning("job %s: %s", parsed.job.id, warning)
             result.jobs.append(parsed.job)
+
+    def closed_since(self, since: datetime) -> tuple[set[str], datetime]:
+        """Ids of jobs closed at or after ``since``, and the ``until`` to pass next time.
+
+        Follows the feed's 5,000-event cap by advancing ``since`` to each ``until``.
+        """
+        closed: set[str] = set()
+        for _ in range(MAX_CHANGE_CALLS):
+            body = self.get_json("jobs/changes", {"since": format_time(since)})
+            until = parse_time(body.get("until"))
+            changes = body.get("changes")
+            if until is None or not isinstance(changes, list):
+                raise ApiUnavailableError("jobs/changes: the answer has no 'until' or 'changes'")
+            for change in changes:
+                if isinstance(change, dict) and change.get("eventType") == "CLOSED":
+                    closed.add(str(change.get("jobId")))
+            capped = len(changes) >= CHANGES_CAP and until > since
+            since = until
+            if not capped:
+                break
+        return closed, since
 
     def facet_counts(self) -> dict[str, list[tuple[str, int]]]:
         """Facet values with their job counts, as the API sorts them (most jobs first)."""

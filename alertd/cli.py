@@ -21,7 +21,15 @@ import click
 from alertd import __version__
 from alertd.api import RETRY_DELAYS, OpenTrainClient
 from alertd.daemon import Daemon, use_utc
-from alertd.deliver import describe_pay, dry_run_sender, render_alert, send, show_time
+from alertd.deliver import (
+    defang,
+    describe_pay,
+    dry_run_sender,
+    render_alert,
+    safe_link,
+    send,
+    show_time,
+)
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.match import select_open
 from alertd.models import Job, Pay, Target, format_time, parse_time
@@ -66,12 +74,16 @@ def setup_logging(level: str, secrets: frozenset[str] = frozenset()) -> Redactin
     return redactor
 
 
-def read_config(path: str) -> Config:
+def read_config(path: str, need_searches: bool = False) -> Config:
     """Load the config and set up logging for it, or exit 2 with one clear line."""
     try:
         config = load_config(Path(path))
     except ConfigError as exc:
         fail(exc)
+    if need_searches and not config.searches:
+        raise ConfigClickError(
+            f"{config.source}: searches: no saved search yet; add one (see alerts.example.yaml)"
+        )
     setup_logging(config.log_level, config.secrets)
     return config
 
@@ -93,18 +105,13 @@ def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrai
 
 @contextmanager
 def open_store(config: Config, dry_run: bool = False) -> Iterator[Store]:
-    """The state store; for a dry run, an in-memory copy that is thrown away."""
+    """The state store, locked; for a dry run, an unlocked copy that is thrown away."""
     try:
-        store = Store.open(config.state_dir)
+        store = Store.snapshot(config.state_dir) if dry_run else Store.open(config.state_dir)
     except StoreError as exc:
         fail(exc)
-    if not dry_run:
-        with store:
-            yield store
-        return
     with store:
-        copy = Store.in_memory(store)
-    yield copy
+        yield store
 
 
 config_option = click.option(
@@ -161,9 +168,7 @@ def run(config_path: str, dry_run: bool) -> None:
     Example:
       alertd run -c /data/alerts.yaml
     """
-    config = read_config(config_path)
-    if not config.searches:
-        raise ConfigClickError(f"{config.source}: searches: add at least one saved search")
+    config = read_config(config_path, need_searches=True)
     use_utc()
     stop = threading.Event()
     sender = dry_run_sender(sys.stdout) if dry_run else send
@@ -185,7 +190,7 @@ def once(config_path: str, dry_run: bool) -> None:
     Example:
       alertd once -c alerts.yaml --dry-run
     """
-    config = read_config(config_path)
+    config = read_config(config_path, need_searches=True)
     stop = threading.Event()
     sender = dry_run_sender(sys.stdout) if dry_run else send
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
@@ -206,7 +211,7 @@ def validate(config_path: str, online: bool) -> None:
     Example:
       alertd validate -c alerts.yaml --online
     """
-    config = read_config(config_path)
+    config = read_config(config_path, need_searches=True)
     if online:
         check_online(config)
     targets = sorted({t.label for s in config.searches for t in s.targets})
@@ -320,8 +325,8 @@ def preview(config_path: str, search: str) -> None:
     jobs = select_open(result.jobs, datetime.now(UTC))
     for job in jobs:
         click.echo(
-            f"{show_time(job.date_posted, config.tz)}  {job.title}  [{describe_pay(job.pay)}]  "
-            f"{job.url or ''}"
+            f"{show_time(job.date_posted, config.tz)}  {defang(job.title, 120)}  "
+            f"[{describe_pay(job.pay)}]  {safe_link(job.url) or ''}"
         )
     skipped = f", {result.skipped} malformed jobs skipped" if result.skipped else ""
     click.echo(
@@ -370,14 +375,15 @@ def status(config_path: str) -> None:
     """
     config = read_config(config_path)
     labels = {t.key: t.label for s in config.searches for t in s.targets}
-    with open_store(config) as store:
+    with open_store(config, dry_run=True) as store:  # a snapshot: works beside a running daemon
         counts = store.counts()
         rows = store.pending_rows()
     click.echo(f"state: {config.state_dir}  sent: {counts['sent']}  owed: {len(rows)}")
     for row in rows:
         label = labels.get(row["target"], "(target no longer in config)")
         click.echo(
-            f"  {label}: job {row['job_id']} ({row['job'].get('title')}), "
+            f"  {label}: job {defang(str(row['job_id']), 64)} "
+            f"({defang(str(row['job'].get('title')), 120)}), "
             f"{row['attempts']} attempts, next "
             f"{show_time(parse_time(row['next_attempt_at']), config.tz)}, "
             f"last error: {row['last_error'] or '-'}"
@@ -400,7 +406,13 @@ searches:
 @click.option(
     "--duration", default=30.0, show_default=True, help="Seconds to run; 0 runs until Ctrl-C."
 )
-@click.option("--every", default=3.0, show_default=True, help="Seconds between new simulated jobs.")
+@click.option(
+    "--every",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between new simulated jobs.",
+)
 @click.option(
     "--seed", default=None, type=int, help="Seed for the simulated jobs (repeatable runs)."
 )

@@ -24,6 +24,7 @@ class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"  # owed; due at ``next_attempt_at``
     SENDING = "sending"  # written just before the send; outcome not yet recorded
     SENT = "sent"  # the target accepted it
+    WITHDRAWN = "withdrawn"  # the job closed or expired before the target accepted it
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,18 @@ from alertd.api import OpenTrainClient
 from alertd.deliver import Sender, alert_text
 from alertd.errors import AlertdError, ApiError, StopRequestedError, StoreError
 from alertd.match import select_open
-from alertd.models import SavedSearch, Target
+from alertd.models import Job, SavedSearch, Target, parse_time
 from alertd.settings import Config
 from alertd.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
+# The edge cache may serve a page up to 5 min fresh + 1 h stale: look that far back for closures.
+CLOSED_LOOKBACK = timedelta(minutes=65)
 
 Clock = Callable[[], datetime]
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def utc_now() -> datetime:
@@ -55,6 +58,7 @@ class CycleReport:
     new_jobs: int = 0
     sent: int = 0
     failed_sends: int = 0
+    withdrawn: int = 0
     owed: int = 0
     requests: int = 0
     skipped_jobs: int = 0
@@ -72,13 +76,15 @@ class CycleReport:
         parts = [
             f"{self.searches} searches" + (failed if self.failed_searches else ""),
             f"{self.requests} requests",
-            f"{self.new_jobs} new jobs",
+            f"{self.new_jobs} new matches",
             f"{self.sent} alerts sent",
         ]
         if self.primed:
             parts.append(f"primed silently: {', '.join(self.primed)}")
         if self.skipped_jobs:
             parts.append(f"{self.skipped_jobs} malformed jobs skipped")
+        if self.withdrawn:
+            parts.append(f"{self.withdrawn} withdrawn (job closed or expired)")
         if self.failed_sends:
             parts.append(f"{self.failed_sends} sends failed (will retry)")
         parts.append(f"{self.owed} owed")
@@ -92,23 +98,72 @@ class CycleReport:
 def poll_search(
     search: SavedSearch, client: OpenTrainClient, store: Store, now: datetime, report: CycleReport
 ) -> None:
-    """Fetch one search's open matches and record them: silently the first time."""
+    """Fetch one search's open matches and record them: silently while it is priming."""
     result = client.search_jobs(search.query())
     report.skipped_jobs += result.skipped
     jobs = select_open(result.jobs, now)
-    if store.primed_fingerprint(search.name) == search.fingerprint():
+    state = store.search_state(search)
+    if state is not None and state.get("primed"):
         report.new_jobs += store.record_matches(search, jobs, now)
-    elif search.notify_existing:
+        return
+    if state is None and search.notify_existing:
         report.new_jobs += store.record_matches(search, jobs, now)
         store.mark_primed(search, now)
+        return
+    if state is None:
+        since = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the API's precision
+        store.begin_priming(search, since)
     else:
+        since = parse_time(state.get("priming_since")) or now
+    prime_search(search, jobs, since, result.generated_at, store, now, report)
+
+
+def prime_search(
+    search: SavedSearch,
+    jobs: list[Job],
+    since: datetime,
+    generated_at: datetime | None,
+    store: Store,
+    now: datetime,
+    report: CycleReport,
+) -> None:
+    """A search's silent first run, which lasts until the API answers from after it began.
+
+    The edge cache may answer with a page computed before the search existed (up to an
+    hour old while it revalidates). Jobs on such a page are recorded silently and the
+    search keeps priming; on the first answer generated after priming began, jobs posted
+    before that moment are recorded silently, and any posted since are owed as alerts.
+    """
+    report.primed.append(search.name)
+    if generated_at is not None and generated_at < since:
         store.prime(search, (job.id for job in jobs), now)
-        report.primed.append(search.name)
         log.info(
-            "search %r primed: %d open jobs match now; only jobs posted from here on alert",
+            "search %r priming: the API answered from a cache older than the search; "
+            "staying silent until it answers fresh",
             search.name,
-            len(jobs),
         )
+        return
+    later = [job for job in jobs if job.date_posted is not None and job.date_posted >= since]
+    store.prime(search, (job.id for job in jobs if job not in later), now)
+    report.new_jobs += store.record_matches(search, later, now)
+    store.mark_primed(search, now)
+    log.info(
+        "search %r primed: %d open jobs match now; only jobs posted from here on alert",
+        search.name,
+        len(jobs) - len(later),
+    )
+
+
+def sweep_closed(client: OpenTrainClient, store: Store, now: datetime) -> int:
+    """Withdraw owed alerts for jobs the change feed says have closed. One request a cycle.
+
+    A search page may come from the edge cache and list a job that has since closed;
+    a target that was down may owe a job for hours. Neither should ping anyone.
+    """
+    since = store.changes_since() or now - CLOSED_LOOKBACK
+    closed, until = client.closed_since(since)
+    store.set_changes_since(until)
+    return store.withdraw(closed, "the job closed before it could be delivered", now)
 
 
 def deliver_due(
@@ -128,6 +183,11 @@ def deliver_due(
             report.stopped = True
             return
         target = targets[alert.target_key]
+        now = clock()
+        if alert.job.valid_through is not None and alert.job.valid_through <= now:
+            store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
+            report.withdrawn += 1
+            continue
         if target.key in down or per_target.get(target.key, 0) >= MAX_ALERTS_PER_TARGET:
             continue
         title, body = alert_text(alert, config.tz)
@@ -171,6 +231,7 @@ def run_once(
     stop = stop or threading.Event()
     report = CycleReport(searches=len(config.searches))
     requests_before = client.requests_sent
+    targets = {t.key: t for s in config.searches for t in s.targets}
     try:
         for search in config.searches:
             if stop.is_set():
@@ -181,8 +242,11 @@ def run_once(
             except ApiError as exc:
                 report.failed_searches.append(search.name)
                 log.warning("search %r skipped this cycle: %s", search.name, exc)
-        targets = {t.key: t for s in config.searches for t in s.targets}
         if not report.stopped:
+            try:
+                report.withdrawn += sweep_closed(client, store, clock())
+            except ApiError as exc:
+                log.warning("could not read the change feed for closed jobs: %s", exc)
             deliver_due(config, targets, store, send, clock, report, stop)
     except StopRequestedError:
         report.stopped = True
@@ -193,6 +257,6 @@ def run_once(
         report.error = f"{type(exc).__name__}: {exc}"
         log.exception("cycle failed unexpectedly; the next cycle will try again")
     report.requests = client.requests_sent - requests_before
-    with contextlib.suppress(StoreError):
-        report.owed = store.counts().get("pending", 0)
+    with contextlib.suppress(StoreError):  # owed to targets still in the config
+        report.owed = len(store.due(FAR_FUTURE, targets))
     return report

@@ -19,12 +19,24 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, SavedSearch, Target
-from alertd.targets import check_url, redact_url, url_secrets
+from alertd.targets import RedactingFilter, check_url, redact_url, url_secrets
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -32,6 +44,8 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
 )
+
+MAX_DURATION = 7 * 24 * 3600.0
 
 Path_ = tuple[str | int, ...]
 
@@ -57,8 +71,8 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"{value!r} is not a duration; use seconds or e.g. 90s, 5m, 1h")
         hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
-    if seconds <= 0:
-        raise ValueError("must be more than 0 seconds")
+    if not 0 < seconds <= MAX_DURATION:
+        raise ValueError("must be more than 0 seconds and at most 7 days")
     return seconds
 
 
@@ -90,12 +104,18 @@ class SearchSpec(BaseModel):
     notify_existing: bool = False
 
 
+def _check_api_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL; the default is {DEFAULT_API_URL}")
+    return value.rstrip("/")
+
+
 class AlertdSettings(BaseSettings):
-    """Top-level keys of the YAML; the scalar ones can be overridden by ``ALERTD_*``."""
+    """The top-level settings; each can be overridden by ``ALERTD_<KEY>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    api_url: str = DEFAULT_API_URL
+    api_url: Annotated[str, AfterValidator(_check_api_url)] = DEFAULT_API_URL
     state_dir: Path = Field(default_factory=default_state_dir)
     poll_interval: Duration = 300.0
     requests_per_minute: int = Field(default=60, ge=1, le=120)
@@ -103,11 +123,9 @@ class AlertdSettings(BaseSettings):
         "INFO"
     )
     timezone: str | None = None
-    retry_schedule: list[Duration] = Field(default_factory=lambda: [60.0, 300.0, 1800.0, 3600.0])
-    channels: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(
-        default_factory=dict
+    retry_schedule: list[Duration] = Field(
+        default_factory=lambda: [60.0, 300.0, 1800.0, 3600.0], min_length=1
     )
-    searches: list[SearchSpec] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -122,7 +140,19 @@ class AlertdSettings(BaseSettings):
         return (env_settings, init_settings)
 
 
+class Destinations(BaseModel):
+    """What only the file can say: named channels and saved searches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(
+        default_factory=dict
+    )
+    searches: list[SearchSpec] = Field(default_factory=list)
+
+
 SETTING_KEYS = tuple(AlertdSettings.model_fields)
+FILE_KEYS = tuple(Destinations.model_fields)
 SEARCH_KEYS = tuple((info.alias or name) for name, info in SearchSpec.model_fields.items())
 
 
@@ -273,15 +303,17 @@ def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) ->
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        known = SEARCH_KEYS if len(loc) >= 3 and loc[0] == "searches" else SETTING_KEYS
+        known = SEARCH_KEYS if len(loc) >= 3 and loc[0] == "searches" else SETTING_KEYS + FILE_KEYS
         return ConfigError(
             f"unknown key {key!r}{_suggest(key, known)}",
             source=where,
             line=line,
             field=_field_name(loc),
         )
-    message = str(error["msg"])
-    if kind == "literal_error" and loc and loc[-1] == "payType":
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if loc and loc[0] == "channels" and len(loc) >= 2 and kind in ("list_type", "string_type"):
+        message = "a channel is one apprise URL or a list of them"
+    elif kind == "literal_error" and loc and loc[-1] == "payType":
         message = f"{error['input']!r} is not a pay type; use one of {', '.join(PAY_TYPES)}"
         message += _suggest(str(error["input"]), PAY_TYPES)
     elif kind == "missing":
@@ -293,31 +325,44 @@ def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) ->
 
 
 class _Resolver:
-    """Turns channel names and URLs into Targets, checking each URL with apprise once."""
+    """Turns channel names and URLs into Targets, checking each URL with apprise once.
 
-    def __init__(self, source: str, lines: Mapping[Path_, int]) -> None:
+    A channel's target is keyed by the channel's name, so fixing a typo in its URL or
+    rotating its token keeps what it is owed; an inline URL is keyed by its digest.
+    The same URL reached twice (by channel and inline) is one target.
+    """
+
+    def __init__(self, source: str, lines: Mapping[Path_, int], env_secrets: set[str]) -> None:
         self.source = source
         self.lines = lines
-        self.targets: dict[str, Target] = {}
+        self.by_url: dict[str, Target] = {}
         self.secrets: set[str] = set()
+        self.mask = RedactingFilter(env_secrets)
 
-    def target(self, url: str, label: str | None, loc: Path_) -> Target:
+    def target(self, url: str, loc: Path_, channel: str | None = None) -> Target:
         problem = check_url(url)
         if problem:
             raise ConfigError(
                 problem, source=self.source, line=_line_for(loc, self.lines), field=_field_name(loc)
             )
-        candidate = Target.for_url(url, label or redact_url(url))
-        known = self.targets.setdefault(candidate.key, candidate)
-        self.secrets |= url_secrets(url)
-        return known
+        if url not in self.by_url:
+            self.secrets |= url_secrets(url)
+            if channel is None:
+                label = self.mask.redact(redact_url(url))
+                self.by_url[url] = Target.for_url(url, label)
+            else:
+                self.by_url[url] = Target(key=f"channel:{channel}", label=channel, url=url)
+        return self.by_url[url]
+
+    @property
+    def targets(self) -> dict[str, Target]:
+        """Every distinct target, by key."""
+        return {t.key: t for t in self.by_url.values()}
 
 
-def _resolve_channels(
-    settings: AlertdSettings, resolver: _Resolver
-) -> dict[str, tuple[Target, ...]]:
+def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tuple[Target, ...]]:
     channels: dict[str, tuple[Target, ...]] = {}
-    for name, urls in settings.channels.items():
+    for name, urls in file.channels.items():
         if not urls:
             raise ConfigError(
                 "a channel needs at least one apprise URL",
@@ -326,7 +371,7 @@ def _resolve_channels(
                 field=f"channels.{name}",
             )
         channels[name] = tuple(
-            resolver.target(url, name if len(urls) == 1 else f"{name}[{i}]", ("channels", name, i))
+            resolver.target(url, ("channels", name, i), name if len(urls) == 1 else f"{name}[{i}]")
             for i, url in enumerate(urls)
         )
     return channels
@@ -342,7 +387,7 @@ def _resolve_search(
     for j, entry in enumerate(spec.notify):
         loc: Path_ = ("searches", index, "notify", j)
         if "://" in entry:
-            found: tuple[Target, ...] = (resolver.target(entry, None, loc),)
+            found: tuple[Target, ...] = (resolver.target(entry, loc),)
         elif entry in channels:
             found = channels[entry]
         else:
@@ -408,12 +453,33 @@ def _zone(name: str | None, source: str, lines: Mapping[Path_, int]) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        env_name = _from_environment(("timezone",))
         raise ConfigError(
             f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin",
-            source=source,
-            line=_line_for(("timezone",), lines),
+            source=f"environment variable {env_name}" if env_name else source,
+            line=None if env_name else _line_for(("timezone",), lines),
             field="timezone",
         ) from None
+
+
+def _check_known_keys(data: dict[str, Any], source: str, lines: Mapping[Path_, int]) -> None:
+    for key in data:
+        if key not in SETTING_KEYS + FILE_KEYS:
+            raise ConfigError(
+                f"unknown key {key!r}{_suggest(str(key), SETTING_KEYS + FILE_KEYS)}",
+                source=source,
+                line=_line_for((str(key),), lines),
+                field=str(key),
+            )
+
+
+def _env_error(exc: SettingsError) -> ConfigError:
+    match = re.search(r'field "(\w+)"', str(exc))
+    key = match.group(1) if match else "?"
+    return ConfigError(
+        "cannot parse this value; a list setting takes JSON, e.g. [60, 300, 1800]",
+        source=f"environment variable {ENV_PREFIX}{key.upper()}",
+    )
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -425,15 +491,19 @@ def parse_config(text: str, source: str) -> Config:
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
     secrets: set[str] = set()
     data = _substitute(data, (), lines, source, secrets)
+    _check_known_keys(data, source, lines)
     try:
-        settings = AlertdSettings(**data)
+        settings = AlertdSettings(**{k: v for k, v in data.items() if k in SETTING_KEYS})
+        file = Destinations(**{k: v for k, v in data.items() if k in FILE_KEYS})
     except ValidationError as exc:
         raise _translate(exc, lines, source) from None
-    _check_unique_names(settings.searches, source, lines)
-    resolver = _Resolver(source, lines)
-    channels = _resolve_channels(settings, resolver)
+    except SettingsError as exc:
+        raise _env_error(exc) from None
+    _check_unique_names(file.searches, source, lines)
+    resolver = _Resolver(source, lines, secrets)
+    channels = _resolve_channels(file, resolver)
     searches = tuple(
-        _resolve_search(i, spec, channels, resolver) for i, spec in enumerate(settings.searches)
+        _resolve_search(i, spec, channels, resolver) for i, spec in enumerate(file.searches)
     )
     return Config(
         source=source,
@@ -444,7 +514,7 @@ def parse_config(text: str, source: str) -> Config:
         log_level=settings.log_level,
         tz=_zone(settings.timezone, source, lines),
         searches=searches,
-        retry_schedule=tuple(settings.retry_schedule) or (60.0,),
+        retry_schedule=tuple(settings.retry_schedule),
         targets=dict(resolver.targets),
         channels=channels,
         secrets=frozenset(s for s in secrets | resolver.secrets if s),

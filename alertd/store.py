@@ -38,6 +38,14 @@ STATE_FILE = "alertd.json"
 LOCK_FILE = "alertd.lock"
 
 
+def _is_tables(data: object) -> bool:
+    """True for TinyDB's shape: tables of documents, each a JSON object."""
+    return isinstance(data, dict) and all(
+        isinstance(table, dict) and all(isinstance(doc, dict) for doc in table.values())
+        for table in data.values()
+    )
+
+
 class AtomicJSONStorage(Storage):
     """TinyDB storage that keeps the document in memory and replaces the file atomically."""
 
@@ -54,12 +62,18 @@ class AtomicJSONStorage(Storage):
             if not text.strip():
                 return None
             try:
-                self._cache = json.loads(text)
+                data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise StoreError(
                     f"state file {self.path} is not valid JSON ({exc}); "
                     "move it aside to start with an empty state"
                 ) from exc
+            if not _is_tables(data):
+                raise StoreError(
+                    f"state file {self.path} is JSON but not an alertd state; "
+                    "move it aside to start with an empty state"
+                )
+            self._cache = data
         return self._cache
 
     def write(self, data: dict[str, Any]) -> None:
@@ -149,6 +163,21 @@ class Store:
         return store
 
     @classmethod
+    def snapshot(cls, state_dir: Path) -> Store:
+        """A private in-memory copy of the state, read without the lock.
+
+        Safe while a daemon runs (every write is an atomic rename), so ``status`` and
+        dry runs work beside ``alertd run``. Nothing done to the copy reaches the disk.
+        """
+        path = state_dir / STATE_FILE
+        data = AtomicJSONStorage(str(path)).read() or {}
+        db = TinyDB(storage=MemoryStorage)
+        db.storage.write(data)
+        store = cls(db, path=path)
+        store._check_schema()
+        return store
+
+    @classmethod
     def in_memory(cls, copy_of: Store | None = None) -> Store:
         """A store that writes nothing to disk; a copy of ``copy_of`` for dry runs."""
         db = TinyDB(storage=MemoryStorage)
@@ -197,24 +226,43 @@ class Store:
 
     # -- saved searches ------------------------------------------------------
 
-    def primed_fingerprint(self, search: str) -> str | None:
-        """The filter fingerprint a search was primed with, or None if it never ran."""
-        row = self.searches.get(where("name") == search)
-        return None if row is None else str(row["fingerprint"])
+    def search_state(self, search: SavedSearch) -> dict[str, Any] | None:
+        """What the store knows of this search with its current filters; None if nothing.
+
+        ``{"primed": True, ...}`` once its first (silent) run is complete, otherwise
+        ``{"primed": False, "priming_since": ISO}``. A search whose filters changed is
+        unknown again, so an edited search starts silent too.
+        """
+        row = self.searches.get(where("name") == search.name)
+        if row is None or row.get("fingerprint") != search.fingerprint():
+            return None
+        return dict(row)
+
+    def begin_priming(self, search: SavedSearch, now: datetime) -> None:
+        """Start a search's silent first run: jobs posted before ``now`` will never alert."""
+        with self._writing():
+            self.searches.upsert(
+                {
+                    "name": search.name,
+                    "fingerprint": search.fingerprint(),
+                    "priming_since": format_time(now),
+                    "primed": False,
+                },
+                where("name") == search.name,
+            )
 
     def seen_ids(self, search: str) -> set[str]:
         """Job ids this search has already matched."""
         return {row["job_id"] for row in self.seen.search(where("search") == search)}
 
     def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
-        """Record a search's current matches as seen without owing any alert (its first run)."""
+        """Record jobs as seen by a search without owing any alert for them."""
         fresh = set(job_ids) - self.seen_ids(search.name)
         stamp = format_time(now)
         with self._writing():
             self.seen.insert_multiple(
                 {"search": search.name, "job_id": job_id, "at": stamp} for job_id in sorted(fresh)
             )
-        self.mark_primed(search, now)
         return len(fresh)
 
     def mark_primed(self, search: SavedSearch, now: datetime) -> None:
@@ -224,6 +272,7 @@ class Store:
                 {
                     "name": search.name,
                     "fingerprint": search.fingerprint(),
+                    "primed": True,
                     "primed_at": format_time(now),
                 },
                 where("name") == search.name,
@@ -329,6 +378,41 @@ class Store:
                 doc_ids=[alert.row_id],
             )
 
+    def withdraw(self, job_ids: Iterable[str], reason: str, now: datetime) -> int:
+        """Owed alerts for jobs that closed or expired are no longer owed (nor sent)."""
+        ids = set(job_ids)
+        if not ids:
+            return 0
+        owed = where("status").one_of([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
+        with self._writing():
+            changed = self.outbox.update(
+                {
+                    "status": DeliveryStatus.WITHDRAWN.value,
+                    "last_error": reason,
+                    "withdrawn_at": format_time(now),
+                },
+                owed & where("job_id").one_of(sorted(ids)),
+            )
+        return len(changed)
+
+    def owed_job_ids(self) -> set[str]:
+        """Jobs some target is still owed."""
+        return {
+            r["job_id"] for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
+        }
+
+    def changes_since(self) -> datetime | None:
+        """Where the change feed was last read up to (its ``until``)."""
+        rows = self.meta.all()
+        return parse_time(rows[0].get("changes_until")) if rows else None
+
+    def set_changes_since(self, until: datetime) -> None:
+        """Remember the change feed's ``until``, to pass as the next ``since``."""
+        with self._writing():
+            self.meta.update(
+                {"changes_until": format_time(until)}, doc_ids=[self.meta.all()[0].doc_id]
+            )
+
     def counts(self) -> dict[str, int]:
         """Outbox rows per status, for the log line and ``alertd status``."""
         totals = {status.value: 0 for status in DeliveryStatus}
@@ -338,4 +422,6 @@ class Store:
 
     def pending_rows(self) -> list[dict[str, Any]]:
         """Every owed row as stored (for status output)."""
-        return [dict(r) for r in self.outbox.search(where("status") != DeliveryStatus.SENT.value)]
+        return [
+            dict(r) for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
+        ]

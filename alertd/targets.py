@@ -40,19 +40,22 @@ def check_url(url: str) -> str | None:
     return None
 
 
-def redact_url(url: str) -> str:
-    """The URL as apprise shows it with privacy on: service and host, tokens masked."""
+def _private_url(url: str) -> str:
     with quiet_apprise():
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     if plugin is None:
         return url.split("://", 1)[0] + "://***"
-    shown = str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
-    return shown.split("?", 1)[0]
+    return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+
+
+def redact_url(url: str) -> str:
+    """The URL as apprise shows it with privacy on, without its options: tokens masked."""
+    return _private_url(url).split("?", 1)[0]
 
 
 def url_secrets(url: str) -> set[str]:
     """The parts of ``url`` that apprise hides when it prints it privately: tokens, passwords."""
-    shown = set(_TOKEN_SPLIT.split(redact_url(url)))
+    shown = set(_TOKEN_SPLIT.split(_private_url(url)))
     return {
         part
         for part in _TOKEN_SPLIT.split(url.split("://", 1)[-1])

@@ -51,7 +51,7 @@ def test_429_waits_for_retry_after_then_succeeds(market: Market, standin: StandI
     served = standin.requests("/jobs")
     assert [r.status for r in served] == [429, 429, 200]
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(served)]
-    assert all(gap >= 0.95 for gap in gaps), gaps
+    assert all(0.95 <= gap < 3 for gap in gaps), gaps  # waited what the server said, no more
 
 
 def test_429_with_http_date_retry_after() -> None:

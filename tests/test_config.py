@@ -126,6 +126,13 @@ def test_bad_durations_are_refused(text: str) -> None:
         parse_duration(text)
 
 
+def test_infinite_poll_interval_is_refused() -> None:
+    err = error_of("poll_interval: .inf\n")
+    assert err.field == "poll_interval"
+    assert "at most 7 days" in err.message
+    assert not err.message.startswith("Value error")
+
+
 def test_search_without_targets_prints_to_stdout() -> None:
     config = parse_config("searches:\n  - name: a\n    q: audio\n", "a.yaml")
     assert [t.key for t in config.searches[0].targets] == ["stdout"]

@@ -46,14 +46,24 @@ def test_sent_alerts_stay_sent_and_failed_ones_wait_their_turn(tmp_path: Path) -
         # the same job matched again later is not owed again
         assert store.record_matches(SEARCH, [Job(id="a", status="OPEN")], NOW) == 0
     with Store.open(tmp_path) as store:
-        assert store.counts() == {"pending": 1, "sending": 0, "sent": 1}
+        assert store.counts() == {"pending": 1, "sending": 0, "sent": 1, "withdrawn": 0}
 
 
 def test_priming_records_without_owing(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
-        assert store.primed_fingerprint("all") is None
+        assert store.search_state(SEARCH) is None
+        store.begin_priming(SEARCH, NOW)
         store.prime(SEARCH, ["x", "y"], NOW)
-        assert store.primed_fingerprint("all") == SEARCH.fingerprint()
+        assert store.search_state(SEARCH) == {
+            "name": "all",
+            "fingerprint": SEARCH.fingerprint(),
+            "priming_since": "2026-11-26T08:00:00.000Z",
+            "primed": False,
+        }
+        store.mark_primed(SEARCH, NOW)
+        assert store.search_state(SEARCH)["primed"] is True  # type: ignore[index]
+        edited = SavedSearch(name="all", q="audio", targets=(HOOK,))
+        assert store.search_state(edited) is None  # new filters: silent again
         assert store.due(NOW) == []
         assert store.record_matches(SEARCH, [Job(id="x"), Job(id="z")], NOW) == 1
 

@@ -1,0 +1,185 @@
+"""Edge cases a months-long deployment meets: the edge cache, closures, edited targets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alertd.market import Market
+from alertd.match import is_open
+from alertd.models import Job, format_time
+from alertd.standin import StandInServer
+from tests.conftest import RunCli, WriteConfig
+from tests.test_once import alerts_in
+from tests.webhook import WebhookCollector
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def cached_standin(market: Market) -> Iterator[StandInServer]:
+    """The stand-in with a short edge cache: 1 s fresh, then stale once, as production does."""
+    server = StandInServer(market, cache_ttl=1.0).start()
+    yield server
+    server.stop()
+
+
+def test_first_run_stays_silent_when_the_edge_cache_answers_from_before_the_search(
+    market: Market, cached_standin: StandInServer, tmp_path: Path, run_cli: RunCli
+) -> None:
+    market.add_job(title="Long there")
+    httpx.get(f"{cached_standin.url}/jobs", params={"limit": "100"})  # someone else warmed it
+    market.add_job(title="Posted before the search existed")
+    time.sleep(0.01)
+    config = tmp_path / "alerts.yaml"
+    config.write_text(
+        f"api_url: {cached_standin.url}\nstate_dir: {tmp_path / 'state'}\n"
+        "searches:\n  - name: all\n"
+    )
+    outputs = [run_cli("once", "-c", config)]  # served the cached page from before the search
+    market.add_job(title="Posted after the search")
+    time.sleep(1.1)
+    outputs.append(run_cli("once", "-c", config))  # expired: served stale once
+    outputs.append(run_cli("once", "-c", config))  # fresh
+    alerts = [title for out in outputs for title in alerts_in(out.stdout)]
+    assert alerts == ["Posted after the search"]
+    assert "answered from a cache older than the search" in outputs[0].output
+
+
+def test_a_job_closed_while_its_target_was_down_is_not_sent(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    job = market.add_job(title="Filled quickly")
+    webhook.up.clear()
+    assert run_cli("once", "-c", config).exit_code == 1
+    market.close_job(job["id"])
+    webhook.up.set()
+    time.sleep(0.3)
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 0, result.output
+    assert webhook.received == []
+    assert "1 withdrawn (job closed or expired)" in result.output
+    assert "owed: 0" in run_cli("status", "-c", config).output
+
+
+def test_a_job_that_expired_while_owed_is_not_sent(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    soon = format_time(datetime.now(UTC) + timedelta(seconds=1))
+    market.add_job(title="Short-lived", validThrough=soon)
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    webhook.up.set()
+    time.sleep(1.1)
+    run_cli("once", "-c", config)
+    assert webhook.received == []
+
+
+def test_is_open_needs_status_open_and_a_future_valid_through() -> None:
+    later, earlier = NOW + timedelta(days=1), NOW - timedelta(seconds=1)
+    assert is_open(Job(id="a", status="OPEN"), NOW)
+    assert is_open(Job(id="a", status="open", valid_through=later), NOW)
+    assert not is_open(Job(id="a", status="OPEN", valid_through=earlier), NOW)
+    assert not is_open(Job(id="a", status="CLOSED"), NOW)
+    assert not is_open(Job(id="a", status=None), NOW)
+
+
+def test_fixing_a_channel_url_keeps_what_it_is_owed(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    body = "retry_schedule: [0.2]\nchannels:\n  team: {url}\nsearches:\n  - name: all\n"
+    body += "    notify: [team]\n"
+    config = write_config(body.format(url="json://127.0.0.1:9/typo"))
+    run_cli("once", "-c", config)
+    market.add_job(title="Owed to team")
+    assert run_cli("once", "-c", config).exit_code == 1
+    config = write_config(body.format(url=webhook.url))  # the user fixes the URL
+    time.sleep(0.3)
+    assert run_cli("once", "-c", config).exit_code == 0
+    assert [item["title"] for item in webhook.received] == ["New OpenTrain job: Owed to team"]
+
+
+def test_secret_from_the_environment_never_shows_in_a_label(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", "SuperSecretToken123")
+    config = write_config(
+        "searches:\n  - name: a\n    notify: ['json://127.0.0.1:9/services/${HOOK_TOKEN}']\n"
+    )
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code == 0
+    assert "SuperSecretToken123" not in result.output
+    assert "json://127.0.0.1:9/services/***" in result.output
+
+
+def test_status_and_dry_run_work_beside_a_running_daemon(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, state_dir: Path
+) -> None:
+    from alertd.store import Store
+
+    config = write_config("searches:\n  - name: all\n")
+    run_cli("once", "-c", config)
+    with Store.open(state_dir):  # holds the lock, as `alertd run` does
+        assert run_cli("once", "-c", config).exit_code == 1
+        assert run_cli("status", "-c", config).exit_code == 0
+        market.add_job(title="Seen by the dry run")
+        dry = run_cli("once", "-c", config, "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert "Seen by the dry run" in dry.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("ALERTD_RETRY_SCHEDULE", "5m", "environment variable ALERTD_RETRY_SCHEDULE"),
+        ("ALERTD_API_URL", "notaurl", "environment variable ALERTD_API_URL: api_url: 'notaurl'"),
+        ("ALERTD_TIMEZONE", "Nowhere", "environment variable ALERTD_TIMEZONE: timezone: unknown"),
+        ("ALERTD_POLL_INTERVAL", "200h", "at most 7 days"),
+    ],
+)
+def test_bad_environment_overrides_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    name: str,
+    value: str,
+    expected: str,
+) -> None:
+    config = write_config("searches:\n  - name: a\n")
+    monkeypatch.setenv(name, value)
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_searches_cannot_be_replaced_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    monkeypatch.setenv("ALERTD_SEARCHES", '[{"name": "x"}]')
+    config = write_config("searches:\n  - name: from-file\n")
+    result = run_cli("validate", "-c", config)
+    assert "1 searches" in result.output
+
+
+def test_a_config_without_searches_does_not_validate(
+    write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = write_config("log_level: INFO\n")
+    for command in ("validate", "once", "run"):
+        result = run_cli(command, "-c", config)
+        assert result.exit_code == 2, command
+        assert "no saved search yet" in result.output
