@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
 # The edge cache may serve a page up to 5 min fresh + 1 h stale: look that far back for closures.
 CLOSED_LOOKBACK = timedelta(minutes=65)
+# Delivered and withdrawn rows are kept this long (for status, and so a job that a
+# second search matches months later is still not sent twice), then forgotten.
+KEEP_DONE = timedelta(days=180)
 
 Clock = Callable[[], datetime]
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -248,6 +251,7 @@ def run_once(
             except ApiError as exc:
                 log.warning("could not read the change feed for closed jobs: %s", exc)
             deliver_due(config, targets, store, send, clock, report, stop)
+            store.prune(clock(), KEEP_DONE)
     except StopRequestedError:
         report.stopped = True
     except StoreError as exc:

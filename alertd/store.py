@@ -21,8 +21,8 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -100,6 +100,34 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         self._cache = None
+
+
+def _new_row(target_key: str, job: Job, search: str, stamp: str) -> dict[str, Any]:
+    return {
+        "target": target_key,
+        "job_id": job.id,
+        "job": job.to_record(),
+        "searches": [search],
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        "created_at": stamp,
+        "next_attempt_at": stamp,
+        "last_error": None,
+        "sent_at": None,
+    }
+
+
+def _done_job(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivered or withdrawn row keeps only what ``status`` shows: the job's id and title."""
+    return {"id": row["job_id"], "title": row.get("job", {}).get("title")}
+
+
+def _add_search(name: str) -> Callable[[MutableMapping[str, Any]], None]:
+    def add(row: MutableMapping[str, Any]) -> None:
+        if name not in row["searches"]:
+            row["searches"].append(name)
+
+    return add
 
 
 def _row_to_alert(row: Document) -> Alert:
@@ -253,16 +281,20 @@ class Store:
 
     def seen_ids(self, search: str) -> set[str]:
         """Job ids this search has already matched."""
-        return {row["job_id"] for row in self.seen.search(where("search") == search)}
+        row = self.seen.get(where("search") == search)
+        return set() if row is None else set(row["ids"])
+
+    def _add_seen(self, search: str, job_ids: set[str]) -> None:
+        # One document per search holding its ids: compact, and one write per search.
+        if job_ids:
+            merged = sorted(self.seen_ids(search) | job_ids)
+            self.seen.upsert({"search": search, "ids": merged}, where("search") == search)
 
     def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
         """Record jobs as seen by a search without owing any alert for them."""
         fresh = set(job_ids) - self.seen_ids(search.name)
-        stamp = format_time(now)
         with self._writing():
-            self.seen.insert_multiple(
-                {"search": search.name, "job_id": job_id, "at": stamp} for job_id in sorted(fresh)
-            )
+            self._add_seen(search.name, fresh)
         return len(fresh)
 
     def mark_primed(self, search: SavedSearch, now: datetime) -> None:
@@ -283,51 +315,46 @@ class Store:
 
         A target already owed (or already sent) a job gets no second row: a pending row
         gains this search's name instead, so one alert names every search that matched.
-        Returns how many jobs were new to this search.
+        The rows are written before the jobs are marked seen, so a crash in between only
+        means the same rows are found again next cycle. Returns how many jobs were new.
         """
         seen = self.seen_ids(search.name)
-        new_jobs = [job for job in jobs if job.id not in seen]
+        new_jobs = {job.id: job for job in jobs if job.id not in seen}
+        if not new_jobs:
+            return 0
+        keys = {t.key for t in search.targets}
+        existing = {
+            (row["target"], row["job_id"]): row
+            for row in self.outbox.search(where("job_id").one_of(list(new_jobs)))
+            if row["target"] in keys
+        }
         stamp = format_time(now)
+        fresh_rows: list[dict[str, Any]] = []
+        merges: list[int] = []
+        for job in new_jobs.values():
+            for key in keys:
+                row = existing.get((key, job.id))
+                if row is None:
+                    fresh_rows.append(_new_row(key, job, search.name, stamp))
+                elif row["status"] == DeliveryStatus.PENDING and search.name not in row["searches"]:
+                    merges.append(row.doc_id)
         with self._writing():
-            for job in new_jobs:
-                for target in search.targets:
-                    self._owe(target.key, job, search.name, stamp)
-            self.seen.insert_multiple(
-                {"search": search.name, "job_id": job.id, "at": stamp} for job in new_jobs
-            )
+            if fresh_rows:
+                self.outbox.insert_multiple(fresh_rows)
+            if merges:
+                self.outbox.update(_add_search(search.name), doc_ids=merges)
+            self._add_seen(search.name, set(new_jobs))
         return len(new_jobs)
-
-    def _owe(self, target_key: str, job: Job, search: str, stamp: str) -> None:
-        existing = self.outbox.get((where("target") == target_key) & (where("job_id") == job.id))
-        if existing is None:
-            self.outbox.insert(
-                {
-                    "target": target_key,
-                    "job_id": job.id,
-                    "job": job.to_record(),
-                    "searches": [search],
-                    "status": DeliveryStatus.PENDING.value,
-                    "attempts": 0,
-                    "created_at": stamp,
-                    "next_attempt_at": stamp,
-                    "last_error": None,
-                    "sent_at": None,
-                }
-            )
-        elif existing["status"] != DeliveryStatus.SENT and search not in existing["searches"]:
-            self.outbox.update(
-                {"searches": [*existing["searches"], search]}, doc_ids=[existing.doc_id]
-            )
 
     # -- the outbox ----------------------------------------------------------
 
     def recover_interrupted(self) -> int:
         """Rows left ``sending`` by a process that died mid-send are owed again."""
+        sending = where("status") == DeliveryStatus.SENDING.value
+        if not self.outbox.contains(sending):
+            return 0
         with self._writing():
-            changed = self.outbox.update(
-                {"status": DeliveryStatus.PENDING.value},
-                where("status") == DeliveryStatus.SENDING.value,
-            )
+            changed = self.outbox.update({"status": DeliveryStatus.PENDING.value}, sending)
         return len(changed)
 
     def due(self, now: datetime, target_keys: Iterable[str] | None = None) -> list[Alert]:
@@ -362,6 +389,7 @@ class Store:
                     "status": DeliveryStatus.SENT.value,
                     "sent_at": format_time(now),
                     "last_error": None,
+                    "job": {"id": alert.job.id, "title": alert.job.title},  # all status needs
                 },
                 doc_ids=[alert.row_id],
             )
@@ -384,16 +412,33 @@ class Store:
         if not ids:
             return 0
         owed = where("status").one_of([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
-        with self._writing():
-            changed = self.outbox.update(
-                {
-                    "status": DeliveryStatus.WITHDRAWN.value,
-                    "last_error": reason,
-                    "withdrawn_at": format_time(now),
-                },
-                owed & where("job_id").one_of(sorted(ids)),
+        rows = self.outbox.search(owed & where("job_id").one_of(sorted(ids)))
+        if not rows:
+            return 0
+        stamp = format_time(now)
+
+        def withdrawn(row: MutableMapping[str, Any]) -> None:
+            row.update(
+                status=DeliveryStatus.WITHDRAWN.value,
+                last_error=reason,
+                withdrawn_at=stamp,
+                job=_done_job(row),
             )
-        return len(changed)
+
+        with self._writing():
+            self.outbox.update(withdrawn, doc_ids=[row.doc_id for row in rows])
+        return len(rows)
+
+    def prune(self, now: datetime, keep: timedelta) -> int:
+        """Forget delivered and withdrawn rows older than ``keep``; owed rows are never pruned."""
+        cutoff = format_time(now - keep)
+        old = ((where("status") == DeliveryStatus.SENT.value) & (where("sent_at") < cutoff)) | (
+            (where("status") == DeliveryStatus.WITHDRAWN.value) & (where("withdrawn_at") < cutoff)
+        )
+        if not self.outbox.contains(old):
+            return 0
+        with self._writing():
+            return len(self.outbox.remove(old))
 
     def owed_job_ids(self) -> set[str]:
         """Jobs some target is still owed."""

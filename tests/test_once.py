@@ -220,7 +220,8 @@ def test_state_is_utc_and_secret_free(
     assert "Posted: 12 Jun 2026, 17:00 JST" in webhook.messages()[0]
     state = json.loads((state_dir / "alertd.json").read_text())
     row = next(iter(state["outbox"].values()))
-    assert row["sent_at"].endswith("Z") and row["job"]["date_posted"] == "2026-06-12T08:00:00.000Z"
+    assert row["created_at"].endswith("Z") and row["sent_at"].endswith("Z")
+    assert row["job"] == {"id": row["job_id"], "title": "Tokyo time"}  # sent rows stay small
     assert str(webhook.server_address[1]) not in json.dumps(state)
 
 

@@ -85,3 +85,27 @@ def test_dry_run_copy_never_writes(tmp_path: Path) -> None:
     copy.record_matches(SEARCH, [Job(id="new", status="OPEN")], NOW)
     assert len(copy.due(NOW)) == 1
     assert (tmp_path / "alertd.json").read_text() == before
+
+
+def test_old_delivered_rows_are_pruned_but_owed_rows_never(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.mark_primed(SEARCH, NOW)
+        store.record_matches(SEARCH, [Job(id="old"), Job(id="owed")], NOW)
+        sent, _owed = store.due(NOW)
+        store.mark_sending(sent, NOW)
+        store.mark_sent(sent, NOW)
+        later = NOW + timedelta(days=200)
+        assert store.prune(later, timedelta(days=180)) == 1
+        assert store.counts()["sent"] == 0
+        assert [a.job.id for a in store.due(later)] == ["owed"]
+        assert store.prune(later, timedelta(days=180)) == 0
+
+
+def test_withdrawn_rows_are_not_owed_and_keep_only_a_title(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        store.mark_primed(SEARCH, NOW)
+        store.record_matches(SEARCH, [Job(id="gone", title="Gone", summary="long text")], NOW)
+        assert store.withdraw(["gone", "unknown"], "closed", NOW) == 1
+        assert store.due(NOW) == []
+        (row,) = store.outbox.all()
+        assert row["status"] == "withdrawn" and row["job"] == {"id": "gone", "title": "Gone"}
