@@ -121,7 +121,8 @@ def _pay(job: dict[str, Any]) -> dict[str, Any]:
     return pay if isinstance(pay, dict) else {}
 
 
-def _matches(job: dict[str, Any], query: dict[str, str]) -> bool:
+def matches_query(job: dict[str, Any], query: dict[str, str]) -> bool:
+    """Whether GET /jobs with ``query`` lists ``job`` (open, and every filter matches)."""
     if job.get("status") != "OPEN":
         return False
     if query.get("q"):
@@ -197,7 +198,9 @@ class Market:
         limit = min(limit, MAX_LIMIT)
         offset = decode_cursor(query["cursor"]) if query.get("cursor") else 0
         with self.lock:
-            listed = [j for j in self.jobs.values() if isinstance(j, dict) and _matches(j, query)]
+            listed = [
+                j for j in self.jobs.values() if isinstance(j, dict) and matches_query(j, query)
+            ]
             listed += [j for j in self.jobs.values() if not isinstance(j, dict)]
             listed.sort(
                 key=lambda j: str(j.get("datePosted", "")) if isinstance(j, dict) else "",
