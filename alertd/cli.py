@@ -6,6 +6,7 @@ Exit status: 0 all went well; 1 something failed at run time and will be retried
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import click
 
 from alertd import __version__
 from alertd.api import RETRY_DELAYS, OpenTrainClient
-from alertd.daemon import Daemon, use_utc
+from alertd.daemon import HEARTBEAT_FILE, Daemon, use_utc
 from alertd.deliver import (
     defang,
     describe_pay,
@@ -388,6 +389,43 @@ def status(config_path: str) -> None:
             f"{show_time(parse_time(row['next_attempt_at']), config.tz)}, "
             f"last error: {row['last_error'] or '-'}"
         )
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--max-age",
+    type=float,
+    default=None,
+    help="Seconds since the last cycle that still count as healthy "
+    "[default: 3 poll intervals + 60].",
+)
+def health(config_path: str, max_age: float | None) -> None:
+    """Exit 0 when the daemon ended a cycle recently, 1 otherwise (for health checks).
+
+    Reads heartbeat.json, which `alertd run` rewrites after every cycle. A cycle whose
+    searches failed still counts: the daemon is alive, and restarting it fixes nothing.
+
+    \b
+    Example:
+      alertd health -c /data/alerts.yaml
+    """
+    config = read_config(config_path)
+    limit = max_age if max_age is not None else 3 * config.poll_interval + 60
+    path = config.state_dir / HEARTBEAT_FILE
+    try:
+        beat = json.loads(path.read_text(encoding="utf-8"))
+        at = parse_time(beat.get("at"))
+    except (OSError, ValueError, AttributeError):
+        at = None
+    if at is None:
+        click.echo(f"unhealthy: no heartbeat in {path} (is `alertd run` running?)")
+        sys.exit(1)
+    age = (datetime.now(UTC) - at).total_seconds()
+    if age > limit:
+        click.echo(f"unhealthy: the last cycle ended {age:.0f}s ago (limit {limit:.0f}s)")
+        sys.exit(1)
+    click.echo(f"healthy: cycle {beat.get('cycles')} ended {age:.0f}s ago")
 
 
 DEMO_CONFIG = """

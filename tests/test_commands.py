@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from alertd import __version__
 from alertd.cli import cli
 from alertd.market import Market
+from alertd.models import format_time
 from tests.conftest import RunCli, WriteConfig
 from tests.webhook import WebhookCollector
 
@@ -89,3 +92,23 @@ def test_run_dry_run_sends_nothing(
     text = (tmp_path / "out.txt").read_text()
     assert "[dry run] would send to json://" in text
     assert webhook.attempts == 0
+
+
+def test_health_follows_the_heartbeat(
+    write_config: WriteConfig, run_cli: RunCli, state_dir: Path
+) -> None:
+    config = write_config("poll_interval: 10\nsearches:\n  - name: all\n")
+    missing = run_cli("health", "-c", config)
+    assert missing.exit_code == 1
+    assert "no heartbeat" in missing.output
+    state_dir.mkdir(parents=True)
+    beat = state_dir / "heartbeat.json"
+    beat.write_text(json.dumps({"at": format_time(datetime.now(UTC)), "ok": True, "cycles": 4}))
+    fresh = run_cli("health", "-c", config)
+    assert fresh.exit_code == 0, fresh.output
+    assert "healthy: cycle 4" in fresh.output
+    old = datetime.now(UTC) - timedelta(seconds=100)  # 3 x 10 s + 60 s is the default limit
+    beat.write_text(json.dumps({"at": format_time(old), "ok": True, "cycles": 4}))
+    stale = run_cli("health", "-c", config)
+    assert stale.exit_code == 1
+    assert "the last cycle ended 100s ago (limit 90s)" in stale.output
