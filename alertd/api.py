@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -262,12 +263,12 @@ class OpenTrainClient:
                 log.warning("job %s: %s", parsed.job.id, warning)
             result.jobs.append(parsed.job)
 
-    def closed_since(self, since: datetime) -> tuple[set[str], datetime]:
-        """Ids of jobs closed at or after ``since``, and the ``until`` to pass next time.
+    def changes(self, since: datetime) -> tuple[dict[str, str], datetime]:
+        """The latest event type per job id at or after ``since``, and the feed's ``until``.
 
         Follows the feed's 5,000-event cap by advancing ``since`` to each ``until``.
         """
-        closed: set[str] = set()
+        events: dict[str, str] = {}
         for _ in range(MAX_CHANGE_CALLS):
             body = self.get_json("jobs/changes", {"since": format_time(since)})
             until = parse_time(body.get("until"))
@@ -275,13 +276,26 @@ class OpenTrainClient:
             if until is None or not isinstance(changes, list):
                 raise ApiUnavailableError("jobs/changes: the answer has no 'until' or 'changes'")
             for change in changes:
-                if isinstance(change, dict) and change.get("eventType") == "CLOSED":
-                    closed.add(str(change.get("jobId")))
+                if isinstance(change, dict) and change.get("jobId") is not None:
+                    events[str(change["jobId"])] = str(change.get("eventType"))
             capped = len(changes) >= CHANGES_CAP and until > since
             since = until
             if not capped:
                 break
-        return closed, since
+        return events, since
+
+    def job(self, job_id: str) -> Job | None:
+        """One job as listed now; None when it is closed, unlisted or unknown (404)."""
+        try:
+            body = self.get_json(f"jobs/{quote(job_id, safe='')}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            return parse_job(body).job
+        except ValueError as exc:
+            raise ApiUnavailableError(f"jobs/{job_id}: {exc}") from exc
 
     def facet_counts(self) -> dict[str, list[tuple[str, int]]]:
         """Facet values with their job counts, as the API sorts them (most jobs first)."""

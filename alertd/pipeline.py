@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from alertd.api import OpenTrainClient
 from alertd.deliver import Sender, alert_text
 from alertd.errors import AlertdError, ApiError, StopRequestedError, StoreError
-from alertd.match import select_open
+from alertd.match import is_open, select_open
 from alertd.models import Job, SavedSearch, Target, parse_time
 from alertd.settings import Config
 from alertd.store import Store
@@ -30,6 +30,7 @@ CLOSED_LOOKBACK = timedelta(minutes=65)
 # Delivered and withdrawn rows are kept this long (for status, and so a job that a
 # second search matches months later is still not sent twice), then forgotten.
 KEEP_DONE = timedelta(days=180)
+MAX_JOB_CHECKS = 10  # GET /jobs/{id} per cycle, for owed jobs edited since they matched
 
 Clock = Callable[[], datetime]
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -99,12 +100,23 @@ class CycleReport:
 
 
 def poll_search(
-    search: SavedSearch, client: OpenTrainClient, store: Store, now: datetime, report: CycleReport
+    search: SavedSearch,
+    client: OpenTrainClient,
+    store: Store,
+    now: datetime,
+    report: CycleReport,
+    api_now: datetime | None = None,
 ) -> None:
-    """Fetch one search's open matches and record them: silently while it is priming."""
+    """Fetch one search's open matches and record them: silently while it is priming.
+
+    ``api_now`` is the API's own clock (the change feed's ``until``); a new search's
+    priming starts from it, so a clock difference between us and the API cannot let
+    jobs posted before the search through as new.
+    """
     result = client.search_jobs(search.query())
     report.skipped_jobs += result.skipped
     jobs = select_open(result.jobs, now)
+    store.refresh_owed(jobs)
     state = store.search_state(search)
     if state is not None and state.get("primed"):
         report.new_jobs += store.record_matches(search, jobs, now)
@@ -114,7 +126,8 @@ def poll_search(
         store.mark_primed(search, now)
         return
     if state is None:
-        since = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the API's precision
+        start = api_now or now
+        since = start.replace(microsecond=start.microsecond // 1000 * 1000)  # API precision
         store.begin_priming(search, since)
     else:
         since = parse_time(state.get("priming_since")) or now
@@ -157,16 +170,42 @@ def prime_search(
     )
 
 
-def sweep_closed(client: OpenTrainClient, store: Store, now: datetime) -> int:
-    """Withdraw owed alerts for jobs the change feed says have closed. One request a cycle.
+@dataclass
+class Feed:
+    """What the change feed said this cycle: the latest event per job, and the API's now."""
 
-    A search page may come from the edge cache and list a job that has since closed;
-    a target that was down may owe a job for hours. Neither should ping anyone.
+    events: dict[str, str] = field(default_factory=dict)
+    api_now: datetime | None = None
+
+
+def read_feed(client: OpenTrainClient, store: Store, now: datetime) -> Feed:
+    """Read the change feed since the last cycle, looking back at least ``CLOSED_LOOKBACK``.
+
+    The look-back overlaps earlier reads on purpose: a search page served from the edge
+    cache can list a job that closed up to an hour ago, after an earlier read saw it close.
     """
-    since = store.changes_since() or now - CLOSED_LOOKBACK
-    closed, until = client.closed_since(since)
+    since = min(store.changes_since() or now, now - CLOSED_LOOKBACK)
+    events, until = client.changes(since)
     store.set_changes_since(until)
-    return store.withdraw(closed, "the job closed before it could be delivered", now)
+    return Feed(events, until)
+
+
+def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: datetime) -> int:
+    """Withdraw owed alerts for jobs that closed: no target should hear of a filled job.
+
+    The feed keeps only each job's latest event, so a job closed and then edited shows
+    as ``UPDATED``: owed jobs with that event are asked for one by one (a few a cycle).
+    """
+    owed = store.owed_job_ids()
+    closed = {job_id for job_id, kind in feed.events.items() if kind == "CLOSED"}
+    edited = sorted(job_id for job_id in owed - closed if feed.events.get(job_id) == "UPDATED")
+    for job_id in edited[:MAX_JOB_CHECKS]:
+        job = client.job(job_id)
+        if job is None or not is_open(job, now):
+            closed.add(job_id)
+        else:
+            store.refresh_owed([job])
+    return store.withdraw(closed & owed, "the job closed before it could be delivered", now)
 
 
 def deliver_due(
@@ -236,20 +275,26 @@ def run_once(
     requests_before = client.requests_sent
     targets = {t.key: t for s in config.searches for t in s.targets}
     try:
+        try:
+            feed = read_feed(client, store, clock())
+        except ApiError as exc:
+            feed = Feed()
+            log.warning("could not read the change feed (closed jobs, API clock): %s", exc)
         for search in config.searches:
             if stop.is_set():
                 report.stopped = True
                 break
             try:
-                poll_search(search, client, store, clock(), report)
+                poll_search(search, client, store, clock(), report, feed.api_now)
             except ApiError as exc:
                 report.failed_searches.append(search.name)
                 log.warning("search %r skipped this cycle: %s", search.name, exc)
         if not report.stopped:
+            store.forget_searches_except(s.name for s in config.searches)
             try:
-                report.withdrawn += sweep_closed(client, store, clock())
+                report.withdrawn += withdraw_closed(client, store, feed, clock())
             except ApiError as exc:
-                log.warning("could not read the change feed for closed jobs: %s", exc)
+                log.warning("could not check owed jobs for closure: %s", exc)
             deliver_due(config, targets, store, send, clock, report, stop)
             store.prune(clock(), KEEP_DONE)
     except StopRequestedError:

@@ -339,7 +339,9 @@ class _Resolver:
         self.secrets: set[str] = set()
         self.mask = RedactingFilter(env_secrets)
 
-    def target(self, url: str, loc: Path_, channel: str | None = None) -> Target:
+    def target(
+        self, url: str, loc: Path_, channel: str | None = None, label: str | None = None
+    ) -> Target:
         problem = check_url(url)
         if problem:
             raise ConfigError(
@@ -351,7 +353,7 @@ class _Resolver:
                 label = self.mask.redact(redact_url(url))
                 self.by_url[url] = Target.for_url(url, label)
             else:
-                self.by_url[url] = Target(key=f"channel:{channel}", label=channel, url=url)
+                self.by_url[url] = Target(key=f"channel:{channel}", label=label or channel, url=url)
         return self.by_url[url]
 
     @property
@@ -370,8 +372,15 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
                 line=_line_for(("channels", name), resolver.lines),
                 field=f"channels.{name}",
             )
+        # A one-URL channel is keyed by its name alone (its URL may be fixed or rotated);
+        # in a list, each URL is keyed by name and digest, so reordering keeps every key.
         channels[name] = tuple(
-            resolver.target(url, ("channels", name, i), name if len(urls) == 1 else f"{name}[{i}]")
+            resolver.target(
+                url,
+                ("channels", name, i),
+                name if len(urls) == 1 else f"{name}:{Target.for_url(url, name).key[4:]}",
+                label=name if len(urls) == 1 else f"{name}[{i}]",
+            )
             for i, url in enumerate(urls)
         )
     return channels

@@ -205,17 +205,6 @@ class Store:
         store._check_schema()
         return store
 
-    @classmethod
-    def in_memory(cls, copy_of: Store | None = None) -> Store:
-        """A store that writes nothing to disk; a copy of ``copy_of`` for dry runs."""
-        db = TinyDB(storage=MemoryStorage)
-        if copy_of is not None:
-            data = copy_of.db.storage.read() or {}
-            db.storage.write(json.loads(json.dumps(data)))
-        store = cls(db)
-        store._check_schema()
-        return store
-
     def close(self) -> None:
         """Close the database and release the lock."""
         self.db.close()
@@ -441,10 +430,43 @@ class Store:
             return len(self.outbox.remove(old))
 
     def owed_job_ids(self) -> set[str]:
-        """Jobs some target is still owed."""
-        return {
-            r["job_id"] for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-        }
+        """Jobs that some target is still owed."""
+        owed = where("status") == DeliveryStatus.PENDING.value
+        return {row["job_id"] for row in self.outbox.search(owed)}
+
+    def refresh_owed(self, jobs: Iterable[Job]) -> int:
+        """Owed rows take the job as the API shows it now (a deadline moved, a title fixed)."""
+        latest = {job.id: job.to_record() for job in jobs}
+        rows = [
+            row
+            for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
+            if row["job_id"] in latest and row["job"] != latest[row["job_id"]]
+        ]
+        if not rows:
+            return 0
+
+        def refresh(row: MutableMapping[str, Any]) -> None:
+            row["job"] = latest[row["job_id"]]
+
+        with self._writing():
+            self.outbox.update(refresh, doc_ids=[row.doc_id for row in rows])
+        return len(rows)
+
+    def forget_searches_except(self, names: Iterable[str]) -> int:
+        """Drop what is remembered of searches no longer in the config.
+
+        A search removed and later added back under the same name then starts silent,
+        like any new search, instead of alerting everything posted while it was gone.
+        """
+        keep = set(names)
+        gone = {row["name"] for row in self.searches.all()} - keep
+        gone |= {row["search"] for row in self.seen.all()} - keep
+        if not gone:
+            return 0
+        with self._writing():
+            self.searches.remove(where("name").one_of(sorted(gone)))
+            self.seen.remove(where("search").one_of(sorted(gone)))
+        return len(gone)
 
     def changes_since(self) -> datetime | None:
         """Where the change feed was last read up to (its ``until``)."""

@@ -144,8 +144,8 @@ def test_full_disk_loses_nothing(
     before = state.read_bytes()
     market.add_job(title="Arrives while the disk is full")
 
-    def full_disk() -> None:  # files may not grow past their current size: EFBIG on write
-        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before), len(before)))
+    def full_disk() -> None:  # no file may grow past 64 bytes: every state write fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
 
     full = subprocess.run(
         [*ALERTD, "once", "-c", str(config)], capture_output=True, text=True, preexec_fn=full_disk

@@ -77,13 +77,14 @@ def test_a_state_from_a_newer_alertd_is_refused_untouched(tmp_path: Path) -> Non
     assert path.read_text() == before
 
 
-def test_dry_run_copy_never_writes(tmp_path: Path) -> None:
+def test_a_snapshot_reads_beside_the_lock_holder_and_never_writes(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         store.mark_primed(SEARCH, NOW)
         before = (tmp_path / "alertd.json").read_text()
-        copy = Store.in_memory(store)
-    copy.record_matches(SEARCH, [Job(id="new", status="OPEN")], NOW)
-    assert len(copy.due(NOW)) == 1
+        copy = Store.snapshot(tmp_path)  # while `store` holds the lock
+        copy.record_matches(SEARCH, [Job(id="new", status="OPEN")], NOW)
+        assert len(copy.due(NOW)) == 1
+        assert store.due(NOW) == []
     assert (tmp_path / "alertd.json").read_text() == before
 
 
