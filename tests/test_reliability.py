@@ -13,7 +13,8 @@ import pytest
 from alertd.market import Market
 from alertd.match import is_open
 from alertd.models import Job, format_time
-from alertd.standin import StandInServer
+from alertd.settings import load_config
+from alertd.standin import Fault, StandInServer
 from tests.conftest import RunCli, WriteConfig
 from tests.test_once import alerts_in
 from tests.webhook import WebhookCollector
@@ -167,12 +168,13 @@ def test_bad_environment_overrides_exit_2_naming_the_variable(
 
 
 def test_searches_cannot_be_replaced_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig, run_cli: RunCli
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
 ) -> None:
     monkeypatch.setenv("ALERTD_SEARCHES", '[{"name": "x"}]')
-    config = write_config("searches:\n  - name: from-file\n")
-    result = run_cli("validate", "-c", config)
-    assert "1 searches" in result.output
+    monkeypatch.setenv("ALERTD_CHANNELS", '{"c": "json://127.0.0.1:9/x"}')
+    config = load_config(write_config("searches:\n  - name: from-file\n"))
+    assert [s.name for s in config.searches] == ["from-file"]
+    assert config.channels == {}
 
 
 def test_a_config_without_searches_does_not_validate(
@@ -183,3 +185,120 @@ def test_a_config_without_searches_does_not_validate(
         result = run_cli(command, "-c", config)
         assert result.exit_code == 2, command
         assert "no saved search yet" in result.output
+
+
+def test_a_closure_seen_earlier_still_stops_a_cached_listing(
+    market: Market, tmp_path: Path, run_cli: RunCli
+) -> None:
+    server = StandInServer(market, cache_ttl=2.0).start()
+    try:
+        config = tmp_path / "alerts.yaml"
+        config.write_text(
+            f"api_url: {server.url}\nstate_dir: {tmp_path / 'state'}\nsearches:\n  - name: all\n"
+        )
+        run_cli("once", "-c", config)  # primes; caches an empty page
+        time.sleep(2.1)
+        job = market.add_job(title="Closed but cached")
+        url = f"{server.url}/jobs"
+        httpx.get(url, params={"limit": "100"})  # the stale empty page, served once
+        httpx.get(url, params={"limit": "100"})  # a fresh page listing the job, now cached
+        market.close_job(job["id"])
+        server.add_fault(Fault("status", status=400, path="/jobs?limit=100"))
+        failed = run_cli("once", "-c", config)  # the feed sees the closure; the search fails
+        assert failed.exit_code == 1
+        cached = run_cli("once", "-c", config)  # the cached page still lists the job
+        assert alerts_in(cached.stdout) == []
+        assert "1 withdrawn" in cached.output
+    finally:
+        server.stop()
+
+
+def test_a_job_closed_then_edited_is_not_sent(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    job = market.add_job(title="Closed, then edited")
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    market.close_job(job["id"])
+    market.update_job(job["id"], title="Closed, then edited (typo fixed)")
+    webhook.up.set()
+    time.sleep(0.3)
+    result = run_cli("once", "-c", config)
+    assert webhook.received == []
+    assert "1 withdrawn" in result.output
+
+
+def test_an_extended_deadline_keeps_the_alert_owed(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    job = market.add_job(title="Extended", validThrough=format_time(soon))
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    market.update_job(job["id"], validThrough=format_time(soon + timedelta(days=30)))
+    time.sleep(1.1)
+    webhook.up.set()
+    run_cli("once", "-c", config)
+    assert [item["title"] for item in webhook.received] == ["New OpenTrain job: Extended"]
+
+
+def test_a_search_removed_and_added_back_starts_silent(
+    market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    both = "searches:\n  - name: audio\n    category: Audio Annotation\n  - name: other\n"
+    config = write_config(both)
+    run_cli("once", "-c", config)
+    run_cli("once", "-c", write_config("searches:\n  - name: other\n    q: nothing\n"))
+    for i in range(3):
+        market.add_job(title=f"Audio while removed {i}", category="Audio Annotation")
+    result = run_cli("once", "-c", write_config(both))
+    assert alerts_in(result.stdout) == []
+    assert "primed silently: audio, other" in result.output
+
+
+def test_first_run_stays_silent_when_the_api_clock_runs_ahead(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    ahead = Market(clock=lambda: datetime.now(UTC) + timedelta(seconds=120))
+    server = StandInServer(ahead, cache_ttl=0).start()
+    try:
+        ahead.add_job(title="Posted before the search")
+        config = tmp_path / "alerts.yaml"
+        config.write_text(
+            f"api_url: {server.url}\nstate_dir: {tmp_path / 'state'}\nsearches:\n  - name: all\n"
+        )
+        assert alerts_in(run_cli("once", "-c", config).stdout) == []
+        ahead.add_job(title="Posted after")
+        assert alerts_in(run_cli("once", "-c", config).stdout) == ["Posted after"]
+    finally:
+        server.stop()
+
+
+def test_reordering_a_channel_list_keeps_what_each_url_is_owed(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    other = WebhookCollector()
+    try:
+        body = "retry_schedule: [0.2]\nchannels:\n  team: [{a}, {b}]\n"
+        body += "searches:\n  - name: all\n    notify: [team]\n"
+        config = write_config(body.format(a=webhook.url, b=other.url))
+        run_cli("once", "-c", config)
+        market.add_job(title="For both")
+        webhook.up.clear()
+        run_cli("once", "-c", config)
+        assert len(other.received) == 1
+        config = write_config(body.format(a=other.url, b=webhook.url))
+        webhook.up.set()
+        time.sleep(0.3)
+        run_cli("once", "-c", config)
+        assert len(webhook.received) == 1 and len(other.received) == 1
+    finally:
+        other.stop()
