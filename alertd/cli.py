@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from alertd import __version__
-from alertd.api import RETRY_DELAYS, OpenTrainClient
+from alertd.api import OpenTrainClient
 from alertd.daemon import HEARTBEAT_FILE, Daemon, use_utc
 from alertd.deliver import (
     defang,
@@ -33,9 +32,9 @@ from alertd.deliver import (
 )
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.match import select_open
-from alertd.models import Job, Pay, Target, format_time, parse_time
-from alertd.pipeline import CycleReport, run_once
-from alertd.settings import DEFAULT_API_URL, Config, load_config, parse_config, suggest
+from alertd.models import Job, Pay, Target, parse_time
+from alertd.pipeline import make_client, run_once
+from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
 from alertd.store import Store
 from alertd.targets import RedactingFilter
 
@@ -89,21 +88,6 @@ def read_config(path: str, need_searches: bool = False) -> Config:
     return config
 
 
-def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrainClient:
-    """The API client for ``config``.
-
-    Back-off within a cycle never takes more than a tenth of the poll interval per step:
-    the next cycle is the real retry, and a cycle must not overrun its own schedule.
-    """
-    delays = tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
-    return OpenTrainClient(
-        config.api_url,
-        requests_per_minute=config.requests_per_minute,
-        retry_delays=delays,
-        stop=stop,
-    )
-
-
 @contextmanager
 def open_store(config: Config, dry_run: bool = False) -> Iterator[Store]:
     """The state store, locked; for a dry run, an unlocked copy that is thrown away."""
@@ -146,17 +130,6 @@ def cli() -> None:
     """
 
 
-def cycle_once(
-    config: Config,
-    store: Store,
-    client: OpenTrainClient,
-    sender: Callable[..., Any],
-    stop: threading.Event,
-) -> CycleReport:
-    """One cycle with the real pipeline (a seam for ``run`` and ``once``)."""
-    return run_once(config, client, store, sender, stop=stop)
-
-
 @cli.command()
 @config_option
 @dry_run_option
@@ -174,7 +147,7 @@ def run(config_path: str, dry_run: bool) -> None:
     stop = threading.Event()
     sender = dry_run_sender(sys.stdout) if dry_run else send
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
-        daemon = Daemon(config, lambda: cycle_once(config, store, client, sender, stop), stop)
+        daemon = Daemon(config, lambda: run_once(config, client, store, sender, stop=stop), stop)
         daemon.install_signal_handlers()
         daemon.run()
 
@@ -195,7 +168,7 @@ def once(config_path: str, dry_run: bool) -> None:
     stop = threading.Event()
     sender = dry_run_sender(sys.stdout) if dry_run else send
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
-        report = cycle_once(config, store, client, sender, stop)
+        report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
     log.log(logging.INFO if report.ok else logging.WARNING, "%scycle: %s", prefix, report.summary())
     if not report.ok:
@@ -428,18 +401,6 @@ def health(config_path: str, max_age: float | None) -> None:
     click.echo(f"healthy: cycle {beat.get('cycles')} ended {age:.0f}s ago")
 
 
-DEMO_CONFIG = """
-api_url: {url}
-state_dir: {state}
-poll_interval: 2s
-searches:
-  - name: audio-jobs
-    category: Audio Annotation
-  - name: spanish-anything
-    language: Spanish
-"""
-
-
 @cli.command()
 @click.option(
     "--duration", default=30.0, show_default=True, help="Seconds to run; 0 runs until Ctrl-C."
@@ -465,39 +426,10 @@ def demo(duration: float, every: float, seed: int | None) -> None:
     Example:
       alertd demo --duration 20
     """
-    from alertd.market import CATEGORIES, LANGUAGES, Market
-    from alertd.standin import StandInServer
+    from alertd.demo import run_demo  # the stand-in server is loaded only for the demo
 
-    market = Market(seed=seed)
-    for _ in range(12):
-        market.add_job(datePosted=format_time(datetime.now(UTC) - timedelta(hours=_ + 1)))
-    server = StandInServer(
-        market, cache_ttl=0
-    ).start()  # the demo can't wait 5 min for an edge cache
-    with tempfile.TemporaryDirectory(prefix="alertd-demo-") as state:
-        config = parse_config(DEMO_CONFIG.format(url=server.url, state=state), "demo")
-        setup_logging("INFO")
-        click.echo(f"Simulated marketplace on {server.url}; a new job every {every:g}s.", err=True)
-        stop = threading.Event()
-
-        def publish() -> None:
-            turn = 0
-            while not stop.wait(every):
-                turn += 1
-                fields = {"category": CATEGORIES[0]} if turn % 2 else {"languages": [LANGUAGES[1]]}
-                market.add_job(**fields)
-
-        threading.Thread(target=publish, daemon=True).start()
-        if duration > 0:
-            timer = threading.Timer(duration, stop.set)
-            timer.daemon = True
-            timer.start()
-        with Store.open(config.state_dir) as store, make_client(config, stop) as client:
-            daemon = Daemon(config, lambda: cycle_once(config, store, client, send, stop), stop)
-            daemon.install_signal_handlers()
-            daemon.run()
-        stop.set()
-    server.stop()
+    setup_logging("INFO")
+    run_demo(duration, every, seed, announce=lambda line: click.echo(line, err=True))
 
 
 def main() -> None:

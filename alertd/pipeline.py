@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from alertd.api import OpenTrainClient
+from alertd.api import RETRY_DELAYS, OpenTrainClient
 from alertd.deliver import Sender, alert_text
 from alertd.errors import AlertdError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, select_open
@@ -258,6 +258,21 @@ def deliver_due(
             retry_at.astimezone(config.tz).strftime("%H:%M:%S %Z"),
             " — check this target's URL and credentials" if outcome.permanent else "",
         )
+
+
+def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrainClient:
+    """The API client for ``config``.
+
+    Back-off within a cycle never takes more than a tenth of the poll interval per step:
+    the next cycle is the real retry, and a cycle must not overrun its own schedule.
+    """
+    delays = tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
+    return OpenTrainClient(
+        config.api_url,
+        requests_per_minute=config.requests_per_minute,
+        retry_delays=delays,
+        stop=stop,
+    )
 
 
 def run_once(

@@ -1,0 +1,71 @@
+"""``alertd demo``: a simulated marketplace on 127.0.0.1, and the daemon running against it.
+
+No account and no network: the stand-in API publishes a job every few seconds, two
+sample searches print their alerts on standard output, and it all stops by itself.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from alertd.daemon import Daemon
+from alertd.deliver import send
+from alertd.market import CATEGORIES, LANGUAGES, Market
+from alertd.models import format_time
+from alertd.pipeline import CycleReport, make_client, run_once
+from alertd.settings import parse_config
+from alertd.standin import StandInServer
+from alertd.store import Store
+
+DEMO_CONFIG = """
+api_url: {url}
+state_dir: {state}
+poll_interval: 2s
+searches:
+  - name: audio-jobs
+    category: Audio Annotation
+  - name: spanish-anything
+    language: Spanish
+"""
+SEEDED_JOBS = 12
+
+
+def publish_every(market: Market, every: float, stop: threading.Event) -> None:
+    """Publish a job every ``every`` seconds, alternating between the two sample searches."""
+    turn = 0
+    while not stop.wait(every):
+        turn += 1
+        fields = {"category": CATEGORIES[0]} if turn % 2 else {"languages": [LANGUAGES[1]]}
+        market.add_job(**fields)
+
+
+def run_demo(
+    duration: float, every: float, seed: int | None, announce: Callable[[str], None]
+) -> None:
+    """Run the demo for ``duration`` seconds (0: until a signal)."""
+    market = Market(seed=seed)
+    for hour in range(1, SEEDED_JOBS + 1):
+        market.add_job(datePosted=format_time(datetime.now(UTC) - timedelta(hours=hour)))
+    server = StandInServer(market, cache_ttl=0).start()  # a demo can't wait out a 5-min cache
+    stop = threading.Event()
+    try:
+        with tempfile.TemporaryDirectory(prefix="alertd-demo-") as state:
+            config = parse_config(DEMO_CONFIG.format(url=server.url, state=state), "demo")
+            announce(f"Simulated marketplace on {server.url}; a new job every {every:g}s.")
+            threading.Thread(target=publish_every, args=(market, every, stop), daemon=True).start()
+            if duration > 0:
+                timer = threading.Timer(duration, stop.set)
+                timer.daemon = True
+                timer.start()
+            with Store.open(config.state_dir) as store, make_client(config, stop) as client:
+                daemon = Daemon(
+                    config, lambda: run_once(config, client, store, send, stop=stop), stop
+                )
+                daemon.install_signal_handlers()
+                daemon.run()
+    finally:
+        stop.set()
+        server.stop()
