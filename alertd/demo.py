@@ -15,7 +15,7 @@ from alertd.daemon import Daemon
 from alertd.deliver import send
 from alertd.market import CATEGORIES, LANGUAGES, Market
 from alertd.models import format_time
-from alertd.pipeline import CycleReport, make_client, run_once
+from alertd.pipeline import make_client, run_once
 from alertd.settings import parse_config
 from alertd.standin import StandInServer
 from alertd.store import Store
