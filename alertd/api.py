@@ -91,6 +91,15 @@ class RateBudget:
 
 
 @dataclass
+class ChangeFeed:
+    """What ``GET /jobs/changes`` said: job id → (latest event type, when), and ``until``."""
+
+    until: datetime
+    events: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
+    capped: bool = False
+
+
+@dataclass
 class SearchResult:
     """Every page of one search: the jobs that parsed, and how many were skipped."""
 
@@ -263,12 +272,13 @@ class OpenTrainClient:
                 log.warning("job %s: %s", parsed.job.id, warning)
             result.jobs.append(parsed.job)
 
-    def changes(self, since: datetime) -> tuple[dict[str, str], datetime]:
-        """The latest event type per job id at or after ``since``, and the feed's ``until``.
+    def changes(self, since: datetime) -> ChangeFeed:
+        """The latest event per job at or after ``since``, following the 5,000-event cap.
 
-        Follows the feed's 5,000-event cap by advancing ``since`` to each ``until``.
+        ``capped`` is True when the feed still had more after ``MAX_CHANGE_CALLS`` calls:
+        then ``until`` lags the API's present.
         """
-        events: dict[str, str] = {}
+        feed = ChangeFeed(until=since)
         for _ in range(MAX_CHANGE_CALLS):
             body = self.get_json("jobs/changes", {"since": format_time(since)})
             until = parse_time(body.get("until"))
@@ -277,12 +287,13 @@ class OpenTrainClient:
                 raise ApiUnavailableError("jobs/changes: the answer has no 'until' or 'changes'")
             for change in changes:
                 if isinstance(change, dict) and change.get("jobId") is not None:
-                    events[str(change["jobId"])] = str(change.get("eventType"))
-            capped = len(changes) >= CHANGES_CAP and until > since
-            since = until
-            if not capped:
+                    at = parse_time(change.get("occurredAt"))
+                    feed.events[str(change["jobId"])] = (str(change.get("eventType")), at)
+            feed.capped = len(changes) >= CHANGES_CAP and until > since
+            since = feed.until = until
+            if not feed.capped:
                 break
-        return events, since
+        return feed
 
     def job(self, job_id: str) -> Job | None:
         """One job as listed now; None when it is closed, unlisted or unknown (404)."""

@@ -55,6 +55,7 @@ class Job:
     countries: tuple[str, ...] = ()
     date_posted: datetime | None = None
     valid_through: datetime | None = None
+    updated_at: datetime | None = None
     pay: Pay | None = None
 
     def to_record(self) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class Job:
             "countries": list(self.countries),
             "date_posted": _iso(self.date_posted),
             "valid_through": _iso(self.valid_through),
+            "updated_at": _iso(self.updated_at),
             "pay": None if self.pay is None else self.pay.__dict__.copy(),
         }
 
@@ -90,6 +92,7 @@ class Job:
             countries=tuple(record.get("countries") or ()),
             date_posted=parse_time(record.get("date_posted")),
             valid_through=parse_time(record.get("valid_through")),
+            updated_at=parse_time(record.get("updated_at")),
             pay=Pay(**pay) if isinstance(pay, dict) else None,
         )
 
@@ -131,6 +134,7 @@ class SavedSearch:
     targets: tuple[Target, ...] = ()
     notify_existing: bool = False
     line: int | None = None
+    source: str = ""  # the config file it came from: state is forgotten per file
 
     def query(self) -> dict[str, str]:
         """The query parameters GET /jobs takes for this search (unset filters left out)."""
@@ -261,6 +265,7 @@ def parse_job(raw: object) -> ParsedJob:
             countries=_strings(raw.get("countries")),
             date_posted=parse_time(raw.get("datePosted")),
             valid_through=parse_time(raw.get("validThrough")),
+            updated_at=parse_time(raw.get("updatedAt")),
             pay=pay,
         ),
         warnings=warnings,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class CycleReport:
     sent: int = 0
     failed_sends: int = 0
     withdrawn: int = 0
+    held: bool = False
     owed: int = 0
     requests: int = 0
     skipped_jobs: int = 0
@@ -72,7 +74,7 @@ class CycleReport:
     @property
     def ok(self) -> bool:
         """True when nothing failed: every search polled and every due alert accepted."""
-        return not (self.failed_searches or self.failed_sends or self.error)
+        return not (self.failed_searches or self.failed_sends or self.error or self.held)
 
     def summary(self) -> str:
         """One line: the whole cycle at a glance."""
@@ -89,6 +91,8 @@ class CycleReport:
             parts.append(f"{self.skipped_jobs} malformed jobs skipped")
         if self.withdrawn:
             parts.append(f"{self.withdrawn} withdrawn (job closed or expired)")
+        if self.held:
+            parts.append("deliveries held (change feed unreadable)")
         if self.failed_sends:
             parts.append(f"{self.failed_sends} sends failed (will retry)")
         parts.append(f"{self.owed} owed")
@@ -172,10 +176,21 @@ def prime_search(
 
 @dataclass
 class Feed:
-    """What the change feed said this cycle: the latest event per job, and the API's now."""
+    """What the change feed said this cycle; ``ok`` is False when it could not be read."""
 
-    events: dict[str, str] = field(default_factory=dict)
-    api_now: datetime | None = None
+    ok: bool = False
+    events: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
+    until: datetime | None = None
+    capped: bool = False
+
+    @property
+    def api_now(self) -> datetime | None:
+        """The API's present, when the feed reached it."""
+        return self.until if self.ok and not self.capped else None
+
+    def jobs(self, kind: str) -> dict[str, datetime | None]:
+        """Jobs whose latest event is ``kind``, with when it happened."""
+        return {job_id: at for job_id, (event, at) in self.events.items() if event == kind}
 
 
 def read_feed(client: OpenTrainClient, store: Store, now: datetime) -> Feed:
@@ -183,29 +198,42 @@ def read_feed(client: OpenTrainClient, store: Store, now: datetime) -> Feed:
 
     The look-back overlaps earlier reads on purpose: a search page served from the edge
     cache can list a job that closed up to an hour ago, after an earlier read saw it close.
+    The new position is saved only once the cycle has acted on what was read.
     """
     since = min(store.changes_since() or now, now - CLOSED_LOOKBACK)
-    events, until = client.changes(since)
-    store.set_changes_since(until)
-    return Feed(events, until)
+    try:
+        answer = client.changes(since)
+    except ApiError as exc:
+        log.warning("could not read the change feed: %s; deliveries wait for it", exc)
+        return Feed()
+    return Feed(True, answer.events, answer.until, answer.capped)
 
 
 def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: datetime) -> int:
     """Withdraw owed alerts for jobs that closed: no target should hear of a filled job.
 
-    The feed keeps only each job's latest event, so a job closed and then edited shows
-    as ``UPDATED``: owed jobs with that event are asked for one by one (a few a cycle).
+    The feed keeps only each job's latest event, so a job closed and then edited shows as
+    ``UPDATED``: owed rows of edited jobs are held until ``GET /jobs/{id}`` answers, with
+    an answer at least as new as the edit, that the job is still open (a few a cycle).
     """
     owed = store.owed_job_ids()
-    closed = {job_id for job_id, kind in feed.events.items() if kind == "CLOSED"}
-    edited = sorted(job_id for job_id in owed - closed if feed.events.get(job_id) == "UPDATED")
-    for job_id in edited[:MAX_JOB_CHECKS]:
-        job = client.job(job_id)
+    closed = set(feed.jobs("CLOSED")) & owed
+    store.flag_for_check({k: v for k, v in feed.jobs("UPDATED").items() if k in owed - closed})
+    held = store.jobs_to_check()
+    for job_id in random.sample(sorted(held), min(len(held), MAX_JOB_CHECKS)):
+        try:
+            job = client.job(job_id)
+        except ApiError as exc:
+            log.warning("could not check job %s: %s; its alert waits", job_id, exc)
+            continue
+        edited_at = held[job_id]
         if job is None or not is_open(job, now):
             closed.add(job_id)
-        else:
+        elif job.updated_at is None or edited_at is None or job.updated_at >= edited_at:
             store.refresh_owed([job])
-    return store.withdraw(closed & owed, "the job closed before it could be delivered", now)
+            store.clear_check([job_id])
+        # else: an answer from before the edit (the edge cache); ask again next cycle
+    return store.withdraw(closed, "the job closed before it could be delivered", now)
 
 
 def deliver_due(
@@ -290,11 +318,7 @@ def run_once(
     requests_before = client.requests_sent
     targets = {t.key: t for s in config.searches for t in s.targets}
     try:
-        try:
-            feed = read_feed(client, store, clock())
-        except ApiError as exc:
-            feed = Feed()
-            log.warning("could not read the change feed (closed jobs, API clock): %s", exc)
+        feed = read_feed(client, store, clock())
         for search in config.searches:
             if stop.is_set():
                 report.stopped = True
@@ -305,13 +329,14 @@ def run_once(
                 report.failed_searches.append(search.name)
                 log.warning("search %r skipped this cycle: %s", search.name, exc)
         if not report.stopped:
-            store.forget_searches_except(s.name for s in config.searches)
-            try:
-                report.withdrawn += withdraw_closed(client, store, feed, clock())
-            except ApiError as exc:
-                log.warning("could not check owed jobs for closure: %s", exc)
+            store.forget_searches_except((s.name for s in config.searches), config.source)
+        if not report.stopped and feed.ok and feed.until is not None:
+            report.withdrawn += withdraw_closed(client, store, feed, clock())
+            store.set_changes_since(feed.until)
             deliver_due(config, targets, store, send, clock, report, stop)
-            store.prune(clock(), KEEP_DONE)
+        elif not report.stopped:
+            report.held = True  # without the feed we cannot tell a closed job from an open one
+        store.prune(clock(), KEEP_DONE)
     except StopRequestedError:
         report.stopped = True
     except StoreError as exc:

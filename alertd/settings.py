@@ -424,6 +424,7 @@ def _resolve_search(
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
         line=resolver.lines.get(("searches", index)),
+        source=resolver.source,
     )
 
 

@@ -264,6 +264,7 @@ class Store:
                     "fingerprint": search.fingerprint(),
                     "priming_since": format_time(now),
                     "primed": False,
+                    "config": search.source,
                 },
                 where("name") == search.name,
             )
@@ -273,17 +274,20 @@ class Store:
         row = self.seen.get(where("search") == search)
         return set() if row is None else set(row["ids"])
 
-    def _add_seen(self, search: str, job_ids: set[str]) -> None:
+    def _add_seen(self, search: SavedSearch, job_ids: set[str]) -> None:
         # One document per search holding its ids: compact, and one write per search.
         if job_ids:
-            merged = sorted(self.seen_ids(search) | job_ids)
-            self.seen.upsert({"search": search, "ids": merged}, where("search") == search)
+            merged = sorted(self.seen_ids(search.name) | job_ids)
+            self.seen.upsert(
+                {"search": search.name, "config": search.source, "ids": merged},
+                where("search") == search.name,
+            )
 
     def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
         """Record jobs as seen by a search without owing any alert for them."""
         fresh = set(job_ids) - self.seen_ids(search.name)
         with self._writing():
-            self._add_seen(search.name, fresh)
+            self._add_seen(search, fresh)
         return len(fresh)
 
     def mark_primed(self, search: SavedSearch, now: datetime) -> None:
@@ -295,6 +299,7 @@ class Store:
                     "fingerprint": search.fingerprint(),
                     "primed": True,
                     "primed_at": format_time(now),
+                    "config": search.source,
                 },
                 where("name") == search.name,
             )
@@ -332,7 +337,7 @@ class Store:
                 self.outbox.insert_multiple(fresh_rows)
             if merges:
                 self.outbox.update(_add_search(search.name), doc_ids=merges)
-            self._add_seen(search.name, set(new_jobs))
+            self._add_seen(search, set(new_jobs))
         return len(new_jobs)
 
     # -- the outbox ----------------------------------------------------------
@@ -353,7 +358,9 @@ class Store:
         rows = [
             r
             for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-            if r["next_attempt_at"] <= stamp and (keys is None or r["target"] in keys)
+            if r["next_attempt_at"] <= stamp
+            and (keys is None or r["target"] in keys)
+            and not r.get("check_after")  # held until the job is confirmed still open
         ]
         rows.sort(key=lambda r: (r["created_at"], r.doc_id))
         return [_row_to_alert(r) for r in rows]
@@ -452,15 +459,54 @@ class Store:
             self.outbox.update(refresh, doc_ids=[row.doc_id for row in rows])
         return len(rows)
 
-    def forget_searches_except(self, names: Iterable[str]) -> int:
-        """Drop what is remembered of searches no longer in the config.
+    def flag_for_check(self, edited: Mapping[str, datetime | None]) -> int:
+        """Hold owed rows of jobs edited since they matched until ``GET /jobs/{id}`` confirms
+        them open: the change feed shows a job closed and then edited only as edited."""
+        rows = [
+            row
+            for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
+            if row["job_id"] in edited
+        ]
+        if not rows:
+            return 0
+
+        def flag(row: MutableMapping[str, Any]) -> None:
+            at = edited[row["job_id"]]
+            row["check_after"] = max(row.get("check_after") or "", format_time(at) if at else "0")
+
+        with self._writing():
+            self.outbox.update(flag, doc_ids=[row.doc_id for row in rows])
+        return len(rows)
+
+    def jobs_to_check(self) -> dict[str, datetime | None]:
+        """Held jobs, with the edit time an answer about each must not predate."""
+        held: dict[str, datetime | None] = {}
+        for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value):
+            if row.get("check_after"):
+                held[row["job_id"]] = parse_time(row["check_after"])
+        return held
+
+    def clear_check(self, job_ids: Iterable[str]) -> None:
+        """The jobs were confirmed open: their rows are due again."""
+        ids = set(job_ids)
+        pending = where("status") == DeliveryStatus.PENDING.value
+        rows = [
+            r for r in self.outbox.search(pending) if r["job_id"] in ids and r.get("check_after")
+        ]
+        if rows:
+            with self._writing():
+                self.outbox.update({"check_after": None}, doc_ids=[r.doc_id for r in rows])
+
+    def forget_searches_except(self, names: Iterable[str], source: str) -> int:
+        """Drop what is remembered of searches that the config file ``source`` no longer has.
 
         A search removed and later added back under the same name then starts silent,
         like any new search, instead of alerting everything posted while it was gone.
+        Searches another config file wrote to the same state directory are left alone.
         """
         keep = set(names)
-        gone = {row["name"] for row in self.searches.all()} - keep
-        gone |= {row["search"] for row in self.seen.all()} - keep
+        gone = {r["name"] for r in self.searches.all() if r.get("config") == source} - keep
+        gone |= {r["search"] for r in self.seen.all() if r.get("config") == source} - keep
         if not gone:
             return 0
         with self._writing():

@@ -59,6 +59,7 @@ def test_priming_records_without_owing(tmp_path: Path) -> None:
             "fingerprint": SEARCH.fingerprint(),
             "priming_since": "2026-11-26T08:00:00.000Z",
             "primed": False,
+            "config": "",
         }
         store.mark_primed(SEARCH, NOW)
         assert store.search_state(SEARCH)["primed"] is True  # type: ignore[index]
