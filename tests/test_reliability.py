@@ -302,3 +302,97 @@ def test_reordering_a_channel_list_keeps_what_each_url_is_owed(
         assert len(webhook.received) == 1 and len(other.received) == 1
     finally:
         other.stop()
+
+
+def test_two_configs_sharing_a_state_directory_both_keep_alerting(
+    market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    mine = write_config("searches:\n  - name: audio\n    category: Audio Annotation\n", "me.yaml")
+    team = write_config("searches:\n  - name: rlhf\n    category: RLHF\n", "team.yaml")
+    run_cli("once", "-c", mine)
+    run_cli("once", "-c", team)
+    market.add_job(title="Audio job", category="Audio Annotation")
+    market.add_job(title="RLHF job", category="RLHF")
+    assert alerts_in(run_cli("once", "-c", mine).stdout) == ["Audio job"]
+    assert alerts_in(run_cli("once", "-c", team).stdout) == ["RLHF job"]
+
+
+def test_deliveries_wait_while_the_change_feed_is_unreadable(
+    market: Market, standin: StandInServer, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    run_cli("once", "-c", config)
+    market.add_job(title="Waits for the feed")
+    standin.add_fault(Fault("status", status=503, path="/jobs/changes", count=4))
+    held = run_cli("once", "-c", config)
+    assert held.exit_code == 1
+    assert alerts_in(held.stdout) == []
+    assert "deliveries held (change feed unreadable)" in held.output
+    assert alerts_in(run_cli("once", "-c", config).stdout) == ["Waits for the feed"]
+
+
+def test_a_stopped_cycle_does_not_move_the_feed_position(
+    write_config: WriteConfig, state_dir: Path
+) -> None:
+    import threading
+
+    from alertd.deliver import send
+    from alertd.pipeline import make_client, run_once
+    from alertd.store import Store
+
+    config = load_config(write_config("searches:\n  - name: all\n"))
+    stop = threading.Event()
+    stop.set()  # SIGTERM arrived as the cycle began
+    with Store.open(state_dir) as store, make_client(config) as client:
+        report = run_once(config, client, store, send, stop=stop)
+        assert report.stopped
+        assert store.changes_since() is None
+
+
+def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
+    market: Market,
+    standin: StandInServer,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    closed = market.add_job(title="Closed")
+    edited = market.add_job(title="Edited")
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    market.close_job(closed["id"])
+    market.update_job(edited["id"], summary="now with more detail")
+    standin.add_fault(Fault("status", status=503, path=f"/jobs/{edited['id']}", count=4))
+    webhook.up.set()
+    time.sleep(0.3)
+    first = run_cli("once", "-c", config)
+    assert webhook.received == []  # closed: withdrawn; edited: held, its check failed
+    assert "1 withdrawn" in first.output
+    run_cli("once", "-c", config)
+    assert [item["title"] for item in webhook.received] == ["New OpenTrain job: Edited"]
+
+
+def test_many_edited_jobs_are_all_checked_before_any_closed_one_is_sent(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    jobs = [market.add_job(title=f"T{i:02d}") for i in range(12)]
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    for job in jobs:
+        market.update_job(job["id"], summary="edited")
+    market.close_job(jobs[-1]["id"])
+    market.update_job(jobs[-1]["id"], summary="edited after closing")
+    webhook.up.set()
+    for _ in range(3):
+        time.sleep(0.3)
+        run_cli("once", "-c", config)
+    titles = sorted(str(item["title"]) for item in webhook.received)
+    assert titles == [f"New OpenTrain job: T{i:02d}" for i in range(11)]
