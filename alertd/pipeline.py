@@ -31,6 +31,9 @@ CLOSED_LOOKBACK = timedelta(minutes=65)
 # Delivered and withdrawn rows are kept this long (for status, and so a job that a
 # second search matches months later is still not sent twice), then forgotten.
 KEEP_DONE = timedelta(days=180)
+# s-maxage=300 plus one stale answer while it revalidates: answers older than this
+# cannot still be served to a client that asks every cycle.
+EDGE_CACHE_BOUND = timedelta(minutes=10)
 MAX_JOB_CHECKS = 10  # GET /jobs/{id} per cycle, for owed jobs edited since they matched
 
 Clock = Callable[[], datetime]
@@ -209,6 +212,18 @@ def read_feed(client: OpenTrainClient, store: Store, now: datetime) -> Feed:
     return Feed(True, answer.events, answer.until, answer.capped)
 
 
+def is_after_edit(job: Job, edited_at: datetime | None, now: datetime) -> bool:
+    """Whether an answer about ``job`` can be trusted to postdate its edit at ``edited_at``.
+
+    Its ``updatedAt`` says so (a second's slack: the API stamps the job and the event
+    separately), or the edit is older than the edge cache can keep an answer once we
+    keep asking (``EDGE_CACHE_BOUND``), so a row can never be held forever.
+    """
+    if job.updated_at is None or edited_at is None:
+        return True
+    return job.updated_at >= edited_at - timedelta(seconds=1) or now - edited_at > EDGE_CACHE_BOUND
+
+
 def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: datetime) -> int:
     """Withdraw owed alerts for jobs that closed: no target should hear of a filled job.
 
@@ -226,10 +241,9 @@ def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: date
         except ApiError as exc:
             log.warning("could not check job %s: %s; its alert waits", job_id, exc)
             continue
-        edited_at = held[job_id]
         if job is None or not is_open(job, now):
             closed.add(job_id)
-        elif job.updated_at is None or edited_at is None or job.updated_at >= edited_at:
+        elif is_after_edit(job, held[job_id], now):
             store.refresh_owed([job])
             store.clear_check([job_id])
         # else: an answer from before the edit (the edge cache); ask again next cycle

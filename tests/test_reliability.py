@@ -396,3 +396,16 @@ def test_many_edited_jobs_are_all_checked_before_any_closed_one_is_sent(
         run_cli("once", "-c", config)
     titles = sorted(str(item["title"]) for item in webhook.received)
     assert titles == [f"New OpenTrain job: T{i:02d}" for i in range(11)]
+
+
+def test_an_answer_counts_as_after_an_edit_by_updated_at_or_by_age() -> None:
+    from alertd.pipeline import is_after_edit
+
+    edit = NOW
+    fresh = Job(id="j", updated_at=NOW + timedelta(milliseconds=3))
+    stale = Job(id="j", updated_at=NOW - timedelta(minutes=2))
+    assert is_after_edit(fresh, edit, NOW)
+    assert is_after_edit(Job(id="j", updated_at=NOW - timedelta(milliseconds=500)), edit, NOW)
+    assert not is_after_edit(stale, edit, NOW + timedelta(minutes=1))
+    assert is_after_edit(stale, edit, NOW + timedelta(minutes=11))  # never held forever
+    assert is_after_edit(Job(id="j"), edit, NOW)
