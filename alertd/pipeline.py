@@ -31,13 +31,12 @@ CLOSED_LOOKBACK = timedelta(minutes=65)
 # Delivered and withdrawn rows are kept this long (for status, and so a job that a
 # second search matches months later is still not sent twice), then forgotten.
 KEEP_DONE = timedelta(days=180)
-# s-maxage=300 plus one stale answer while it revalidates: answers older than this
-# cannot still be served to a client that asks every cycle.
-EDGE_CACHE_BOUND = timedelta(minutes=10)
+# s-maxage=300 plus one stale answer while it revalidates: after this long, asking every
+# cycle cannot still get an answer from before the edit. Also bounds any hold.
+HOLD_BOUND = timedelta(minutes=10)
 MAX_JOB_CHECKS = 10  # GET /jobs/{id} per cycle, for owed jobs edited since they matched
 
 Clock = Callable[[], datetime]
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def utc_now() -> datetime:
@@ -68,6 +67,7 @@ class CycleReport:
     failed_sends: int = 0
     withdrawn: int = 0
     held: bool = False
+    held_rows: int = 0
     owed: int = 0
     requests: int = 0
     skipped_jobs: int = 0
@@ -99,6 +99,8 @@ class CycleReport:
         if self.failed_sends:
             parts.append(f"{self.failed_sends} sends failed (will retry)")
         parts.append(f"{self.owed} owed")
+        if self.held_rows:
+            parts.append(f"{self.held_rows} of them held for a closure check")
         if self.stopped:
             parts.append("stopped early")
         if self.error:
@@ -212,16 +214,14 @@ def read_feed(client: OpenTrainClient, store: Store, now: datetime) -> Feed:
     return Feed(True, answer.events, answer.until, answer.capped)
 
 
-def is_after_edit(job: Job, edited_at: datetime | None, now: datetime) -> bool:
-    """Whether an answer about ``job`` can be trusted to postdate its edit at ``edited_at``.
+def is_after_edit(job: Job, edited_at: datetime | None) -> bool:
+    """Whether an answer about ``job`` shows its edit at ``edited_at`` (or cannot tell).
 
-    Its ``updatedAt`` says so (a second's slack: the API stamps the job and the event
-    separately), or the edit is older than the edge cache can keep an answer once we
-    keep asking (``EDGE_CACHE_BOUND``), so a row can never be held forever.
+    A second's slack: the API stamps the job and the event separately.
     """
     if job.updated_at is None or edited_at is None:
         return True
-    return job.updated_at >= edited_at - timedelta(seconds=1) or now - edited_at > EDGE_CACHE_BOUND
+    return job.updated_at >= edited_at - timedelta(seconds=1)
 
 
 def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: datetime) -> int:
@@ -233,17 +233,29 @@ def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: date
     """
     owed = store.owed_job_ids()
     closed = set(feed.jobs("CLOSED")) & owed
-    store.flag_for_check({k: v for k, v in feed.jobs("UPDATED").items() if k in owed - closed})
+    edited = {k: v for k, v in feed.jobs("UPDATED").items() if k in owed - closed}
+    store.flag_for_check(edited, now)
     held = store.jobs_to_check()
     for job_id in random.sample(sorted(held), min(len(held), MAX_JOB_CHECKS)):
+        edited_at, held_since = held[job_id]
+        # Past the bound, an open answer is trusted whatever its age, and a job we cannot
+        # ask about is let through: an alert may wait, but never forever.
+        overdue = held_since is not None and now - held_since > HOLD_BOUND
         try:
             job = client.job(job_id)
         except ApiError as exc:
-            log.warning("could not check job %s: %s; its alert waits", job_id, exc)
+            if overdue:
+                store.clear_check([job_id])
+            log.warning(
+                "could not check job %s: %s; %s",
+                job_id,
+                exc,
+                "held too long, sending anyway" if overdue else "its alert waits",
+            )
             continue
         if job is None or not is_open(job, now):
             closed.add(job_id)
-        elif is_after_edit(job, held[job_id], now):
+        elif overdue or is_after_edit(job, edited_at):
             store.refresh_owed([job])
             store.clear_check([job_id])
         # else: an answer from before the edit (the edge cache); ask again next cycle
@@ -361,5 +373,5 @@ def run_once(
         log.exception("cycle failed unexpectedly; the next cycle will try again")
     report.requests = client.requests_sent - requests_before
     with contextlib.suppress(StoreError):  # owed to targets still in the config
-        report.owed = len(store.due(FAR_FUTURE, targets))
+        report.owed, report.held_rows = store.count_owed(targets)
     return report

@@ -332,8 +332,11 @@ class _Resolver:
     The same URL reached twice (by channel and inline) is one target.
     """
 
-    def __init__(self, source: str, lines: Mapping[Path_, int], env_secrets: set[str]) -> None:
+    def __init__(
+        self, source: str, lines: Mapping[Path_, int], env_secrets: set[str], owner: str
+    ) -> None:
         self.source = source
+        self.owner = owner
         self.lines = lines
         self.by_url: dict[str, Target] = {}
         self.secrets: set[str] = set()
@@ -368,7 +371,7 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
         if not urls:
             raise ConfigError(
                 "a channel needs at least one apprise URL",
-                source=resolver.source,
+                source=resolver.owner,
                 line=_line_for(("channels", name), resolver.lines),
                 field=f"channels.{name}",
             )
@@ -407,7 +410,7 @@ def _resolve_search(
             )
             raise ConfigError(
                 f"unknown channel {entry!r}{hint}",
-                source=resolver.source,
+                source=resolver.owner,
                 line=_line_for(loc, resolver.lines),
                 field=_field_name(loc),
             )
@@ -424,7 +427,7 @@ def _resolve_search(
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
         line=resolver.lines.get(("searches", index)),
-        source=resolver.source,
+        source=resolver.owner,
     )
 
 
@@ -492,8 +495,12 @@ def _env_error(exc: SettingsError) -> ConfigError:
     )
 
 
-def parse_config(text: str, source: str) -> Config:
-    """Validate YAML ``text`` (named ``source`` in errors) into a Config."""
+def parse_config(text: str, source: str, owner: str | None = None) -> Config:
+    """Validate YAML ``text`` (named ``source`` in errors) into a Config.
+
+    ``owner`` identifies the file in the state (its resolved path), so that what one
+    config file forgets never touches what another wrote to a shared state directory.
+    """
     data, lines = _parse_yaml(text, source)
     if data is None:
         data = {}
@@ -510,7 +517,7 @@ def parse_config(text: str, source: str) -> Config:
     except SettingsError as exc:
         raise _env_error(exc) from None
     _check_unique_names(file.searches, source, lines)
-    resolver = _Resolver(source, lines, secrets)
+    resolver = _Resolver(source, lines, secrets, owner or source)
     channels = _resolve_channels(file, resolver)
     searches = tuple(
         _resolve_search(i, spec, channels, resolver) for i, spec in enumerate(file.searches)
@@ -544,4 +551,4 @@ def load_config(path: Path) -> Config:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the file: {exc}", source=source) from None
-    return parse_config(text, source)
+    return parse_config(text, source, owner=str(path.resolve()))

@@ -459,43 +459,76 @@ class Store:
             self.outbox.update(refresh, doc_ids=[row.doc_id for row in rows])
         return len(rows)
 
-    def flag_for_check(self, edited: Mapping[str, datetime | None]) -> int:
+    def flag_for_check(self, edited: Mapping[str, datetime | None], now: datetime) -> int:
         """Hold owed rows of jobs edited since they matched until ``GET /jobs/{id}`` confirms
-        them open: the change feed shows a job closed and then edited only as edited."""
-        rows = [
-            row
-            for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-            if row["job_id"] in edited
-        ]
-        if not rows:
+        them open: the change feed shows a job closed and then edited only as edited.
+
+        An edit already confirmed is not held again; ``held_since`` records when the hold
+        began and is never moved, so a hold can be bounded.
+        """
+        changes: dict[tuple[str, str], tuple[str, str]] = {}
+        doc_ids: list[int] = []
+        for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value):
+            if row["job_id"] not in edited:
+                continue
+            at = edited[row["job_id"]]
+            stamp = format_time(at) if at else "0"
+            if stamp <= (row.get("confirmed_edit") or "") or stamp <= (
+                row.get("check_after") or ""
+            ):
+                continue
+            changes[(row["target"], row["job_id"])] = (
+                stamp,
+                row.get("held_since") or format_time(now),
+            )
+            doc_ids.append(row.doc_id)
+        if not changes:
             return 0
 
-        def flag(row: MutableMapping[str, Any]) -> None:
-            at = edited[row["job_id"]]
-            row["check_after"] = max(row.get("check_after") or "", format_time(at) if at else "0")
+        def flag(row: MutableMapping[str, Any]) -> None:  # TinyDB passes the row, not its id
+            row["check_after"], row["held_since"] = changes[(row["target"], row["job_id"])]
 
         with self._writing():
-            self.outbox.update(flag, doc_ids=[row.doc_id for row in rows])
-        return len(rows)
+            self.outbox.update(flag, doc_ids=doc_ids)
+        return len(changes)
 
-    def jobs_to_check(self) -> dict[str, datetime | None]:
-        """Held jobs, with the edit time an answer about each must not predate."""
-        held: dict[str, datetime | None] = {}
+    def jobs_to_check(self) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """Held jobs: the edit an answer must not predate, and since when they are held."""
+        held: dict[str, tuple[datetime | None, datetime | None]] = {}
         for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value):
             if row.get("check_after"):
-                held[row["job_id"]] = parse_time(row["check_after"])
+                held[row["job_id"]] = (
+                    parse_time(row["check_after"]),
+                    parse_time(row.get("held_since")),
+                )
         return held
 
     def clear_check(self, job_ids: Iterable[str]) -> None:
-        """The jobs were confirmed open: their rows are due again."""
+        """The jobs were confirmed open (or could not be checked for too long): due again."""
         ids = set(job_ids)
         pending = where("status") == DeliveryStatus.PENDING.value
         rows = [
             r for r in self.outbox.search(pending) if r["job_id"] in ids and r.get("check_after")
         ]
-        if rows:
-            with self._writing():
-                self.outbox.update({"check_after": None}, doc_ids=[r.doc_id for r in rows])
+        if not rows:
+            return
+
+        def clear(row: MutableMapping[str, Any]) -> None:
+            row["confirmed_edit"] = row["check_after"]
+            row["check_after"] = row["held_since"] = None
+
+        with self._writing():
+            self.outbox.update(clear, doc_ids=[r.doc_id for r in rows])
+
+    def count_owed(self, target_keys: Iterable[str]) -> tuple[int, int]:
+        """(owed, of which held for a closure check) for the given targets."""
+        keys = set(target_keys)
+        rows = [
+            r
+            for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
+            if r["target"] in keys
+        ]
+        return len(rows), sum(1 for r in rows if r.get("check_after"))
 
     def forget_searches_except(self, names: Iterable[str], source: str) -> int:
         """Drop what is remembered of searches that the config file ``source`` no longer has.
@@ -505,8 +538,9 @@ class Store:
         Searches another config file wrote to the same state directory are left alone.
         """
         keep = set(names)
-        gone = {r["name"] for r in self.searches.all() if r.get("config") == source} - keep
-        gone |= {r["search"] for r in self.seen.all() if r.get("config") == source} - keep
+        mine = (source, None)  # rows without a config came from before files were recorded
+        gone = {r["name"] for r in self.searches.all() if r.get("config") in mine} - keep
+        gone |= {r["search"] for r in self.seen.all() if r.get("config") in mine} - keep
         if not gone:
             return 0
         with self._writing():

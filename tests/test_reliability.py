@@ -398,14 +398,57 @@ def test_many_edited_jobs_are_all_checked_before_any_closed_one_is_sent(
     assert titles == [f"New OpenTrain job: T{i:02d}" for i in range(11)]
 
 
-def test_an_answer_counts_as_after_an_edit_by_updated_at_or_by_age() -> None:
+def test_an_answer_shows_an_edit_by_its_updated_at_with_a_second_of_slack() -> None:
     from alertd.pipeline import is_after_edit
 
-    edit = NOW
-    fresh = Job(id="j", updated_at=NOW + timedelta(milliseconds=3))
-    stale = Job(id="j", updated_at=NOW - timedelta(minutes=2))
-    assert is_after_edit(fresh, edit, NOW)
-    assert is_after_edit(Job(id="j", updated_at=NOW - timedelta(milliseconds=500)), edit, NOW)
-    assert not is_after_edit(stale, edit, NOW + timedelta(minutes=1))
-    assert is_after_edit(stale, edit, NOW + timedelta(minutes=11))  # never held forever
-    assert is_after_edit(Job(id="j"), edit, NOW)
+    assert is_after_edit(Job(id="j", updated_at=NOW + timedelta(milliseconds=3)), NOW)
+    assert is_after_edit(Job(id="j", updated_at=NOW - timedelta(milliseconds=500)), NOW)
+    assert not is_after_edit(Job(id="j", updated_at=NOW - timedelta(minutes=2)), NOW)
+    assert is_after_edit(Job(id="j"), NOW)  # no updatedAt: cannot tell, trust it
+
+
+def test_a_job_edited_again_and_again_is_held_at_most_the_bound(
+    market: Market, standin: StandInServer, state_dir: Path
+) -> None:
+    from alertd.api import OpenTrainClient
+    from alertd.models import SavedSearch, Target
+    from alertd.pipeline import HOLD_BOUND, Feed, withdraw_closed
+    from alertd.store import Store
+
+    raw = market.add_job(title="Edited often")
+    market.jobs[raw["id"]]["updatedAt"] = "2020-01-01T00:00:00.000Z"  # never bumped
+    search = SavedSearch(name="all", targets=(Target.stdout(),))
+    start = datetime.now(UTC)
+    with Store.open(state_dir) as store, OpenTrainClient(standin.url) as client:
+        store.mark_primed(search, start)
+        store.record_matches(search, [Job(id=raw["id"], title="Edited often")], start)
+        for minutes in (0, 4, 8, 9):  # an edit every few minutes, each one re-flagged
+            now = start + timedelta(minutes=minutes)
+            feed = Feed(True, {raw["id"]: ("UPDATED", now)}, now)
+            withdraw_closed(client, store, feed, now)
+            assert store.due(now) == [], minutes
+        later = start + HOLD_BOUND + timedelta(minutes=1)
+        withdraw_closed(client, store, Feed(True, {raw["id"]: ("UPDATED", later)}, later), later)
+        assert [a.job.id for a in store.due(later)] == [raw["id"]]
+
+
+def test_a_config_named_two_ways_is_one_file_to_the_state(
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    both = (
+        "searches:\n  - name: audio\n    category: Audio Annotation\n"
+        "  - name: other\n    category: RLHF\n"
+    )
+    config = write_config(both)
+    monkeypatch.chdir(tmp_path)
+    run_cli("once", "-c", "alerts.yaml")  # relative
+    only_other = "searches:\n  - name: other\n    category: RLHF\n"
+    run_cli("once", "-c", write_config(only_other))  # absolute path: forgets audio
+    market.add_job(title="Audio while removed", category="Audio Annotation")
+    assert config.name == "alerts.yaml"
+    write_config(both)
+    assert alerts_in(run_cli("once", "-c", "alerts.yaml").stdout) == []
