@@ -23,6 +23,16 @@ NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
+def hooked(write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector) -> Path:
+    """A primed config whose one search notifies ``webhook``; failed sends retry after 0.2 s."""
+    config = write_config(
+        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    return config
+
+
+@pytest.fixture
 def cached_standin(market: Market) -> Iterator[StandInServer]:
     """The stand-in with a short edge cache: 1 s fresh, then stale once, as production does."""
     server = StandInServer(market, cache_ttl=1.0).start()
@@ -53,12 +63,13 @@ def test_first_run_stays_silent_when_the_edge_cache_answers_from_before_the_sear
 
 
 def test_a_job_closed_while_its_target_was_down_is_not_sent(
-    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+    hooked: Path,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
 ) -> None:
-    config = write_config(
-        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
-    )
-    run_cli("once", "-c", config)
+    config = hooked
     job = market.add_job(title="Filled quickly")
     webhook.up.clear()
     assert run_cli("once", "-c", config).exit_code == 1
@@ -73,12 +84,13 @@ def test_a_job_closed_while_its_target_was_down_is_not_sent(
 
 
 def test_a_job_that_expired_while_owed_is_not_sent(
-    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+    hooked: Path,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
 ) -> None:
-    config = write_config(
-        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
-    )
-    run_cli("once", "-c", config)
+    config = hooked
     soon = format_time(datetime.now(UTC) + timedelta(seconds=1))
     market.add_job(title="Short-lived", validThrough=soon)
     webhook.up.clear()
@@ -214,12 +226,13 @@ def test_a_closure_seen_earlier_still_stops_a_cached_listing(
 
 
 def test_a_job_closed_then_edited_is_not_sent(
-    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+    hooked: Path,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
 ) -> None:
-    config = write_config(
-        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
-    )
-    run_cli("once", "-c", config)
+    config = hooked
     job = market.add_job(title="Closed, then edited")
     webhook.up.clear()
     run_cli("once", "-c", config)
@@ -233,12 +246,13 @@ def test_a_job_closed_then_edited_is_not_sent(
 
 
 def test_an_extended_deadline_keeps_the_alert_owed(
-    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+    hooked: Path,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
 ) -> None:
-    config = write_config(
-        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
-    )
-    run_cli("once", "-c", config)
+    config = hooked
     soon = datetime.now(UTC) + timedelta(seconds=1)
     job = market.add_job(title="Extended", validThrough=format_time(soon))
     webhook.up.clear()
@@ -350,16 +364,14 @@ def test_a_stopped_cycle_does_not_move_the_feed_position(
 
 
 def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
+    hooked: Path,
     market: Market,
     standin: StandInServer,
     write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
-    config = write_config(
-        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
-    )
-    run_cli("once", "-c", config)
+    config = hooked
     closed = market.add_job(title="Closed")
     edited = market.add_job(title="Edited")
     webhook.up.clear()
@@ -377,12 +389,13 @@ def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
 
 
 def test_many_edited_jobs_are_all_checked_before_any_closed_one_is_sent(
-    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+    hooked: Path,
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
 ) -> None:
-    config = write_config(
-        f"retry_schedule: [0.2]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
-    )
-    run_cli("once", "-c", config)
+    config = hooked
     jobs = [market.add_job(title=f"T{i:02d}") for i in range(12)]
     webhook.up.clear()
     run_cli("once", "-c", config)
