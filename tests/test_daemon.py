@@ -90,15 +90,18 @@ def test_kill_and_restart_loses_nothing_and_repeats_nothing(
     wait_for(lambda: (state_dir / "heartbeat.json").exists())
     market.add_job(title="First")
     wait_for(lambda: len(webhook.received) == 1)
+    # Kill once the send is recorded: a kill between the target accepting and the
+    # record is the one window where a resend is by design (README, known limits).
+    wait_for(lambda: '"status":"sent"' in (state_dir / "alertd.json").read_text())
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
 
     market.add_job(title="While down 1")
     market.add_job(title="While down 2")
     proc = start_daemon(config)
-    wait_for(lambda: len(webhook.received) == 3)
+    wait_for(lambda: len(webhook.received) >= 3)
     market.add_job(title="After restart")
-    wait_for(lambda: len(webhook.received) == 4)
+    wait_for(lambda: len(webhook.received) >= 4)
     time.sleep(1.0)  # a few more cycles: nothing may repeat
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=5)
