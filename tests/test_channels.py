@@ -119,6 +119,16 @@ def channels_config(write_config: WriteConfig, channels: dict[str, str], extra: 
     return write_config("\n".join(lines) + "\n")
 
 
+def every_channel(smtp_server: SMTPCollector) -> dict[str, str]:
+    """Slack, Discord, Telegram and email, each as its own channel."""
+    return {
+        "slack": SLACK_URL,
+        "discord": DISCORD_URL,
+        "telegram": TELEGRAM_URL,
+        "mail": smtp_server.mailto(),
+    }
+
+
 def prime_and_publish(run_cli: RunCli, market: Market, config: Path, **job: Any) -> dict[str, Any]:
     """Prime the search (its first ``once`` is silent), then publish a job it matches."""
     primed = run_cli("once", "-c", config)
@@ -173,15 +183,7 @@ def test_test_notify_sends_the_sample_to_every_channel(
     write_config: WriteConfig,
     run_cli: RunCli,
 ) -> None:
-    config = channels_config(
-        write_config,
-        {
-            "slack": SLACK_URL,
-            "discord": DISCORD_URL,
-            "telegram": TELEGRAM_URL,
-            "mail": smtp_server.mailto(),
-        },
-    )
+    config = channels_config(write_config, every_channel(smtp_server))
 
     result = run_cli("test-notify", "-c", config)
 
@@ -303,15 +305,7 @@ def test_untrusted_job_text_is_inert_in_every_channel(
     write_config: WriteConfig,
     run_cli: RunCli,
 ) -> None:
-    config = channels_config(
-        write_config,
-        {
-            "slack": SLACK_URL,
-            "discord": DISCORD_URL,
-            "telegram": TELEGRAM_URL,
-            "mail": smtp_server.mailto(),
-        },
-    )
+    config = channels_config(write_config, every_channel(smtp_server))
     prime_and_publish(run_cli, market, config, **HOSTILE)
 
     result = run_cli("once", "-c", config)

@@ -32,6 +32,12 @@ def hooked(write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
     return config
 
 
+def owe_while_down(run_cli: RunCli, config: Path, webhook: WebhookCollector) -> None:
+    """Run a cycle with the webhook refusing, so what it matched stays owed."""
+    webhook.up.clear()
+    assert run_cli("once", "-c", config).exit_code == 1
+
+
 @pytest.fixture
 def cached_standin(market: Market) -> Iterator[StandInServer]:
     """The stand-in with a short edge cache: 1 s fresh, then stale once, as production does."""
@@ -65,14 +71,12 @@ def test_first_run_stays_silent_when_the_edge_cache_answers_from_before_the_sear
 def test_a_job_closed_while_its_target_was_down_is_not_sent(
     hooked: Path,
     market: Market,
-    write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
     config = hooked
     job = market.add_job(title="Filled quickly")
-    webhook.up.clear()
-    assert run_cli("once", "-c", config).exit_code == 1
+    owe_while_down(run_cli, config, webhook)
     market.close_job(job["id"])
     webhook.up.set()
     time.sleep(0.3)
@@ -86,15 +90,13 @@ def test_a_job_closed_while_its_target_was_down_is_not_sent(
 def test_a_job_that_expired_while_owed_is_not_sent(
     hooked: Path,
     market: Market,
-    write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
     config = hooked
     soon = format_time(datetime.now(UTC) + timedelta(seconds=1))
     market.add_job(title="Short-lived", validThrough=soon)
-    webhook.up.clear()
-    run_cli("once", "-c", config)
+    owe_while_down(run_cli, config, webhook)
     webhook.up.set()
     time.sleep(1.1)
     run_cli("once", "-c", config)
@@ -228,14 +230,12 @@ def test_a_closure_seen_earlier_still_stops_a_cached_listing(
 def test_a_job_closed_then_edited_is_not_sent(
     hooked: Path,
     market: Market,
-    write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
     config = hooked
     job = market.add_job(title="Closed, then edited")
-    webhook.up.clear()
-    run_cli("once", "-c", config)
+    owe_while_down(run_cli, config, webhook)
     market.close_job(job["id"])
     market.update_job(job["id"], title="Closed, then edited (typo fixed)")
     webhook.up.set()
@@ -248,15 +248,13 @@ def test_a_job_closed_then_edited_is_not_sent(
 def test_an_extended_deadline_keeps_the_alert_owed(
     hooked: Path,
     market: Market,
-    write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
     config = hooked
     soon = datetime.now(UTC) + timedelta(seconds=1)
     job = market.add_job(title="Extended", validThrough=format_time(soon))
-    webhook.up.clear()
-    run_cli("once", "-c", config)
+    owe_while_down(run_cli, config, webhook)
     market.update_job(job["id"], validThrough=format_time(soon + timedelta(days=30)))
     time.sleep(1.1)
     webhook.up.set()
@@ -306,8 +304,7 @@ def test_reordering_a_channel_list_keeps_what_each_url_is_owed(
         config = write_config(body.format(a=webhook.url, b=other.url))
         run_cli("once", "-c", config)
         market.add_job(title="For both")
-        webhook.up.clear()
-        run_cli("once", "-c", config)
+        owe_while_down(run_cli, config, webhook)
         assert len(other.received) == 1
         config = write_config(body.format(a=other.url, b=webhook.url))
         webhook.up.set()
@@ -367,15 +364,13 @@ def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
     hooked: Path,
     market: Market,
     standin: StandInServer,
-    write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
     config = hooked
     closed = market.add_job(title="Closed")
     edited = market.add_job(title="Edited")
-    webhook.up.clear()
-    run_cli("once", "-c", config)
+    owe_while_down(run_cli, config, webhook)
     market.close_job(closed["id"])
     market.update_job(edited["id"], summary="now with more detail")
     standin.add_fault(Fault("status", status=503, path=f"/jobs/{edited['id']}", count=4))
@@ -391,14 +386,12 @@ def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
 def test_many_edited_jobs_are_all_checked_before_any_closed_one_is_sent(
     hooked: Path,
     market: Market,
-    write_config: WriteConfig,
     run_cli: RunCli,
     webhook: WebhookCollector,
 ) -> None:
     config = hooked
     jobs = [market.add_job(title=f"T{i:02d}") for i in range(12)]
-    webhook.up.clear()
-    run_cli("once", "-c", config)
+    owe_while_down(run_cli, config, webhook)
     for job in jobs:
         market.update_job(job["id"], summary="edited")
     market.close_job(jobs[-1]["id"])
