@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from alertd import __version__
-from alertd.errors import ApiError, ApiUnavailableError, StopRequestedError
+from alertd.errors import ApiDataError, ApiError, ApiUnavailableError, StopRequestedError
 from alertd.models import Job, format_time, parse_job, parse_time
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,12 @@ class OpenTrainClient:
                 params["cursor"] = cursor
             page = self.get_json("jobs", params)
             result.pages += 1
-            result.generated_at = result.generated_at or parse_time(page.get("generatedAt"))
+            # The pages may come from the edge cache at different ages: the oldest counts.
+            generated = parse_time(page.get("generatedAt"))
+            if result.pages == 1 or result.generated_at is None:
+                result.generated_at = result.generated_at or generated
+            elif generated is not None:
+                result.generated_at = min(result.generated_at, generated)
             self._collect(page.get("jobs"), result)
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:
@@ -304,9 +309,12 @@ class OpenTrainClient:
                 return None
             raise
         try:
-            return parse_job(body).job
+            parsed = parse_job(body)
         except ValueError as exc:
-            raise ApiUnavailableError(f"jobs/{job_id}: {exc}") from exc
+            raise ApiDataError(f"jobs/{job_id}: {exc}") from exc
+        for warning in parsed.warnings:
+            log.warning("job %s: %s", parsed.job.id, warning)
+        return parsed.job
 
     def facet_counts(self) -> dict[str, list[tuple[str, int]]]:
         """Facet values with their job counts, as the API sorts them (most jobs first)."""

@@ -351,16 +351,18 @@ def status(config_path: str) -> None:
     labels = {t.key: t.label for s in config.searches for t in s.targets}
     with open_store(config, dry_run=True) as store:  # a snapshot: works beside a running daemon
         counts = store.counts()
-        rows = store.pending_rows()
+        rows = store.owed_rows()
+        alerts = [store.alert_for(row) for row in rows]
     click.echo(f"state: {config.state_dir}  sent: {counts['sent']}  owed: {len(rows)}")
-    for row in rows:
-        label = labels.get(row["target"], "(target no longer in config)")
+    for row, alert in zip(rows, alerts, strict=True):
+        label = labels.get(row.target, "(target no longer in config)")
+        held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""
         click.echo(
-            f"  {label}: job {defang(str(row['job_id']), 64)} "
-            f"({defang(str(row['job'].get('title')), 120)}), "
-            f"{row['attempts']} attempts, next "
-            f"{show_time(parse_time(row['next_attempt_at']), config.tz)}, "
-            f"last error: {row['last_error'] or '-'}"
+            f"  {label}: job {defang(row.job_id, 64)} "
+            f"({defang(alert.job.title, 120)}){held}, "
+            f"{row.attempts} attempts, next "
+            f"{show_time(row.next_attempt_at, config.tz)}, "
+            f"last error: {row.last_error or '-'}"
         )
 
 

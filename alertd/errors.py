@@ -4,7 +4,8 @@
     ├── ConfigError          the YAML or the environment is wrong; exit status 2
     ├── StoreError           the state file cannot be read, written or locked
     ├── ApiError             the OpenTrain API refused a request (4xx other than 429)
-    │   └── ApiUnavailableError   no usable answer after retries (5xx, timeouts, bad JSON, 429)
+    │   ├── ApiUnavailableError   no usable answer after retries (5xx, timeouts, bad JSON, 429)
+    │   └── ApiDataError          an answer whose job cannot be used at all (no id)
     └── StopRequestedError   a signal asked us to stop while we were waiting
 
 Foreign exceptions (httpx, tinydb, yaml, pydantic, OSError) are translated into
@@ -61,6 +62,10 @@ class ApiError(AlertdError):
 
 class ApiUnavailableError(ApiError):
     """No usable answer after the retries we allow ourselves (5xx, timeouts, bad bodies, 429)."""
+
+
+class ApiDataError(ApiError):
+    """The API answered, but with a job that cannot be used at all (it has no id)."""
 
 
 class StopRequestedError(AlertdError):

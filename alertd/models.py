@@ -22,9 +22,13 @@ class DeliveryStatus(enum.StrEnum):
     """Where one alert to one target stands."""
 
     PENDING = "pending"  # owed; due at ``next_attempt_at``
+    HELD = "held"  # owed, but its job changed and must be confirmed open before it is sent
     SENDING = "sending"  # written just before the send; outcome not yet recorded
     SENT = "sent"  # the target accepted it
     WITHDRAWN = "withdrawn"  # the job closed or expired before the target accepted it
+
+
+OWED = (DeliveryStatus.PENDING, DeliveryStatus.HELD, DeliveryStatus.SENDING)
 
 
 @dataclass(frozen=True)
@@ -153,10 +157,83 @@ class SavedSearch:
 
 
 @dataclass(frozen=True)
+class OutboxRow:
+    """One job owed (or once owed) to one target: the unit of "once, and never lost".
+
+    ``(target, job_id)`` identifies the row. ``searches`` are every search of that target
+    that matched the job, so one alert names them all. ``held_since`` is set while the row
+    is ``HELD``; ``done_at`` when it was sent or withdrawn.
+    """
+
+    target: str
+    job_id: str
+    searches: tuple[str, ...]
+    status: DeliveryStatus
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    last_error: str | None = None
+    held_since: datetime | None = None
+    done_at: datetime | None = None
+    title: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the row: (target key, job id)."""
+        return (self.target, self.job_id)
+
+
+@dataclass
+class SearchState:
+    """What the store remembers of one saved search.
+
+    ``fingerprint`` is the filters it was primed with (edited filters start silent
+    again); ``since`` is when its silent first run began, by the API's clock; ``seen``
+    every job id it has matched, so each is alerted once.
+    """
+
+    name: str
+    fingerprint: str
+    owner: str
+    since: datetime
+    primed: bool = False
+    seen: set[str] = field(default_factory=set)
+
+
+class EventKind(enum.StrEnum):
+    """The change feed's event types."""
+
+    PUBLISHED = "PUBLISHED"
+    UPDATED = "UPDATED"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True)
+class Event:
+    """The latest change the feed reported for one job, and when alertd first learnt of it."""
+
+    job_id: str
+    kind: str
+    occurred_at: datetime
+    noticed_at: datetime
+
+
+@dataclass(frozen=True)
+class QueryState:
+    """One distinct API query: when it was last fetched whole, and an answer it still owes.
+
+    ``owed_since`` is set when an event may have changed what the query lists: the next
+    page that answers for it must have been generated at or after that instant.
+    """
+
+    fetched_at: datetime | None = None
+    owed_since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Alert:
     """One job owed to one target, with every search of that target that matched it."""
 
-    row_id: int
     target_key: str
     job: Job
     searches: tuple[str, ...]

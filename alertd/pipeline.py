@@ -1,40 +1,40 @@
-"""One polling cycle: fetch every saved search, record what is new, deliver what is owed.
+"""One cycle: read the change feed, ask again only what it can have changed, deliver.
 
-``run_once`` is the one place that catches everything for a cycle: a failing search,
-a full disk or a bug in one stage is logged and the cycle carries on or ends, but the
-daemon never dies of it and nothing owed is forgotten.
+    feed ─▶ closures, events ─▶ prime new searches ─▶ read changed jobs ─▶ ask owed
+    queries ─▶ a share of the full refresh ─▶ commit ─▶ deliver ─▶ commit
+
+A cycle in which nothing changed costs one request. Every decision (what to ask, what
+is new, what waits, what is due) is ``plan``'s; this module fetches, asks the plan and
+applies the answers to the store. ``run_once`` is the one place that catches everything
+for a cycle: a failing search, a full disk or a bug in one stage is logged and the cycle
+ends, but the daemon never dies of it and nothing owed is forgotten.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from alertd.api import RETRY_DELAYS, OpenTrainClient
+from alertd import plan
+from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
 from alertd.deliver import Sender, alert_text
-from alertd.errors import AlertdError, ApiError, StopRequestedError, StoreError
+from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, select_open
-from alertd.models import Job, SavedSearch, Target, parse_time
+from alertd.models import Event, Job, QueryState, SavedSearch, Target
+from alertd.plan import Query, Verdict
 from alertd.settings import Config
 from alertd.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
-# The edge cache may serve a page up to 5 min fresh + 1 h stale: look that far back for closures.
-CLOSED_LOOKBACK = timedelta(minutes=65)
 # Delivered and withdrawn rows are kept this long (for status, and so a job that a
 # second search matches months later is still not sent twice), then forgotten.
 KEEP_DONE = timedelta(days=180)
-# s-maxage=300 plus one stale answer while it revalidates: after this long, asking every
-# cycle cannot still get an answer from before the edit. Also bounds any hold.
-HOLD_BOUND = timedelta(minutes=10)
-MAX_JOB_CHECKS = 10  # GET /jobs/{id} per cycle, for owed jobs edited since they matched
+FIRST_LOOKBACK = plan.CACHE_HORIZON  # a first feed read looks back this far for closures
 
 Clock = Callable[[], datetime]
 
@@ -44,24 +44,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def retry_delay(schedule: tuple[float, ...], attempts: int, permanent: bool = False) -> float:
-    """Seconds to wait after the ``attempts``-th failed send: the schedule, clamped to its end.
-
-    A permanent failure (a revoked token, a deleted webhook) waits the longest step:
-    it is still owed, in case a person fixes the target, but it stops hammering.
-    """
-    if permanent:
-        return schedule[-1]
-    return schedule[min(max(attempts, 1), len(schedule)) - 1]
-
-
 @dataclass
 class CycleReport:
     """What one cycle did, summed up in one log line."""
 
     searches: int = 0
+    queries: int = 0
+    asked: int = 0
     failed_searches: list[str] = field(default_factory=list)
     primed: list[str] = field(default_factory=list)
+    events: int = 0
+    jobs_read: int = 0
     new_jobs: int = 0
     sent: int = 0
     failed_sends: int = 0
@@ -69,14 +62,16 @@ class CycleReport:
     held: bool = False
     held_rows: int = 0
     owed: int = 0
+    waiting: int = 0
     requests: int = 0
     skipped_jobs: int = 0
+    over_budget: bool = False
     stopped: bool = False
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed: every search polled and every due alert accepted."""
+        """True when nothing failed: every query answered and every due alert accepted."""
         return not (self.failed_searches or self.failed_sends or self.error or self.held)
 
     def summary(self) -> str:
@@ -85,11 +80,16 @@ class CycleReport:
         parts = [
             f"{self.searches} searches" + (failed if self.failed_searches else ""),
             f"{self.requests} requests",
-            f"{self.new_jobs} new matches",
-            f"{self.sent} alerts sent",
         ]
+        if self.events or self.asked:
+            parts.append(
+                f"{self.events} changes, {self.jobs_read} jobs read, "
+                f"{self.asked} of {self.queries} queries asked"
+            )
+        parts += [f"{self.new_jobs} new matches", f"{self.sent} alerts sent"]
         if self.primed:
-            parts.append(f"primed silently: {', '.join(self.primed)}")
+            shown = ", ".join(self.primed[:5]) + (" …" if len(self.primed) > 5 else "")
+            parts.append(f"primed silently: {shown}")
         if self.skipped_jobs:
             parts.append(f"{self.skipped_jobs} malformed jobs skipped")
         if self.withdrawn:
@@ -101,6 +101,10 @@ class CycleReport:
         parts.append(f"{self.owed} owed")
         if self.held_rows:
             parts.append(f"{self.held_rows} of them held for a closure check")
+        if self.waiting:
+            parts.append(f"{self.waiting} changes still to confirm")
+        if self.over_budget:
+            parts.append("request budget spent, the rest next cycle")
         if self.stopped:
             parts.append("stopped early")
         if self.error:
@@ -108,158 +112,229 @@ class CycleReport:
         return ", ".join(parts)
 
 
-def poll_search(
-    search: SavedSearch,
-    client: OpenTrainClient,
-    store: Store,
-    now: datetime,
-    report: CycleReport,
-    api_now: datetime | None = None,
-) -> None:
-    """Fetch one search's open matches and record them: silently while it is priming.
+class Cycle:
+    """The state of one cycle: what it has spent, what it learnt, and its report."""
 
-    ``api_now`` is the API's own clock (the change feed's ``until``); a new search's
-    priming starts from it, so a clock difference between us and the API cannot let
-    jobs posted before the search through as new.
-    """
-    result = client.search_jobs(search.query())
-    report.skipped_jobs += result.skipped
-    jobs = select_open(result.jobs, now)
-    store.refresh_owed(jobs)
-    state = store.search_state(search)
-    if state is not None and state.get("primed"):
-        report.new_jobs += store.record_matches(search, jobs, now)
-        return
-    if state is None and search.notify_existing:
-        report.new_jobs += store.record_matches(search, jobs, now)
-        store.mark_primed(search, now)
-        return
-    if state is None:
-        start = api_now or now
-        since = start.replace(microsecond=start.microsecond // 1000 * 1000)  # API precision
-        store.begin_priming(search, since)
-    else:
-        since = parse_time(state.get("priming_since")) or now
-    prime_search(search, jobs, since, result.generated_at, store, now, report)
+    def __init__(
+        self,
+        config: Config,
+        client: OpenTrainClient,
+        store: Store,
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store
+        self.clock = clock
+        self.stop = stop
+        self.queries = plan.group_queries(config.searches)
+        self.report = CycleReport(searches=len(config.searches), queries=len(self.queries))
+        self.first_request = client.requests_sent
+        self.budget = plan.cycle_budget(config.requests_per_minute, config.poll_interval)
+        self.api_now: datetime | None = None
+        self.asked: set[str] = set()
 
-
-def prime_search(
-    search: SavedSearch,
-    jobs: list[Job],
-    since: datetime,
-    generated_at: datetime | None,
-    store: Store,
-    now: datetime,
-    report: CycleReport,
-) -> None:
-    """A search's silent first run, which lasts until the API answers from after it began.
-
-    The edge cache may answer with a page computed before the search existed (up to an
-    hour old while it revalidates). Jobs on such a page are recorded silently and the
-    search keeps priming; on the first answer generated after priming began, jobs posted
-    before that moment are recorded silently, and any posted since are owed as alerts.
-    """
-    report.primed.append(search.name)
-    if generated_at is not None and generated_at < since:
-        store.prime(search, (job.id for job in jobs), now)
-        log.info(
-            "search %r priming: the API answered from a cache older than the search; "
-            "staying silent until it answers fresh",
-            search.name,
-        )
-        return
-    later = [job for job in jobs if job.date_posted is not None and job.date_posted >= since]
-    store.prime(search, (job.id for job in jobs if job not in later), now)
-    report.new_jobs += store.record_matches(search, later, now)
-    store.mark_primed(search, now)
-    log.info(
-        "search %r primed: %d open jobs match now; only jobs posted from here on alert",
-        search.name,
-        len(jobs) - len(later),
-    )
-
-
-@dataclass
-class Feed:
-    """What the change feed said this cycle; ``ok`` is False when it could not be read."""
-
-    ok: bool = False
-    events: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
-    until: datetime | None = None
-    capped: bool = False
-
-    @property
-    def api_now(self) -> datetime | None:
-        """The API's present, when the feed reached it."""
-        return self.until if self.ok and not self.capped else None
-
-    def jobs(self, kind: str) -> dict[str, datetime | None]:
-        """Jobs whose latest event is ``kind``, with when it happened."""
-        return {job_id: at for job_id, (event, at) in self.events.items() if event == kind}
-
-
-def read_feed(client: OpenTrainClient, store: Store, now: datetime) -> Feed:
-    """Read the change feed since the last cycle, looking back at least ``CLOSED_LOOKBACK``.
-
-    The look-back overlaps earlier reads on purpose: a search page served from the edge
-    cache can list a job that closed up to an hour ago, after an earlier read saw it close.
-    The new position is saved only once the cycle has acted on what was read.
-    """
-    since = min(store.changes_since() or now, now - CLOSED_LOOKBACK)
-    try:
-        answer = client.changes(since)
-    except ApiError as exc:
-        log.warning("could not read the change feed: %s; deliveries wait for it", exc)
-        return Feed()
-    return Feed(True, answer.events, answer.until, answer.capped)
-
-
-def is_after_edit(job: Job, edited_at: datetime | None) -> bool:
-    """Whether an answer about ``job`` shows its edit at ``edited_at`` (or cannot tell).
-
-    A second's slack: the API stamps the job and the event separately.
-    """
-    if job.updated_at is None or edited_at is None:
+    def can_ask(self) -> bool:
+        """Whether the cycle may send another request (budget left, no stop asked)."""
+        if self.stop.is_set():
+            self.report.stopped = True
+            return False
+        if self.client.requests_sent - self.first_request >= self.budget:
+            self.report.over_budget = True
+            return False
         return True
-    return job.updated_at >= edited_at - timedelta(seconds=1)
 
+    # -- the change feed -------------------------------------------------------
 
-def withdraw_closed(client: OpenTrainClient, store: Store, feed: Feed, now: datetime) -> int:
-    """Withdraw owed alerts for jobs that closed: no target should hear of a filled job.
-
-    The feed keeps only each job's latest event, so a job closed and then edited shows as
-    ``UPDATED``: owed rows of edited jobs are held until ``GET /jobs/{id}`` answers, with
-    an answer at least as new as the edit, that the job is still open (a few a cycle).
-    """
-    owed = store.owed_job_ids()
-    closed = set(feed.jobs("CLOSED")) & owed
-    edited = {k: v for k, v in feed.jobs("UPDATED").items() if k in owed - closed}
-    store.flag_for_check(edited, now)
-    held = store.jobs_to_check()
-    for job_id in random.sample(sorted(held), min(len(held), MAX_JOB_CHECKS)):
-        edited_at, held_since = held[job_id]
-        # Past the bound, an open answer is trusted whatever its age, and a job we cannot
-        # ask about is let through: an alert may wait, but never forever.
-        overdue = held_since is not None and now - held_since > HOLD_BOUND
+    def read_feed(self) -> bool:
+        """Read the feed since where the last cycle left it; False when it could not."""
+        now = self.clock()
+        since = self.store.changes_since()
+        first = since is None
         try:
-            job = client.job(job_id)
+            answer = self.client.changes(since or now - FIRST_LOOKBACK)
         except ApiError as exc:
-            if overdue:
-                store.clear_check([job_id])
-            log.warning(
-                "could not check job %s: %s; %s",
-                job_id,
-                exc,
-                "held too long, sending anyway" if overdue else "its alert waits",
+            log.warning("could not read the change feed: %s; deliveries wait for it", exc)
+            return False
+        changes = answer.events
+        if first:  # nothing is primed yet: only closures matter
+            changes = {k: v for k, v in changes.items() if v[0] == "CLOSED"}
+        events, closed = plan.merge_events(self.store.events, changes, now)
+        self.report.events = len(changes)
+        self.store.set_events(events)
+        self.close_jobs(closed, now)
+        self.store.hold(plan.edited_jobs(changes) & self.store.owed_job_ids(), now)
+        if not answer.capped:
+            self.api_now = answer.until
+        self.store.set_changes_since(answer.until)
+        return True
+
+    def close_jobs(self, closed: dict[str, datetime], now: datetime) -> None:
+        """Remember closures (pages may list the jobs for a while) and withdraw their alerts."""
+        if not closed:
+            return
+        self.store.set_closed({**self.store.closed, **closed})
+        self.report.withdrawn += self.store.withdraw(
+            closed, "the job closed before it could be delivered", now
+        )
+
+    # -- asking a query --------------------------------------------------------
+
+    def ask(self, query: Query) -> SearchResult | None:
+        """Fetch a query whole, once per cycle; None when it failed (logged)."""
+        if query.key in self.asked or not self.can_ask():
+            return None
+        self.asked.add(query.key)
+        try:
+            result = self.client.search_jobs(query.query)
+        except ApiError as exc:
+            names = [s.name for s in query.searches]
+            self.report.failed_searches.extend(names)
+            log.warning("search %s skipped this cycle: %s", ", ".join(map(repr, names)), exc)
+            return None
+        self.report.asked += 1
+        self.report.skipped_jobs += result.skipped
+        now = self.clock()
+        closed = self.store.closed
+        jobs = [
+            job
+            for job in select_open(result.jobs, now)
+            if not plan.is_listed_stale(job.id, closed, result.generated_at)
+        ]
+        self.store.refresh_owed(jobs)
+        for search in query.searches:
+            self.apply_page(search, jobs, result.generated_at, now)
+        state = self.store.queries.get(query.key) or QueryState()
+        self.store.set_query(query.key, plan.answers(state, result.generated_at or now))
+        return result
+
+    def apply_page(
+        self, search: SavedSearch, jobs: list[Job], generated: datetime | None, now: datetime
+    ) -> None:
+        """A whole, fresh list of a search's open matches: record what is new to it."""
+        state = self.store.search_state(search)
+        if state is not None and state.primed:
+            self.report.new_jobs += self.store.record_matches(search, jobs, now)
+            return
+        if state is None and search.notify_existing:
+            self.report.new_jobs += self.store.record_matches(search, jobs, now)
+            self.store.mark_primed(search, now)
+            return
+        if state is None:
+            state = self.store.begin_priming(search, plan.priming_start(self.api_now, now))
+        self.report.primed.append(search.name)
+        split = plan.split_priming(jobs, state.since, generated)
+        if split is None:
+            self.store.prime(search, (job.id for job in jobs), now)
+            log.info(
+                "search %r priming: the API answered from a cache older than the search; "
+                "staying silent until it answers fresh",
+                search.name,
             )
-            continue
+            return
+        silent, new = split
+        self.store.prime(search, (job.id for job in silent), now)
+        self.report.new_jobs += self.store.record_matches(search, new, now)
+        self.store.mark_primed(search, now)
+        log.info(
+            "search %r primed: %d open jobs match now; only jobs posted from here on alert",
+            search.name,
+            len(silent),
+        )
+
+    def prime_new_searches(self) -> None:
+        """Searches not yet primed (new, edited, or still priming) ask their query now."""
+        for query in self.queries.values():
+            if any(not self.is_primed(s) for s in query.searches):
+                self.ask(query)
+
+    def is_primed(self, search: SavedSearch) -> bool:
+        state = self.store.search_state(search)
+        return state is not None and state.primed
+
+    # -- events: read the job, judge it locally, or owe the query a new answer ---
+
+    def resolve_events(self) -> None:
+        """Read each changed job and decide which queries it touches."""
+        if not any(self.is_primed(s) for q in self.queries.values() for s in q.searches):
+            self.store.set_events({})  # nothing primed: the priming fetches cover everything
+            return
+        events = dict(self.store.events)
+        for job_id in plan.plan_reads(events):
+            if not self.can_ask():
+                break
+            event = events[job_id]
+            now = self.clock()
+            try:
+                job = self.client.job(job_id)
+            except ApiDataError as exc:
+                self.report.skipped_jobs += 1
+                log.warning("skipped a job the API sent: %s", exc)
+                del events[job_id]
+                continue
+            except ApiError as exc:
+                if plan.should_give_up(event, now):
+                    log.warning(
+                        "job %s unreadable for an hour (%s); left to the refresh", job_id, exc
+                    )
+                    del events[job_id]
+                else:
+                    log.warning("could not read job %s: %s; asking again next cycle", job_id, exc)
+                continue
+            self.report.jobs_read += 1
+            if self.resolve(event, job, now):
+                del events[job_id]
+        self.store.set_events(events)
+
+    def resolve(self, event: Event, job: Job | None, now: datetime) -> bool:
+        """Act on one read job; False when the answer is older than the event (ask again)."""
         if job is None or not is_open(job, now):
-            closed.add(job_id)
-        elif overdue or is_after_edit(job, edited_at):
-            store.refresh_owed([job])
-            store.clear_check([job_id])
-        # else: an answer from before the edit (the edge cache); ask again next cycle
-    return store.withdraw(closed, "the job closed before it could be delivered", now)
+            self.close_jobs({event.job_id: max(event.occurred_at, now)}, now)
+            return True
+        if not plan.is_fresh(job, event, now):
+            return False
+        if event.job_id in self.store.closed:  # reopened since it closed
+            self.store.set_closed({k: v for k, v in self.store.closed.items() if k != job.id})
+        self.store.refresh_owed([job])
+        self.store.release([job.id])
+        for query in self.queries.values():
+            verdict = plan.judge(job, query.query)
+            if verdict is Verdict.MATCH:
+                for search in query.searches:
+                    if self.is_primed(search):
+                        self.report.new_jobs += self.store.record_matches(search, [job], now)
+            elif verdict is Verdict.ASK:
+                state = self.store.queries.get(query.key)
+                self.store.set_query(query.key, plan.owe_answer(state, event.occurred_at))
+        return True
+
+    def ask_owed_queries(self) -> None:
+        """Queries an event may have changed, asked until a page answers for the event."""
+        for key, state in list(self.store.queries.items()):
+            if state.owed_since is not None and key in self.queries:
+                self.ask(self.queries[key])
+
+    def refresh_share(self) -> None:
+        """This cycle's share of asking every query whole again, which heals any miss."""
+        states = {key: self.store.queries.get(key) for key in self.queries}
+        every, poll = self.config.refresh_interval, self.config.poll_interval
+        for key in plan.plan_refresh(states, self.clock(), every, poll):
+            if not plan.is_refresh_due(states[key], self.clock(), every):
+                continue
+            self.ask(self.queries[key])
+
+    def forget(self) -> None:
+        """Drop the state of searches and queries the config no longer has, and seen ids
+        of jobs closed for longer than any page can show them."""
+        self.store.forget_searches_except(
+            (s.name for s in self.config.searches), self.config.source
+        )
+        self.store.forget_queries_except(self.queries)
+        gone = plan.forgettable(self.store.closed, self.clock())
+        if gone:
+            self.store.forget_seen(gone)
+            self.store.set_closed({k: v for k, v in self.store.closed.items() if k not in gone})
 
 
 def deliver_due(
@@ -272,19 +347,19 @@ def deliver_due(
     stop: threading.Event,
 ) -> None:
     """Send every owed alert that is due; a target that fails is left for a later cycle."""
-    per_target: dict[str, int] = {}
+    now = clock()
+    store.release(plan.overdue_holds(store.owed.values(), now))
+    to_send, expired = plan.plan_deliveries(store.due(now, targets), now)
+    for alert in expired:
+        store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
+        report.withdrawn += 1
     down: set[str] = set()
-    for alert in store.due(clock(), targets):
+    for alert in to_send:
         if stop.is_set():
             report.stopped = True
             return
         target = targets[alert.target_key]
-        now = clock()
-        if alert.job.valid_through is not None and alert.job.valid_through <= now:
-            store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
-            report.withdrawn += 1
-            continue
-        if target.key in down or per_target.get(target.key, 0) >= MAX_ALERTS_PER_TARGET:
+        if target.key in down:
             continue
         title, body = alert_text(alert, config.tz)
         store.mark_sending(alert, clock())
@@ -292,14 +367,12 @@ def deliver_due(
         if outcome.accepted:
             store.mark_sent(alert, clock())
             report.sent += 1
-            per_target[target.key] = per_target.get(target.key, 0) + 1
             continue
         down.add(target.key)
         report.failed_sends += 1
         attempts = alert.attempts + 1
-        retry_at = clock() + timedelta(
-            seconds=retry_delay(config.retry_schedule, attempts, outcome.permanent)
-        )
+        delay = plan.retry_delay(config.retry_schedule, attempts, outcome.permanent)
+        retry_at = clock() + timedelta(seconds=delay)
         store.mark_failed(alert, outcome.error or "not accepted", retry_at)
         level = logging.ERROR if outcome.permanent else logging.WARNING
         log.log(
@@ -329,6 +402,11 @@ def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrai
     )
 
 
+def all_targets(searches: Iterable[SavedSearch]) -> dict[str, Target]:
+    """Every target the searches deliver to, by key."""
+    return {t.key: t for s in searches for t in s.targets}
+
+
 def run_once(
     config: Config,
     client: OpenTrainClient,
@@ -339,39 +417,38 @@ def run_once(
     stop: threading.Event | None = None,
 ) -> CycleReport:
     """One full cycle. Never raises for a failing search, target or disk: it reports them."""
-    stop = stop or threading.Event()
-    report = CycleReport(searches=len(config.searches))
-    requests_before = client.requests_sent
-    targets = {t.key: t for s in config.searches for t in s.targets}
+    cycle = Cycle(config, client, store, clock, stop or threading.Event())
+    report = cycle.report
+    targets = all_targets(config.searches)
     try:
-        feed = read_feed(client, store, clock())
-        for search in config.searches:
-            if stop.is_set():
-                report.stopped = True
-                break
-            try:
-                poll_search(search, client, store, clock(), report, feed.api_now)
-            except ApiError as exc:
-                report.failed_searches.append(search.name)
-                log.warning("search %r skipped this cycle: %s", search.name, exc)
+        feed_ok = cycle.read_feed()
+        for step in (
+            cycle.prime_new_searches,
+            cycle.resolve_events,
+            cycle.ask_owed_queries,
+            cycle.refresh_share,
+        ):
+            step()
         if not report.stopped:
-            store.forget_searches_except((s.name for s in config.searches), config.source)
-        if not report.stopped and feed.ok and feed.until is not None:
-            report.withdrawn += withdraw_closed(client, store, feed, clock())
-            store.set_changes_since(feed.until)
-            deliver_due(config, targets, store, send, clock, report, stop)
+            cycle.forget()
+        store.commit()  # every owed row is on disk before anything is sent
+        if feed_ok and not report.stopped:
+            deliver_due(config, targets, store, send, clock, report, cycle.stop)
         elif not report.stopped:
             report.held = True  # without the feed we cannot tell a closed job from an open one
         store.prune(clock(), KEEP_DONE)
+        store.commit()
     except StopRequestedError:
         report.stopped = True
+        with contextlib.suppress(StoreError):
+            store.commit()
     except StoreError as exc:
         report.error = str(exc)
         log.error("%s", exc)
     except (AlertdError, Exception) as exc:  # the one catch-all: a cycle never kills the daemon
         report.error = f"{type(exc).__name__}: {exc}"
         log.exception("cycle failed unexpectedly; the next cycle will try again")
-    report.requests = client.requests_sent - requests_before
-    with contextlib.suppress(StoreError):  # owed to targets still in the config
-        report.owed, report.held_rows = store.count_owed(targets)
+    report.requests = client.requests_sent - cycle.first_request
+    report.owed, report.held_rows = store.count_owed(targets)
+    report.waiting = len(store.events)
     return report

@@ -118,6 +118,7 @@ class AlertdSettings(BaseSettings):
     api_url: Annotated[str, AfterValidator(_check_api_url)] = DEFAULT_API_URL
     state_dir: Path = Field(default_factory=default_state_dir)
     poll_interval: Duration = 300.0
+    refresh_interval: Duration = 6 * 3600.0
     requests_per_minute: int = Field(default=60, ge=1, le=120)
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
         "INFO"
@@ -169,6 +170,7 @@ class Config:
     tz: tzinfo
     searches: tuple[SavedSearch, ...]
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 1800.0, 3600.0)
+    refresh_interval: float = 6 * 3600.0
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
@@ -532,6 +534,7 @@ def parse_config(text: str, source: str, owner: str | None = None) -> Config:
         tz=_zone(settings.timezone, source, lines),
         searches=searches,
         retry_schedule=tuple(settings.retry_schedule),
+        refresh_interval=settings.refresh_interval,
         targets=dict(resolver.targets),
         channels=channels,
         secrets=frozenset(s for s in secrets | resolver.secrets if s),

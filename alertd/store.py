@@ -1,17 +1,27 @@
 """What alertd remembers: the only module that imports tinydb.
 
-One JSON file, ``alertd.json`` in the state directory, holds four tables:
+The state lives in the state directory as a few TinyDB files, split by how often they
+change, so that what a write costs follows the change and not the size of the state:
 
-- ``meta``: the schema version;
-- ``searches``: each saved search's filter fingerprint, written when it was primed
-  (its first, silent run);
-- ``seen``: per search, the job ids it has already matched;
-- ``outbox``: one row per (target, job): which searches matched it, and whether it is
-  ``pending``, ``sending`` or ``sent``. A row is written before anything is sent and
-  updated with the outcome after, so a restart knows exactly what is still owed.
+- ``feed.json``: the change feed's position (``until``), events not yet resolved and
+  recent closures. A quiet cycle writes this small file and nothing else.
+- ``queries.json``: per distinct API query, when it was last fetched whole and whether
+  it still owes an answer for an event.
+- ``outbox.json``: owed alerts (``pending``, ``held``, ``sending``) and the jobs they are
+  about, one record per job.
+- ``done.json``: delivered and withdrawn alerts, kept ``KEEP_DONE`` so that no target is
+  sent a job twice and ``alertd status`` can tell what happened.
+- ``searches.json``: per saved search, its filter fingerprint, its priming and every
+  job id it has matched (the large, slow-changing part).
+- ``journal.jsonl``: each delivery's ``sending`` and its outcome, appended and fsynced
+  one line at a time, so "written before the send, outcome after" costs a line, not a
+  file. The journal is folded into the files at the next commit and replayed at start.
 
-Every write replaces the file atomically (temp file, fsync, rename): a kill or a full
-disk leaves the previous state whole. A lock file keeps two processes off one state.
+Everything is held in memory; ``commit`` writes the files that changed, each atomically
+(temp file, fsync, rename), in an order that makes every crash safe: delivered rows
+before the outbox that no longer holds them, owed rows before the seen ids that stop
+them being found again, the feed position last. A lock file keeps two processes off one
+state directory. A state from alertd 0.1 (``alertd.json``) is migrated on first open.
 """
 
 from __future__ import annotations
@@ -19,23 +29,45 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from tinydb import TinyDB, where
-from tinydb.storages import MemoryStorage, Storage
-from tinydb.table import Document
+from tinydb import TinyDB
+from tinydb.storages import Storage
 
 from alertd.errors import StoreError
-from alertd.models import Alert, DeliveryStatus, Job, SavedSearch, format_time, parse_time
+from alertd.models import (
+    OWED,
+    Alert,
+    DeliveryStatus,
+    Event,
+    Job,
+    OutboxRow,
+    QueryState,
+    SavedSearch,
+    SearchState,
+    format_time,
+    parse_time,
+)
 
-SCHEMA_VERSION = 1
-STATE_FILE = "alertd.json"
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 LOCK_FILE = "alertd.lock"
+JOURNAL_FILE = "journal.jsonl"
+LEGACY_FILE = "alertd.json"  # alertd 0.1's single file, migrated on first open
+# Written in this order by ``commit``: see the module docstring for why.
+FILES = ("done", "outbox", "searches", "queries", "feed")
+# The state files a person may need to move aside (named in errors).
+STATE_FILES = tuple(f"{name}.json" for name in FILES)
+
+Key = tuple[str, str]
 
 
 def _is_tables(data: object) -> bool:
@@ -46,112 +78,186 @@ def _is_tables(data: object) -> bool:
     )
 
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that keeps the document in memory and replaces the file atomically."""
+def read_json_file(path: Path) -> dict[str, Any] | None:
+    """A state file's tables; None when it does not exist or is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read state file {path}: {exc.strerror or exc}") from exc
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoreError(
+            f"state file {path} is not valid JSON ({exc}); "
+            "move it aside to start with an empty state"
+        ) from exc
+    if not _is_tables(data):
+        raise StoreError(
+            f"state file {path} is JSON but not an alertd state; "
+            "move it aside to start with an empty state"
+        )
+    return dict(data)
 
-    def __init__(self, path: str) -> None:
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
+    fd, tmp = tempfile.mkstemp(prefix=".alertd-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class BufferedJSONStorage(Storage):
+    """TinyDB storage that keeps its document in memory until ``flush`` writes it.
+
+    TinyDB rewrites its whole document on every change; buffering lets the store make
+    many changes and write each file once per step. ``bytes_written`` counts what
+    ``flush`` wrote (the benchmark reads it).
+    """
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self._cache: dict[str, Any] | None = None
+        self.read_only = read_only
+        self._data: dict[str, Any] | None = None
+        self._loaded = False
+        self.dirty = False
+        self.bytes_written = 0
+        self.writes = 0
 
     def read(self) -> dict[str, Any] | None:
-        if self._cache is None:
-            try:
-                text = self.path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                return None
-            if not text.strip():
-                return None
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise StoreError(
-                    f"state file {self.path} is not valid JSON ({exc}); "
-                    "move it aside to start with an empty state"
-                ) from exc
-            if not _is_tables(data):
-                raise StoreError(
-                    f"state file {self.path} is JSON but not an alertd state; "
-                    "move it aside to start with an empty state"
-                )
-            self._cache = data
-        return self._cache
+        if not self._loaded:
+            self._data = read_json_file(self.path)
+            self._loaded = True
+        return self._data
 
     def write(self, data: dict[str, Any]) -> None:
-        text = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".alertd-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except OSError:
-            self._cache = None  # memory may now be ahead of the disk: reload on next read
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._cache = data
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        self._data = data
+        self._loaded = True
+        self.dirty = True
+
+    def flush(self) -> None:
+        """Write the document if it changed (never, for a read-only copy)."""
+        if not self.dirty or self.read_only:
+            self.dirty = False
+            return
+        text = json.dumps(self._data or {}, separators=(",", ":"), sort_keys=True)
+        write_atomically(self.path, text)
+        self.dirty = False
+        self.bytes_written += len(text.encode())
+        self.writes += 1
 
     def close(self) -> None:
-        self._cache = None
+        pass
 
 
-def _new_row(target_key: str, job: Job, search: str, stamp: str) -> dict[str, Any]:
+# -- the JSON shape of each row: only this module knows it ------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def _time(value: object, default: datetime) -> datetime:
+    return parse_time(value) or default
+
+
+def _row_doc(row: OutboxRow) -> dict[str, Any]:
     return {
-        "target": target_key,
-        "job_id": job.id,
-        "job": job.to_record(),
-        "searches": [search],
-        "status": DeliveryStatus.PENDING.value,
-        "attempts": 0,
-        "created_at": stamp,
-        "next_attempt_at": stamp,
-        "last_error": None,
-        "sent_at": None,
+        "target": row.target,
+        "job_id": row.job_id,
+        "searches": list(row.searches),
+        "status": row.status.value,
+        "created_at": format_time(row.created_at),
+        "next_attempt_at": format_time(row.next_attempt_at),
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "held_since": _iso(row.held_since),
+        "done_at": _iso(row.done_at),
+        "title": row.title,
     }
 
 
-def _done_job(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A delivered or withdrawn row keeps only what ``status`` shows: the job's id and title."""
-    return {"id": row["job_id"], "title": row.get("job", {}).get("title")}
+def _row_from_doc(doc: Mapping[str, Any], epoch: datetime) -> OutboxRow:
+    created = _time(doc.get("created_at"), epoch)
+    return OutboxRow(
+        target=str(doc["target"]),
+        job_id=str(doc["job_id"]),
+        searches=tuple(str(s) for s in doc.get("searches") or ()),
+        status=DeliveryStatus(doc.get("status", DeliveryStatus.PENDING.value)),
+        created_at=created,
+        next_attempt_at=_time(doc.get("next_attempt_at"), created),
+        attempts=int(doc.get("attempts") or 0),
+        last_error=doc.get("last_error"),
+        held_since=parse_time(doc.get("held_since")),
+        done_at=parse_time(doc.get("done_at")),
+        title=doc.get("title"),
+    )
 
 
-def _add_search(name: str) -> Callable[[MutableMapping[str, Any]], None]:
-    def add(row: MutableMapping[str, Any]) -> None:
-        if name not in row["searches"]:
-            row["searches"].append(name)
+def _search_doc(state: SearchState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "fingerprint": state.fingerprint,
+        "owner": state.owner,
+        "since": format_time(state.since),
+        "primed": state.primed,
+        "seen": sorted(state.seen),
+    }
 
-    return add
 
-
-def _row_to_alert(row: Document) -> Alert:
-    return Alert(
-        row_id=row.doc_id,
-        target_key=row["target"],
-        job=Job.from_record(row["job"]),
-        searches=tuple(row["searches"]),
-        attempts=int(row.get("attempts", 0)),
-        created_at=parse_time(row.get("created_at")),
+def _search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
+    return SearchState(
+        name=str(doc["name"]),
+        fingerprint=str(doc.get("fingerprint", "")),
+        owner=str(doc.get("owner") or ""),
+        since=_time(doc.get("since"), epoch),
+        primed=bool(doc.get("primed")),
+        seen={str(i) for i in doc.get("seen") or ()},
     )
 
 
 class Store:
-    """Seen job ids, the outbox and per-search state, over one TinyDB."""
+    """Searches and their seen ids, the outbox, the feed position: in memory, committed
+    to disk in batches (see the module docstring)."""
 
-    def __init__(self, db: TinyDB, lock: TextIO | None = None, path: Path | None = None) -> None:
-        self.db = db
+    def __init__(self, state_dir: Path, *, lock: TextIO | None = None, read_only: bool = False):
+        self.state_dir = state_dir
         self.lock = lock
-        self.path = path
-        self.searches = db.table("searches")
-        self.seen = db.table("seen")
-        self.outbox = db.table("outbox")
-        self.meta = db.table("meta")
+        self.read_only = read_only
+        self.dbs = {
+            name: TinyDB(
+                str(state_dir / f"{name}.json"), storage=BufferedJSONStorage, read_only=read_only
+            )
+            for name in FILES
+        }
+        self.journal_path = state_dir / JOURNAL_FILE
+        self.searches: dict[str, SearchState] = {}
+        self.owed: dict[Key, OutboxRow] = {}
+        self.jobs: dict[str, Job] = {}
+        self.done: dict[Key, OutboxRow] = {}
+        self.events: dict[str, Event] = {}
+        self.closed: dict[str, datetime] = {}
+        self.queries: dict[str, QueryState] = {}
+        self.changes_until: datetime | None = None
+        self._dirty: set[str] = set()
+        self._journal_lines = 0
+        self._journal_bytes = 0
 
     # -- opening and closing -------------------------------------------------
 
@@ -180,11 +286,11 @@ class Store:
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
-        path = state_dir / STATE_FILE
+        store = cls(state_dir, lock=lock)
         try:
-            store = cls(TinyDB(str(path), storage=AtomicJSONStorage), lock=lock, path=path)
-            store._check_schema()
+            store._load()
             store.recover_interrupted()
+            store.commit()
         except StoreError:
             lock.close()
             raise
@@ -194,23 +300,23 @@ class Store:
     def snapshot(cls, state_dir: Path) -> Store:
         """A private in-memory copy of the state, read without the lock.
 
-        Safe while a daemon runs (every write is an atomic rename), so ``status`` and
-        dry runs work beside ``alertd run``. Nothing done to the copy reaches the disk.
+        Safe while a daemon runs (every file is replaced by an atomic rename), so
+        ``status`` and dry runs work beside ``alertd run``. Nothing done to the copy
+        reaches the disk.
         """
-        path = state_dir / STATE_FILE
-        data = AtomicJSONStorage(str(path)).read() or {}
-        db = TinyDB(storage=MemoryStorage)
-        db.storage.write(data)
-        store = cls(db, path=path)
-        store._check_schema()
+        store = cls(state_dir, read_only=True)
+        store._load()
         return store
 
     def close(self) -> None:
-        """Close the database and release the lock."""
-        self.db.close()
-        if self.lock is not None:
-            self.lock.close()
-            self.lock = None
+        """Write what changed, then release the lock."""
+        try:
+            if not self.read_only and self.lock is not None:
+                self.commit()
+        finally:
+            if self.lock is not None:
+                self.lock.close()
+                self.lock = None
 
     def __enter__(self) -> Store:
         return self
@@ -219,356 +325,551 @@ class Store:
         self.close()
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, what: Path) -> Iterator[None]:
         try:
             yield
         except OSError as exc:
             raise StoreError(
-                f"cannot write state file {self.path}: {exc.strerror or exc}; "
+                f"cannot write state file {what}: {exc.strerror or exc}; "
                 "nothing was lost, it will be retried (free some disk space?)"
             ) from exc
 
-    def _check_schema(self) -> None:
-        rows = self.meta.all()
-        if not rows:
-            with self._writing():
-                self.meta.insert({"schema_version": SCHEMA_VERSION})
+    def _table(self, file: str, table: str) -> Any:
+        return self.dbs[file].table(table)
+
+    def _storage(self, file: str) -> BufferedJSONStorage:
+        storage = self.dbs[file].storage
+        assert isinstance(storage, BufferedJSONStorage)
+        return storage
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes this store has written to its files (journal lines included)."""
+        return sum(self._storage(name).bytes_written for name in FILES) + self._journal_bytes
+
+    # -- loading ---------------------------------------------------------------
+
+    def _load(self) -> None:
+        legacy = self.state_dir / LEGACY_FILE
+        if self._storage("feed").read() is None and legacy.exists():
+            self._migrate(legacy)
             return
-        version = rows[0].get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"state file {self.path} has schema version {version}, this alertd "
-                f"understands {SCHEMA_VERSION}; run the alertd version that wrote it"
+        epoch = parse_time("1970-01-01T00:00:00Z")
+        assert epoch is not None
+        meta = self._table("feed", "meta").all()
+        if meta:
+            version = meta[0].get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"state in {self.state_dir} has schema version {version}, this alertd "
+                    f"understands {SCHEMA_VERSION}; run the alertd version that wrote it"
+                )
+            self.changes_until = parse_time(meta[0].get("changes_until"))
+        else:
+            self._dirty.add("feed")  # a new state: write its schema version
+        for doc in self._table("feed", "events").all():
+            at = _time(doc.get("at"), epoch)
+            self.events[str(doc["job_id"])] = Event(
+                str(doc["job_id"]), str(doc.get("kind")), at, _time(doc.get("noticed"), at)
             )
+        for doc in self._table("feed", "closed").all():
+            self.closed[str(doc["job_id"])] = _time(doc.get("at"), epoch)
+        for doc in self._table("queries", "queries").all():
+            self.queries[str(doc["key"])] = QueryState(
+                parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since"))
+            )
+        for doc in self._table("searches", "searches").all():
+            state = _search_from_doc(doc, epoch)
+            self.searches[state.name] = state
+        for doc in self._table("outbox", "jobs").all():
+            job = Job.from_record(doc)
+            self.jobs[job.id] = job
+        for doc in self._table("done", "rows").all():
+            row = _row_from_doc(doc, epoch)
+            self.done[row.key] = row
+        for doc in self._table("outbox", "rows").all():
+            row = _row_from_doc(doc, epoch)
+            if row.key not in self.done:  # a crash between writing done.json and outbox.json
+                self.owed[row.key] = row
+        self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        try:
+            lines = self.journal_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from exc
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                self._apply(entry)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash mid-write: its send had not happened yet
+            self._journal_lines += 1
+
+    def _apply(self, entry: Mapping[str, Any]) -> None:
+        """One journal entry applied to the owed rows; applying it twice changes nothing."""
+        key = (str(entry["target"]), str(entry["job"]))
+        row = self.owed.get(key)
+        at = parse_time(entry.get("at"))
+        if row is None or at is None:
+            return
+        op = entry["op"]
+        if op == "sending":
+            self.owed[key] = replace(row, status=DeliveryStatus.SENDING, attempts=entry["attempts"])
+        elif op == "sent":
+            self._finish(row, DeliveryStatus.SENT, at, None)
+        elif op == "failed":
+            self.owed[key] = replace(
+                row,
+                status=DeliveryStatus.PENDING,
+                attempts=entry["attempts"],
+                next_attempt_at=parse_time(entry.get("retry")) or at,
+                last_error=entry.get("error"),
+            )
+        self._dirty.add("outbox")
+
+    def _migrate(self, legacy: Path) -> None:
+        """Turn alertd 0.1's ``alertd.json`` into this layout, losing and repeating nothing.
+
+        The new files are written first and the old file renamed last, so a crash during
+        the migration just runs it again at the next start.
+        """
+        data = read_json_file(legacy) or {}
+        meta = list((data.get("meta") or {}).values())
+        version = meta[0].get("schema_version") if meta else 1
+        if version != 1:
+            raise StoreError(
+                f"state file {legacy} has schema version {version}, this alertd migrates "
+                "version 1; run the alertd version that wrote it"
+            )
+        epoch = parse_time("1970-01-01T00:00:00Z")
+        assert epoch is not None
+        if meta:
+            self.changes_until = parse_time(meta[0].get("changes_until"))
+        seen = {
+            str(doc["search"]): {str(i) for i in doc.get("ids") or ()}
+            for doc in (data.get("seen") or {}).values()
+        }
+        for doc in (data.get("searches") or {}).values():
+            name = str(doc["name"])
+            since = parse_time(doc.get("priming_since")) or parse_time(doc.get("primed_at"))
+            self.searches[name] = SearchState(
+                name=name,
+                fingerprint=str(doc.get("fingerprint", "")),
+                owner=str(doc.get("config") or ""),
+                since=since or epoch,
+                primed=bool(doc.get("primed")),
+                seen=seen.get(name, set()),
+            )
+        for doc in (data.get("outbox") or {}).values():
+            self._migrate_row(doc, epoch)
+        self._dirty.update(FILES)
+        self.commit()
+        os.replace(legacy, legacy.with_name(LEGACY_FILE + ".migrated"))
+        log.info(
+            "state migrated to the new layout: %d searches, %d owed, %d delivered; "
+            "the old file is kept as %s.migrated",
+            len(self.searches),
+            len(self.owed),
+            len(self.done),
+            LEGACY_FILE,
+        )
+
+    def _migrate_row(self, doc: Mapping[str, Any], epoch: datetime) -> None:
+        status = str(doc.get("status"))
+        job = doc.get("job")
+        record: Mapping[str, Any] = job if isinstance(job, dict) else {"id": doc["job_id"]}
+        base = _row_from_doc(
+            {**doc, "status": DeliveryStatus.PENDING.value, "title": record.get("title")}, epoch
+        )
+        if status in (DeliveryStatus.SENT, DeliveryStatus.WITHDRAWN):
+            done_at = parse_time(doc.get("sent_at")) or parse_time(doc.get("withdrawn_at"))
+            self.done[base.key] = replace(
+                base, status=DeliveryStatus(status), done_at=done_at or base.created_at
+            )
+            return
+        self.jobs[base.job_id] = Job.from_record(record)
+        held = parse_time(doc.get("check_after"))
+        if held is not None:  # held for a closure check: read the job again before sending
+            since = parse_time(doc.get("held_since")) or held
+            base = replace(base, status=DeliveryStatus.HELD, held_since=since)
+            self.events[base.job_id] = Event(base.job_id, "UPDATED", held, since)
+        self.owed[base.key] = base
+
+    # -- writing ---------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Write every file that changed, in crash-safe order, then empty the journal."""
+        if self.read_only:
+            self._dirty.clear()
+            return
+        for name in FILES:
+            if name not in self._dirty:
+                continue
+            self._serialize(name)
+            storage = self._storage(name)
+            with self._writing(storage.path):
+                storage.flush()
+            self._dirty.discard(name)
+        if self._journal_lines:
+            with self._writing(self.journal_path):
+                os.truncate(self.journal_path, 0)
+            self._journal_lines = 0
+
+    def _serialize(self, name: str) -> None:
+        tables: dict[str, list[dict[str, Any]]]
+        if name == "feed":
+            tables = {
+                "meta": [
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "changes_until": _iso(self.changes_until),
+                    }
+                ],
+                "events": [
+                    {
+                        "job_id": e.job_id,
+                        "kind": e.kind,
+                        "at": format_time(e.occurred_at),
+                        "noticed": format_time(e.noticed_at),
+                    }
+                    for e in self.events.values()
+                ],
+                "closed": [{"job_id": k, "at": format_time(v)} for k, v in self.closed.items()],
+            }
+        elif name == "queries":
+            tables = {
+                "queries": [
+                    {"key": k, "fetched_at": _iso(q.fetched_at), "owed_since": _iso(q.owed_since)}
+                    for k, q in self.queries.items()
+                ]
+            }
+        elif name == "searches":
+            tables = {"searches": [_search_doc(s) for s in self.searches.values()]}
+        elif name == "outbox":
+            tables = {
+                "rows": [_row_doc(r) for r in self.owed.values()],
+                "jobs": [self.jobs[j].to_record() for j in self._owed_job_ids() if j in self.jobs],
+            }
+        else:
+            tables = {"rows": [_row_doc(r) for r in self.done.values()]}
+        db = self.dbs[name]
+        db.drop_tables()
+        for table, docs in tables.items():
+            if docs:
+                db.table(table).insert_multiple(docs)
+        if not any(tables.values()):
+            db.storage.write({})
+
+    def _journal(self, entry: dict[str, Any]) -> None:
+        """Append one delivery step and fsync it: the send waits until this is on disk."""
+        if self.read_only:
+            return
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        with self._writing(self.journal_path):
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._journal_lines += 1
+        self._journal_bytes += len(line)
 
     # -- saved searches ------------------------------------------------------
 
-    def search_state(self, search: SavedSearch) -> dict[str, Any] | None:
+    def search_state(self, search: SavedSearch) -> SearchState | None:
         """What the store knows of this search with its current filters; None if nothing.
 
-        ``{"primed": True, ...}`` once its first (silent) run is complete, otherwise
-        ``{"primed": False, "priming_since": ISO}``. A search whose filters changed is
-        unknown again, so an edited search starts silent too.
+        A search whose filters changed is unknown again, so an edited search starts silent.
         """
-        row = self.searches.get(where("name") == search.name)
-        if row is None or row.get("fingerprint") != search.fingerprint():
+        state = self.searches.get(search.name)
+        if state is None or state.fingerprint != search.fingerprint():
             return None
-        return dict(row)
+        return state
 
-    def begin_priming(self, search: SavedSearch, now: datetime) -> None:
-        """Start a search's silent first run: jobs posted before ``now`` will never alert."""
-        with self._writing():
-            self.searches.upsert(
-                {
-                    "name": search.name,
-                    "fingerprint": search.fingerprint(),
-                    "priming_since": format_time(now),
-                    "primed": False,
-                    "config": search.source,
-                },
-                where("name") == search.name,
-            )
+    def begin_priming(self, search: SavedSearch, since: datetime) -> SearchState:
+        """Start a search's silent first run: jobs posted before ``since`` never alert."""
+        state = SearchState(search.name, search.fingerprint(), search.source, since)
+        self.searches[search.name] = state
+        self._dirty.add("searches")
+        return state
 
     def seen_ids(self, search: str) -> set[str]:
         """Job ids this search has already matched."""
-        row = self.seen.get(where("search") == search)
-        return set() if row is None else set(row["ids"])
-
-    def _add_seen(self, search: SavedSearch, job_ids: set[str]) -> None:
-        # One document per search holding its ids: compact, and one write per search.
-        if job_ids:
-            merged = sorted(self.seen_ids(search.name) | job_ids)
-            self.seen.upsert(
-                {"search": search.name, "config": search.source, "ids": merged},
-                where("search") == search.name,
-            )
+        state = self.searches.get(search)
+        return set() if state is None else set(state.seen)
 
     def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
         """Record jobs as seen by a search without owing any alert for them."""
-        fresh = set(job_ids) - self.seen_ids(search.name)
-        with self._writing():
-            self._add_seen(search, fresh)
+        state = self.searches.get(search.name) or self.begin_priming(search, now)
+        fresh = set(job_ids) - state.seen
+        if fresh:
+            state.seen |= fresh
+            self._dirty.add("searches")
         return len(fresh)
 
     def mark_primed(self, search: SavedSearch, now: datetime) -> None:
         """From now on, this search's new matches are owed as alerts."""
-        with self._writing():
-            self.searches.upsert(
-                {
-                    "name": search.name,
-                    "fingerprint": search.fingerprint(),
-                    "primed": True,
-                    "primed_at": format_time(now),
-                    "config": search.source,
-                },
-                where("name") == search.name,
-            )
+        state = self.search_state(search) or self.begin_priming(search, now)
+        state.primed = True
+        self._dirty.add("searches")
 
     def record_matches(self, search: SavedSearch, jobs: Iterable[Job], now: datetime) -> int:
         """Owe an alert to each of the search's targets for each job it had not matched before.
 
-        A target already owed (or already sent) a job gets no second row: a pending row
+        A target already owed (or already sent) a job gets no second row: an owed row
         gains this search's name instead, so one alert names every search that matched.
-        The rows are written before the jobs are marked seen, so a crash in between only
-        means the same rows are found again next cycle. Returns how many jobs were new.
+        Returns how many jobs were new to the search.
         """
-        seen = self.seen_ids(search.name)
-        new_jobs = {job.id: job for job in jobs if job.id not in seen}
+        state = self.searches.get(search.name) or self.begin_priming(search, now)
+        new_jobs = {job.id: job for job in jobs if job.id not in state.seen}
         if not new_jobs:
             return 0
-        keys = {t.key for t in search.targets}
-        existing = {
-            (row["target"], row["job_id"]): row
-            for row in self.outbox.search(where("job_id").one_of(list(new_jobs)))
-            if row["target"] in keys
-        }
-        stamp = format_time(now)
-        fresh_rows: list[dict[str, Any]] = []
-        merges: list[int] = []
         for job in new_jobs.values():
-            for key in keys:
-                row = existing.get((key, job.id))
-                if row is None:
-                    fresh_rows.append(_new_row(key, job, search.name, stamp))
-                elif row["status"] == DeliveryStatus.PENDING and search.name not in row["searches"]:
-                    merges.append(row.doc_id)
-        with self._writing():
-            if fresh_rows:
-                self.outbox.insert_multiple(fresh_rows)
-            if merges:
-                self.outbox.update(_add_search(search.name), doc_ids=merges)
-            self._add_seen(search, set(new_jobs))
+            for target in search.targets:
+                self._owe(target.key, job, search.name, now)
+        state.seen |= set(new_jobs)
+        self._dirty.update(("outbox", "searches"))
         return len(new_jobs)
 
-    # -- the outbox ----------------------------------------------------------
-
-    def recover_interrupted(self) -> int:
-        """Rows left ``sending`` by a process that died mid-send are owed again."""
-        sending = where("status") == DeliveryStatus.SENDING.value
-        if not self.outbox.contains(sending):
-            return 0
-        with self._writing():
-            changed = self.outbox.update({"status": DeliveryStatus.PENDING.value}, sending)
-        return len(changed)
-
-    def due(self, now: datetime, target_keys: Iterable[str] | None = None) -> list[Alert]:
-        """Pending alerts whose next attempt is due, oldest first."""
-        keys = None if target_keys is None else set(target_keys)
-        stamp = format_time(now)
-        rows = [
-            r
-            for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-            if r["next_attempt_at"] <= stamp
-            and (keys is None or r["target"] in keys)
-            and not r.get("check_after")  # held until the job is confirmed still open
-        ]
-        rows.sort(key=lambda r: (r["created_at"], r.doc_id))
-        return [_row_to_alert(r) for r in rows]
-
-    def mark_sending(self, alert: Alert, now: datetime) -> None:
-        """Written just before the send, so a crash mid-send is visible after a restart."""
-        with self._writing():
-            self.outbox.update(
-                {
-                    "status": DeliveryStatus.SENDING.value,
-                    "attempts": alert.attempts + 1,
-                    "last_attempt_at": format_time(now),
-                },
-                doc_ids=[alert.row_id],
-            )
-
-    def mark_sent(self, alert: Alert, now: datetime) -> None:
-        """The target accepted the alert: it will never be sent there again."""
-        with self._writing():
-            self.outbox.update(
-                {
-                    "status": DeliveryStatus.SENT.value,
-                    "sent_at": format_time(now),
-                    "last_error": None,
-                    "job": {"id": alert.job.id, "title": alert.job.title},  # all status needs
-                },
-                doc_ids=[alert.row_id],
-            )
-
-    def mark_failed(self, alert: Alert, error: str, retry_at: datetime) -> None:
-        """The target did not accept it: owed again from ``retry_at``."""
-        with self._writing():
-            self.outbox.update(
-                {
-                    "status": DeliveryStatus.PENDING.value,
-                    "next_attempt_at": format_time(retry_at),
-                    "last_error": error,
-                },
-                doc_ids=[alert.row_id],
-            )
-
-    def withdraw(self, job_ids: Iterable[str], reason: str, now: datetime) -> int:
-        """Owed alerts for jobs that closed or expired are no longer owed (nor sent)."""
-        ids = set(job_ids)
-        if not ids:
-            return 0
-        owed = where("status").one_of([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
-        rows = self.outbox.search(owed & where("job_id").one_of(sorted(ids)))
-        if not rows:
-            return 0
-        stamp = format_time(now)
-
-        def withdrawn(row: MutableMapping[str, Any]) -> None:
-            row.update(
-                status=DeliveryStatus.WITHDRAWN.value,
-                last_error=reason,
-                withdrawn_at=stamp,
-                job=_done_job(row),
-            )
-
-        with self._writing():
-            self.outbox.update(withdrawn, doc_ids=[row.doc_id for row in rows])
-        return len(rows)
-
-    def prune(self, now: datetime, keep: timedelta) -> int:
-        """Forget delivered and withdrawn rows older than ``keep``; owed rows are never pruned."""
-        cutoff = format_time(now - keep)
-        old = ((where("status") == DeliveryStatus.SENT.value) & (where("sent_at") < cutoff)) | (
-            (where("status") == DeliveryStatus.WITHDRAWN.value) & (where("withdrawn_at") < cutoff)
-        )
-        if not self.outbox.contains(old):
-            return 0
-        with self._writing():
-            return len(self.outbox.remove(old))
-
-    def owed_job_ids(self) -> set[str]:
-        """Jobs that some target is still owed."""
-        owed = where("status") == DeliveryStatus.PENDING.value
-        return {row["job_id"] for row in self.outbox.search(owed)}
-
-    def refresh_owed(self, jobs: Iterable[Job]) -> int:
-        """Owed rows take the job as the API shows it now (a deadline moved, a title fixed)."""
-        latest = {job.id: job.to_record() for job in jobs}
-        rows = [
-            row
-            for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-            if row["job_id"] in latest and row["job"] != latest[row["job_id"]]
-        ]
-        if not rows:
-            return 0
-
-        def refresh(row: MutableMapping[str, Any]) -> None:
-            row["job"] = latest[row["job_id"]]
-
-        with self._writing():
-            self.outbox.update(refresh, doc_ids=[row.doc_id for row in rows])
-        return len(rows)
-
-    def flag_for_check(self, edited: Mapping[str, datetime | None], now: datetime) -> int:
-        """Hold owed rows of jobs edited since they matched until ``GET /jobs/{id}`` confirms
-        them open: the change feed shows a job closed and then edited only as edited.
-
-        An edit already confirmed is not held again; ``held_since`` records when the hold
-        began and is never moved, so a hold can be bounded.
-        """
-        changes: dict[tuple[str, str], tuple[str, str]] = {}
-        doc_ids: list[int] = []
-        for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value):
-            if row["job_id"] not in edited:
-                continue
-            at = edited[row["job_id"]]
-            stamp = format_time(at) if at else "0"
-            if stamp <= (row.get("confirmed_edit") or "") or stamp <= (
-                row.get("check_after") or ""
-            ):
-                continue
-            changes[(row["target"], row["job_id"])] = (
-                stamp,
-                row.get("held_since") or format_time(now),
-            )
-            doc_ids.append(row.doc_id)
-        if not changes:
-            return 0
-
-        def flag(row: MutableMapping[str, Any]) -> None:  # TinyDB passes the row, not its id
-            row["check_after"], row["held_since"] = changes[(row["target"], row["job_id"])]
-
-        with self._writing():
-            self.outbox.update(flag, doc_ids=doc_ids)
-        return len(changes)
-
-    def jobs_to_check(self) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """Held jobs: the edit an answer must not predate, and since when they are held."""
-        held: dict[str, tuple[datetime | None, datetime | None]] = {}
-        for row in self.outbox.search(where("status") == DeliveryStatus.PENDING.value):
-            if row.get("check_after"):
-                held[row["job_id"]] = (
-                    parse_time(row["check_after"]),
-                    parse_time(row.get("held_since")),
-                )
-        return held
-
-    def clear_check(self, job_ids: Iterable[str]) -> None:
-        """The jobs were confirmed open (or could not be checked for too long): due again."""
-        ids = set(job_ids)
-        pending = where("status") == DeliveryStatus.PENDING.value
-        rows = [
-            r for r in self.outbox.search(pending) if r["job_id"] in ids and r.get("check_after")
-        ]
-        if not rows:
+    def _owe(self, target: str, job: Job, search: str, now: datetime) -> None:
+        key = (target, job.id)
+        if key in self.done:
             return
-
-        def clear(row: MutableMapping[str, Any]) -> None:
-            row["confirmed_edit"] = row["check_after"]
-            row["check_after"] = row["held_since"] = None
-
-        with self._writing():
-            self.outbox.update(clear, doc_ids=[r.doc_id for r in rows])
-
-    def count_owed(self, target_keys: Iterable[str]) -> tuple[int, int]:
-        """(owed, of which held for a closure check) for the given targets."""
-        keys = set(target_keys)
-        rows = [
-            r
-            for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-            if r["target"] in keys
-        ]
-        return len(rows), sum(1 for r in rows if r.get("check_after"))
+        row = self.owed.get(key)
+        if row is None:
+            self.owed[key] = OutboxRow(target, job.id, (search,), DeliveryStatus.PENDING, now, now)
+            self.jobs[job.id] = job
+        elif search not in row.searches:
+            self.owed[key] = replace(row, searches=(*row.searches, search))
 
     def forget_searches_except(self, names: Iterable[str], source: str) -> int:
         """Drop what is remembered of searches that the config file ``source`` no longer has.
 
         A search removed and later added back under the same name then starts silent,
-        like any new search, instead of alerting everything posted while it was gone.
-        Searches another config file wrote to the same state directory are left alone.
+        like any new search. Searches of another config file sharing the state directory
+        are left alone.
         """
         keep = set(names)
-        mine = (source, None)  # rows without a config came from before files were recorded
-        gone = {r["name"] for r in self.searches.all() if r.get("config") in mine} - keep
-        gone |= {r["search"] for r in self.seen.all() if r.get("config") in mine} - keep
-        if not gone:
-            return 0
-        with self._writing():
-            self.searches.remove(where("name").one_of(sorted(gone)))
-            self.seen.remove(where("search").one_of(sorted(gone)))
+        gone = [n for n, s in self.searches.items() if s.owner in (source, "") and n not in keep]
+        for name in gone:
+            del self.searches[name]
+        if gone:
+            self._dirty.add("searches")
         return len(gone)
+
+    def forget_seen(self, job_ids: Iterable[str]) -> int:
+        """Drop job ids from every search's seen set (jobs closed long enough ago)."""
+        ids = set(job_ids)
+        if not ids:
+            return 0
+        dropped = 0
+        for state in self.searches.values():
+            before = len(state.seen)
+            state.seen -= ids
+            dropped += before - len(state.seen)
+        if dropped:
+            self._dirty.add("searches")
+        return dropped
+
+    # -- the change feed and the queries -------------------------------------
 
     def changes_since(self) -> datetime | None:
         """Where the change feed was last read up to (its ``until``)."""
-        rows = self.meta.all()
-        return parse_time(rows[0].get("changes_until")) if rows else None
+        return self.changes_until
 
     def set_changes_since(self, until: datetime) -> None:
         """Remember the change feed's ``until``, to pass as the next ``since``."""
-        with self._writing():
-            self.meta.update(
-                {"changes_until": format_time(until)}, doc_ids=[self.meta.all()[0].doc_id]
-            )
+        if until != self.changes_until:
+            self.changes_until = until
+            self._dirty.add("feed")
+
+    def set_events(self, events: Mapping[str, Event]) -> None:
+        """The feed events not yet resolved (replacing the previous set)."""
+        if dict(events) != self.events:
+            self.events = dict(events)
+            self._dirty.add("feed")
+
+    def set_closed(self, closed: Mapping[str, datetime]) -> None:
+        """Jobs that closed recently, with when (pages from the edge cache may still list them)."""
+        if dict(closed) != self.closed:
+            self.closed = dict(closed)
+            self._dirty.add("feed")
+
+    def set_query(self, key: str, state: QueryState) -> None:
+        """Record what a distinct query last answered, or still owes."""
+        if self.queries.get(key) != state:
+            self.queries[key] = state
+            self._dirty.add("queries")
+
+    def forget_queries_except(self, keys: Iterable[str]) -> None:
+        """Drop the state of queries no search asks any more."""
+        keep = set(keys)
+        gone = [k for k in self.queries if k not in keep]
+        for key in gone:
+            del self.queries[key]
+        if gone:
+            self._dirty.add("queries")
+
+    # -- the outbox ----------------------------------------------------------
+
+    def recover_interrupted(self) -> int:
+        """Rows left ``sending`` by a process that died mid-send are owed again."""
+        stuck = [r for r in self.owed.values() if r.status == DeliveryStatus.SENDING]
+        for row in stuck:
+            self.owed[row.key] = replace(row, status=DeliveryStatus.PENDING)
+        if stuck:
+            self._dirty.add("outbox")
+        return len(stuck)
+
+    def owed_rows(self) -> list[OutboxRow]:
+        """Every owed row (pending, held or sending), oldest first."""
+        return sorted(self.owed.values(), key=lambda r: (r.created_at, r.target, r.job_id))
+
+    def alert_for(self, row: OutboxRow) -> Alert:
+        """The alert an owed row stands for: the job as last seen, and its searches."""
+        job = self.jobs.get(row.job_id) or Job(id=row.job_id, title=row.title or row.job_id)
+        return Alert(row.target, job, row.searches, row.attempts, row.created_at)
+
+    def due(self, now: datetime, target_keys: Iterable[str] | None = None) -> list[Alert]:
+        """Pending alerts whose next attempt is due, oldest first (held rows wait)."""
+        keys = None if target_keys is None else set(target_keys)
+        return [
+            self.alert_for(row)
+            for row in self.owed_rows()
+            if row.status == DeliveryStatus.PENDING
+            and row.next_attempt_at <= now
+            and (keys is None or row.target in keys)
+        ]
+
+    def mark_sending(self, alert: Alert, now: datetime) -> None:
+        """Written (a journal line, fsynced) just before the send, so a crash mid-send is
+        visible after a restart."""
+        if "outbox" in self._dirty:
+            self.commit()  # the row itself must be on disk before its journal line means anything
+        key = (alert.target_key, alert.job.id)
+        attempts = alert.attempts + 1
+        self._journal(
+            {
+                "op": "sending",
+                "target": key[0],
+                "job": key[1],
+                "at": format_time(now),
+                "attempts": attempts,
+            }
+        )
+        row = self.owed[key]
+        self.owed[key] = replace(row, status=DeliveryStatus.SENDING, attempts=attempts)
+        self._dirty.add("outbox")
+
+    def mark_sent(self, alert: Alert, now: datetime) -> None:
+        """The target accepted the alert: it will never be sent there again."""
+        key = (alert.target_key, alert.job.id)
+        self._journal({"op": "sent", "target": key[0], "job": key[1], "at": format_time(now)})
+        self._finish(self.owed[key], DeliveryStatus.SENT, now, None)
+
+    def mark_failed(self, alert: Alert, error: str, retry_at: datetime) -> None:
+        """The target did not accept it: owed again from ``retry_at``."""
+        key = (alert.target_key, alert.job.id)
+        row = self.owed[key]
+        self._journal(
+            {
+                "op": "failed",
+                "target": key[0],
+                "job": key[1],
+                "at": format_time(retry_at),
+                "retry": format_time(retry_at),
+                "attempts": row.attempts,
+                "error": error,
+            }
+        )
+        self.owed[key] = replace(
+            row, status=DeliveryStatus.PENDING, next_attempt_at=retry_at, last_error=error
+        )
+        self._dirty.add("outbox")
+
+    def _finish(
+        self, row: OutboxRow, status: DeliveryStatus, now: datetime, reason: str | None
+    ) -> None:
+        job = self.jobs.get(row.job_id)
+        title = job.title if job is not None else row.title
+        self.done[row.key] = replace(
+            row, status=status, done_at=now, title=title, last_error=reason, held_since=None
+        )
+        del self.owed[row.key]
+        self._dirty.update(("outbox", "done"))
+
+    def withdraw(self, job_ids: Iterable[str], reason: str, now: datetime) -> int:
+        """Owed alerts for jobs that closed or expired are no longer owed (nor sent)."""
+        ids = set(job_ids)
+        rows = [r for r in self.owed.values() if r.job_id in ids]
+        for row in rows:
+            self._finish(row, DeliveryStatus.WITHDRAWN, now, reason)
+        return len(rows)
+
+    def hold(self, job_ids: Iterable[str], now: datetime) -> int:
+        """Owed rows of these jobs wait until the job is confirmed open (``release``)."""
+        ids = set(job_ids)
+        rows = [r for r in self.owed.values() if r.job_id in ids and r.status in OWED]
+        for row in rows:
+            if row.status != DeliveryStatus.HELD:
+                held = replace(row, status=DeliveryStatus.HELD, held_since=row.held_since or now)
+                self.owed[row.key] = held
+                self._dirty.add("outbox")
+        return len(rows)
+
+    def release(self, job_ids: Iterable[str]) -> int:
+        """Held rows of these jobs are due again."""
+        ids = set(job_ids)
+        released = 0
+        for row in list(self.owed.values()):
+            if row.job_id in ids and row.status == DeliveryStatus.HELD:
+                self.owed[row.key] = replace(row, status=DeliveryStatus.PENDING, held_since=None)
+                released += 1
+        if released:
+            self._dirty.add("outbox")
+        return released
+
+    def refresh_owed(self, jobs: Iterable[Job]) -> int:
+        """Owed rows take the job as the API shows it now (a deadline moved, a title fixed)."""
+        changed = 0
+        for job in jobs:
+            if job.id in self.jobs and self.jobs[job.id] != job:
+                self.jobs[job.id] = job
+                changed += 1
+        if changed:
+            self._dirty.add("outbox")
+        return changed
+
+    def prune(self, now: datetime, keep: timedelta) -> int:
+        """Forget delivered and withdrawn rows older than ``keep``; owed rows never are."""
+        cutoff = now - keep
+        old = [k for k, r in self.done.items() if (r.done_at or r.created_at) < cutoff]
+        for key in old:
+            del self.done[key]
+        if old:
+            self._dirty.add("done")
+        return len(old)
+
+    def owed_job_ids(self) -> set[str]:
+        """Jobs that some target is still owed."""
+        return {row.job_id for row in self.owed.values()}
+
+    def _owed_job_ids(self) -> list[str]:
+        return sorted(self.owed_job_ids())
+
+    def count_owed(self, target_keys: Iterable[str]) -> tuple[int, int]:
+        """(owed, of which held for a closure check) for the given targets."""
+        keys = set(target_keys)
+        rows = [r for r in self.owed.values() if r.target in keys]
+        return len(rows), sum(1 for r in rows if r.status == DeliveryStatus.HELD)
 
     def counts(self) -> dict[str, int]:
-        """Outbox rows per status, for the log line and ``alertd status``."""
+        """Rows per status, for the log line and ``alertd status``."""
         totals = {status.value: 0 for status in DeliveryStatus}
-        for row in self.outbox.all():
-            totals[row["status"]] = totals.get(row["status"], 0) + 1
+        for row in (*self.owed.values(), *self.done.values()):
+            totals[row.status.value] += 1
         return totals
-
-    def pending_rows(self) -> list[dict[str, Any]]:
-        """Every owed row as stored (for status output)."""
-        return [
-            dict(r) for r in self.outbox.search(where("status") == DeliveryStatus.PENDING.value)
-        ]

@@ -46,6 +46,17 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[s
             proc.wait()
 
 
+def read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def state_files(state_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(state_dir.iterdir()) if p.suffix != ".lock"}
+
+
 def titles(webhook: WebhookCollector) -> list[str]:
     return [str(item["title"]) for item in webhook.received]
 
@@ -92,7 +103,7 @@ def test_kill_and_restart_loses_nothing_and_repeats_nothing(
     wait_for(lambda: len(webhook.received) == 1)
     # Kill once the send is recorded: a kill between the target accepting and the
     # record is the one window where a resend is by design (README, known limits).
-    wait_for(lambda: '"status":"sent"' in (state_dir / "alertd.json").read_text())
+    wait_for(lambda: '"status":"sent"' in read_or_empty(state_dir / "done.json"))
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
 
@@ -130,12 +141,12 @@ def test_corrupt_state_file_is_reported_and_left_alone(
 ) -> None:
     config = write_config("searches:\n  - name: all\n")
     state_dir.mkdir(parents=True)
-    (state_dir / "alertd.json").write_text('{"outbox": {"1": ')
+    (state_dir / "outbox.json").write_text('{"rows": {"1": ')
     result = subprocess.run([*ALERTD, "once", "-c", str(config)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "is not valid JSON" in result.stderr and "move it aside" in result.stderr
     assert "Traceback" not in result.stderr
-    assert (state_dir / "alertd.json").read_text() == '{"outbox": {"1": '
+    assert (state_dir / "outbox.json").read_text() == '{"rows": {"1": '
 
 
 def test_full_disk_loses_nothing(
@@ -143,8 +154,7 @@ def test_full_disk_loses_nothing(
 ) -> None:
     config = write_config(f"searches:\n  - name: all\n    notify: ['{webhook.url}']\n")
     subprocess.run([*ALERTD, "once", "-c", str(config)], check=True, capture_output=True)
-    state = state_dir / "alertd.json"
-    before = state.read_bytes()
+    before = state_files(state_dir)
     market.add_job(title="Arrives while the disk is full")
 
     def full_disk() -> None:  # no file may grow past 64 bytes: every state write fails (EFBIG)
@@ -156,7 +166,7 @@ def test_full_disk_loses_nothing(
     assert full.returncode == 1
     assert "cannot write state file" in full.stderr
     assert "Traceback" not in full.stderr
-    assert state.read_bytes() == before
+    assert state_files(state_dir) == before
     assert webhook.received == []  # nothing sent that could not be recorded first
 
     ok = subprocess.run([*ALERTD, "once", "-c", str(config)], capture_output=True, text=True)

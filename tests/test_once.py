@@ -218,10 +218,11 @@ def test_state_is_utc_and_secret_free(
     market.add_job(title="Tokyo time", datePosted="2026-06-12T08:00:00.000Z")
     run_cli("once", "-c", config)
     assert "Posted: 12 Jun 2026, 17:00 JST" in webhook.messages()[0]
-    state = json.loads((state_dir / "alertd.json").read_text())
-    row = next(iter(state["outbox"].values()))
-    assert row["created_at"].endswith("Z") and row["sent_at"].endswith("Z")
-    assert row["job"] == {"id": row["job_id"], "title": "Tokyo time"}  # sent rows stay small
+    state = {p.name: p.read_text() for p in state_dir.iterdir() if p.suffix != ".lock"}
+    row = next(iter(json.loads(state["done.json"])["rows"].values()))
+    assert row["created_at"].endswith("Z") and row["done_at"].endswith("Z")
+    assert row["status"] == "sent" and row["title"] == "Tokyo time"
+    assert "summary" not in row  # delivered rows stay small
     assert str(webhook.server_address[1]) not in json.dumps(state)
 
 
@@ -235,7 +236,7 @@ def test_preview_lists_matches_and_records_nothing(
     assert result.exit_code == 0, result.output
     assert "Audio one" in result.stdout and "Other" not in result.stdout
     assert "1 open jobs match 'audio' now" in result.stdout
-    assert not (state_dir / "alertd.json").exists()
+    assert not state_dir.exists()
     missing = run_cli("preview", "-c", config, "audi")
     assert missing.exit_code == 2
     assert "did you mean 'audio'" in missing.output

@@ -17,6 +17,11 @@ HOOK = Target.for_url("json://127.0.0.1:9/hook", "hook")
 SEARCH = SavedSearch(name="all", targets=(HOOK,))
 
 
+def state_files(state_dir: Path) -> dict[str, bytes]:
+    """Every file in the state directory but the lock, with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(state_dir.iterdir()) if p.suffix != ".lock"}
+
+
 def test_a_send_interrupted_by_a_crash_is_owed_again_after_restart(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     store.mark_primed(SEARCH, NOW)
@@ -46,7 +51,7 @@ def test_sent_alerts_stay_sent_and_failed_ones_wait_their_turn(tmp_path: Path) -
         # the same job matched again later is not owed again
         assert store.record_matches(SEARCH, [Job(id="a", status="OPEN")], NOW) == 0
     with Store.open(tmp_path) as store:
-        assert store.counts() == {"pending": 1, "sending": 0, "sent": 1, "withdrawn": 0}
+        assert store.counts() == {"pending": 1, "held": 0, "sending": 0, "sent": 1, "withdrawn": 0}
 
 
 def test_priming_records_without_owing(tmp_path: Path) -> None:
@@ -54,15 +59,11 @@ def test_priming_records_without_owing(tmp_path: Path) -> None:
         assert store.search_state(SEARCH) is None
         store.begin_priming(SEARCH, NOW)
         store.prime(SEARCH, ["x", "y"], NOW)
-        assert store.search_state(SEARCH) == {
-            "name": "all",
-            "fingerprint": SEARCH.fingerprint(),
-            "priming_since": "2026-11-26T08:00:00.000Z",
-            "primed": False,
-            "config": "",
-        }
+        state = store.search_state(SEARCH)
+        assert state is not None and state.seen == {"x", "y"} and not state.primed
+        assert state.since == NOW and state.fingerprint == SEARCH.fingerprint()
         store.mark_primed(SEARCH, NOW)
-        assert store.search_state(SEARCH)["primed"] is True  # type: ignore[index]
+        assert store.search_state(SEARCH).primed is True  # type: ignore[union-attr]
         edited = SavedSearch(name="all", q="audio", targets=(HOOK,))
         assert store.search_state(edited) is None  # new filters: silent again
         assert store.due(NOW) == []
@@ -81,12 +82,15 @@ def test_a_state_from_a_newer_alertd_is_refused_untouched(tmp_path: Path) -> Non
 def test_a_snapshot_reads_beside_the_lock_holder_and_never_writes(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         store.mark_primed(SEARCH, NOW)
-        before = (tmp_path / "alertd.json").read_text()
+        store.commit()
+        before = state_files(tmp_path)
         copy = Store.snapshot(tmp_path)  # while `store` holds the lock
         copy.record_matches(SEARCH, [Job(id="new", status="OPEN")], NOW)
-        assert len(copy.due(NOW)) == 1
+        (alert,) = copy.due(NOW)
+        copy.mark_sending(alert, NOW)
+        copy.commit()
         assert store.due(NOW) == []
-    assert (tmp_path / "alertd.json").read_text() == before
+    assert state_files(tmp_path) == before
 
 
 def test_old_delivered_rows_are_pruned_but_owed_rows_never(tmp_path: Path) -> None:
@@ -109,5 +113,8 @@ def test_withdrawn_rows_are_not_owed_and_keep_only_a_title(tmp_path: Path) -> No
         store.record_matches(SEARCH, [Job(id="gone", title="Gone", summary="long text")], NOW)
         assert store.withdraw(["gone", "unknown"], "closed", NOW) == 1
         assert store.due(NOW) == []
-        (row,) = store.outbox.all()
-        assert row["status"] == "withdrawn" and row["job"] == {"id": "gone", "title": "Gone"}
+    done = json.loads((tmp_path / "done.json").read_text())
+    (row,) = done["rows"].values()
+    assert row["status"] == "withdrawn" and row["title"] == "Gone"
+    assert "long text" not in json.dumps(done)
+    assert json.loads((tmp_path / "outbox.json").read_text()) == {}

@@ -1,0 +1,306 @@
+"""The cycle's decisions, as pure functions of values and ``now``.
+
+``pipeline`` fetches, asks these functions what to do, and applies the answers; nothing
+here does I/O or reads the clock, so every promise the README makes about what is
+asked, primed, held, withdrawn, retried and sent has a fast test of its own.
+
+The rule that cannot bend: deciding from the change feed which queries to ask again
+must never miss an alert that asking every query would have sent. So a job is judged
+locally only where the API's meaning is exact (``category``, ``language``, ``country``,
+``payType``); free text (``q``), a field the job does not show, or a value that differs
+only in case is left to the API.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from alertd.models import Alert, Event, EventKind, Job, OutboxRow, QueryState, SavedSearch
+
+MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
+# s-maxage=300 plus one stale answer while it revalidates: after this long, asking every
+# cycle cannot still get an answer from before an edit. Also bounds any hold.
+HOLD_BOUND = timedelta(minutes=10)
+# A page from the edge cache may be 5 min fresh + 1 h stale: a closed job can show that
+# long after it closed. Past it, its id is forgotten by every search.
+CACHE_HORIZON = timedelta(minutes=65)
+# An event whose job cannot be read for this long is dropped; the full refresh heals it.
+EVENT_GIVE_UP = timedelta(hours=1)
+EDIT_SLACK = timedelta(seconds=1)  # the API stamps a job and its event separately
+
+
+@dataclass(frozen=True)
+class Query:
+    """One distinct question for ``GET /jobs``, and every saved search that asks it."""
+
+    key: str
+    params: tuple[tuple[str, str], ...]
+    searches: tuple[SavedSearch, ...]
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query parameters, as ``OpenTrainClient.search_jobs`` takes them."""
+        return dict(self.params)
+
+
+def query_key(search: SavedSearch) -> str:
+    """Searches with the same API parameters share this key, and so one fetch."""
+    return json.dumps(search.query(), sort_keys=True, separators=(",", ":"))
+
+
+def group_queries(searches: Iterable[SavedSearch]) -> dict[str, Query]:
+    """The distinct queries of ``searches``, in the order they first appear."""
+    grouped: dict[str, list[SavedSearch]] = {}
+    for search in searches:
+        grouped.setdefault(query_key(search), []).append(search)
+    return {
+        key: Query(key, tuple(sorted(group[0].query().items())), tuple(group))
+        for key, group in grouped.items()
+    }
+
+
+class Verdict(enum.Enum):
+    """What can be said locally about whether a query lists a job."""
+
+    MATCH = "match"  # every filter is exact and the job meets it
+    NO_MATCH = "no match"  # an exact filter proves it is not listed
+    ASK = "ask"  # only the API can tell (free text, a field missing, case differs)
+
+
+def _compare(wanted: str, have: Sequence[str]) -> Verdict:
+    if wanted in have:
+        return Verdict.MATCH
+    if wanted.casefold() in {value.casefold() for value in have}:
+        return Verdict.ASK
+    return Verdict.NO_MATCH
+
+
+def judge(job: Job, query: Mapping[str, str]) -> Verdict:
+    """Whether ``GET /jobs`` with ``query`` lists the open ``job``, as far as we can prove.
+
+    ``country`` follows the contract: a job with no ``countries`` is open to everyone.
+    A filter on a field the job does not show (null, or a shape we could not read) is
+    the API's to decide, never a local "no".
+    """
+    verdicts: list[Verdict] = []
+    if query.get("category"):
+        category = job.category
+        verdicts.append(_compare(query["category"], (category,)) if category else Verdict.ASK)
+    if query.get("language"):
+        have = job.languages
+        verdicts.append(_compare(query["language"], have) if have else Verdict.ASK)
+    if query.get("country") and job.countries:
+        verdicts.append(_compare(query["country"], job.countries))
+    if query.get("payType"):
+        paid = job.pay.payment_type if job.pay else None
+        verdicts.append(_compare(query["payType"], (paid,)) if paid else Verdict.ASK)
+    if Verdict.NO_MATCH in verdicts:
+        return Verdict.NO_MATCH
+    if query.get("q") or Verdict.ASK in verdicts:
+        return Verdict.ASK
+    return Verdict.MATCH
+
+
+# -- the change feed ----------------------------------------------------------
+
+
+def merge_events(
+    pending: Mapping[str, Event], changes: Mapping[str, tuple[str, datetime | None]], now: datetime
+) -> tuple[dict[str, Event], dict[str, datetime]]:
+    """Fold what the feed said into the unresolved events: (still to resolve, closed now).
+
+    Only a job's latest event matters (the feed keeps only that too). A closure resolves
+    the job at once; a publication or an edit waits to be read.
+    """
+    events = dict(pending)
+    closed: dict[str, datetime] = {}
+    for job_id, (kind, at) in changes.items():
+        when = at or now
+        if kind == EventKind.CLOSED:
+            events.pop(job_id, None)
+            closed[job_id] = when
+            continue
+        if kind not in (EventKind.PUBLISHED, EventKind.UPDATED):
+            continue  # an event type this version does not know: the full refresh covers it
+        earlier = events.get(job_id)
+        if earlier is not None and earlier.occurred_at >= when:
+            continue
+        noticed = earlier.noticed_at if earlier is not None else now
+        events[job_id] = Event(job_id, kind, when, noticed)
+    return events, closed
+
+
+def edited_jobs(changes: Mapping[str, tuple[str, datetime | None]]) -> set[str]:
+    """Jobs edited since the last read: the feed shows a job closed and then edited only
+    as edited, so an owed alert for one waits until the job is confirmed open."""
+    return {job_id for job_id, (kind, _at) in changes.items() if kind == EventKind.UPDATED}
+
+
+def is_fresh(job: Job, event: Event, now: datetime) -> bool:
+    """Whether an answer about ``job`` shows it as of ``event`` (or can no longer wait).
+
+    A cached answer from before the event is not; after ``HOLD_BOUND`` any answer is
+    taken, so nothing waits forever on an API that never bumps ``updatedAt``.
+    """
+    if job.updated_at is None or now - event.noticed_at > HOLD_BOUND:
+        return True
+    return job.updated_at >= event.occurred_at - EDIT_SLACK
+
+
+def should_give_up(event: Event, now: datetime) -> bool:
+    """An event whose job could not be read for ``EVENT_GIVE_UP`` is left to the refresh."""
+    return now - event.noticed_at > EVENT_GIVE_UP
+
+
+def plan_reads(events: Mapping[str, Event]) -> list[str]:
+    """Which jobs to read, oldest event first (the budget decides how many)."""
+    return [e.job_id for e in sorted(events.values(), key=lambda e: (e.noticed_at, e.job_id))]
+
+
+def forgettable(closed: Mapping[str, datetime], now: datetime) -> list[str]:
+    """Closed jobs no page can show any more: their ids can leave every seen set."""
+    return [job_id for job_id, at in closed.items() if now - at > CACHE_HORIZON]
+
+
+def is_listed_stale(
+    job_id: str, closed: Mapping[str, datetime], generated: datetime | None
+) -> bool:
+    """A page generated before (or when) the job closed still lists it: ignore it there."""
+    at = closed.get(job_id)
+    return at is not None and (generated is None or generated <= at)
+
+
+# -- priming --------------------------------------------------------------------
+
+
+def split_priming(
+    jobs: Sequence[Job], since: datetime, generated_at: datetime | None
+) -> tuple[list[Job], list[Job]] | None:
+    """A priming search's page as (record silently, alert): None while the page predates
+    the search (the edge cache), when everything on it is recorded silently and the
+    search keeps priming. Jobs posted since the search began are the ones to alert."""
+    if generated_at is not None and generated_at < since:
+        return None
+    later = [job for job in jobs if job.date_posted is not None and job.date_posted >= since]
+    return [job for job in jobs if job not in later], later
+
+
+def priming_start(api_now: datetime | None, now: datetime) -> datetime:
+    """When a new search begins: by the API's clock when known, at the API's precision."""
+    start = api_now or now
+    return start.replace(microsecond=start.microsecond // 1000 * 1000)
+
+
+# -- what to ask this cycle -----------------------------------------------------
+
+
+def cycle_budget(requests_per_minute: int, poll_interval: float) -> int:
+    """Requests one cycle may spend: a poll interval's share, and never less than a
+    minute's worth (a cycle then overruns its interval rather than starve)."""
+    return max(requests_per_minute, math.floor(requests_per_minute * poll_interval / 60))
+
+
+def is_refresh_due(state: QueryState | None, now: datetime, every: float) -> bool:
+    """Whether a query's last whole fetch is older than the refresh interval."""
+    if state is None or state.fetched_at is None:
+        return True
+    return now - state.fetched_at >= timedelta(seconds=every)
+
+
+def plan_refresh(
+    queries: Mapping[str, QueryState | None], now: datetime, every: float, poll_interval: float
+) -> list[str]:
+    """The queries to fetch whole this cycle, oldest first: an even share of those due,
+    so a full refresh is spread over ``every`` instead of landing in one cycle."""
+    due = [k for k, state in queries.items() if is_refresh_due(state, now, every)]
+    epoch = datetime.min.replace(tzinfo=now.tzinfo)
+    due.sort(key=lambda k: (getattr(queries[k], "fetched_at", None) or epoch, k))
+    share = math.ceil(len(queries) * poll_interval / every) if every > 0 else len(queries)
+    return due[: max(1, share)]
+
+
+def answers(state: QueryState, generated_at: datetime | None) -> QueryState:
+    """A query's state after a whole fetch whose pages were generated at ``generated_at``."""
+    owed = state.owed_since
+    if owed is not None and generated_at is not None and generated_at >= owed:
+        owed = None
+    return QueryState(generated_at or state.fetched_at, owed)
+
+
+def owe_answer(state: QueryState | None, occurred_at: datetime) -> QueryState:
+    """A query must be asked again, by a page generated at or after ``occurred_at``."""
+    state = state or QueryState()
+    owed = state.owed_since
+    return QueryState(state.fetched_at, occurred_at if owed is None else max(owed, occurred_at))
+
+
+def describe_capacity(
+    queries: int, requests_per_minute: int, refresh_every: float
+) -> tuple[str, bool]:
+    """(a sentence on how long asking every query once takes, whether that is too slow)."""
+    minutes = queries / requests_per_minute
+    took = f"{minutes:.0f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
+    text = (
+        f"{queries:,} distinct queries at {requests_per_minute}/min: "
+        f"a full refresh (and a first start) takes {took}"
+    )
+    too_slow = minutes * 60 > refresh_every
+    if too_slow:
+        text += (
+            f", longer than refresh_interval ({refresh_every / 60:.0f} min); "
+            "it will run continuously — raise refresh_interval or requests_per_minute"
+        )
+    return text, too_slow
+
+
+# -- deliveries -------------------------------------------------------------------
+
+
+def retry_delay(schedule: Sequence[float], attempts: int, permanent: bool = False) -> float:
+    """Seconds to wait after the ``attempts``-th failed send: the schedule, clamped to its end.
+
+    A permanent failure (a revoked token, a deleted webhook) waits the longest step:
+    it is still owed, in case a person fixes the target, but it stops hammering.
+    """
+    if permanent:
+        return schedule[-1]
+    return schedule[min(max(attempts, 1), len(schedule)) - 1]
+
+
+def is_expired(job: Job, now: datetime) -> bool:
+    """A job past its ``validThrough`` can no longer be applied to: its alert is withdrawn."""
+    return job.valid_through is not None and job.valid_through <= now
+
+
+def overdue_holds(rows: Iterable[OutboxRow], now: datetime) -> list[str]:
+    """Jobs held for longer than ``HOLD_BOUND``: an alert may wait, but never forever."""
+    return sorted(
+        {r.job_id for r in rows if r.held_since is not None and now - r.held_since > HOLD_BOUND}
+    )
+
+
+def plan_deliveries(
+    due: Sequence[Alert], now: datetime, cap: int = MAX_ALERTS_PER_TARGET
+) -> tuple[list[Alert], list[Alert]]:
+    """(send now, withdraw as expired) from the due alerts, oldest first.
+
+    At most ``cap`` a target a cycle: chat services rate-limit bursts, and the rest
+    stay owed for the next cycles.
+    """
+    send: list[Alert] = []
+    expired: list[Alert] = []
+    per_target: dict[str, int] = {}
+    for alert in due:
+        if is_expired(alert.job, now):
+            expired.append(alert)
+            continue
+        if per_target.get(alert.target_key, 0) >= cap:
+            continue
+        per_target[alert.target_key] = per_target.get(alert.target_key, 0) + 1
+        send.append(alert)
+    return send, expired
