@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -37,17 +36,15 @@ from pydantic_settings import (
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, SavedSearch, Target
 from alertd.targets import RedactingFilter, check_url, redact_url, url_secrets
+from alertd.yamlsource import Loc, field_name, line_for, parse_yaml, substitute
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
 )
 
 MAX_DURATION = 7 * 24 * 3600.0
-
-Path_ = tuple[str | int, ...]
 
 
 def default_state_dir() -> Path:
@@ -172,11 +169,11 @@ class Config:
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
-    lines: Mapping[Path_, int] = field(default_factory=dict, repr=False, compare=False)
+    lines: Mapping[Loc, int] = field(default_factory=dict, repr=False, compare=False)
 
     def line_of(self, *loc: str | int) -> int | None:
         """The YAML line of a field, e.g. ``line_of("searches", 0, "category")``."""
-        return _line_for(tuple(loc), self.lines)
+        return line_for(tuple(loc), self.lines)
 
     def search(self, name: str) -> SavedSearch:
         """The saved search called ``name``; ConfigError with the nearest name otherwise."""
@@ -201,92 +198,10 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return _suggest(word, choices)
 
 
-def _field_name(loc: Path_) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-# -- YAML with line numbers --------------------------------------------------
-
-
-def _index_lines(node: yaml.Node, loc: Path_, lines: dict[Path_, int], source: str) -> None:
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        keys: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = (*loc, key)
-            if key in keys:
-                raise ConfigError(
-                    "this key appears twice in the same mapping",
-                    source=source,
-                    line=key_node.start_mark.line + 1,
-                    field=_field_name(child),
-                )
-            keys.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines, source)
-
-
-def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"YAML syntax error: {problem}", source=source, line=line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", source=source) from None
-    lines: dict[Path_, int] = {}
-    if node is not None:
-        _index_lines(node, (), lines, source)
-    return data, lines
-
-
-def _line_for(loc: Path_, lines: Mapping[Path_, int]) -> int | None:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return None
-
-
-def _substitute(
-    value: Any, loc: Path_, lines: Mapping[Path_, int], source: str, secrets: set[str]
-) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, (*loc, str(k)), lines, source, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, (*loc, i), lines, source, secrets) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(
-                f"environment variable {name} is not set (referenced as ${{{name}}}); "
-                "export it, or put it in the service's environment file",
-                source=source,
-                line=_line_for(loc, lines),
-                field=_field_name(loc),
-            )
-        secrets.add(os.environ[name])
-        return os.environ[name]
-
-    return _ENV_REF.sub(replace, value)
-
-
 # -- validation errors -------------------------------------------------------
 
 
-def _from_environment(loc: Path_) -> str | None:
+def _from_environment(loc: Loc) -> str | None:
     if loc and isinstance(loc[0], str) and loc[0] in SETTING_KEYS:
         name = f"{ENV_PREFIX}{loc[0].upper()}"
         if name in os.environ:
@@ -294,12 +209,12 @@ def _from_environment(loc: Path_) -> str | None:
     return None
 
 
-def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) -> ConfigError:
+def _translate(exc: ValidationError, lines: Mapping[Loc, int], source: str) -> ConfigError:
     error = exc.errors()[0]
-    loc: Path_ = tuple(error["loc"])
+    loc: Loc = tuple(error["loc"])
     env_name = _from_environment(loc)
     where = f"environment variable {env_name}" if env_name else source
-    line = None if env_name else _line_for(loc, lines)
+    line = None if env_name else line_for(loc, lines)
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
@@ -308,7 +223,7 @@ def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) ->
             f"unknown key {key!r}{_suggest(key, known)}",
             source=where,
             line=line,
-            field=_field_name(loc),
+            field=field_name(loc),
         )
     message = str(error["msg"]).removeprefix("Value error, ")
     if loc and loc[0] == "channels" and len(loc) >= 2 and kind in ("list_type", "string_type"):
@@ -318,7 +233,7 @@ def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) ->
         message += _suggest(str(error["input"]), PAY_TYPES)
     elif kind == "missing":
         message = "is required"
-    return ConfigError(message, source=where, line=line, field=_field_name(loc))
+    return ConfigError(message, source=where, line=line, field=field_name(loc))
 
 
 # -- resolving targets -------------------------------------------------------
@@ -333,7 +248,7 @@ class _Resolver:
     """
 
     def __init__(
-        self, source: str, lines: Mapping[Path_, int], env_secrets: set[str], owner: str
+        self, source: str, lines: Mapping[Loc, int], env_secrets: set[str], owner: str
     ) -> None:
         self.source = source
         self.owner = owner
@@ -343,12 +258,12 @@ class _Resolver:
         self.mask = RedactingFilter(env_secrets)
 
     def target(
-        self, url: str, loc: Path_, channel: str | None = None, label: str | None = None
+        self, url: str, loc: Loc, channel: str | None = None, label: str | None = None
     ) -> Target:
         problem = check_url(url)
         if problem:
             raise ConfigError(
-                problem, source=self.source, line=_line_for(loc, self.lines), field=_field_name(loc)
+                problem, source=self.source, line=line_for(loc, self.lines), field=field_name(loc)
             )
         if url not in self.by_url:
             self.secrets |= url_secrets(url)
@@ -372,7 +287,7 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
             raise ConfigError(
                 "a channel needs at least one apprise URL",
                 source=resolver.owner,
-                line=_line_for(("channels", name), resolver.lines),
+                line=line_for(("channels", name), resolver.lines),
                 field=f"channels.{name}",
             )
         # A one-URL channel is keyed by its name alone (its URL may be fixed or rotated);
@@ -397,7 +312,7 @@ def _resolve_search(
 ) -> SavedSearch:
     targets: list[Target] = []
     for j, entry in enumerate(spec.notify):
-        loc: Path_ = ("searches", index, "notify", j)
+        loc: Loc = ("searches", index, "notify", j)
         if "://" in entry:
             found: tuple[Target, ...] = (resolver.target(entry, loc),)
         elif entry in channels:
@@ -411,8 +326,8 @@ def _resolve_search(
             raise ConfigError(
                 f"unknown channel {entry!r}{hint}",
                 source=resolver.owner,
-                line=_line_for(loc, resolver.lines),
-                field=_field_name(loc),
+                line=line_for(loc, resolver.lines),
+                field=field_name(loc),
             )
         targets.extend(t for t in found if t not in targets)
     if not targets:
@@ -431,16 +346,16 @@ def _resolve_search(
     )
 
 
-def _check_unique_names(specs: list[SearchSpec], source: str, lines: Mapping[Path_, int]) -> None:
+def _check_unique_names(specs: list[SearchSpec], source: str, lines: Mapping[Loc, int]) -> None:
     names: set[str] = set()
     for index, spec in enumerate(specs):
         if spec.name in names:
-            loc: Path_ = ("searches", index, "name")
+            loc: Loc = ("searches", index, "name")
             raise ConfigError(
                 f"duplicate search name {spec.name!r}; each search needs its own name",
                 source=source,
-                line=_line_for(loc, lines),
-                field=_field_name(loc),
+                line=line_for(loc, lines),
+                field=field_name(loc),
             )
         names.add(spec.name)
 
@@ -460,7 +375,7 @@ def local_zone() -> tzinfo:
     return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
-def _zone(name: str | None, source: str, lines: Mapping[Path_, int]) -> tzinfo:
+def _zone(name: str | None, source: str, lines: Mapping[Loc, int]) -> tzinfo:
     if not name:
         return local_zone()
     try:
@@ -470,18 +385,18 @@ def _zone(name: str | None, source: str, lines: Mapping[Path_, int]) -> tzinfo:
         raise ConfigError(
             f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin",
             source=f"environment variable {env_name}" if env_name else source,
-            line=None if env_name else _line_for(("timezone",), lines),
+            line=None if env_name else line_for(("timezone",), lines),
             field="timezone",
         ) from None
 
 
-def _check_known_keys(data: dict[str, Any], source: str, lines: Mapping[Path_, int]) -> None:
+def _check_known_keys(data: dict[str, Any], source: str, lines: Mapping[Loc, int]) -> None:
     for key in data:
         if key not in SETTING_KEYS + FILE_KEYS:
             raise ConfigError(
                 f"unknown key {key!r}{_suggest(str(key), SETTING_KEYS + FILE_KEYS)}",
                 source=source,
-                line=_line_for((str(key),), lines),
+                line=line_for((str(key),), lines),
                 field=str(key),
             )
 
@@ -501,13 +416,14 @@ def parse_config(text: str, source: str, owner: str | None = None) -> Config:
     ``owner`` identifies the file in the state (its resolved path), so that what one
     config file forgets never touches what another wrote to a shared state directory.
     """
-    data, lines = _parse_yaml(text, source)
+    doc = parse_yaml(text, source)
+    data, lines = doc.data, doc.lines
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
     secrets: set[str] = set()
-    data = _substitute(data, (), lines, source, secrets)
+    data = substitute(data, (), doc, secrets)
     _check_known_keys(data, source, lines)
     try:
         settings = AlertdSettings(**{k: v for k, v in data.items() if k in SETTING_KEYS})
