@@ -210,14 +210,8 @@ def check_online(config: Config) -> None:
             value = getattr(search, attr)
             valid = [v for v, _ in facets.get(facet, [])]
             if value and valid and value not in valid:
-                raise ConfigClickError(
-                    ConfigError(
-                        f"{value!r} is not a {attr} on OpenTrain now{suggest(value, valid)}",
-                        source=config.source,
-                        line=config.line_of("searches", index, attr),
-                        field=f"searches[{index}].{attr}",
-                    ).describe()
-                )
+                message = f"{value!r} is not a {attr} on OpenTrain now{suggest(value, valid)}"
+                raise ConfigClickError(config.search_error(index, message, attr).describe())
 
 
 SAMPLE_JOB = Job(

@@ -36,7 +36,16 @@ from pydantic_settings import (
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, SavedSearch, Target
 from alertd.targets import RedactingFilter, check_url, redact_url, url_secrets
-from alertd.yamlsource import Loc, field_name, line_for, parse_yaml, substitute
+from alertd.yamlsource import (
+    Loc,
+    YamlDoc,
+    field_name,
+    find_includes,
+    line_for,
+    parse_yaml,
+    read_yaml,
+    substitute,
+)
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -150,6 +159,7 @@ class Destinations(BaseModel):
 
 SETTING_KEYS = tuple(AlertdSettings.model_fields)
 FILE_KEYS = tuple(Destinations.model_fields)
+TOP_KEYS = (*SETTING_KEYS, *FILE_KEYS, "include")
 SEARCH_KEYS = tuple((info.alias or name) for name, info in SearchSpec.model_fields.items())
 
 
@@ -170,10 +180,22 @@ class Config:
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
     lines: Mapping[Loc, int] = field(default_factory=dict, repr=False, compare=False)
+    # Where each search was written (its file and its index there), in searches' order.
+    origins: tuple[tuple[YamlDoc, int], ...] = field(default=(), repr=False, compare=False)
 
     def line_of(self, *loc: str | int) -> int | None:
-        """The YAML line of a field, e.g. ``line_of("searches", 0, "category")``."""
+        """The main file's line of a field, e.g. ``line_of("timezone")``."""
         return line_for(tuple(loc), self.lines)
+
+    def search_error(self, index: int, message: str, *loc: str | int) -> ConfigError:
+        """A ConfigError at ``loc`` of ``searches[index]``, in the file that search is in."""
+        if index >= len(self.origins):
+            where: Loc = ("searches", index, *loc)
+            return ConfigError(
+                message, source=self.source, line=self.line_of(*where), field=field_name(where)
+            )
+        doc, at = self.origins[index]
+        return doc.error(message, ("searches", at, *loc))
 
     def search(self, name: str) -> SavedSearch:
         """The saved search called ``name``; ConfigError with the nearest name otherwise."""
@@ -247,24 +269,23 @@ class _Resolver:
     The same URL reached twice (by channel and inline) is one target.
     """
 
-    def __init__(
-        self, source: str, lines: Mapping[Loc, int], env_secrets: set[str], owner: str
-    ) -> None:
-        self.source = source
-        self.owner = owner
-        self.lines = lines
+    def __init__(self, env_secrets: set[str]) -> None:
         self.by_url: dict[str, Target] = {}
         self.secrets: set[str] = set()
         self.mask = RedactingFilter(env_secrets)
 
     def target(
-        self, url: str, loc: Loc, channel: str | None = None, label: str | None = None
+        self,
+        url: str,
+        doc: YamlDoc,
+        loc: Loc,
+        channel: str | None = None,
+        label: str | None = None,
     ) -> Target:
+        """The target for ``url``, written at ``loc`` in ``doc``; ConfigError if apprise can't."""
         problem = check_url(url)
         if problem:
-            raise ConfigError(
-                problem, source=self.source, line=line_for(loc, self.lines), field=field_name(loc)
-            )
+            raise doc.error(problem, loc)
         if url not in self.by_url:
             self.secrets |= url_secrets(url)
             if channel is None:
@@ -280,14 +301,16 @@ class _Resolver:
         return {t.key: t for t in self.by_url.values()}
 
 
-def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tuple[Target, ...]]:
+def _resolve_channels(
+    file: Destinations, doc: YamlDoc, resolver: _Resolver
+) -> dict[str, tuple[Target, ...]]:
     channels: dict[str, tuple[Target, ...]] = {}
     for name, urls in file.channels.items():
         if not urls:
             raise ConfigError(
                 "a channel needs at least one apprise URL",
-                source=resolver.owner,
-                line=line_for(("channels", name), resolver.lines),
+                source=doc.source,
+                line=doc.line_of(("channels", name)),
                 field=f"channels.{name}",
             )
         # A one-URL channel is keyed by its name alone (its URL may be fixed or rotated);
@@ -295,6 +318,7 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
         channels[name] = tuple(
             resolver.target(
                 url,
+                doc,
                 ("channels", name, i),
                 name if len(urls) == 1 else f"{name}:{Target.for_url(url, name).key[4:]}",
                 label=name if len(urls) == 1 else f"{name}[{i}]",
@@ -304,17 +328,28 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
     return channels
 
 
+@dataclass(frozen=True)
+class _Section:
+    """The searches one file holds: the main config, or a file it includes."""
+
+    doc: YamlDoc
+    specs: list[SearchSpec]
+
+
 def _resolve_search(
     index: int,
     spec: SearchSpec,
+    section: _Section,
     channels: Mapping[str, tuple[Target, ...]],
     resolver: _Resolver,
+    owner: str,
 ) -> SavedSearch:
+    doc = section.doc
     targets: list[Target] = []
     for j, entry in enumerate(spec.notify):
         loc: Loc = ("searches", index, "notify", j)
         if "://" in entry:
-            found: tuple[Target, ...] = (resolver.target(entry, loc),)
+            found: tuple[Target, ...] = (resolver.target(entry, doc, loc),)
         elif entry in channels:
             found = channels[entry]
         else:
@@ -323,12 +358,7 @@ def _resolve_search(
                 if channels
                 else "; there is no 'channels:' section — add one, or give an apprise URL"
             )
-            raise ConfigError(
-                f"unknown channel {entry!r}{hint}",
-                source=resolver.owner,
-                line=line_for(loc, resolver.lines),
-                field=field_name(loc),
-            )
+            raise doc.error(f"unknown channel {entry!r}{hint}", loc)
         targets.extend(t for t in found if t not in targets)
     if not targets:
         targets.append(Target.stdout())
@@ -341,23 +371,67 @@ def _resolve_search(
         pay_type=spec.pay_type,
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
-        line=resolver.lines.get(("searches", index)),
-        source=resolver.owner,
+        line=doc.lines.get(("searches", index)),
+        source=owner,
+        file=doc.source,
     )
 
 
-def _check_unique_names(specs: list[SearchSpec], source: str, lines: Mapping[Loc, int]) -> None:
-    names: set[str] = set()
-    for index, spec in enumerate(specs):
-        if spec.name in names:
+def _check_unique_names(sections: Iterable[_Section]) -> None:
+    """Each search name once across every file; a clash names both places."""
+    first: dict[str, tuple[YamlDoc, int]] = {}
+    for section in sections:
+        doc = section.doc
+        for index, spec in enumerate(section.specs):
             loc: Loc = ("searches", index, "name")
-            raise ConfigError(
-                f"duplicate search name {spec.name!r}; each search needs its own name",
-                source=source,
-                line=line_for(loc, lines),
-                field=field_name(loc),
+            if spec.name not in first:
+                first[spec.name] = (doc, index)
+                continue
+            other, at = first[spec.name]
+            if other is doc:
+                raise doc.error(
+                    f"duplicate search name {spec.name!r}; each search needs its own name", loc
+                )
+            where = f"{other.source}:{other.line_of(('searches', at, 'name'))}"
+            raise doc.error(f"duplicate search name {spec.name!r} (also in {where})", loc)
+
+
+# -- included files -----------------------------------------------------------
+
+
+def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
+    """The searches of one included file; anything but ``searches:`` is a mistake."""
+    doc = read_yaml(path, str(path))
+    data = {} if doc.data is None else doc.data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "an included file is a mapping with one key, 'searches:'", source=doc.source, line=1
+        )
+    for key in data:
+        if key != "searches":
+            raise doc.error(
+                f"an included file may hold only 'searches:', not {key!r}; "
+                f"settings and channels belong in {main.source}",
+                (str(key),),
             )
-        names.add(spec.name)
+    data = substitute(data, (), doc, secrets)
+    try:
+        return _Section(doc, Destinations(**data).searches)
+    except ValidationError as exc:
+        raise _translate(exc, doc.lines, doc.source) from None
+
+
+def _read_includes(
+    patterns: object, base: Path, main: YamlDoc, owner: str, secrets: set[str]
+) -> list[_Section]:
+    if patterns is None:
+        return []
+    itself = Path(owner).resolve()
+    return [
+        _read_included(path, main, secrets)
+        for path in find_includes(patterns, base, main)
+        if path.resolve() != itself  # "*.yaml" beside the main file need not exclude it
+    ]
 
 
 def local_zone() -> tzinfo:
@@ -390,15 +464,10 @@ def _zone(name: str | None, source: str, lines: Mapping[Loc, int]) -> tzinfo:
         ) from None
 
 
-def _check_known_keys(data: dict[str, Any], source: str, lines: Mapping[Loc, int]) -> None:
+def _check_known_keys(data: dict[str, Any], doc: YamlDoc) -> None:
     for key in data:
-        if key not in SETTING_KEYS + FILE_KEYS:
-            raise ConfigError(
-                f"unknown key {key!r}{_suggest(str(key), SETTING_KEYS + FILE_KEYS)}",
-                source=source,
-                line=line_for((str(key),), lines),
-                field=str(key),
-            )
+        if key not in TOP_KEYS:
+            raise doc.error(f"unknown key {key!r}{_suggest(str(key), TOP_KEYS)}", (str(key),))
 
 
 def _env_error(exc: SettingsError) -> ConfigError:
@@ -410,34 +479,42 @@ def _env_error(exc: SettingsError) -> ConfigError:
     )
 
 
-def parse_config(text: str, source: str, owner: str | None = None) -> Config:
+def parse_config(
+    text: str, source: str, owner: str | None = None, base: Path | None = None
+) -> Config:
     """Validate YAML ``text`` (named ``source`` in errors) into a Config.
 
     ``owner`` identifies the file in the state (its resolved path), so that what one
     config file forgets never touches what another wrote to a shared state directory.
+    ``include:`` patterns are relative to ``base`` (default: the folder of ``source``).
     """
     doc = parse_yaml(text, source)
-    data, lines = doc.data, doc.lines
-    if data is None:
-        data = {}
+    data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
+    owner = owner or source
     secrets: set[str] = set()
     data = substitute(data, (), doc, secrets)
-    _check_known_keys(data, source, lines)
+    _check_known_keys(data, doc)
     try:
         settings = AlertdSettings(**{k: v for k, v in data.items() if k in SETTING_KEYS})
         file = Destinations(**{k: v for k, v in data.items() if k in FILE_KEYS})
     except ValidationError as exc:
-        raise _translate(exc, lines, source) from None
+        raise _translate(exc, doc.lines, source) from None
     except SettingsError as exc:
         raise _env_error(exc) from None
-    _check_unique_names(file.searches, source, lines)
-    resolver = _Resolver(source, lines, secrets, owner or source)
-    channels = _resolve_channels(file, resolver)
-    searches = tuple(
-        _resolve_search(i, spec, channels, resolver) for i, spec in enumerate(file.searches)
-    )
+    base = Path(source).parent if base is None else base
+    sections = [_Section(doc, file.searches)]
+    sections += _read_includes(data.get("include"), base, doc, owner, secrets)
+    _check_unique_names(sections)
+    resolver = _Resolver(secrets)
+    channels = _resolve_channels(file, doc, resolver)
+    searches: list[SavedSearch] = []
+    origins: list[tuple[YamlDoc, int]] = []
+    for section in sections:
+        for index, spec in enumerate(section.specs):
+            searches.append(_resolve_search(index, spec, section, channels, resolver, owner))
+            origins.append((section.doc, index))
     return Config(
         source=source,
         api_url=settings.api_url,
@@ -445,18 +522,19 @@ def parse_config(text: str, source: str, owner: str | None = None) -> Config:
         poll_interval=settings.poll_interval,
         requests_per_minute=settings.requests_per_minute,
         log_level=settings.log_level,
-        tz=_zone(settings.timezone, source, lines),
-        searches=searches,
+        tz=_zone(settings.timezone, source, doc.lines),
+        searches=tuple(searches),
         retry_schedule=tuple(settings.retry_schedule),
         targets=dict(resolver.targets),
         channels=channels,
         secrets=frozenset(s for s in secrets | resolver.secrets if s),
-        lines=lines,
+        lines=doc.lines,
+        origins=tuple(origins),
     )
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the config file at ``path``."""
+    """Read and validate the config file at ``path`` and the files it includes."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -467,4 +545,4 @@ def load_config(path: Path) -> Config:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the file: {exc}", source=source) from None
-    return parse_config(text, source, owner=str(path.resolve()))
+    return parse_config(text, source, owner=str(path.resolve()), base=path.parent)
