@@ -8,10 +8,11 @@ end, and no httpx exception past this module.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -37,10 +38,19 @@ MAX_CHANGE_CALLS = 10
 
 
 class RateBudget:
-    """At most ``per_minute`` requests in any 60-second window, plus holds from ``Retry-After``.
+    """At most ``per_minute`` requests in any 60-second window as the server counts them.
+
+    The server counts a request when it arrives, somewhere between our send and the
+    end of its answer. So a request's slot is stamped when its answer (or failure)
+    came back, and a request goes out only when the one ``per_minute`` places before
+    it ended at least 60 s (plus ``margin`` for clocks running at different rates)
+    ago: then any ``per_minute + 1`` arrivals span more than 60 s. A request still
+    in flight holds its slot. ``Retry-After`` holds come on top.
 
     Waiting happens on ``stop`` (a ``threading.Event``), so a signal ends a wait at once.
     """
+
+    WINDOW = 60.0
 
     def __init__(
         self,
@@ -48,17 +58,22 @@ class RateBudget:
         *,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], bool] | None = None,
+        margin: float = 0.5,
     ) -> None:
         self.per_minute = per_minute
         self.stop = stop or threading.Event()
         self.clock = clock
-        self.sent: collections.deque[float] = collections.deque()
+        self.wait = wait or self.stop.wait
+        self.margin = margin
+        self.ended: collections.deque[float] = collections.deque()  # answer-end of each request
+        self.in_flight = 0
         self.hold_until = 0.0
         self.requests = 0
 
     def pause(self, seconds: float) -> None:
         """Wait, unless a stop is requested first."""
-        if seconds > 0 and self.stop.wait(seconds):
+        if seconds > 0 and self.wait(seconds):
             raise StopRequestedError("stop requested while waiting")
         if self.stop.is_set():
             raise StopRequestedError("stop requested")
@@ -70,15 +85,17 @@ class RateBudget:
     def wait_needed(self) -> float:
         """Seconds until the next request may go out (0 when it may go now)."""
         now = self.clock()
-        while self.sent and now - self.sent[0] >= 60.0:
-            self.sent.popleft()
+        span = self.WINDOW + self.margin
+        while self.ended and self.ended[0] + span <= now:  # the same sum as below: no gap
+            self.ended.popleft()
         wait = max(0.0, self.hold_until - now)
-        if len(self.sent) >= self.per_minute:
-            wait = max(wait, self.sent[0] + 60.0 - now)
+        excess = len(self.ended) + self.in_flight - self.per_minute
+        if self.ended and excess >= 0:  # the request per_minute places back must age out
+            wait = max(wait, self.ended[min(excess, len(self.ended) - 1)] + span - now)
         return wait
 
     def acquire(self) -> None:
-        """Block until a request fits in the budget, then count it."""
+        """Block until a request fits in the budget, then count it as in flight."""
         while (wait := self.wait_needed()) > 0:
             if self.hold_until - self.clock() > MAX_RATE_LIMITED_WAIT:
                 raise ApiUnavailableError(
@@ -86,8 +103,22 @@ class RateBudget:
                 )
             self.pause(wait)
         self.pause(0)
-        self.sent.append(self.clock())
+        self.in_flight += 1
         self.requests += 1
+
+    def release(self) -> None:
+        """The request ``acquire`` let out has its answer (or failed): stamp its slot now."""
+        self.in_flight -= 1
+        self.ended.append(self.clock())
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """One request's slot: acquired before the send, stamped when the answer ends."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
 
 @dataclass
@@ -186,8 +217,8 @@ class OpenTrainClient:
         """
         failures = limited = 0
         while True:
-            self.budget.acquire()
-            outcome, retry_after = self._attempt(path, params)
+            with self.budget.slot():
+                outcome, retry_after = self._attempt(path, params)
             if isinstance(outcome, dict):
                 return outcome
             if retry_after is not None:

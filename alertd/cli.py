@@ -67,23 +67,36 @@ def setup_logging(level: str, secrets: frozenset[str] = frozenset()) -> Redactin
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    set_log_level(level)
+    return redactor
+
+
+def set_log_level(level: str) -> None:
+    """Log at ``level``; httpx, httpcore and apprise only at DEBUG or above WARNING."""
+    logging.getLogger().setLevel(level)
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in ("httpx", "httpcore", "apprise"):
         logging.getLogger(name).setLevel(quiet)
-    return redactor
+
+
+def check_config(path: str, need_searches: bool = False) -> Config:
+    """Load the config; ConfigError if it is wrong (or has no search when one is needed)."""
+    config = load_config(Path(path))
+    if need_searches and not config.searches:
+        raise ConfigError(
+            "no saved search yet; add one (see alerts.example.yaml)",
+            source=config.source,
+            field="searches",
+        )
+    return config
 
 
 def read_config(path: str, need_searches: bool = False) -> Config:
     """Load the config and set up logging for it, or exit 2 with one clear line."""
     try:
-        config = load_config(Path(path))
+        config = check_config(path, need_searches)
     except ConfigError as exc:
         fail(exc)
-    if need_searches and not config.searches:
-        raise ConfigClickError(
-            f"{config.source}: searches: no saved search yet; add one (see alerts.example.yaml)"
-        )
     setup_logging(config.log_level, config.secrets)
     return config
 
@@ -137,17 +150,35 @@ def run(config_path: str, dry_run: bool) -> None:
     """Run the daemon: poll at start, then every poll_interval, until stopped.
 
     SIGTERM or Ctrl-C stops it after the current step; a second one stops it at once.
+    SIGHUP reads the config again (and the files it includes) and uses it from the next
+    cycle on; a config with a mistake is refused and the running one kept.
 
     \b
     Example:
       alertd run -c /data/alerts.yaml
     """
-    config = read_config(config_path, need_searches=True)
+    try:
+        config = check_config(config_path, need_searches=True)
+    except ConfigError as exc:
+        fail(exc)
+    redactor = setup_logging(config.log_level, config.secrets)
+
+    def reload() -> Config:
+        new = check_config(config_path, need_searches=True)
+        redactor.add(new.secrets)  # before anything of the new config can reach a log line
+        set_log_level(new.log_level)
+        return new
+
     use_utc()
     stop = threading.Event()
     sender = dry_run_sender(sys.stdout) if dry_run else send
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
-        daemon = Daemon(config, lambda: run_once(config, client, store, sender, stop=stop), stop)
+        daemon = Daemon(
+            config,
+            lambda current: run_once(current, client, store, sender, stop=stop),
+            reload=reload,
+            stop=stop,
+        )
         daemon.install_signal_handlers()
         daemon.run()
 
@@ -210,14 +241,8 @@ def check_online(config: Config) -> None:
             value = getattr(search, attr)
             valid = [v for v, _ in facets.get(facet, [])]
             if value and valid and value not in valid:
-                raise ConfigClickError(
-                    ConfigError(
-                        f"{value!r} is not a {attr} on OpenTrain now{suggest(value, valid)}",
-                        source=config.source,
-                        line=config.line_of("searches", index, attr),
-                        field=f"searches[{index}].{attr}",
-                    ).describe()
-                )
+                message = f"{value!r} is not a {attr} on OpenTrain now{suggest(value, valid)}"
+                raise ConfigClickError(config.search_error(index, message, attr).describe())
 
 
 SAMPLE_JOB = Job(

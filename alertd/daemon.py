@@ -1,12 +1,16 @@
-"""The long-running loop: signals, the ``schedule`` timer, and a heartbeat file.
+"""The long-running loop: signals, the cycle timer, config reloads, and a heartbeat file.
 
-A signal handler only sets ``stop``; every wait in alertd waits on that event, so a
-SIGTERM takes effect within a moment, mid-cycle included. A second SIGTERM or SIGINT
-exits at once.
+A signal handler only sets a flag: SIGTERM/SIGINT set ``stop``, which every wait in
+alertd waits on, so a stop takes effect within a moment, mid-cycle included; a second
+one exits at once. SIGHUP asks for the config to be read again between cycles.
+
+Cycles start every ``poll_interval`` from the previous cycle's start; a cycle that
+overran the interval is followed at once by the next, never by a queue of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,17 +20,17 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
-from typing import Any
 
-import schedule
-
-from alertd.models import format_time
+from alertd.errors import ConfigError
+from alertd.models import SavedSearch, format_time
 from alertd.pipeline import CycleReport, utc_now
 from alertd.settings import Config
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_FILE = "heartbeat.json"
+MAX_IDLE_STEP = 1.0  # seconds; how soon a SIGHUP is noticed while idle
+RESTART_ONLY = ("api_url", "state_dir", "requests_per_minute")  # the client and store hold them
 
 
 def use_utc() -> None:
@@ -35,24 +39,65 @@ def use_utc() -> None:
     time.tzset()
 
 
+def next_start(last_start: float | None, interval: float, now: float) -> float:
+    """When the next cycle starts: ``interval`` after the last start, or now if that passed."""
+    return now if last_start is None else max(last_start + interval, now)
+
+
+def keep_restart_settings(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the settings only a restart can change kept as in ``old``, and their names."""
+    changed = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    kept = {name: getattr(old, name) for name in changed}
+    return dataclasses.replace(new, **kept), changed
+
+
+def _placeless(search: SavedSearch) -> SavedSearch:
+    return dataclasses.replace(search, line=None, file="")  # moving a search changes nothing
+
+
+def describe_changes(old: Config, new: Config) -> str:
+    """``12 searches (+2 new, -1 removed, 1 changed)``: what a reload did to the searches."""
+    before = {s.name: _placeless(s) for s in old.searches}
+    after = {s.name: _placeless(s) for s in new.searches}
+    added = len(after.keys() - before.keys())
+    removed = len(before.keys() - after.keys())
+    changed = sum(1 for name in after.keys() & before.keys() if after[name] != before[name])
+    return f"{len(after)} searches (+{added} new, -{removed} removed, {changed} changed)"
+
+
 class Daemon:
-    """Runs ``cycle`` at start and then every ``config.poll_interval`` until stopped."""
+    """Runs ``cycle(config)`` at start and then every ``poll_interval`` until stopped.
+
+    ``reload`` (when given) reads the config again on SIGHUP; a config that fails to
+    load is refused and the one running stays.
+    """
 
     def __init__(
         self,
         config: Config,
-        cycle: Callable[[], CycleReport],
+        cycle: Callable[[Config], CycleReport],
+        *,
+        reload: Callable[[], Config] | None = None,
         stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] | None = None,
     ) -> None:
         self.config = config
         self.cycle = cycle
+        self.reload = reload
         self.stop = stop or threading.Event()
+        self.clock = clock
+        self.wait = wait or self.stop.wait
+        self.reload_requested = False
+        self.last_start: float | None = None
         self.cycles = 0
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: first one stops gracefully, a second one exits at once."""
+        """SIGTERM/SIGINT: first stops gracefully, a second exits at once; SIGHUP reloads."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if self.reload is not None:
+            signal.signal(signal.SIGHUP, self._on_hangup)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stop.is_set():
@@ -60,38 +105,66 @@ class Daemon:
         self.stop.set()
         log.info("%s received: stopping after the current step", signal.Signals(signum).name)
 
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
     def run(self) -> None:
-        """Poll now, then on schedule, until stopped."""
-        scheduler = schedule.Scheduler()
-        interval: Any = self.config.poll_interval  # schedule takes float seconds despite its hint
-        scheduler.every(interval).seconds.do(self._tick)
+        """Poll now, then every ``poll_interval`` from each cycle's start, until stopped."""
         log.info(
             "alertd running: %d searches, polling every %s, state in %s",
             len(self.config.searches),
             timedelta(seconds=round(self.config.poll_interval)),
             self.config.state_dir,
         )
-        self._tick()
         while not self.stop.is_set():
-            scheduler.run_pending()
-            idle = scheduler.idle_seconds
-            self.stop.wait(1.0 if idle is None else min(max(idle, 0.05), 1.0))
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload_config()
+            due = next_start(self.last_start, self.config.poll_interval, self.clock())
+            idle = due - self.clock()
+            if idle > 0:
+                self.wait(min(idle, MAX_IDLE_STEP))
+                continue
+            self._tick()
         log.info("alertd stopped after %d cycles", self.cycles)
 
-    def _tick(self) -> None:
-        if self.stop.is_set():
+    def reload_config(self) -> None:
+        """Read the config again; use it from the next cycle on, or keep the running one."""
+        if self.reload is None:
             return
-        started = time.monotonic()
-        report = self.cycle()
+        try:
+            new = self.reload()
+        except ConfigError as exc:
+            log.error(
+                "config reload refused: %s; still running the previous config", exc.describe()
+            )
+            return
+        except Exception:  # a bug in loading must not take down a daemon that runs fine
+            log.exception("config reload failed; still running the previous config")
+            return
+        new, kept = keep_restart_settings(self.config, new)
+        log.info("config reloaded: %s", describe_changes(self.config, new))
+        if kept:
+            log.warning(
+                "%s changed in the config but only change on restart; "
+                "still using the previous value until alertd is restarted",
+                ", ".join(kept),
+            )
+        self.config = new
+
+    def _tick(self) -> None:
+        started = self.last_start = self.clock()
+        report = self.cycle(self.config)
         self.cycles += 1
-        elapsed = time.monotonic() - started
-        next_at = utc_now() + timedelta(seconds=self.config.poll_interval)
+        now = self.clock()
+        due = next_start(started, self.config.poll_interval, now)
+        next_at = utc_now() + timedelta(seconds=due - now)
         level = logging.INFO if report.ok else logging.WARNING
         log.log(
             level,
             "cycle %d in %.1fs: %s; next poll %s",
             self.cycles,
-            elapsed,
+            now - started,
             report.summary(),
             next_at.astimezone(self.config.tz).strftime("%H:%M:%S %Z"),
         )

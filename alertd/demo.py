@@ -62,7 +62,9 @@ def run_demo(
                 timer.start()
             with Store.open(config.state_dir) as store, make_client(config, stop) as client:
                 daemon = Daemon(
-                    config, lambda: run_once(config, client, store, send, stop=stop), stop
+                    config,
+                    lambda current: run_once(current, client, store, send, stop=stop),
+                    stop=stop,
                 )
                 daemon.install_signal_handlers()
                 daemon.run()

@@ -139,6 +139,7 @@ class SavedSearch:
     notify_existing: bool = False
     line: int | None = None
     source: str = ""  # the config file it came from: state is forgotten per file
+    file: str = ""  # the file it is written in (an included one, or source); ``line`` is there
 
     def query(self) -> dict[str, str]:
         """The query parameters GET /jobs takes for this search (unset filters left out)."""

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -37,17 +36,24 @@ from pydantic_settings import (
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, SavedSearch, Target
 from alertd.targets import RedactingFilter, check_url, redact_url, url_secrets
+from alertd.yamlsource import (
+    Loc,
+    YamlDoc,
+    field_name,
+    find_includes,
+    line_for,
+    parse_yaml,
+    read_yaml,
+    substitute,
+)
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$"
 )
 
 MAX_DURATION = 7 * 24 * 3600.0
-
-Path_ = tuple[str | int, ...]
 
 
 def default_state_dir() -> Path:
@@ -154,6 +160,7 @@ class Destinations(BaseModel):
 
 SETTING_KEYS = tuple(AlertdSettings.model_fields)
 FILE_KEYS = tuple(Destinations.model_fields)
+TOP_KEYS = (*SETTING_KEYS, *FILE_KEYS, "include")
 SEARCH_KEYS = tuple((info.alias or name) for name, info in SearchSpec.model_fields.items())
 
 
@@ -174,11 +181,23 @@ class Config:
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
-    lines: Mapping[Path_, int] = field(default_factory=dict, repr=False, compare=False)
+    lines: Mapping[Loc, int] = field(default_factory=dict, repr=False, compare=False)
+    # Where each search was written (its file and its index there), in searches' order.
+    origins: tuple[tuple[YamlDoc, int], ...] = field(default=(), repr=False, compare=False)
 
     def line_of(self, *loc: str | int) -> int | None:
-        """The YAML line of a field, e.g. ``line_of("searches", 0, "category")``."""
-        return _line_for(tuple(loc), self.lines)
+        """The main file's line of a field, e.g. ``line_of("timezone")``."""
+        return line_for(tuple(loc), self.lines)
+
+    def search_error(self, index: int, message: str, *loc: str | int) -> ConfigError:
+        """A ConfigError at ``loc`` of ``searches[index]``, in the file that search is in."""
+        if index >= len(self.origins):
+            where: Loc = ("searches", index, *loc)
+            return ConfigError(
+                message, source=self.source, line=self.line_of(*where), field=field_name(where)
+            )
+        doc, at = self.origins[index]
+        return doc.error(message, ("searches", at, *loc))
 
     def search(self, name: str) -> SavedSearch:
         """The saved search called ``name``; ConfigError with the nearest name otherwise."""
@@ -203,92 +222,10 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return _suggest(word, choices)
 
 
-def _field_name(loc: Path_) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-# -- YAML with line numbers --------------------------------------------------
-
-
-def _index_lines(node: yaml.Node, loc: Path_, lines: dict[Path_, int], source: str) -> None:
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        keys: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = (*loc, key)
-            if key in keys:
-                raise ConfigError(
-                    "this key appears twice in the same mapping",
-                    source=source,
-                    line=key_node.start_mark.line + 1,
-                    field=_field_name(child),
-                )
-            keys.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines, source)
-
-
-def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"YAML syntax error: {problem}", source=source, line=line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", source=source) from None
-    lines: dict[Path_, int] = {}
-    if node is not None:
-        _index_lines(node, (), lines, source)
-    return data, lines
-
-
-def _line_for(loc: Path_, lines: Mapping[Path_, int]) -> int | None:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return None
-
-
-def _substitute(
-    value: Any, loc: Path_, lines: Mapping[Path_, int], source: str, secrets: set[str]
-) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, (*loc, str(k)), lines, source, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, (*loc, i), lines, source, secrets) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(
-                f"environment variable {name} is not set (referenced as ${{{name}}}); "
-                "export it, or put it in the service's environment file",
-                source=source,
-                line=_line_for(loc, lines),
-                field=_field_name(loc),
-            )
-        secrets.add(os.environ[name])
-        return os.environ[name]
-
-    return _ENV_REF.sub(replace, value)
-
-
 # -- validation errors -------------------------------------------------------
 
 
-def _from_environment(loc: Path_) -> str | None:
+def _from_environment(loc: Loc) -> str | None:
     if loc and isinstance(loc[0], str) and loc[0] in SETTING_KEYS:
         name = f"{ENV_PREFIX}{loc[0].upper()}"
         if name in os.environ:
@@ -296,12 +233,12 @@ def _from_environment(loc: Path_) -> str | None:
     return None
 
 
-def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) -> ConfigError:
+def _translate(exc: ValidationError, lines: Mapping[Loc, int], source: str) -> ConfigError:
     error = exc.errors()[0]
-    loc: Path_ = tuple(error["loc"])
+    loc: Loc = tuple(error["loc"])
     env_name = _from_environment(loc)
     where = f"environment variable {env_name}" if env_name else source
-    line = None if env_name else _line_for(loc, lines)
+    line = None if env_name else line_for(loc, lines)
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
@@ -310,7 +247,7 @@ def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) ->
             f"unknown key {key!r}{_suggest(key, known)}",
             source=where,
             line=line,
-            field=_field_name(loc),
+            field=field_name(loc),
         )
     message = str(error["msg"]).removeprefix("Value error, ")
     if loc and loc[0] == "channels" and len(loc) >= 2 and kind in ("list_type", "string_type"):
@@ -320,7 +257,7 @@ def _translate(exc: ValidationError, lines: Mapping[Path_, int], source: str) ->
         message += _suggest(str(error["input"]), PAY_TYPES)
     elif kind == "missing":
         message = "is required"
-    return ConfigError(message, source=where, line=line, field=_field_name(loc))
+    return ConfigError(message, source=where, line=line, field=field_name(loc))
 
 
 # -- resolving targets -------------------------------------------------------
@@ -334,24 +271,23 @@ class _Resolver:
     The same URL reached twice (by channel and inline) is one target.
     """
 
-    def __init__(
-        self, source: str, lines: Mapping[Path_, int], env_secrets: set[str], owner: str
-    ) -> None:
-        self.source = source
-        self.owner = owner
-        self.lines = lines
+    def __init__(self, env_secrets: set[str]) -> None:
         self.by_url: dict[str, Target] = {}
         self.secrets: set[str] = set()
         self.mask = RedactingFilter(env_secrets)
 
     def target(
-        self, url: str, loc: Path_, channel: str | None = None, label: str | None = None
+        self,
+        url: str,
+        doc: YamlDoc,
+        loc: Loc,
+        channel: str | None = None,
+        label: str | None = None,
     ) -> Target:
+        """The target for ``url``, written at ``loc`` in ``doc``; ConfigError if apprise can't."""
         problem = check_url(url)
         if problem:
-            raise ConfigError(
-                problem, source=self.source, line=_line_for(loc, self.lines), field=_field_name(loc)
-            )
+            raise doc.error(problem, loc)
         if url not in self.by_url:
             self.secrets |= url_secrets(url)
             if channel is None:
@@ -367,14 +303,16 @@ class _Resolver:
         return {t.key: t for t in self.by_url.values()}
 
 
-def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tuple[Target, ...]]:
+def _resolve_channels(
+    file: Destinations, doc: YamlDoc, resolver: _Resolver
+) -> dict[str, tuple[Target, ...]]:
     channels: dict[str, tuple[Target, ...]] = {}
     for name, urls in file.channels.items():
         if not urls:
             raise ConfigError(
                 "a channel needs at least one apprise URL",
-                source=resolver.owner,
-                line=_line_for(("channels", name), resolver.lines),
+                source=doc.source,
+                line=doc.line_of(("channels", name)),
                 field=f"channels.{name}",
             )
         # A one-URL channel is keyed by its name alone (its URL may be fixed or rotated);
@@ -382,6 +320,7 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
         channels[name] = tuple(
             resolver.target(
                 url,
+                doc,
                 ("channels", name, i),
                 name if len(urls) == 1 else f"{name}:{Target.for_url(url, name).key[4:]}",
                 label=name if len(urls) == 1 else f"{name}[{i}]",
@@ -391,17 +330,28 @@ def _resolve_channels(file: Destinations, resolver: _Resolver) -> dict[str, tupl
     return channels
 
 
+@dataclass(frozen=True)
+class _Section:
+    """The searches one file holds: the main config, or a file it includes."""
+
+    doc: YamlDoc
+    specs: list[SearchSpec]
+
+
 def _resolve_search(
     index: int,
     spec: SearchSpec,
+    section: _Section,
     channels: Mapping[str, tuple[Target, ...]],
     resolver: _Resolver,
+    owner: str,
 ) -> SavedSearch:
+    doc = section.doc
     targets: list[Target] = []
     for j, entry in enumerate(spec.notify):
-        loc: Path_ = ("searches", index, "notify", j)
+        loc: Loc = ("searches", index, "notify", j)
         if "://" in entry:
-            found: tuple[Target, ...] = (resolver.target(entry, loc),)
+            found: tuple[Target, ...] = (resolver.target(entry, doc, loc),)
         elif entry in channels:
             found = channels[entry]
         else:
@@ -410,12 +360,7 @@ def _resolve_search(
                 if channels
                 else "; there is no 'channels:' section — add one, or give an apprise URL"
             )
-            raise ConfigError(
-                f"unknown channel {entry!r}{hint}",
-                source=resolver.owner,
-                line=_line_for(loc, resolver.lines),
-                field=_field_name(loc),
-            )
+            raise doc.error(f"unknown channel {entry!r}{hint}", loc)
         targets.extend(t for t in found if t not in targets)
     if not targets:
         targets.append(Target.stdout())
@@ -428,23 +373,67 @@ def _resolve_search(
         pay_type=spec.pay_type,
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
-        line=resolver.lines.get(("searches", index)),
-        source=resolver.owner,
+        line=doc.lines.get(("searches", index)),
+        source=owner,
+        file=doc.source,
     )
 
 
-def _check_unique_names(specs: list[SearchSpec], source: str, lines: Mapping[Path_, int]) -> None:
-    names: set[str] = set()
-    for index, spec in enumerate(specs):
-        if spec.name in names:
-            loc: Path_ = ("searches", index, "name")
-            raise ConfigError(
-                f"duplicate search name {spec.name!r}; each search needs its own name",
-                source=source,
-                line=_line_for(loc, lines),
-                field=_field_name(loc),
+def _check_unique_names(sections: Iterable[_Section]) -> None:
+    """Each search name once across every file; a clash names both places."""
+    first: dict[str, tuple[YamlDoc, int]] = {}
+    for section in sections:
+        doc = section.doc
+        for index, spec in enumerate(section.specs):
+            loc: Loc = ("searches", index, "name")
+            if spec.name not in first:
+                first[spec.name] = (doc, index)
+                continue
+            other, at = first[spec.name]
+            if other is doc:
+                raise doc.error(
+                    f"duplicate search name {spec.name!r}; each search needs its own name", loc
+                )
+            where = f"{other.source}:{other.line_of(('searches', at, 'name'))}"
+            raise doc.error(f"duplicate search name {spec.name!r} (also in {where})", loc)
+
+
+# -- included files -----------------------------------------------------------
+
+
+def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
+    """The searches of one included file; anything but ``searches:`` is a mistake."""
+    doc = read_yaml(path, str(path))
+    data = {} if doc.data is None else doc.data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "an included file is a mapping with one key, 'searches:'", source=doc.source, line=1
+        )
+    for key in data:
+        if key != "searches":
+            raise doc.error(
+                f"an included file may hold only 'searches:', not {key!r}; "
+                f"settings and channels belong in {main.source}",
+                (str(key),),
             )
-        names.add(spec.name)
+    data = substitute(data, (), doc, secrets)
+    try:
+        return _Section(doc, Destinations(**data).searches)
+    except ValidationError as exc:
+        raise _translate(exc, doc.lines, doc.source) from None
+
+
+def _read_includes(
+    patterns: object, base: Path, main: YamlDoc, owner: str, secrets: set[str]
+) -> list[_Section]:
+    if patterns is None:
+        return []
+    itself = Path(owner).resolve()
+    return [
+        _read_included(path, main, secrets)
+        for path in find_includes(patterns, base, main)
+        if path.resolve() != itself  # "*.yaml" beside the main file need not exclude it
+    ]
 
 
 def local_zone() -> tzinfo:
@@ -462,7 +451,7 @@ def local_zone() -> tzinfo:
     return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
-def _zone(name: str | None, source: str, lines: Mapping[Path_, int]) -> tzinfo:
+def _zone(name: str | None, source: str, lines: Mapping[Loc, int]) -> tzinfo:
     if not name:
         return local_zone()
     try:
@@ -472,20 +461,15 @@ def _zone(name: str | None, source: str, lines: Mapping[Path_, int]) -> tzinfo:
         raise ConfigError(
             f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin",
             source=f"environment variable {env_name}" if env_name else source,
-            line=None if env_name else _line_for(("timezone",), lines),
+            line=None if env_name else line_for(("timezone",), lines),
             field="timezone",
         ) from None
 
 
-def _check_known_keys(data: dict[str, Any], source: str, lines: Mapping[Path_, int]) -> None:
+def _check_known_keys(data: dict[str, Any], doc: YamlDoc) -> None:
     for key in data:
-        if key not in SETTING_KEYS + FILE_KEYS:
-            raise ConfigError(
-                f"unknown key {key!r}{_suggest(str(key), SETTING_KEYS + FILE_KEYS)}",
-                source=source,
-                line=_line_for((str(key),), lines),
-                field=str(key),
-            )
+        if key not in TOP_KEYS:
+            raise doc.error(f"unknown key {key!r}{_suggest(str(key), TOP_KEYS)}", (str(key),))
 
 
 def _env_error(exc: SettingsError) -> ConfigError:
@@ -497,33 +481,42 @@ def _env_error(exc: SettingsError) -> ConfigError:
     )
 
 
-def parse_config(text: str, source: str, owner: str | None = None) -> Config:
+def parse_config(
+    text: str, source: str, owner: str | None = None, base: Path | None = None
+) -> Config:
     """Validate YAML ``text`` (named ``source`` in errors) into a Config.
 
     ``owner`` identifies the file in the state (its resolved path), so that what one
     config file forgets never touches what another wrote to a shared state directory.
+    ``include:`` patterns are relative to ``base`` (default: the folder of ``source``).
     """
-    data, lines = _parse_yaml(text, source)
-    if data is None:
-        data = {}
+    doc = parse_yaml(text, source)
+    data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
+    owner = owner or source
     secrets: set[str] = set()
-    data = _substitute(data, (), lines, source, secrets)
-    _check_known_keys(data, source, lines)
+    data = substitute(data, (), doc, secrets)
+    _check_known_keys(data, doc)
     try:
         settings = AlertdSettings(**{k: v for k, v in data.items() if k in SETTING_KEYS})
         file = Destinations(**{k: v for k, v in data.items() if k in FILE_KEYS})
     except ValidationError as exc:
-        raise _translate(exc, lines, source) from None
+        raise _translate(exc, doc.lines, source) from None
     except SettingsError as exc:
         raise _env_error(exc) from None
-    _check_unique_names(file.searches, source, lines)
-    resolver = _Resolver(source, lines, secrets, owner or source)
-    channels = _resolve_channels(file, resolver)
-    searches = tuple(
-        _resolve_search(i, spec, channels, resolver) for i, spec in enumerate(file.searches)
-    )
+    base = Path(source).parent if base is None else base
+    sections = [_Section(doc, file.searches)]
+    sections += _read_includes(data.get("include"), base, doc, owner, secrets)
+    _check_unique_names(sections)
+    resolver = _Resolver(secrets)
+    channels = _resolve_channels(file, doc, resolver)
+    searches: list[SavedSearch] = []
+    origins: list[tuple[YamlDoc, int]] = []
+    for section in sections:
+        for index, spec in enumerate(section.specs):
+            searches.append(_resolve_search(index, spec, section, channels, resolver, owner))
+            origins.append((section.doc, index))
     return Config(
         source=source,
         api_url=settings.api_url,
@@ -531,19 +524,20 @@ def parse_config(text: str, source: str, owner: str | None = None) -> Config:
         poll_interval=settings.poll_interval,
         requests_per_minute=settings.requests_per_minute,
         log_level=settings.log_level,
-        tz=_zone(settings.timezone, source, lines),
-        searches=searches,
+        tz=_zone(settings.timezone, source, doc.lines),
+        searches=tuple(searches),
         retry_schedule=tuple(settings.retry_schedule),
         refresh_interval=settings.refresh_interval,
         targets=dict(resolver.targets),
         channels=channels,
         secrets=frozenset(s for s in secrets | resolver.secrets if s),
-        lines=lines,
+        lines=doc.lines,
+        origins=tuple(origins),
     )
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the config file at ``path``."""
+    """Read and validate the config file at ``path`` and the files it includes."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -554,4 +548,4 @@ def load_config(path: Path) -> Config:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the file: {exc}", source=source) from None
-    return parse_config(text, source, owner=str(path.resolve()))
+    return parse_config(text, source, owner=str(path.resolve()), base=path.parent)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -146,3 +149,38 @@ def webhook() -> Iterator[WebhookCollector]:
     server = WebhookCollector()
     yield server
     server.stop()
+
+
+ALERTD = [sys.executable, "-m", "alertd"]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+StartDaemon = Callable[[Path], subprocess.Popen[str]]
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
+    """Start ``alertd run`` as a process (log in daemon-N.log); killed at teardown if still up."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(config: Path) -> subprocess.Popen[str]:
+        log = (tmp_path / f"daemon-{len(started)}.log").open("w")
+        proc = subprocess.Popen(
+            [*ALERTD, "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

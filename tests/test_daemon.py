@@ -5,45 +5,12 @@ from __future__ import annotations
 import resource
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 from alertd.market import Market
-from tests.conftest import WriteConfig
+from tests.conftest import ALERTD, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
-
-ALERTD = [sys.executable, "-m", "alertd"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(config: Path) -> subprocess.Popen[str]:
-        log = (tmp_path / f"daemon-{len(started)}.log").open("w")
-        proc = subprocess.Popen(
-            [*ALERTD, "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, text=True
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def read_or_empty(path: Path) -> str:
@@ -65,7 +32,7 @@ def test_sigterm_stops_promptly_with_one_line_per_cycle(
     market: Market,
     write_config: WriteConfig,
     webhook: WebhookCollector,
-    start_daemon: Callable[[Path], subprocess.Popen[str]],
+    start_daemon: StartDaemon,
     tmp_path: Path,
     state_dir: Path,
 ) -> None:
@@ -90,7 +57,7 @@ def test_kill_and_restart_loses_nothing_and_repeats_nothing(
     market: Market,
     write_config: WriteConfig,
     webhook: WebhookCollector,
-    start_daemon: Callable[[Path], subprocess.Popen[str]],
+    start_daemon: StartDaemon,
     state_dir: Path,
 ) -> None:
     config = write_config(
@@ -124,7 +91,7 @@ def test_kill_and_restart_loses_nothing_and_repeats_nothing(
 
 def test_a_second_process_on_the_same_state_is_refused(
     write_config: WriteConfig,
-    start_daemon: Callable[[Path], subprocess.Popen[str]],
+    start_daemon: StartDaemon,
     state_dir: Path,
 ) -> None:
     config = write_config("searches:\n  - name: all\n")

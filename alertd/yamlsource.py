@@ -1,0 +1,156 @@
+"""YAML files as data that remembers where each value was written, with ``${VAR}`` filled in.
+
+This is the only module that imports yaml. A file becomes a ``YamlDoc``: its data,
+and the line of every key and list item, so that any later mistake can name the
+file and the line. ``include:`` patterns become the files they match here too.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alertd.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class YamlDoc:
+    """One parsed file: ``data`` as YAML gave it, named ``source`` in errors."""
+
+    source: str
+    data: Any
+    lines: Mapping[Loc, int] = field(default_factory=dict, repr=False)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of ``loc``, or of the nearest enclosing key or item that has one."""
+        return line_for(loc, self.lines)
+
+    def error(self, message: str, loc: Loc) -> ConfigError:
+        """A ConfigError at ``loc`` in this file."""
+        return ConfigError(
+            message, source=self.source, line=self.line_of(loc), field=field_name(loc) or None
+        )
+
+
+def field_name(loc: Loc) -> str:
+    """``searches[0].notify[1]`` for ``("searches", 0, "notify", 1)``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
+    """The line of ``loc``, or of the nearest enclosing key or item that has one."""
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None
+
+
+def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = (*loc, key)
+            if key in keys:
+                raise ConfigError(
+                    "this key appears twice in the same mapping",
+                    source=source,
+                    line=key_node.start_mark.line + 1,
+                    field=field_name(child),
+                )
+            keys.add(key)
+            lines[child] = key_node.start_mark.line + 1
+            _index_lines(value_node, child, lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*loc, index), lines, source)
+
+
+def parse_yaml(text: str, source: str) -> YamlDoc:
+    """Parse ``text`` once: the node tree gives the lines, the same tree gives the data."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"YAML syntax error: {problem}", source=source, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", source=source) from None
+    except (ValueError, TypeError) as exc:  # an explicit tag on a value it cannot take: !!int x
+        raise ConfigError(f"YAML error: {exc}", source=source) from None
+    finally:
+        loader.dispose()
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _index_lines(node, (), lines, source)
+    return YamlDoc(source, data, lines)
+
+
+def read_yaml(path: Path, source: str, missing: str = "no such file") -> YamlDoc:
+    """Read and parse the file at ``path``; ``missing`` says what to do when it is not there."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(missing, source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
+    return parse_yaml(text, source)
+
+
+def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
+    """``value`` with every ``${VAR}`` replaced from the environment; each value is a secret."""
+    if isinstance(value, dict):
+        return {k: substitute(v, (*loc, str(k)), doc, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, (*loc, i), doc, secrets) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise doc.error(
+                f"environment variable {name} is not set (referenced as ${{{name}}}); "
+                "export it, or put it in the service's environment file",
+                loc,
+            )
+        secrets.add(os.environ[name])
+        return os.environ[name]
+
+    return _ENV_REF.sub(replace, value)
+
+
+def find_includes(patterns: object, base: Path, doc: YamlDoc) -> list[Path]:
+    """The files ``include:`` names: each pattern's matches in sorted order, each file once.
+
+    Relative patterns are relative to ``base`` (the main file's folder). A pattern that
+    matches nothing is fine: a folder of per-person files may be empty.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list):
+        raise doc.error("a glob pattern or a list of them, e.g. [members/*.yaml]", ("include",))
+    found: list[Path] = []
+    for index, pattern in enumerate(patterns):
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise doc.error("a glob pattern (a string), e.g. members/*.yaml", ("include", index))
+        matches = glob.glob(str(base / pattern), recursive=True)
+        found.extend(Path(m) for m in sorted(matches) if Path(m) not in found)
+    return [path for path in found if path.is_file()]
