@@ -327,9 +327,8 @@ class Cycle:
     def forget(self) -> None:
         """Drop the state of searches and queries the config no longer has, and seen ids
         of jobs closed for longer than any page can show them."""
-        self.store.forget_searches_except(
-            (s.name for s in self.config.searches), self.config.source
-        )
+        names = (s.name for s in self.config.searches)
+        self.store.forget_searches_except(names, self.config.owner or self.config.source)
         self.store.forget_queries_except(self.queries)
         gone = plan.forgettable(self.store.closed, self.clock())
         if gone:

@@ -178,6 +178,7 @@ class Config:
     searches: tuple[SavedSearch, ...]
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 1800.0, 3600.0)
     refresh_interval: float = 6 * 3600.0
+    owner: str = ""  # the file's resolved path: what it forgets, it forgets of its own searches
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
@@ -528,6 +529,7 @@ def parse_config(
         searches=tuple(searches),
         retry_schedule=tuple(settings.retry_schedule),
         refresh_interval=settings.refresh_interval,
+        owner=owner,
         targets=dict(resolver.targets),
         channels=channels,
         secrets=frozenset(s for s in secrets | resolver.secrets if s),

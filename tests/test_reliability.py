@@ -480,3 +480,27 @@ def test_a_config_named_two_ways_is_one_file_to_the_state(
     assert config.name == "alerts.yaml"
     write_config(both)
     assert alerts_in(run_cli("once", "-c", "alerts.yaml").stdout) == []
+
+
+def test_a_search_removed_and_re_added_through_a_relative_path_starts_silent(
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    both = (
+        "searches:\n  - name: audio\n    category: Audio Annotation\n"
+        "  - name: other\n    category: RLHF\n"
+    )
+    write_config(both)
+    monkeypatch.chdir(tmp_path)
+    run_cli("once", "-c", "alerts.yaml")
+    write_config("searches:\n  - name: other\n    category: RLHF\n")
+    run_cli("once", "-c", "alerts.yaml")  # forgets 'audio'
+    market.add_job(title="Audio while removed", category="Audio Annotation")
+    run_cli("once", "-c", "alerts.yaml")
+    write_config(both)
+    again = run_cli("once", "-c", "alerts.yaml")
+    assert alerts_in(again.stdout) == []
+    assert "primed silently: audio" in again.output
