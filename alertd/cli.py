@@ -34,6 +34,7 @@ from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.match import select_open
 from alertd.models import Job, Pay, Target, parse_time
 from alertd.pipeline import make_client, run_once
+from alertd.plan import describe_capacity, group_queries
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
 from alertd.store import Store
 from alertd.targets import RedactingFilter
@@ -170,6 +171,8 @@ def run(config_path: str, dry_run: bool) -> None:
         return new
 
     use_utc()
+    text, too_slow = capacity(config)
+    log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
     stop = threading.Event()
     sender = dry_run_sender(sys.stdout) if dry_run else send
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
@@ -224,6 +227,13 @@ def validate(config_path: str, online: bool) -> None:
         f"{config.source} is valid: {len(config.searches)} searches, "
         f"{len(targets)} targets ({', '.join(targets) or 'none'})"
     )
+    click.echo(capacity(config)[0])
+
+
+def capacity(config: Config) -> tuple[str, bool]:
+    """How long asking every distinct query once takes within the budget, and if too long."""
+    queries = len(group_queries(config.searches))
+    return describe_capacity(queries, config.requests_per_minute, config.refresh_interval)
 
 
 FACET_FIELDS = (("category", "categories"), ("language", "languages"), ("country", "countries"))
