@@ -10,6 +10,7 @@ to resolve or connect anywhere else.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -437,6 +438,7 @@ def test_debug_log_never_shows_service_tokens(
 def test_debug_log_never_shows_service_tokens_when_sends_fail(
     tls_proxy: TLSInterceptProxy,
     market: Market,
+    state_dir: Path,
     write_config: WriteConfig,
     run_cli: RunCli,
 ) -> None:
@@ -457,6 +459,29 @@ def test_debug_log_never_shows_service_tokens_when_sends_fail(
     assert "Response Details" in notified.stderr  # apprise's failure detail was logged
     for result in (notified, polled, status):
         assert_no_secret(result)
+    stored = "".join(p.read_text() for p in state_dir.iterdir() if p.suffix in (".json", ".jsonl"))
+    assert "did not accept" in stored or "500" in stored  # the errors were stored...
+    for secret in SECRETS:
+        assert secret not in stored  # ... masked
     assert {host: len(tls_proxy.requests(host)) for host in WEB_HOSTS} == dict.fromkeys(
         WEB_HOSTS, 2
     )
+
+
+def test_a_failed_send_is_stored_with_the_targets_secrets_masked() -> None:
+    # A real apprise plugin (apprise's own decorator) whose failure warning carries its
+    # URL, as some services' do: what alertd keeps of it must not.
+    from apprise.decorators import notify
+
+    from alertd.deliver import send_apprise
+
+    @notify(on="leaky")
+    def leaky(body: str, title: str, notify_type: str, meta: dict[str, str], **_: object) -> bool:
+        logging.getLogger("apprise").warning("refused: %s", meta.get("url"))
+        return False
+
+    outcome = send_apprise("leaky://user:SuperSecretPw99@127.0.0.1/SecretPathToken77", "t", "b")
+    assert not outcome.accepted
+    assert outcome.error is not None and outcome.error.startswith("refused: leaky://")
+    assert "SuperSecretPw99" not in outcome.error
+    assert "SecretPathToken77" not in outcome.error

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from alertd.errors import StoreError
+from alertd.market import Market
 from alertd.models import Job, SavedSearch, Target
 from alertd.store import Store
+from tests.conftest import RunCli, WriteConfig
+from tests.webhook import WebhookCollector
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 HOOK = Target.for_url("json://127.0.0.1:9/hook", "hook")
@@ -118,3 +122,42 @@ def test_withdrawn_rows_are_not_owed_and_keep_only_a_title(tmp_path: Path) -> No
     assert row["status"] == "withdrawn" and row["title"] == "Gone"
     assert "long text" not in json.dumps(done)
     assert json.loads((tmp_path / "outbox.json").read_text()) == {}
+
+
+def test_a_state_from_alertd_0_1_is_migrated_losing_and_repeating_nothing(
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    state_dir: Path,
+) -> None:
+    # Written by alertd 0.1's own store: 'audio' primed with seen-1, seen-2; sent-1
+    # delivered; owed-1 owed after a failed send; held-1 held for a closure check;
+    # 'priming' not primed yet.
+    state_dir.mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "data" / "state-v1.json", state_dir / "alertd.json")
+    for job_id in ("seen-1", "seen-2", "sent-1", "owed-1", "held-1"):
+        market.add_job(id=job_id, title=job_id, category="Audio Annotation")
+    # Posted before 'priming' began: silent. Posted since: it alerts, as in 0.1.
+    market.add_job(id="rlhf-1", title="rlhf-1", category="RLHF", datePosted="2026-11-01T00:00:00Z")
+    market.add_job(id="rlhf-2", title="rlhf-2", category="RLHF")
+    market.add_job(id="new-1", title="new-1", category="Audio Annotation")
+    config = write_config(
+        f"channels:\n  hook: {webhook.url}\nsearches:\n"
+        "  - name: audio\n    category: Audio Annotation\n    notify: [hook]\n"
+        "  - name: priming\n    category: RLHF\n    notify: [hook]\n"
+    )
+    first = run_cli("once", "-c", config)
+    assert first.exit_code == 0, first.output
+    assert "state migrated to the new layout: 2 searches, 2 owed, 1 delivered" in first.output
+    assert sorted(str(item["title"]) for item in webhook.received) == [
+        "New OpenTrain job: held-1",
+        "New OpenTrain job: new-1",
+        "New OpenTrain job: owed-1",
+        "New OpenTrain job: rlhf-2",
+    ]
+    assert (state_dir / "alertd.json.migrated").exists()
+    assert not (state_dir / "alertd.json").exists()
+    again = run_cli("once", "-c", config)
+    assert again.exit_code == 0, again.output
+    assert len(webhook.received) == 4
