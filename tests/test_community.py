@@ -298,3 +298,40 @@ def test_validate_says_how_long_a_full_refresh_takes(
         result.output
     )
     assert "longer than refresh_interval" in result.output
+
+
+def test_seen_ids_of_jobs_closed_past_the_edge_cache_horizon_are_pruned(
+    market: Market, fast_standin: StandInServer, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from alertd.plan import CACHE_HORIZON
+
+    config = community_config(tmp_path, fast_standin.url, {"all": {}})
+    send = Recorder()
+    start = datetime.now(UTC)
+
+    def at(moment: datetime) -> CycleReport:
+        with (
+            Store.open(config.state_dir) as store,
+            OpenTrainClient(fast_standin.url, requests_per_minute=FAST, api_limit=FAST) as client,
+        ):
+            return run_once(config, client, store, send, clock=lambda: moment)
+
+    at(start)
+    job = market.add_job(id="c1", title="c1 closes")
+    market.add_job(id="k1", title="k1 stays")
+    at(start)
+    market.close_job(job["id"])
+    at(start + timedelta(minutes=1))
+    with Store.open(config.state_dir) as store:
+        assert {"c1", "k1"} <= store.searches["all"].seen and "c1" in store.closed
+    # The closure is dated by the API (just after ``start``), not by our clock.
+    at(start + CACHE_HORIZON - timedelta(seconds=1))  # a page could still list it: kept
+    with Store.open(config.state_dir) as store:
+        assert "c1" in store.searches["all"].seen
+    at(start + timedelta(minutes=2) + CACHE_HORIZON)
+    with Store.open(config.state_dir) as store:
+        assert store.searches["all"].seen >= {"k1"} and "c1" not in store.searches["all"].seen
+        assert store.closed == {}
+    assert send.sent == [("all", "c1"), ("all", "k1")]
