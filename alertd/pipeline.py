@@ -1,7 +1,7 @@
 """One cycle: read the change feed, ask again only what it can have changed, deliver.
 
-    feed ─▶ closures, events ─▶ prime new searches ─▶ read changed jobs ─▶ ask owed
-    queries ─▶ a share of the full refresh ─▶ commit ─▶ deliver ─▶ commit
+    feed ─▶ closures, events ─▶ read changed jobs ─▶ ask owed queries ─▶ prime new
+    searches ─▶ a share of the full refresh ─▶ commit ─▶ deliver ─▶ commit
 
 A cycle in which nothing changed costs one request. Every decision (what to ask, what
 is new, what waits, what is due) is ``plan``'s; this module fetches, asks the plan and
@@ -421,10 +421,12 @@ def run_once(
     targets = all_targets(config.searches)
     try:
         feed_ok = cycle.read_feed()
+        # Changes to what members already follow come first: a first start or a reload
+        # with many new searches primes them with what budget is left, over cycles.
         for step in (
-            cycle.prime_new_searches,
             cycle.resolve_events,
             cycle.ask_owed_queries,
+            cycle.prime_new_searches,
             cycle.refresh_share,
         ):
             step()

@@ -67,9 +67,12 @@ def fast_standin(market: Market) -> Iterator[StandInServer]:
     server.stop()
 
 
-def community_config(tmp_path: Path, url: str, searches: dict[str, dict[str, str]]) -> Config:
+def community_config(
+    tmp_path: Path, url: str, searches: dict[str, dict[str, str]], poll: str = "5m"
+) -> Config:
     """A config whose every search notifies a channel of its own, named like the search."""
     lines = [f"api_url: {url}", f"state_dir: {tmp_path / 'state'}", "requests_per_minute: 120"]
+    lines.append(f"poll_interval: {poll}")
     lines.append("channels:")
     lines += [f"  {name}: json://127.0.0.1:9/{name}" for name in searches]
     lines.append("searches:")
@@ -335,3 +338,19 @@ def test_seen_ids_of_jobs_closed_past_the_edge_cache_horizon_are_pruned(
         assert store.searches["all"].seen >= {"k1"} and "c1" not in store.searches["all"].seen
         assert store.closed == {}
     assert send.sent == [("all", "c1"), ("all", "k1")]
+
+
+def test_priming_many_new_searches_does_not_delay_alerts_of_primed_ones(
+    market: Market, fast_standin: StandInServer, tmp_path: Path
+) -> None:
+    send = Recorder()
+    cycle(community_config(tmp_path, fast_standin.url, {"all": {}}), fast_standin, send)
+    many = {"all": {}} | {f"new{i}": {"q": f"word{i}"} for i in range(150)}
+    config = community_config(tmp_path, fast_standin.url, many, poll="1m")  # after a SIGHUP
+    market.add_job(id="x1", title="x1 posted meanwhile")
+    first = cycle(config, fast_standin, send)
+    assert send.sent == [("all", "x1")]  # in the first cycle, before the priming is done
+    assert "budget spent" in first.summary() and first.requests == 120
+    assert 0 < len(first.primed) < 150
+    settle(config, fast_standin, send)
+    assert send.sent == [("all", "x1")]
