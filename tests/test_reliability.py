@@ -460,34 +460,14 @@ def test_a_job_edited_again_and_again_is_held_at_most_the_bound(
     assert sent == ["New OpenTrain job: Edited often"]
 
 
-def test_a_config_named_two_ways_is_one_file_to_the_state(
+@pytest.mark.parametrize("removed_through", ["relative", "absolute"])
+def test_a_search_removed_and_re_added_starts_silent_however_the_file_is_named(
     market: Market,
     write_config: WriteConfig,
     run_cli: RunCli,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-) -> None:
-    both = (
-        "searches:\n  - name: audio\n    category: Audio Annotation\n"
-        "  - name: other\n    category: RLHF\n"
-    )
-    config = write_config(both)
-    monkeypatch.chdir(tmp_path)
-    run_cli("once", "-c", "alerts.yaml")  # relative
-    only_other = "searches:\n  - name: other\n    category: RLHF\n"
-    run_cli("once", "-c", write_config(only_other))  # absolute path: forgets audio
-    market.add_job(title="Audio while removed", category="Audio Annotation")
-    assert config.name == "alerts.yaml"
-    write_config(both)
-    assert alerts_in(run_cli("once", "-c", "alerts.yaml").stdout) == []
-
-
-def test_a_search_removed_and_re_added_through_a_relative_path_starts_silent(
-    market: Market,
-    write_config: WriteConfig,
-    run_cli: RunCli,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    removed_through: str,
 ) -> None:
     both = (
         "searches:\n  - name: audio\n    category: Audio Annotation\n"
@@ -496,8 +476,8 @@ def test_a_search_removed_and_re_added_through_a_relative_path_starts_silent(
     write_config(both)
     monkeypatch.chdir(tmp_path)
     run_cli("once", "-c", "alerts.yaml")
-    write_config("searches:\n  - name: other\n    category: RLHF\n")
-    run_cli("once", "-c", "alerts.yaml")  # forgets 'audio'
+    only_other = write_config("searches:\n  - name: other\n    category: RLHF\n")
+    run_cli("once", "-c", "alerts.yaml" if removed_through == "relative" else only_other)
     market.add_job(title="Audio while removed", category="Audio Annotation")
     run_cli("once", "-c", "alerts.yaml")
     write_config(both)
