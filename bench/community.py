@@ -27,6 +27,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import resource
 import signal
 import statistics
@@ -260,11 +261,15 @@ def fast_client(config: Config) -> CountingClient:
 
 
 def cycle(
-    config: Config, store: Store, client: OpenTrainClient
+    config: Config, store: Store, client: OpenTrainClient, profiler: cProfile.Profile | None = None
 ) -> tuple[CycleReport, float, float]:
-    """One ``run_once``: (report, CPU seconds, wall seconds)."""
+    """One ``run_once`` (under ``profiler`` if given): (report, CPU seconds, wall seconds)."""
     cpu, wall = time.process_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     report = run_once(config, client, store, record_send)
+    if profiler is not None:
+        profiler.disable()
     return report, time.process_time() - cpu, time.perf_counter() - wall
 
 
@@ -317,6 +322,11 @@ def profile_quiet(config: Config, store: Store) -> str:
     profiler = cProfile.Profile()
     with OpenTrainClient(config.api_url, requests_per_minute=config.requests_per_minute) as c:
         profiler.runcall(run_once, config, c, store, record_send)
+    return profile_text(profiler)
+
+
+def profile_text(profiler: cProfile.Profile) -> str:
+    """The top entries of a profile, by cumulative and by own time."""
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("cumulative").print_stats(18)
@@ -335,11 +345,13 @@ def replay(url: str, plan: dict[str, Any]) -> None:
             http.post(f"/_control/jobs/{job_id}/close").raise_for_status()
 
 
-def busy_cycles(config: Config, store: Store, url: str, plan: dict[str, Any]) -> dict[str, Any]:
+def busy_cycles(
+    config: Config, store: Store, plan: dict[str, Any], profiler: cProfile.Profile | None
+) -> dict[str, Any]:
     """Replay the events, run the busy cycle, then follow-ups until nothing waits or is owed."""
-    replay(url, plan)
+    replay(config.api_url, plan)
     written, client = store.bytes_written, fast_client(config)
-    report, cpu, wall = cycle(config, store, client)
+    report, cpu, wall = cycle(config, store, client, profiler)
     busy = {"requests": report.requests, "jobs_read": report.jobs_read, "asked": report.asked}
     busy |= {"events": report.events, "new": report.new_jobs, "sent": report.sent, "cpu": cpu}
     busy |= {"wall": wall, "summary": report.summary()}
@@ -363,7 +375,10 @@ def measure_worker(args: dict[str, Any]) -> dict[str, Any]:
     plan = json.loads(Path(args["plan"]).read_text(encoding="utf-8"))
     with Store.open(config.state_dir) as store:
         result = quiet_cycles(config, store)
-        result |= busy_cycles(config, store, config.api_url, plan)
+        profiler = cProfile.Profile() if args.get("profile") else None
+        result |= busy_cycles(config, store, plan, profiler)
+        if profiler is not None:
+            result["busy_profile"] = profile_text(profiler)
     files = [p for p in config.state_dir.iterdir() if p.is_file()]
     result["state_bytes"] = sum(p.stat().st_size for p in files)
     result["state_files"] = {p.name: p.stat().st_size for p in files}
@@ -430,7 +445,7 @@ def affected(
     return {query_key(q) for q in touched}, pages
 
 
-def scale_size(searches: int, work: Path) -> dict[str, Any]:
+def scale_size(searches: int, work: Path, profile: bool = False) -> dict[str, Any]:
     """Prime, measure and validate one size, each alertd part in a fresh process."""
     work.mkdir(parents=True, exist_ok=True)
     dump = work / "market.json"
@@ -448,7 +463,7 @@ def scale_size(searches: int, work: Path) -> dict[str, Any]:
         result["prime"] = run_worker("prime", {"config": str(config)})
         say(f"A {searches}: measuring")
         result["measure"] = run_worker(
-            "measure", {"config": str(config), "plan": str(work / "plan.json")}
+            "measure", {"config": str(config), "plan": str(work / "plan.json"), "profile": profile}
         )
         keys, pages = affected(plan, jobs, queries)
         result["affected"], result["affected_pages"] = len(keys), pages
@@ -511,7 +526,10 @@ def budget_run(rpm: int, seconds: float, work: Path) -> dict[str, Any]:
                 time.sleep(2.0)
         served = httpx.get(f"{url}/_control/requests", timeout=30).json()["requests"]
     times = [r["at"] for r in served]
-    cycles = (work / "alertd.log").read_text(errors="replace").count("] cycle ")
+    log = (work / "alertd.log").read_text(errors="replace")
+    cycles = len(re.findall(r" INFO cycle \d+ in ", log)) + len(
+        re.findall(r" WARNING cycle \d+ in ", log)
+    )
     return {
         "rpm": rpm,
         "seconds": seconds,
@@ -670,14 +688,14 @@ def budget_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table for B."""
     out = [
         "| budget | run | requests served | most in any 60 s window [≤ budget] | 429s [0] "
-        "| cycles logged | jobs published |",
-        "|---|---|---|---|---|---|---|",
+        "| cycles logged | jobs published | |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ok = r["max_60s"] <= r["rpm"] and r["429s"] == 0
         out.append(
             f"| {r['rpm']}/min | {r['seconds']:.0f} s | {r['requests']} | {r['max_60s']} "
-            f"| {r['429s']} | {r['log_cycles']} | {r['published']} ({verdict(ok)}) |"
+            f"| {r['429s']} | {r['log_cycles']} | {r['published']} | {verdict(ok)} |"
         )
     return "\n".join(out)
 
@@ -695,7 +713,7 @@ def seconds(value: float) -> str:
 def latency_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table for C."""
     out = [
-        "| edge cache | searches published for | jobs | delivered | p50 | p95 [<65 s] | max |",
+        "| edge cache | published for searches | jobs | delivered | p50 | p95 [<65 s] | max |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -749,11 +767,11 @@ def machine() -> str:
 # -- main -----------------------------------------------------------------------------------
 
 
-def run_scale(sizes: tuple[int, ...], root: Path) -> list[dict[str, Any]]:
+def run_scale(sizes: tuple[int, ...], root: Path, profile: bool) -> list[dict[str, Any]]:
     """A, one size after another (each in its own directory and processes)."""
     rows = []
     for size in sizes:
-        rows.append(scale_size(size, root / f"scale-{size}"))
+        rows.append(scale_size(size, root / f"scale-{size}", profile))
         say(f"A {size}: done: {json.dumps(rows[-1]['measure']['busy'])}")
     return rows
 
@@ -796,6 +814,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, short live runs")
     parser.add_argument("--only", choices=("scale", "live"), help="run only one part")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--sizes", help="A's sizes, comma-separated (default 10,100,1000,10000)")
+    parser.add_argument("--profile", action="store_true", help="cProfile A's busy cycles")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -808,10 +828,12 @@ def main() -> None:
         print(json.dumps(work(spec)))
         return
     sizes = (10, 100) if args.quick else (10, 100, 1000, 10000)
+    if args.sizes:
+        sizes = tuple(int(size) for size in args.sizes.split(","))
     raw: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp:
         if args.only != "live":
-            raw["scale"] = run_scale(sizes, Path(tmp))
+            raw["scale"] = run_scale(sizes, Path(tmp), args.profile)
         if args.only != "scale":
             raw["budget"], raw["latency"] = run_live(args.quick, Path(tmp))
     if args.json:
@@ -828,11 +850,13 @@ def report(raw: dict[str, Any]) -> str:
         )
         parts.append("## A. Scaling: the busy cycle and its drain\n\n" + busy_tables(raw["scale"]))
         for row in raw["scale"]:
-            if "quiet_profile" in row["measure"]:
-                text = row["measure"]["quiet_profile"]
-                parts.append(
-                    f"### Profile of a quiet cycle at {row['searches']:,}\n\n```\n{text}```"
-                )
+            for key, what in (
+                ("quiet_profile", "a quiet cycle"),
+                ("busy_profile", "the busy cycle"),
+            ):
+                if key in row["measure"]:
+                    text = row["measure"][key]
+                    parts.append(f"### Profile of {what} at {row['searches']:,}\n\n```\n{text}```")
     if "budget" in raw:
         parts.append("## B. Budget truth (`alertd run`)\n\n" + budget_table(raw["budget"]))
     if "latency" in raw:
