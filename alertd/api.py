@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -35,6 +35,7 @@ MAX_RATE_LIMITED_WAIT = 120.0  # a longer Retry-After fails this search for this
 MAX_RATE_LIMITED_TRIES = 6
 CHANGES_CAP = 5000  # events per answer of GET /jobs/changes
 MAX_CHANGE_CALLS = 10
+CLOSED_CODE = "CLOSED"  # our name for GET /jobs/{id}'s 404 {"id", "status": "closed"}
 
 
 class RateBudget:
@@ -128,6 +129,7 @@ class ChangeFeed:
     until: datetime
     events: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
     capped: bool = False
+    gap: bool = False  # more than a capped answer's worth of events at one instant: some unseen
 
 
 @dataclass
@@ -164,6 +166,8 @@ def _error_code(response: httpx.Response) -> str | None:
     except ValueError:
         return None
     if isinstance(body, dict):
+        if body.get("status") == "closed" and "error" not in body:
+            return CLOSED_CODE
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("code"), str):
             return str(error["code"])
@@ -324,28 +328,51 @@ class OpenTrainClient:
             changes = body.get("changes")
             if until is None or not isinstance(changes, list):
                 raise ApiUnavailableError("jobs/changes: the answer has no 'until' or 'changes'")
-            for change in changes:
-                if isinstance(change, dict) and change.get("jobId") is not None:
-                    at = parse_time(change.get("occurredAt"))
-                    feed.events[str(change["jobId"])] = (str(change.get("eventType")), at)
-            feed.capped = len(changes) >= CHANGES_CAP and until > since
-            since = feed.until = until
+            latest = self._collect_changes(changes, feed)
+            feed.capped = len(changes) >= CHANGES_CAP
             if not feed.capped:
+                feed.until = max(until, since)  # an 'until' before 'since' is no progress
                 break
+            # Capped: go on from the last event read (whatever 'until' says), so nothing
+            # past the cap is skipped; a whole answer at one instant cannot be got past.
+            if latest is None or latest <= since:
+                latest = since + timedelta(milliseconds=1)
+                feed.gap = True
+            since = feed.until = latest
         return feed
 
+    @staticmethod
+    def _collect_changes(changes: list[Any], feed: ChangeFeed) -> datetime | None:
+        """Add one answer's events to ``feed`` (the latest per job); the latest instant seen."""
+        latest: datetime | None = None
+        for change in changes:
+            if not isinstance(change, dict) or change.get("jobId") is None:
+                continue
+            job_id, at = str(change["jobId"]), parse_time(change.get("occurredAt"))
+            earlier = feed.events.get(job_id)
+            if earlier is not None and earlier[1] and at and earlier[1] > at:
+                continue
+            feed.events[job_id] = (str(change.get("eventType")), at)
+            if at is not None and (latest is None or at > latest):
+                latest = at
+        return latest
+
     def job(self, job_id: str) -> Job | None:
-        """One job as listed now; None when it is closed, unlisted or unknown (404)."""
+        """One job as listed now; None when the API says it is closed or unlisted (404
+        ``{"id", "status": "closed"}``). Any other 404 ("never existed") is an error: a
+        job the feed just named is not taken for closed on that word."""
         try:
             body = self.get_json(f"jobs/{quote(job_id, safe='')}")
         except ApiError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and exc.code == CLOSED_CODE:
                 return None
             raise
         try:
             parsed = parse_job(body)
         except ValueError as exc:
             raise ApiDataError(f"jobs/{job_id}: {exc}") from exc
+        if parsed.job.id != job_id:
+            raise ApiUnavailableError(f"jobs/{job_id}: the answer is about job {parsed.job.id}")
         for warning in parsed.warnings:
             log.warning("job %s: %s", parsed.job.id, warning)
         return parsed.job

@@ -55,8 +55,8 @@ class Job:
     url: str | None = None
     summary: str | None = None
     category: str | None = None
-    languages: tuple[str, ...] = ()
-    countries: tuple[str, ...] = ()
+    languages: tuple[str, ...] | None = ()  # None: missing, or of a shape we cannot read
+    countries: tuple[str, ...] | None = ()  # () means open to every country
     date_posted: datetime | None = None
     valid_through: datetime | None = None
     updated_at: datetime | None = None
@@ -72,8 +72,8 @@ class Job:
             "url": self.url,
             "summary": self.summary,
             "category": self.category,
-            "languages": list(self.languages),
-            "countries": list(self.countries),
+            "languages": None if self.languages is None else list(self.languages),
+            "countries": None if self.countries is None else list(self.countries),
             "date_posted": _iso(self.date_posted),
             "valid_through": _iso(self.valid_through),
             "updated_at": _iso(self.updated_at),
@@ -92,8 +92,8 @@ class Job:
             url=record.get("url"),
             summary=record.get("summary"),
             category=record.get("category"),
-            languages=tuple(record.get("languages") or ()),
-            countries=tuple(record.get("countries") or ()),
+            languages=_strings(record.get("languages")),
+            countries=_strings(record.get("countries")),
             date_posted=parse_time(record.get("date_posted")),
             valid_through=parse_time(record.get("valid_through")),
             updated_at=parse_time(record.get("updated_at")),
@@ -282,10 +282,11 @@ def _text(value: object) -> str | None:
     return None
 
 
-def _strings(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        return ()
-    return tuple(item for item in value if isinstance(item, str))
+def _strings(value: object) -> tuple[str, ...] | None:
+    """A list of strings as a tuple; None when absent or of another shape (unknown)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None
+    return tuple(value)
 
 
 def _amount(value: object) -> float | None:

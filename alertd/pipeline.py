@@ -1,7 +1,7 @@
 """One cycle: read the change feed, ask again only what it can have changed, deliver.
 
-    feed ─▶ closures, events ─▶ read changed jobs ─▶ ask owed queries ─▶ prime new
-    searches ─▶ a share of the full refresh ─▶ commit ─▶ deliver ─▶ commit
+    feed ─▶ closures, events ─▶ read changed jobs ─▶ a share of the full refresh ─▶
+    ask owed queries ─▶ prime new searches ─▶ commit ─▶ deliver ─▶ commit
 
 A cycle in which nothing changed costs one request. Every decision (what to ask, what
 is new, what waits, what is due) is ``plan``'s; this module fetches, asks the plan and
@@ -134,6 +134,9 @@ class Cycle:
         self.budget = plan.cycle_budget(config.requests_per_minute, config.poll_interval)
         self.api_now: datetime | None = None
         self.asked: set[str] = set()
+        # What this config file reads and asks is its own, even in a shared state directory.
+        self.owner = config.owner or config.source
+        self.primed = {s.name for s in config.searches if self.is_primed(s)}
 
     def can_ask(self) -> bool:
         """Whether the cycle may send another request (budget left, no stop asked)."""
@@ -150,25 +153,38 @@ class Cycle:
     def read_feed(self) -> bool:
         """Read the feed since where the last cycle left it; False when it could not."""
         now = self.clock()
-        since = self.store.changes_since()
-        first = since is None
+        since = self.store.changes_since(self.owner)
         try:
             answer = self.client.changes(since or now - FIRST_LOOKBACK)
         except ApiError as exc:
             log.warning("could not read the change feed: %s; deliveries wait for it", exc)
             return False
         changes = answer.events
-        if first:  # nothing is primed yet: only closures matter
+        if since is None and not self.primed:  # a first start: the priming covers the rest
             changes = {k: v for k, v in changes.items() if v[0] == "CLOSED"}
-        events, closed = plan.merge_events(self.store.events, changes, now)
+        elif since is None or answer.gap:
+            self.owe_every_query(
+                answer.until,
+                "the feed position was lost"
+                if since is None
+                else "more changes at one instant than the feed can list",
+            )
+        events, closed = plan.merge_events(self.store.events_of(self.owner), changes, now)
         self.report.events = len(changes)
-        self.store.set_events(events)
+        self.store.set_events(self.owner, events)
         self.close_jobs(closed, now)
         self.store.hold(plan.edited_jobs(changes) & self.store.owed_job_ids(), now)
         if not answer.capped:
             self.api_now = answer.until
-        self.store.set_changes_since(answer.until)
+        self.store.set_changes_since(self.owner, answer.until)
         return True
+
+    def owe_every_query(self, since: datetime, why: str) -> None:
+        """Changes may have gone unseen: every query is asked again, as the budget allows."""
+        log.warning("%s; asking every query again to be sure nothing is missed", why)
+        for key in self.queries:
+            state = self.store.queries_of(self.owner).get(key)
+            self.store.set_query(self.owner, key, plan.owe_answer(state, since))
 
     def close_jobs(self, closed: dict[str, datetime], now: datetime) -> None:
         """Remember closures (pages may list the jobs for a while) and withdraw their alerts."""
@@ -205,8 +221,8 @@ class Cycle:
         self.store.refresh_owed(jobs)
         for search in query.searches:
             self.apply_page(search, jobs, result.generated_at, now)
-        state = self.store.queries.get(query.key) or QueryState()
-        self.store.set_query(query.key, plan.answers(state, result.generated_at or now))
+        state = self.store.queries_of(self.owner).get(query.key) or QueryState()
+        self.store.set_query(self.owner, query.key, plan.answers(state, result.generated_at or now))
         return result
 
     def apply_page(
@@ -220,6 +236,7 @@ class Cycle:
         if state is None and search.notify_existing:
             self.report.new_jobs += self.store.record_matches(search, jobs, now)
             self.store.mark_primed(search, now)
+            self.primed.add(search.name)
             return
         if state is None:
             state = self.store.begin_priming(search, plan.priming_start(self.api_now, now))
@@ -237,6 +254,7 @@ class Cycle:
         self.store.prime(search, (job.id for job in silent), now)
         self.report.new_jobs += self.store.record_matches(search, new, now)
         self.store.mark_primed(search, now)
+        self.primed.add(search.name)
         log.info(
             "search %r primed: %d open jobs match now; only jobs posted from here on alert",
             search.name,
@@ -246,10 +264,11 @@ class Cycle:
     def prime_new_searches(self) -> None:
         """Searches not yet primed (new, edited, or still priming) ask their query now."""
         for query in self.queries.values():
-            if any(not self.is_primed(s) for s in query.searches):
+            if any(s.name not in self.primed for s in query.searches):
                 self.ask(query)
 
     def is_primed(self, search: SavedSearch) -> bool:
+        """Whether the search's first, silent run is complete (with its current filters)."""
         state = self.store.search_state(search)
         return state is not None and state.primed
 
@@ -257,10 +276,10 @@ class Cycle:
 
     def resolve_events(self) -> None:
         """Read each changed job and decide which queries it touches."""
-        if not any(self.is_primed(s) for q in self.queries.values() for s in q.searches):
-            self.store.set_events({})  # nothing primed: the priming fetches cover everything
+        if not self.primed:
+            self.store.set_events(self.owner, {})  # the priming fetches cover everything
             return
-        events = dict(self.store.events)
+        events = self.store.events_of(self.owner)
         for job_id in plan.plan_reads(events):
             if not self.can_ask():
                 break
@@ -285,7 +304,7 @@ class Cycle:
             self.report.jobs_read += 1
             if self.resolve(event, job, now):
                 del events[job_id]
-        self.store.set_events(events)
+        self.store.set_events(self.owner, events)
 
     def resolve(self, event: Event, job: Job | None, now: datetime) -> bool:
         """Act on one read job; False when the answer is older than the event (ask again)."""
@@ -302,22 +321,24 @@ class Cycle:
             verdict = plan.judge(job, query.query)
             if verdict is Verdict.MATCH:
                 for search in query.searches:
-                    if self.is_primed(search):
+                    if search.name in self.primed:
                         self.report.new_jobs += self.store.record_matches(search, [job], now)
             elif verdict is Verdict.ASK:
-                state = self.store.queries.get(query.key)
-                self.store.set_query(query.key, plan.owe_answer(state, event.occurred_at))
+                state = self.store.queries_of(self.owner).get(query.key)
+                owed = plan.owe_answer(state, event.occurred_at)
+                self.store.set_query(self.owner, query.key, owed)
         return True
 
     def ask_owed_queries(self) -> None:
-        """Queries an event may have changed, asked until a page answers for the event."""
-        for key, state in list(self.store.queries.items()):
-            if state.owed_since is not None and key in self.queries:
+        """Queries an event may have changed, asked until a page answers for the event:
+        the longest owed first, so a tight budget goes round them all."""
+        for key in plan.plan_owed(self.store.queries_of(self.owner)):
+            if key in self.queries:
                 self.ask(self.queries[key])
 
     def refresh_share(self) -> None:
         """This cycle's share of asking every query whole again, which heals any miss."""
-        states = {key: self.store.queries.get(key) for key in self.queries}
+        states = {key: self.store.queries_of(self.owner).get(key) for key in self.queries}
         every, poll = self.config.refresh_interval, self.config.poll_interval
         for key in plan.plan_refresh(states, self.clock(), every, poll):
             if not plan.is_refresh_due(states[key], self.clock(), every):
@@ -329,7 +350,7 @@ class Cycle:
         of jobs closed for longer than any page can show them."""
         names = (s.name for s in self.config.searches)
         self.store.forget_searches_except(names, self.config.owner or self.config.source)
-        self.store.forget_queries_except(self.queries)
+        self.store.forget_queries_except(self.owner, self.queries)
         gone = plan.forgettable(self.store.closed, self.clock())
         if gone:
             self.store.forget_seen(gone)
@@ -416,18 +437,20 @@ def run_once(
     stop: threading.Event | None = None,
 ) -> CycleReport:
     """One full cycle. Never raises for a failing search, target or disk: it reports them."""
+    store.recover_interrupted()  # a send the last cycle could not finish is owed again
     cycle = Cycle(config, client, store, clock, stop or threading.Event())
     report = cycle.report
     targets = all_targets(config.searches)
     try:
         feed_ok = cycle.read_feed()
-        # Changes to what members already follow come first: a first start or a reload
-        # with many new searches primes them with what budget is left, over cycles.
+        # Changes to what members already follow come first, then the refresh's small
+        # share (a floor, so it always advances); a first start or a reload with many
+        # new searches primes them with what budget is left, over cycles.
         for step in (
             cycle.resolve_events,
+            cycle.refresh_share,
             cycle.ask_owed_queries,
             cycle.prime_new_searches,
-            cycle.refresh_share,
         ):
             step()
         if not report.stopped:
@@ -451,5 +474,5 @@ def run_once(
         log.exception("cycle failed unexpectedly; the next cycle will try again")
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
-    report.waiting = len(store.events)
+    report.waiting = len(store.events_of(cycle.owner))
     return report

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from alertd.models import Alert, Event, EventKind, Job, OutboxRow, QueryState, SavedSearch
 
@@ -83,9 +83,9 @@ def _compare(wanted: str, have: Sequence[str]) -> Verdict:
 def judge(job: Job, query: Mapping[str, str]) -> Verdict:
     """Whether ``GET /jobs`` with ``query`` lists the open ``job``, as far as we can prove.
 
-    ``country`` follows the contract: a job with no ``countries`` is open to everyone.
+    ``country`` follows the contract: a job with empty ``countries`` is open to everyone.
     A filter on a field the job does not show (null, or a shape we could not read) is
-    the API's to decide, never a local "no".
+    the API's to decide, never a local "no" nor a local "yes".
     """
     verdicts: list[Verdict] = []
     if query.get("category"):
@@ -94,8 +94,9 @@ def judge(job: Job, query: Mapping[str, str]) -> Verdict:
     if query.get("language"):
         have = job.languages
         verdicts.append(_compare(query["language"], have) if have else Verdict.ASK)
-    if query.get("country") and job.countries:
-        verdicts.append(_compare(query["country"], job.countries))
+    if query.get("country") and job.countries != ():
+        countries = job.countries
+        verdicts.append(_compare(query["country"], countries) if countries else Verdict.ASK)
     if query.get("payType"):
         paid = job.pay.payment_type if job.pay else None
         verdicts.append(_compare(query["payType"], (paid,)) if paid else Verdict.ASK)
@@ -144,11 +145,14 @@ def edited_jobs(changes: Mapping[str, tuple[str, datetime | None]]) -> set[str]:
 def is_fresh(job: Job, event: Event, now: datetime) -> bool:
     """Whether an answer about ``job`` shows it as of ``event`` (or can no longer wait).
 
-    A cached answer from before the event is not; after ``HOLD_BOUND`` any answer is
-    taken, so nothing waits forever on an API that never bumps ``updatedAt``.
+    A cached answer from before the event is not, nor is an edited job's answer without
+    ``updatedAt``; after ``HOLD_BOUND`` any answer is taken, so nothing waits forever on
+    an API that never bumps ``updatedAt``.
     """
-    if job.updated_at is None or now - event.noticed_at > HOLD_BOUND:
+    if now - event.noticed_at > HOLD_BOUND:
         return True
+    if job.updated_at is None:  # cannot tell; only a new job's URL cannot be cached yet
+        return event.kind == EventKind.PUBLISHED
     return job.updated_at >= event.occurred_at - EDIT_SLACK
 
 
@@ -230,6 +234,14 @@ def answers(state: QueryState, generated_at: datetime | None) -> QueryState:
     if owed is not None and generated_at is not None and generated_at >= owed:
         owed = None
     return QueryState(generated_at or state.fetched_at, owed)
+
+
+def plan_owed(queries: Mapping[str, QueryState]) -> list[str]:
+    """Queries that owe an answer, the one asked longest ago first: when the budget
+    cannot ask them all in one cycle, it goes round them all over the next ones."""
+    never = datetime.min.replace(tzinfo=UTC)
+    owed = [(q.fetched_at or never, k) for k, q in queries.items() if q.owed_since is not None]
+    return [key for _asked, key in sorted(owed)]
 
 
 def owe_answer(state: QueryState | None, occurred_at: datetime) -> QueryState:

@@ -251,11 +251,14 @@ class Store:
         self.owed: dict[Key, OutboxRow] = {}
         self.jobs: dict[str, Job] = {}
         self.done: dict[Key, OutboxRow] = {}
-        self.events: dict[str, Event] = {}
+        # Per config file (its owner key): two configs may share a state directory, and
+        # each reads the feed for, and judges changes against, its own searches.
+        self.positions: dict[str, datetime] = {}
+        self.events: dict[str, dict[str, Event]] = {}
+        self.queries: dict[str, dict[str, QueryState]] = {}
         self.closed: dict[str, datetime] = {}
-        self.queries: dict[str, QueryState] = {}
-        self.changes_until: datetime | None = None
         self._dirty: set[str] = set()
+        self._unsaved: set[Key] = set()  # owed rows not yet in outbox.json
         self._journal_lines = 0
         self._journal_bytes = 0
 
@@ -364,18 +367,22 @@ class Store:
                     f"state in {self.state_dir} has schema version {version}, this alertd "
                     f"understands {SCHEMA_VERSION}; run the alertd version that wrote it"
                 )
-            self.changes_until = parse_time(meta[0].get("changes_until"))
         else:
             self._dirty.add("feed")  # a new state: write its schema version
+        for doc in self._table("feed", "positions").all():
+            until = parse_time(doc.get("until"))
+            if until is not None:
+                self.positions[str(doc.get("owner") or "")] = until
         for doc in self._table("feed", "events").all():
             at = _time(doc.get("at"), epoch)
-            self.events[str(doc["job_id"])] = Event(
+            event = Event(
                 str(doc["job_id"]), str(doc.get("kind")), at, _time(doc.get("noticed"), at)
             )
+            self.events.setdefault(str(doc.get("owner") or ""), {})[event.job_id] = event
         for doc in self._table("feed", "closed").all():
             self.closed[str(doc["job_id"])] = _time(doc.get("at"), epoch)
         for doc in self._table("queries", "queries").all():
-            self.queries[str(doc["key"])] = QueryState(
+            self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = QueryState(
                 parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since"))
             )
         for doc in self._table("searches", "searches").all():
@@ -401,12 +408,11 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from exc
         for line in lines:
+            self._journal_lines += 1  # torn or not, the next commit empties the journal
             try:
-                entry = json.loads(line)
-                self._apply(entry)
+                self._apply(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a crash mid-write: its send had not happened yet
-            self._journal_lines += 1
 
     def _apply(self, entry: Mapping[str, Any]) -> None:
         """One journal entry applied to the owed rows; applying it twice changes nothing."""
@@ -446,8 +452,9 @@ class Store:
             )
         epoch = parse_time("1970-01-01T00:00:00Z")
         assert epoch is not None
-        if meta:
-            self.changes_until = parse_time(meta[0].get("changes_until"))
+        until = parse_time(meta[0].get("changes_until")) if meta else None
+        if until is not None:
+            self.positions[""] = until  # 0.1 read the feed for every config alike
         seen = {
             str(doc["search"]): {str(i) for i in doc.get("ids") or ()}
             for doc in (data.get("seen") or {}).values()
@@ -495,7 +502,9 @@ class Store:
         if held is not None:  # held for a closure check: read the job again before sending
             since = parse_time(doc.get("held_since")) or held
             base = replace(base, status=DeliveryStatus.HELD, held_since=since)
-            self.events[base.job_id] = Event(base.job_id, "UPDATED", held, since)
+            event = Event(base.job_id, "UPDATED", held, since)
+            first = self.searches.get(base.searches[0]) if base.searches else None
+            self.events.setdefault(first.owner if first else "", {})[base.job_id] = event
         self.owed[base.key] = base
 
     # -- writing ---------------------------------------------------------------
@@ -513,6 +522,8 @@ class Store:
             with self._writing(storage.path):
                 storage.flush()
             self._dirty.discard(name)
+            if name == "outbox":
+                self._unsaved.clear()
         if self._journal_lines:
             with self._writing(self.journal_path):
                 os.truncate(self.journal_path, 0)
@@ -522,28 +533,35 @@ class Store:
         tables: dict[str, list[dict[str, Any]]]
         if name == "feed":
             tables = {
-                "meta": [
-                    {
-                        "schema_version": SCHEMA_VERSION,
-                        "changes_until": _iso(self.changes_until),
-                    }
+                "meta": [{"schema_version": SCHEMA_VERSION}],
+                "positions": [
+                    {"owner": owner, "until": format_time(until)}
+                    for owner, until in self.positions.items()
                 ],
                 "events": [
                     {
+                        "owner": owner,
                         "job_id": e.job_id,
                         "kind": e.kind,
                         "at": format_time(e.occurred_at),
                         "noticed": format_time(e.noticed_at),
                     }
-                    for e in self.events.values()
+                    for owner, events in self.events.items()
+                    for e in events.values()
                 ],
                 "closed": [{"job_id": k, "at": format_time(v)} for k, v in self.closed.items()],
             }
         elif name == "queries":
             tables = {
                 "queries": [
-                    {"key": k, "fetched_at": _iso(q.fetched_at), "owed_since": _iso(q.owed_since)}
-                    for k, q in self.queries.items()
+                    {
+                        "owner": owner,
+                        "key": k,
+                        "fetched_at": _iso(q.fetched_at),
+                        "owed_since": _iso(q.owed_since),
+                    }
+                    for owner, queries in self.queries.items()
+                    for k, q in queries.items()
                 ]
             }
         elif name == "searches":
@@ -637,12 +655,15 @@ class Store:
 
     def _owe(self, target: str, job: Job, search: str, now: datetime) -> None:
         key = (target, job.id)
-        if key in self.done:
-            return
+        done = self.done.get(key)
+        if done is not None and done.status == DeliveryStatus.SENT:
+            return  # once per job per target
         row = self.owed.get(key)
-        if row is None:
+        if row is None:  # new, or withdrawn earlier and matched again (the job reopened)
+            self.done.pop(key, None)
             self.owed[key] = OutboxRow(target, job.id, (search,), DeliveryStatus.PENDING, now, now)
             self.jobs[job.id] = job
+            self._unsaved.add(key)
         elif search not in row.searches:
             self.owed[key] = replace(row, searches=(*row.searches, search))
 
@@ -677,20 +698,24 @@ class Store:
 
     # -- the change feed and the queries -------------------------------------
 
-    def changes_since(self) -> datetime | None:
-        """Where the change feed was last read up to (its ``until``)."""
-        return self.changes_until
+    def changes_since(self, owner: str) -> datetime | None:
+        """Where the config file ``owner`` last read the change feed up to (its ``until``)."""
+        return self.positions.get(owner) or self.positions.get("")
 
-    def set_changes_since(self, until: datetime) -> None:
+    def set_changes_since(self, owner: str, until: datetime) -> None:
         """Remember the change feed's ``until``, to pass as the next ``since``."""
-        if until != self.changes_until:
-            self.changes_until = until
+        if until != self.positions.get(owner):
+            self.positions[owner] = until
             self._dirty.add("feed")
 
-    def set_events(self, events: Mapping[str, Event]) -> None:
+    def events_of(self, owner: str) -> dict[str, Event]:
+        """The feed events ``owner`` has not resolved yet, by job id (a copy)."""
+        return dict(self.events.get(owner, {}))
+
+    def set_events(self, owner: str, events: Mapping[str, Event]) -> None:
         """The feed events not yet resolved (replacing the previous set)."""
-        if dict(events) != self.events:
-            self.events = dict(events)
+        if dict(events) != self.events.get(owner, {}):
+            self.events[owner] = dict(events)
             self._dirty.add("feed")
 
     def set_closed(self, closed: Mapping[str, datetime]) -> None:
@@ -699,18 +724,24 @@ class Store:
             self.closed = dict(closed)
             self._dirty.add("feed")
 
-    def set_query(self, key: str, state: QueryState) -> None:
+    def queries_of(self, owner: str) -> Mapping[str, QueryState]:
+        """What ``owner``'s distinct queries last answered, or still owe."""
+        return self.queries.get(owner, {})
+
+    def set_query(self, owner: str, key: str, state: QueryState) -> None:
         """Record what a distinct query last answered, or still owes."""
-        if self.queries.get(key) != state:
-            self.queries[key] = state
+        queries = self.queries.setdefault(owner, {})
+        if queries.get(key) != state:
+            queries[key] = state
             self._dirty.add("queries")
 
-    def forget_queries_except(self, keys: Iterable[str]) -> None:
-        """Drop the state of queries no search asks any more."""
+    def forget_queries_except(self, owner: str, keys: Iterable[str]) -> None:
+        """Drop the state of ``owner``'s queries that no search asks any more."""
         keep = set(keys)
-        gone = [k for k in self.queries if k not in keep]
+        queries = self.queries.get(owner, {})
+        gone = [k for k in queries if k not in keep]
         for key in gone:
-            del self.queries[key]
+            del queries[key]
         if gone:
             self._dirty.add("queries")
 
@@ -748,9 +779,9 @@ class Store:
     def mark_sending(self, alert: Alert, now: datetime) -> None:
         """Written (a journal line, fsynced) just before the send, so a crash mid-send is
         visible after a restart."""
-        if "outbox" in self._dirty:
-            self.commit()  # the row itself must be on disk before its journal line means anything
         key = (alert.target_key, alert.job.id)
+        if key in self._unsaved:
+            self.commit()  # the row itself must be on disk before its journal line means anything
         attempts = alert.attempts + 1
         self._journal(
             {

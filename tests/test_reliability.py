@@ -367,7 +367,7 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
         report = run_once(config, client, store, record, stop=stop)
         assert report.stopped and report.requests == 1
     with Store.open(state_dir) as store, make_client(config) as client:
-        assert job["id"] in store.events  # the feed moved on, but the event was kept
+        assert job["id"] in store.events_of(config.owner)  # the feed moved on; event kept
         run_once(config, client, store, record)
     assert sent == ["New OpenTrain job: Read, then stopped"]
 
@@ -424,7 +424,9 @@ def test_an_answer_shows_an_edit_by_its_updated_at_with_a_second_of_slack() -> N
     assert is_fresh(Job(id="j", updated_at=NOW + timedelta(milliseconds=3)), edit, NOW)
     assert is_fresh(Job(id="j", updated_at=NOW - timedelta(milliseconds=500)), edit, NOW)
     assert not is_fresh(Job(id="j", updated_at=NOW - timedelta(minutes=2)), edit, NOW)
-    assert is_fresh(Job(id="j"), edit, NOW)  # no updatedAt: cannot tell, trust it
+    # No updatedAt: an edited job's answer may be a cached one; a new job's URL cannot be.
+    assert not is_fresh(Job(id="j"), edit, NOW)
+    assert is_fresh(Job(id="j"), Event("j", "PUBLISHED", NOW, NOW), NOW)
     late = NOW + HOLD_BOUND + timedelta(seconds=1)
     assert is_fresh(Job(id="j", updated_at=NOW - timedelta(minutes=2)), edit, late)
 
