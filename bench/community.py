@@ -731,7 +731,24 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def machine() -> str:
+def git_state() -> str:
+    """The commit measured, and whether alertd/ had uncommitted changes when the run began."""
+    here = Path(__file__).parent
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "../alertd"],
+        capture_output=True,
+        text=True,
+        cwd=here,
+    )
+    return head.stdout.strip() + (
+        " + uncommitted changes in alertd/" if dirty.stdout.strip() else ""
+    )
+
+
+def machine(commit: str) -> str:
     """The machine the numbers come from."""
     cpu = next(
         (
@@ -745,15 +762,9 @@ def machine() -> str:
     disk = subprocess.run(["df", "-hT", tempfile.gettempdir()], capture_output=True, text=True)
     import tinydb
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
     return "\n".join(
         [
-            f"- alertd commit: {commit}",
+            f"- alertd commit (when the run began): {commit}",
             f"- nproc: {os.cpu_count()}; CPU: {cpu}",
             f"- memory: {free[1].split()[1] if len(free) > 1 else '?'} total",
             f"- kernel: {platform.release()}",
@@ -830,7 +841,7 @@ def main() -> None:
     sizes = (10, 100) if args.quick else (10, 100, 1000, 10000)
     if args.sizes:
         sizes = tuple(int(size) for size in args.sizes.split(","))
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = {"commit": git_state()}
     with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp:
         if args.only != "live":
             raw["scale"] = run_scale(sizes, Path(tmp), args.profile)
@@ -843,7 +854,7 @@ def main() -> None:
 
 def report(raw: dict[str, Any]) -> str:
     """Every table, and the profiles of any slow quiet cycle."""
-    parts = ["## Machine\n\n" + machine()]
+    parts = ["## Machine\n\n" + machine(raw["commit"])]
     if "scale" in raw:
         parts.append(
             "## A. Scaling: quiet cycles, memory, validate\n\n" + scale_tables(raw["scale"])
