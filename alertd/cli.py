@@ -223,9 +223,12 @@ def validate(config_path: str, online: bool) -> None:
     if online:
         check_online(config)
     targets = sorted({t.label for s in config.searches for t in s.targets})
+    shown = ", ".join(targets[:10]) + (
+        f", … and {len(targets) - 10:,} more" if targets[10:] else ""
+    )
     click.echo(
-        f"{config.source} is valid: {len(config.searches)} searches, "
-        f"{len(targets)} targets ({', '.join(targets) or 'none'})"
+        f"{config.source} is valid: {len(config.searches):,} searches, "
+        f"{len(targets):,} targets ({shown or 'none'})"
     )
     click.echo(capacity(config)[0])
 

@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, SavedSearch, Target
-from alertd.targets import RedactingFilter, check_url, redact_url, url_secrets
+from alertd.targets import RedactingFilter, check_url, quiet_apprise, redact_url, url_secrets
 from alertd.yamlsource import (
     Loc,
     YamlDoc,
@@ -511,13 +511,14 @@ def parse_config(
     sections += _read_includes(data.get("include"), base, doc, owner, secrets)
     _check_unique_names(sections)
     resolver = _Resolver(secrets)
-    channels = _resolve_channels(file, doc, resolver)
-    searches: list[SavedSearch] = []
-    origins: list[tuple[YamlDoc, int]] = []
-    for section in sections:
-        for index, spec in enumerate(section.specs):
-            searches.append(_resolve_search(index, spec, section, channels, resolver, owner))
-            origins.append((section.doc, index))
+    with quiet_apprise():  # checking thousands of URLs: silence apprise once, not each time
+        channels = _resolve_channels(file, doc, resolver)
+        searches: list[SavedSearch] = []
+        origins: list[tuple[YamlDoc, int]] = []
+        for section in sections:
+            for index, spec in enumerate(section.specs):
+                searches.append(_resolve_search(index, spec, section, channels, resolver, owner))
+                origins.append((section.doc, index))
     return Config(
         source=source,
         api_url=settings.api_url,

@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -162,6 +163,12 @@ class BufferedJSONStorage(Storage):
         self.bytes_written += len(text.encode())
         self.writes += 1
 
+    def release(self) -> None:
+        """Forget the parsed document once the store holds it as typed rows (memory)."""
+        if not self.dirty:
+            self._data = {}
+            self._loaded = True
+
     def close(self) -> None:
         pass
 
@@ -228,7 +235,8 @@ def _search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
         owner=str(doc.get("owner") or ""),
         since=_time(doc.get("since"), epoch),
         primed=bool(doc.get("primed")),
-        seen={str(i) for i in doc.get("seen") or ()},
+        # Interned: searches sharing a query hold the same ids, once in memory.
+        seen={sys.intern(str(i)) for i in doc.get("seen") or ()},
     )
 
 
@@ -294,6 +302,7 @@ class Store:
             store._load()
             store.recover_interrupted()
             store.commit()
+            store._release()
         except StoreError:
             lock.close()
             raise
@@ -309,7 +318,12 @@ class Store:
         """
         store = cls(state_dir, read_only=True)
         store._load()
+        store._release()
         return store
+
+    def _release(self) -> None:
+        for name in FILES:
+            self._storage(name).release()
 
     def close(self) -> None:
         """Write what changed, then release the lock."""

@@ -5,6 +5,7 @@ This and ``deliver`` are the only modules that import apprise.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,9 @@ def quiet_apprise(level: int = logging.CRITICAL) -> Iterator[None]:
     """Silence apprise's own logger for a moment (parsing a bad URL logs at ERROR)."""
     logger = logging.getLogger("apprise")
     previous = logger.level
+    if previous == level:  # already quiet (setLevel clears every logger's cache: not free)
+        yield
+        return
     logger.setLevel(level)
     try:
         yield
@@ -28,24 +32,34 @@ def quiet_apprise(level: int = logging.CRITICAL) -> Iterator[None]:
         logger.setLevel(previous)
 
 
+_QUIET_ASSET = apprise.AppriseAsset(secure_logging=False)
+
+
+@functools.lru_cache(maxsize=65536)
+def _privacy_form(url: str) -> str | None:
+    """The URL as apprise prints it with privacy on; None when apprise cannot use it.
+
+    Instantiating an apprise plugin is the costly part of loading a config with
+    thousands of targets: it is done once per URL, whatever is asked of it.
+    """
+    with quiet_apprise():  # nothing apprise logs here is shown: skip its log-masking work
+        plugin = apprise.Apprise.instantiate(url, asset=_QUIET_ASSET, suppress_exceptions=True)
+    return None if plugin is None else str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+
+
 def check_url(url: str) -> str | None:
     """None when apprise can parse ``url``; otherwise what is wrong with it."""
     if "://" not in url:
         return "not an apprise URL (expected something like slack://..., mailto://...)"
-    with quiet_apprise():
-        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
-    if plugin is None:
+    if _privacy_form(url) is None:
         scheme = url.split("://", 1)[0]
         return f"apprise cannot use this {scheme}:// URL (unknown service or malformed URL)"
     return None
 
 
 def _private_url(url: str) -> str:
-    with quiet_apprise():
-        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
-    if plugin is None:
-        return url.split("://", 1)[0] + "://***"
-    return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+    private = _privacy_form(url)
+    return url.split("://", 1)[0] + "://***" if private is None else private
 
 
 def redact_url(url: str) -> str:
