@@ -486,3 +486,67 @@ def test_a_search_removed_and_re_added_starts_silent_however_the_file_is_named(
     again = run_cli("once", "-c", "alerts.yaml")
     assert alerts_in(again.stdout) == []
     assert "primed silently: audio" in again.output
+
+
+def test_a_permanent_failure_waits_the_longest_step_of_the_schedule(
+    write_config: WriteConfig, market: Market, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        f"retry_schedule: [0.2, 1h]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    market.add_job(title="To a deleted webhook")
+    webhook.down_status = 404  # the webhook was deleted: retrying soon will not help
+    owe_while_down(run_cli, config, webhook)
+    webhook.up.set()
+    time.sleep(0.3)
+    assert run_cli("once", "-c", config).exit_code == 0
+    assert webhook.received == []  # not after 0.2 s, as a passing failure would be
+    assert "1 owed" in run_cli("once", "-c", config).output
+
+
+def test_at_most_twenty_alerts_go_to_a_target_in_one_cycle(
+    hooked: Path, market: Market, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    for i in range(25):
+        market.add_job(title=f"Burst {i}")
+    first = run_cli("once", "-c", hooked)
+    assert len(webhook.received) == 20 and "5 owed" in first.output
+    run_cli("once", "-c", hooked)
+    assert len(webhook.received) == 25
+
+
+def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
+    market: Market, write_config: WriteConfig, standin: StandInServer, state_dir: Path
+) -> None:
+    from alertd.deliver import Outcome
+    from alertd.pipeline import make_client, run_once
+    from alertd.plan import HOLD_BOUND
+    from alertd.store import Store
+
+    config = load_config(write_config("searches:\n  - name: all\n"))
+    sent: list[str] = []
+    up = [False]
+
+    def record(target: object, title: str, body: str) -> Outcome:
+        if not up[0]:
+            return Outcome(False, "down")
+        sent.append(title)
+        return Outcome(True)
+
+    def cycle(at: datetime) -> None:
+        with Store.open(state_dir) as store, make_client(config) as client:
+            run_once(config, client, store, record, clock=lambda: at)
+
+    start = datetime.now(UTC)
+    cycle(start)
+    job = market.add_job(title="Edited, then unreadable")
+    cycle(start)  # owed; the target is down
+    market.update_job(job["id"], summary="edited")  # held until the job is read again...
+    standin.add_fault(Fault("status", status=503, path=f"/jobs/{job['id']}", count=1000))
+    up[0] = True
+    for minutes in (2, 5, 9, 11.9):  # ... which keeps failing; held from minute 2 on
+        cycle(start + timedelta(minutes=minutes))
+        assert sent == [], minutes
+    cycle(start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
+    assert sent == ["New OpenTrain job: Edited, then unreadable"]

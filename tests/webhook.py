@@ -21,13 +21,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.attempts += 1
             if accepted:
                 self.server.received.append(json.loads(body or b"{}"))
-        self.send_response(200 if accepted else 503)
+        self.send_response(200 if accepted else self.server.down_status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
 
 class WebhookCollector(ThreadingHTTPServer):
-    """Accepts posts while ``up`` is set, answers 503 otherwise; keeps what it accepted."""
+    """Accepts posts while ``up`` is set, answers ``down_status`` (503) otherwise; keeps
+    what it accepted."""
 
     daemon_threads = True
 
@@ -36,6 +37,7 @@ class WebhookCollector(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.up = threading.Event()
         self.up.set()
+        self.down_status = 503
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
         threading.Thread(
