@@ -354,3 +354,28 @@ def test_priming_many_new_searches_does_not_delay_alerts_of_primed_ones(
     assert 0 < len(first.primed) < 150
     settle(config, fast_standin, send)
     assert send.sent == [("all", "x1")]
+
+
+def test_the_full_refresh_heals_a_change_the_feed_never_showed(
+    market: Market, fast_standin: StandInServer, tmp_path: Path
+) -> None:
+    from alertd.market import make_job
+
+    searches = {"audio": {"category": "Audio Annotation"}, "rlhf": {"category": "RLHF"}}
+    config = community_config(tmp_path, fast_standin.url, searches, poll="1m")
+    path = Path(config.source)
+    path.write_text(path.read_text() + "refresh_interval: 2m\n")
+    config = load_config(path)
+    send = Recorder()
+    cycle(config, fast_standin, send)
+    with market.lock:  # a job the change feed never mentions
+        job = make_job(market.clock(), id="m1", title="m1 missed", category="Audio Annotation")
+        market.jobs["m1"] = job
+    assert cycle(config, fast_standin, send).requests == 1  # the feed is quiet; not due yet
+    path.write_text(path.read_text().replace("refresh_interval: 2m", "refresh_interval: 1s"))
+    config = load_config(path)
+    time.sleep(1.1)  # every query is now a refresh interval old
+    healed = cycle(config, fast_standin, send)
+    assert send.sent == [("audio", "m1")] and healed.asked == 2
+    cycle(config, fast_standin, send)
+    assert send.sent == [("audio", "m1")]  # silent for what it already knows
