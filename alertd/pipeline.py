@@ -136,6 +136,7 @@ class Cycle:
         self.asked: set[str] = set()
         # What this config file reads and asks is its own, even in a shared state directory.
         self.owner = config.owner or config.source
+        store.adopt((s.name for s in config.searches), self.owner)  # a moved config file
         self.primed = {s.name for s in config.searches if self.is_primed(s)}
 
     def can_ask(self) -> bool:

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -69,6 +69,7 @@ FILES = ("done", "outbox", "searches", "queries", "feed")
 STATE_FILES = tuple(f"{name}.json" for name in FILES)
 
 Key = tuple[str, str]
+T = TypeVar("T")
 
 
 def _is_tables(data: object) -> bool:
@@ -238,6 +239,13 @@ def _search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
         # Interned: searches sharing a query hold the same ids, once in memory.
         seen={sys.intern(str(i)) for i in doc.get("seen") or ()},
     )
+
+
+def _move(table: dict[str, T], old: str, new: str) -> None:
+    """``table[old]`` becomes ``table[new]``, unless ``new`` has its own already."""
+    value = table.pop(old, None)
+    if value is not None and new not in table:
+        table[new] = value
 
 
 class Store:
@@ -410,7 +418,11 @@ class Store:
             self.done[row.key] = row
         for doc in self._table("outbox", "rows").all():
             row = _row_from_doc(doc, epoch)
-            if row.key not in self.done:  # a crash between writing done.json and outbox.json
+            done = self.done.get(row.key)
+            # A row in both files: a crash between writing done.json and outbox.json. The
+            # newer one wins (a withdrawn job may have been owed again since).
+            if done is None or row.created_at > (done.done_at or done.created_at):
+                self.done.pop(row.key, None)
                 self.owed[row.key] = row
         self._replay_journal()
 
@@ -467,8 +479,6 @@ class Store:
         epoch = parse_time("1970-01-01T00:00:00Z")
         assert epoch is not None
         until = parse_time(meta[0].get("changes_until")) if meta else None
-        if until is not None:
-            self.positions[""] = until  # 0.1 read the feed for every config alike
         seen = {
             str(doc["search"]): {str(i) for i in doc.get("ids") or ()}
             for doc in (data.get("seen") or {}).values()
@@ -484,6 +494,9 @@ class Store:
                 primed=bool(doc.get("primed")),
                 seen=seen.get(name, set()),
             )
+        if until is not None:  # 0.1 read the feed once for every config in the directory
+            for owner in {s.owner for s in self.searches.values()} or {""}:
+                self.positions[owner] = until
         for doc in (data.get("outbox") or {}).values():
             self._migrate_row(doc, epoch)
         self._dirty.update(FILES)
@@ -674,7 +687,8 @@ class Store:
             return  # once per job per target
         row = self.owed.get(key)
         if row is None:  # new, or withdrawn earlier and matched again (the job reopened)
-            self.done.pop(key, None)
+            if self.done.pop(key, None) is not None:
+                self._dirty.add("done")  # written before the outbox: see ``commit``
             self.owed[key] = OutboxRow(target, job.id, (search,), DeliveryStatus.PENDING, now, now)
             self.jobs[job.id] = job
             self._unsaved.add(key)
@@ -714,7 +728,27 @@ class Store:
 
     def changes_since(self, owner: str) -> datetime | None:
         """Where the config file ``owner`` last read the change feed up to (its ``until``)."""
-        return self.positions.get(owner) or self.positions.get("")
+        return self.positions.get(owner)
+
+    def adopt(self, names: Iterable[str], owner: str) -> int:
+        """The config file ``owner`` has these searches: any kept under another owner become
+        its own (names are unique in a state directory). An owner whose file is gone (the
+        config was moved or renamed) hands over everything: its other searches (which the
+        new file then forgets, as removed), its feed position, events and queries."""
+        mine = [s for n in names if (s := self.searches.get(n)) is not None and s.owner != owner]
+        moved = {state.owner for state in mine}
+        if not moved:
+            return 0
+        gone = {old for old in moved if not old or not Path(old).exists()}
+        for state in self.searches.values():
+            if state in mine or state.owner in gone:
+                state.owner = owner
+        for old in gone:
+            _move(self.positions, old, owner)
+            _move(self.events, old, owner)
+            _move(self.queries, old, owner)
+        self._dirty.update(("searches", "feed", "queries"))
+        return len(moved)
 
     def set_changes_since(self, owner: str, until: datetime) -> None:
         """Remember the change feed's ``until``, to pass as the next ``since``."""

@@ -58,8 +58,14 @@ def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     return None
 
 
-def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None:
+def _index_lines(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str, done: set[int]
+) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in done:  # an alias: indexed where it was defined (no alias bombs)
+            return
+        done.add(id(node))
     if isinstance(node, yaml.MappingNode):
         keys: set[str] = set()
         for key_node, value_node in node.value:
@@ -74,10 +80,10 @@ def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) 
                 )
             keys.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, source)
+            _index_lines(value_node, child, lines, source, done)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines, source)
+            _index_lines(item, (*loc, index), lines, source, done)
 
 
 # libyaml's loader when PyYAML was built with it: the pure-Python composer takes seconds
@@ -104,7 +110,7 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
         loader.dispose()
     lines: dict[Loc, int] = {}
     if node is not None:
-        _index_lines(node, (), lines, source)
+        _index_lines(node, (), lines, source, set())
     return YamlDoc(source, data, lines)
 
 

@@ -331,3 +331,115 @@ def test_more_changes_at_one_instant_than_the_feed_lists_do_not_stall_it(
         assert {j for _, j in send.sent} >= {"N0", "N1"}, send.sent
     finally:
         server.stop()
+
+
+def test_an_alert_owed_again_after_a_withdrawal_survives_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    market = Market(clock=clock, seed=1)
+    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
+    try:
+        config = cfg(tmp_path, server.url, {"audio": {"category": "Audio Annotation"}})
+        send = Sender()
+        run(config, server.url, send, clock)
+        clock.now += timedelta(minutes=1)
+        market.add_job(id="X", title="X job", category="Audio Annotation")
+        send.up = False
+        clock.now += timedelta(minutes=1)
+        run(config, server.url, send, clock)  # owed, target down
+        clock.now += timedelta(minutes=1)
+        market.close_job("X")
+        run(config, server.url, send, clock)  # withdrawn
+        clock.now += timedelta(hours=2)
+        run(config, server.url, send, clock)  # its seen id is forgotten
+        clock.now += timedelta(minutes=1)
+        market.update_job("X", status="OPEN")  # reopened; the target is still down
+        for _ in range(3):  # each run() is a restart
+            clock.now += timedelta(minutes=5)
+            run(config, server.url, send, clock)
+        send.up = True
+        for _ in range(3):
+            clock.now += timedelta(hours=2)
+            run(config, server.url, send, clock)
+        assert send.sent == [("audio", "X")]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("crash_after", range(6))
+def test_owing_again_after_a_withdrawal_is_safe_at_every_crash_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_after: int
+) -> None:
+    import alertd.store
+    from alertd.models import Job
+
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path / 'state'}\nchannels:\n  t: json://127.0.0.1:9/t\n"
+        "searches:\n  - name: s\n    category: RLHF\n    notify: [t]\n"
+    )
+    config = load_config(path)
+    search, now, job = config.searches[0], datetime.now(UTC), Job(id="J", title="J")
+    with Store.open(config.state_dir) as store:
+        store.mark_primed(search, now)
+        store.record_matches(search, [job], now)
+        store.withdraw(["J"], "closed", now)
+    with Store.open(config.state_dir) as store:
+        store.forget_seen(["J"])  # closed for longer than the edge cache: forgotten
+    real = alertd.store.write_atomically
+    writes = [0]
+
+    def killed(target: Path, text: str) -> None:
+        if writes[0] == crash_after:
+            raise SystemExit("kill -9")
+        writes[0] += 1
+        real(target, text)
+
+    store = Store.open(config.state_dir)
+    store.record_matches(search, [job], now + timedelta(hours=2))  # reopened: owed again
+    monkeypatch.setattr(alertd.store, "write_atomically", killed)
+    with pytest.raises(SystemExit):
+        store.commit()
+        raise SystemExit("all written")
+    assert store.lock is not None
+    store.lock.close()
+    monkeypatch.setattr(alertd.store, "write_atomically", real)
+    with Store.open(config.state_dir) as again:  # owed, or to be found again: never lost
+        assert ("channel:t", "J") in again.owed or "J" not in again.seen_ids("s")
+
+
+def test_a_moved_config_file_keeps_its_searches_and_forgets_a_removed_one(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    market = Market(clock=clock, seed=1)
+    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
+    try:
+        both = {"audio": {"category": "Audio Annotation"}, "text": {"category": "Text Annotation"}}
+        (tmp_path / "old").mkdir()
+        (tmp_path / "new").mkdir()
+        old = cfg(tmp_path / "old", server.url, both)
+        state = old.state_dir
+        send = Sender()
+        run(old, server.url, send, clock)
+
+        def moved(searches: dict[str, dict[str, str]]) -> Config:
+            config = cfg(tmp_path / "new", server.url, searches)
+            path = Path(config.source)
+            path.write_text(path.read_text().replace(str(tmp_path / "new" / "state"), str(state)))
+            return load_config(path)
+
+        Path(old.source).unlink()  # e.g. /etc/alertd.yaml → /etc/alertd/alerts.yaml
+        new = moved({"audio": both["audio"]})
+        clock.now += timedelta(minutes=5)
+        quiet = run(new, server.url, send, clock)
+        assert quiet.requests == 1  # its feed position came along
+        market.add_job(id="T", title="T job", category="Text Annotation")  # 'text' is gone
+        clock.now += timedelta(minutes=5)
+        run(new, server.url, send, clock)
+        new = moved(both)  # added back: silent, like any new search
+        for _ in range(2):
+            clock.now += timedelta(minutes=5)
+            run(new, server.url, send, clock)
+        assert send.sent == []
+    finally:
+        server.stop()
