@@ -178,3 +178,13 @@ def test_example_config_validates(monkeypatch: pytest.MonkeyPatch, run_cli: RunC
     result = run_cli("validate", "--config", example)
     assert result.exit_code == 0, result.output
     assert "is valid" in result.output
+
+
+def test_an_alias_bomb_is_indexed_once_not_expanded() -> None:
+    from alertd.yamlsource import parse_yaml
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x]"]
+    for i in range(1, 6):
+        levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 8) + "]")
+    doc = parse_yaml("\n".join(levels) + "\n", "bomb.yaml")
+    assert len(doc.lines) < 200  # 8**5 paths if every alias were walked
