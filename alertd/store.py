@@ -225,8 +225,26 @@ def _search_doc(state: SearchState) -> dict[str, Any]:
         "owner": state.owner,
         "since": format_time(state.since),
         "primed": state.primed,
-        "seen": sorted(state.seen),
+        "seen": _pack_ids(state.seen),
     }
+
+
+def _pack_ids(ids: set[str]) -> str | list[str]:
+    """Seen ids as one space-separated string: loading a list of 500,000 strings costs
+    several times the memory of the ids themselves. A list when an id has white space."""
+    ordered = sorted(ids)
+    if any(len(i.split()) != 1 for i in ordered):
+        return ordered
+    return " ".join(ordered)
+
+
+def _unpack_ids(value: object) -> set[str]:
+    """The seen ids ``_pack_ids`` wrote (or a plain list), interned: searches sharing a
+    query hold the same ids, once in memory."""
+    items: Iterable[object] = value.split() if isinstance(value, str) else ()
+    if isinstance(value, list):
+        items = value
+    return {sys.intern(str(i)) for i in items}
 
 
 def _search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
@@ -236,8 +254,7 @@ def _search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
         owner=str(doc.get("owner") or ""),
         since=_time(doc.get("since"), epoch),
         primed=bool(doc.get("primed")),
-        # Interned: searches sharing a query hold the same ids, once in memory.
-        seen={sys.intern(str(i)) for i in doc.get("seen") or ()},
+        seen=_unpack_ids(doc.get("seen")),
     )
 
 

@@ -161,3 +161,13 @@ def test_a_state_from_alertd_0_1_is_migrated_losing_and_repeating_nothing(
     again = run_cli("once", "-c", config)
     assert again.exit_code == 0, again.output
     assert len(webhook.received) == 4
+
+
+def test_seen_ids_round_trip_whatever_their_characters(tmp_path: Path) -> None:
+    odd = SavedSearch(name="odd", targets=(HOOK,))
+    with Store.open(tmp_path) as store:
+        store.prime(SEARCH, ["a", "b"], NOW)
+        store.prime(odd, ["with space", "tab\there", "x"], NOW)
+    with Store.open(tmp_path) as store:
+        assert store.seen_ids("all") == {"a", "b"}
+        assert store.seen_ids("odd") == {"with space", "tab\there", "x"}
