@@ -369,7 +369,7 @@ def test_an_alert_owed_again_after_a_withdrawal_survives_a_restart(tmp_path: Pat
 def test_owing_again_after_a_withdrawal_is_safe_at_every_crash_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_after: int
 ) -> None:
-    import alertd.store
+    import alertd.store.files
     from alertd.models import Job
 
     path = tmp_path / "alerts.yaml"
@@ -385,7 +385,7 @@ def test_owing_again_after_a_withdrawal_is_safe_at_every_crash_point(
         store.withdraw(["J"], "closed", now)
     with Store.open(config.state_dir) as store:
         store.forget_seen(["J"])  # closed for longer than the edge cache: forgotten
-    real = alertd.store.write_atomically
+    real = alertd.store.files.write_atomically
     writes = [0]
 
     def killed(target: Path, text: str) -> None:
@@ -396,13 +396,13 @@ def test_owing_again_after_a_withdrawal_is_safe_at_every_crash_point(
 
     store = Store.open(config.state_dir)
     store.record_matches(search, [job], now + timedelta(hours=2))  # reopened: owed again
-    monkeypatch.setattr(alertd.store, "write_atomically", killed)
+    monkeypatch.setattr(alertd.store.files, "write_atomically", killed)
     with pytest.raises(SystemExit):
         store.commit()
         raise SystemExit("all written")
     assert store.lock is not None
     store.lock.close()
-    monkeypatch.setattr(alertd.store, "write_atomically", real)
+    monkeypatch.setattr(alertd.store.files, "write_atomically", real)
     with Store.open(config.state_dir) as again:  # owed, or to be found again: never lost
         assert ("channel:t", "J") in again.owed or "J" not in again.seen_ids("s")
 

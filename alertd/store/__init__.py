@@ -1,4 +1,4 @@
-"""What alertd remembers: the only module that imports tinydb.
+"""What alertd remembers: the only package that imports tinydb.
 
 The state lives in the state directory as a few TinyDB files, split by how often they
 change, so that what a write costs follows the change and not the size of the state:
@@ -31,8 +31,6 @@ import fcntl
 import json
 import logging
 import os
-import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -40,7 +38,6 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from tinydb import TinyDB
-from tinydb.storages import Storage
 
 from alertd.errors import StoreError
 from alertd.models import (
@@ -56,206 +53,27 @@ from alertd.models import (
     format_time,
     parse_time,
 )
+from alertd.store.files import (
+    BufferedJSONStorage,
+    iso,
+    row_doc,
+    row_from_doc,
+    search_doc,
+    search_from_doc,
+    time_or,
+)
+from alertd.store.legacy import LEGACY_FILE, migrate_legacy
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 LOCK_FILE = "alertd.lock"
 JOURNAL_FILE = "journal.jsonl"
-LEGACY_FILE = "alertd.json"  # alertd 0.1's single file, migrated on first open
 # Written in this order by ``commit``: see the module docstring for why.
 FILES = ("done", "outbox", "searches", "queries", "feed")
-# The state files a person may need to move aside (named in errors).
-STATE_FILES = tuple(f"{name}.json" for name in FILES)
 
 Key = tuple[str, str]
 T = TypeVar("T")
-
-
-def _is_tables(data: object) -> bool:
-    """True for TinyDB's shape: tables of documents, each a JSON object."""
-    return isinstance(data, dict) and all(
-        isinstance(table, dict) and all(isinstance(doc, dict) for doc in table.values())
-        for table in data.values()
-    )
-
-
-def read_json_file(path: Path) -> dict[str, Any] | None:
-    """A state file's tables; None when it does not exist or is empty."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StoreError(f"cannot read state file {path}: {exc.strerror or exc}") from exc
-    if not text.strip():
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StoreError(
-            f"state file {path} is not valid JSON ({exc}); "
-            "move it aside to start with an empty state"
-        ) from exc
-    if not _is_tables(data):
-        raise StoreError(
-            f"state file {path} is JSON but not an alertd state; "
-            "move it aside to start with an empty state"
-        )
-    return dict(data)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=".alertd-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-class BufferedJSONStorage(Storage):
-    """TinyDB storage that keeps its document in memory until ``flush`` writes it.
-
-    TinyDB rewrites its whole document on every change; buffering lets the store make
-    many changes and write each file once per step. ``bytes_written`` counts what
-    ``flush`` wrote (the benchmark reads it).
-    """
-
-    def __init__(self, path: str, *, read_only: bool = False) -> None:
-        self.path = Path(path)
-        self.read_only = read_only
-        self._data: dict[str, Any] | None = None
-        self._loaded = False
-        self.dirty = False
-        self.bytes_written = 0
-        self.writes = 0
-
-    def read(self) -> dict[str, Any] | None:
-        if not self._loaded:
-            self._data = read_json_file(self.path)
-            self._loaded = True
-        return self._data
-
-    def write(self, data: dict[str, Any]) -> None:
-        self._data = data
-        self._loaded = True
-        self.dirty = True
-
-    def flush(self) -> None:
-        """Write the document if it changed (never, for a read-only copy)."""
-        if not self.dirty or self.read_only:
-            self.dirty = False
-            return
-        text = json.dumps(self._data or {}, separators=(",", ":"), sort_keys=True)
-        write_atomically(self.path, text)
-        self.dirty = False
-        self.bytes_written += len(text.encode())
-        self.writes += 1
-
-    def release(self) -> None:
-        """Forget the parsed document once the store holds it as typed rows (memory)."""
-        if not self.dirty:
-            self._data = {}
-            self._loaded = True
-
-    def close(self) -> None:
-        pass
-
-
-# -- the JSON shape of each row: only this module knows it ------------------
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else format_time(moment)
-
-
-def _time(value: object, default: datetime) -> datetime:
-    return parse_time(value) or default
-
-
-def _row_doc(row: OutboxRow) -> dict[str, Any]:
-    return {
-        "target": row.target,
-        "job_id": row.job_id,
-        "searches": list(row.searches),
-        "status": row.status.value,
-        "created_at": format_time(row.created_at),
-        "next_attempt_at": format_time(row.next_attempt_at),
-        "attempts": row.attempts,
-        "last_error": row.last_error,
-        "held_since": _iso(row.held_since),
-        "done_at": _iso(row.done_at),
-        "title": row.title,
-    }
-
-
-def _row_from_doc(doc: Mapping[str, Any], epoch: datetime) -> OutboxRow:
-    created = _time(doc.get("created_at"), epoch)
-    return OutboxRow(
-        target=str(doc["target"]),
-        job_id=str(doc["job_id"]),
-        searches=tuple(str(s) for s in doc.get("searches") or ()),
-        status=DeliveryStatus(doc.get("status", DeliveryStatus.PENDING.value)),
-        created_at=created,
-        next_attempt_at=_time(doc.get("next_attempt_at"), created),
-        attempts=int(doc.get("attempts") or 0),
-        last_error=doc.get("last_error"),
-        held_since=parse_time(doc.get("held_since")),
-        done_at=parse_time(doc.get("done_at")),
-        title=doc.get("title"),
-    )
-
-
-def _search_doc(state: SearchState) -> dict[str, Any]:
-    return {
-        "name": state.name,
-        "fingerprint": state.fingerprint,
-        "owner": state.owner,
-        "since": format_time(state.since),
-        "primed": state.primed,
-        "seen": _pack_ids(state.seen),
-    }
-
-
-def _pack_ids(ids: set[str]) -> str | list[str]:
-    """Seen ids as one space-separated string: loading a list of 500,000 strings costs
-    several times the memory of the ids themselves. A list when an id has white space."""
-    ordered = sorted(ids)
-    if any(len(i.split()) != 1 for i in ordered):
-        return ordered
-    return " ".join(ordered)
-
-
-def _unpack_ids(value: object) -> set[str]:
-    """The seen ids ``_pack_ids`` wrote (or a plain list), interned: searches sharing a
-    query hold the same ids, once in memory."""
-    items: Iterable[object] = value.split() if isinstance(value, str) else ()
-    if isinstance(value, list):
-        items = value
-    return {sys.intern(str(i)) for i in items}
-
-
-def _search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
-    return SearchState(
-        name=str(doc["name"]),
-        fingerprint=str(doc.get("fingerprint", "")),
-        owner=str(doc.get("owner") or ""),
-        since=_time(doc.get("since"), epoch),
-        primed=bool(doc.get("primed")),
-        seen=_unpack_ids(doc.get("seen")),
-    )
 
 
 def _move(table: dict[str, T], old: str, new: str) -> None:
@@ -394,7 +212,7 @@ class Store:
     def _load(self) -> None:
         legacy = self.state_dir / LEGACY_FILE
         if self._storage("feed").read() is None and legacy.exists():
-            self._migrate(legacy)
+            migrate_legacy(self, legacy)
             return
         epoch = parse_time("1970-01-01T00:00:00Z")
         assert epoch is not None
@@ -413,28 +231,28 @@ class Store:
             if until is not None:
                 self.positions[str(doc.get("owner") or "")] = until
         for doc in self._table("feed", "events").all():
-            at = _time(doc.get("at"), epoch)
+            at = time_or(doc.get("at"), epoch)
             event = Event(
-                str(doc["job_id"]), str(doc.get("kind")), at, _time(doc.get("noticed"), at)
+                str(doc["job_id"]), str(doc.get("kind")), at, time_or(doc.get("noticed"), at)
             )
             self.events.setdefault(str(doc.get("owner") or ""), {})[event.job_id] = event
         for doc in self._table("feed", "closed").all():
-            self.closed[str(doc["job_id"])] = _time(doc.get("at"), epoch)
+            self.closed[str(doc["job_id"])] = time_or(doc.get("at"), epoch)
         for doc in self._table("queries", "queries").all():
             self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = QueryState(
                 parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since"))
             )
         for doc in self._table("searches", "searches").all():
-            state = _search_from_doc(doc, epoch)
+            state = search_from_doc(doc, epoch)
             self.searches[state.name] = state
         for doc in self._table("outbox", "jobs").all():
             job = Job.from_record(doc)
             self.jobs[job.id] = job
         for doc in self._table("done", "rows").all():
-            row = _row_from_doc(doc, epoch)
+            row = row_from_doc(doc, epoch)
             self.done[row.key] = row
         for doc in self._table("outbox", "rows").all():
-            row = _row_from_doc(doc, epoch)
+            row = row_from_doc(doc, epoch)
             done = self.done.get(row.key)
             # A row in both files: a crash between writing done.json and outbox.json. The
             # newer one wins (a withdrawn job may have been owed again since).
@@ -479,78 +297,6 @@ class Store:
             )
         self._dirty.add("outbox")
 
-    def _migrate(self, legacy: Path) -> None:
-        """Turn alertd 0.1's ``alertd.json`` into this layout, losing and repeating nothing.
-
-        The new files are written first and the old file renamed last, so a crash during
-        the migration just runs it again at the next start.
-        """
-        data = read_json_file(legacy) or {}
-        meta = list((data.get("meta") or {}).values())
-        version = meta[0].get("schema_version") if meta else 1
-        if version != 1:
-            raise StoreError(
-                f"state file {legacy} has schema version {version}, this alertd migrates "
-                "version 1; run the alertd version that wrote it"
-            )
-        epoch = parse_time("1970-01-01T00:00:00Z")
-        assert epoch is not None
-        until = parse_time(meta[0].get("changes_until")) if meta else None
-        seen = {
-            str(doc["search"]): {str(i) for i in doc.get("ids") or ()}
-            for doc in (data.get("seen") or {}).values()
-        }
-        for doc in (data.get("searches") or {}).values():
-            name = str(doc["name"])
-            since = parse_time(doc.get("priming_since")) or parse_time(doc.get("primed_at"))
-            self.searches[name] = SearchState(
-                name=name,
-                fingerprint=str(doc.get("fingerprint", "")),
-                owner=str(doc.get("config") or ""),
-                since=since or epoch,
-                primed=bool(doc.get("primed")),
-                seen=seen.get(name, set()),
-            )
-        if until is not None:  # 0.1 read the feed once for every config in the directory
-            for owner in {s.owner for s in self.searches.values()} or {""}:
-                self.positions[owner] = until
-        for doc in (data.get("outbox") or {}).values():
-            self._migrate_row(doc, epoch)
-        self._dirty.update(FILES)
-        self.commit()
-        os.replace(legacy, legacy.with_name(LEGACY_FILE + ".migrated"))
-        log.info(
-            "state migrated to the new layout: %d searches, %d owed, %d delivered; "
-            "the old file is kept as %s.migrated",
-            len(self.searches),
-            len(self.owed),
-            len(self.done),
-            LEGACY_FILE,
-        )
-
-    def _migrate_row(self, doc: Mapping[str, Any], epoch: datetime) -> None:
-        status = str(doc.get("status"))
-        job = doc.get("job")
-        record: Mapping[str, Any] = job if isinstance(job, dict) else {"id": doc["job_id"]}
-        base = _row_from_doc(
-            {**doc, "status": DeliveryStatus.PENDING.value, "title": record.get("title")}, epoch
-        )
-        if status in (DeliveryStatus.SENT, DeliveryStatus.WITHDRAWN):
-            done_at = parse_time(doc.get("sent_at")) or parse_time(doc.get("withdrawn_at"))
-            self.done[base.key] = replace(
-                base, status=DeliveryStatus(status), done_at=done_at or base.created_at
-            )
-            return
-        self.jobs[base.job_id] = Job.from_record(record)
-        held = parse_time(doc.get("check_after"))
-        if held is not None:  # held for a closure check: read the job again before sending
-            since = parse_time(doc.get("held_since")) or held
-            base = replace(base, status=DeliveryStatus.HELD, held_since=since)
-            event = Event(base.job_id, "UPDATED", held, since)
-            first = self.searches.get(base.searches[0]) if base.searches else None
-            self.events.setdefault(first.owner if first else "", {})[base.job_id] = event
-        self.owed[base.key] = base
-
     # -- writing ---------------------------------------------------------------
 
     def commit(self) -> None:
@@ -572,6 +318,11 @@ class Store:
             with self._writing(self.journal_path):
                 os.truncate(self.journal_path, 0)
             self._journal_lines = 0
+
+    def rewrite(self) -> None:
+        """Write every file, changed or not (a migrated state)."""
+        self._dirty.update(FILES)
+        self.commit()
 
     def _serialize(self, name: str) -> None:
         tables: dict[str, list[dict[str, Any]]]
@@ -601,22 +352,22 @@ class Store:
                     {
                         "owner": owner,
                         "key": k,
-                        "fetched_at": _iso(q.fetched_at),
-                        "owed_since": _iso(q.owed_since),
+                        "fetched_at": iso(q.fetched_at),
+                        "owed_since": iso(q.owed_since),
                     }
                     for owner, queries in self.queries.items()
                     for k, q in queries.items()
                 ]
             }
         elif name == "searches":
-            tables = {"searches": [_search_doc(s) for s in self.searches.values()]}
+            tables = {"searches": [search_doc(s) for s in self.searches.values()]}
         elif name == "outbox":
             tables = {
-                "rows": [_row_doc(r) for r in self.owed.values()],
+                "rows": [row_doc(r) for r in self.owed.values()],
                 "jobs": [self.jobs[j].to_record() for j in self._owed_job_ids() if j in self.jobs],
             }
         else:
-            tables = {"rows": [_row_doc(r) for r in self.done.values()]}
+            tables = {"rows": [row_doc(r) for r in self.done.values()]}
         db = self.dbs[name]
         db.drop_tables()
         for table, docs in tables.items():

@@ -1,0 +1,216 @@
+"""The state files: TinyDB's storage for them, atomic writes, and each row's JSON shape.
+
+Only the ``store`` package reads or writes these files, and only this module knows what
+a row looks like on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tinydb.storages import Storage
+
+from alertd.errors import StoreError
+from alertd.models import (
+    DeliveryStatus,
+    OutboxRow,
+    SearchState,
+    format_time,
+    parse_time,
+)
+
+EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+def _is_tables(data: object) -> bool:
+    """True for TinyDB's shape: tables of documents, each a JSON object."""
+    return isinstance(data, dict) and all(
+        isinstance(table, dict) and all(isinstance(doc, dict) for doc in table.values())
+        for table in data.values()
+    )
+
+
+def read_json_file(path: Path) -> dict[str, Any] | None:
+    """A state file's tables; None when it does not exist or is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read state file {path}: {exc.strerror or exc}") from exc
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoreError(
+            f"state file {path} is not valid JSON ({exc}); "
+            "move it aside to start with an empty state"
+        ) from exc
+    if not _is_tables(data):
+        raise StoreError(
+            f"state file {path} is JSON but not an alertd state; "
+            "move it aside to start with an empty state"
+        )
+    return dict(data)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
+    fd, tmp = tempfile.mkstemp(prefix=".alertd-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class BufferedJSONStorage(Storage):
+    """TinyDB storage that keeps its document in memory until ``flush`` writes it.
+
+    TinyDB rewrites its whole document on every change; buffering lets the store make
+    many changes and write each file once per step. ``bytes_written`` counts what
+    ``flush`` wrote (the benchmark reads it).
+    """
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._data: dict[str, Any] | None = None
+        self._loaded = False
+        self.dirty = False
+        self.bytes_written = 0
+        self.writes = 0
+
+    def read(self) -> dict[str, Any] | None:
+        if not self._loaded:
+            self._data = read_json_file(self.path)
+            self._loaded = True
+        return self._data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._loaded = True
+        self.dirty = True
+
+    def flush(self) -> None:
+        """Write the document if it changed (never, for a read-only copy)."""
+        if not self.dirty or self.read_only:
+            self.dirty = False
+            return
+        text = json.dumps(self._data or {}, separators=(",", ":"), sort_keys=True)
+        write_atomically(self.path, text)
+        self.dirty = False
+        self.bytes_written += len(text.encode())
+        self.writes += 1
+
+    def release(self) -> None:
+        """Forget the parsed document once the store holds it as typed rows (memory)."""
+        if not self.dirty:
+            self._data = {}
+            self._loaded = True
+
+    def close(self) -> None:
+        pass
+
+
+# -- the JSON shape of each row: only this module knows it ------------------
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def time_or(value: object, default: datetime) -> datetime:
+    return parse_time(value) or default
+
+
+def row_doc(row: OutboxRow) -> dict[str, Any]:
+    return {
+        "target": row.target,
+        "job_id": row.job_id,
+        "searches": list(row.searches),
+        "status": row.status.value,
+        "created_at": format_time(row.created_at),
+        "next_attempt_at": format_time(row.next_attempt_at),
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "held_since": iso(row.held_since),
+        "done_at": iso(row.done_at),
+        "title": row.title,
+    }
+
+
+def row_from_doc(doc: Mapping[str, Any], epoch: datetime) -> OutboxRow:
+    created = time_or(doc.get("created_at"), epoch)
+    return OutboxRow(
+        target=str(doc["target"]),
+        job_id=str(doc["job_id"]),
+        searches=tuple(str(s) for s in doc.get("searches") or ()),
+        status=DeliveryStatus(doc.get("status", DeliveryStatus.PENDING.value)),
+        created_at=created,
+        next_attempt_at=time_or(doc.get("next_attempt_at"), created),
+        attempts=int(doc.get("attempts") or 0),
+        last_error=doc.get("last_error"),
+        held_since=parse_time(doc.get("held_since")),
+        done_at=parse_time(doc.get("done_at")),
+        title=doc.get("title"),
+    )
+
+
+def search_doc(state: SearchState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "fingerprint": state.fingerprint,
+        "owner": state.owner,
+        "since": format_time(state.since),
+        "primed": state.primed,
+        "seen": pack_ids(state.seen),
+    }
+
+
+def pack_ids(ids: set[str]) -> str | list[str]:
+    """Seen ids as one space-separated string: loading a list of 500,000 strings costs
+    several times the memory of the ids themselves. A list when an id has white space."""
+    ordered = sorted(ids)
+    if any(len(i.split()) != 1 for i in ordered):
+        return ordered
+    return " ".join(ordered)
+
+
+def unpack_ids(value: object) -> set[str]:
+    """The seen ids ``_pack_ids`` wrote (or a plain list), interned: searches sharing a
+    query hold the same ids, once in memory."""
+    items: Iterable[object] = value.split() if isinstance(value, str) else ()
+    if isinstance(value, list):
+        items = value
+    return {sys.intern(str(i)) for i in items}
+
+
+def search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
+    return SearchState(
+        name=str(doc["name"]),
+        fingerprint=str(doc.get("fingerprint", "")),
+        owner=str(doc.get("owner") or ""),
+        since=time_or(doc.get("since"), epoch),
+        primed=bool(doc.get("primed")),
+        seen=unpack_ids(doc.get("seen")),
+    )
