@@ -96,37 +96,6 @@ def test_a_tight_budget_still_goes_round_every_owed_query(tmp_path: Path) -> Non
         server.stop()
 
 
-def test_a_job_withdrawn_and_reopened_later_is_sent_after_all(tmp_path: Path) -> None:
-    clock = Clock()
-    market = Market(clock=clock, seed=1)
-    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
-    try:
-        config = cfg(tmp_path, server.url, {"audio": {"category": "Audio Annotation"}})
-        send = Sender()
-        run(config, server.url, send, clock)  # prime
-        clock.now += timedelta(minutes=1)
-        market.add_job(id="X", title="X job", category="Audio Annotation")
-        send.up = False
-        clock.now += timedelta(minutes=1)
-        _log(run(config, server.url, send, clock).summary())  # owed, target down
-        clock.now += timedelta(minutes=1)
-        market.close_job("X")
-        _log(run(config, server.url, send, clock).summary())  # withdrawn
-        send.up = True
-        clock.now += timedelta(hours=2)  # past the 65-min horizon: seen id forgotten
-        _log(run(config, server.url, send, clock).summary())
-        clock.now += timedelta(minutes=1)
-        market.update_job("X", status="OPEN")  # reopened, 2 h later
-        for _ in range(3):
-            clock.now += timedelta(minutes=5)
-            _log(run(config, server.url, send, clock).summary())
-        clock.now += timedelta(hours=7)  # and a full refresh
-        _log(run(config, server.url, send, clock).summary())
-        assert ("audio", "X") in send.sent, send.sent
-    finally:
-        server.stop()
-
-
 def test_a_404_that_does_not_say_closed_does_not_withdraw_an_alert(tmp_path: Path) -> None:
     clock = Clock()
     market = Market(clock=clock, seed=1)

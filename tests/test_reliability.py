@@ -10,11 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.match import is_open
 from alertd.models import Job, format_time
-from alertd.settings import load_config
+from alertd.pipeline import make_client, run_once
+from alertd.plan import HOLD_BOUND
+from alertd.settings import Config, load_config
 from alertd.standin import Fault, StandInServer
+from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig
 from tests.test_once import alerts_in
 from tests.webhook import WebhookCollector
@@ -36,6 +40,28 @@ def owe_while_down(run_cli: RunCli, config: Path, webhook: WebhookCollector) -> 
     """Run a cycle with the webhook refusing, so what it matched stays owed."""
     webhook.up.clear()
     assert run_cli("once", "-c", config).exit_code == 1
+
+
+class Cycles:
+    """``run_once`` on ``config`` at a moment the test chooses; records what it sends.
+
+    While ``up`` is False every send fails, as a target that is down.
+    """
+
+    def __init__(self, config: Config, state_dir: Path) -> None:
+        self.config, self.state_dir = config, state_dir
+        self.sent: list[str] = []
+        self.up = True
+
+    def send(self, target: object, title: str, body: str) -> Outcome:
+        if not self.up:
+            return Outcome(False, "down")
+        self.sent.append(title)
+        return Outcome(True)
+
+    def at(self, moment: datetime) -> None:
+        with Store.open(self.state_dir) as store, make_client(self.config) as client:
+            run_once(self.config, client, store, self.send, clock=lambda: moment)
 
 
 @pytest.fixture
@@ -143,7 +169,6 @@ def test_secret_from_the_environment_never_shows_in_a_label(
 def test_status_and_dry_run_work_beside_a_running_daemon(
     market: Market, write_config: WriteConfig, run_cli: RunCli, state_dir: Path
 ) -> None:
-    from alertd.store import Store
 
     config = write_config("searches:\n  - name: all\n")
     run_cli("once", "-c", config)
@@ -347,10 +372,6 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
 ) -> None:
     import threading
 
-    from alertd.deliver import Outcome
-    from alertd.pipeline import make_client, run_once
-    from alertd.store import Store
-
     config = load_config(write_config("searches:\n  - name: all\n"))
     sent: list[str] = []
 
@@ -418,7 +439,7 @@ def test_many_edited_jobs_are_all_checked_before_any_closed_one_is_sent(
 
 def test_an_answer_shows_an_edit_by_its_updated_at_with_a_second_of_slack() -> None:
     from alertd.models import Event
-    from alertd.plan import HOLD_BOUND, is_fresh
+    from alertd.plan import is_fresh
 
     edit = Event("j", "UPDATED", NOW, NOW)
     assert is_fresh(Job(id="j", updated_at=NOW + timedelta(milliseconds=3)), edit, NOW)
@@ -434,32 +455,17 @@ def test_an_answer_shows_an_edit_by_its_updated_at_with_a_second_of_slack() -> N
 def test_a_job_edited_again_and_again_is_held_at_most_the_bound(
     market: Market, write_config: WriteConfig, state_dir: Path
 ) -> None:
-    from alertd.deliver import Outcome
-    from alertd.pipeline import make_client, run_once
-    from alertd.plan import HOLD_BOUND
-    from alertd.store import Store
-
-    config = load_config(write_config("searches:\n  - name: all\n"))
-    sent: list[str] = []
-
-    def record(target: object, title: str, body: str) -> Outcome:
-        sent.append(title)
-        return Outcome(True)
-
-    def cycle(at: datetime) -> None:
-        with Store.open(state_dir) as store, make_client(config) as client:
-            run_once(config, client, store, record, clock=lambda: at)
-
+    cycles = Cycles(load_config(write_config("searches:\n  - name: all\n")), state_dir)
     start = datetime.now(UTC)
-    cycle(start)
+    cycles.at(start)
     raw = market.add_job(title="Edited often")
     for minutes in (0, 4, 8, 9):  # an edit every few minutes; the API never bumps updatedAt
         market.update_job(raw["id"], summary=f"edit {minutes}")
         market.jobs[raw["id"]]["updatedAt"] = "2020-01-01T00:00:00.000Z"
-        cycle(start + timedelta(minutes=minutes))
-        assert sent == [], minutes
-    cycle(start + HOLD_BOUND + timedelta(minutes=1))
-    assert sent == ["New OpenTrain job: Edited often"]
+        cycles.at(start + timedelta(minutes=minutes))
+        assert cycles.sent == [], minutes
+    cycles.at(start + HOLD_BOUND + timedelta(minutes=1))
+    assert cycles.sent == ["New OpenTrain job: Edited often"]
 
 
 @pytest.mark.parametrize("removed_through", ["relative", "absolute"])
@@ -519,34 +525,17 @@ def test_at_most_twenty_alerts_go_to_a_target_in_one_cycle(
 def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
     market: Market, write_config: WriteConfig, standin: StandInServer, state_dir: Path
 ) -> None:
-    from alertd.deliver import Outcome
-    from alertd.pipeline import make_client, run_once
-    from alertd.plan import HOLD_BOUND
-    from alertd.store import Store
-
-    config = load_config(write_config("searches:\n  - name: all\n"))
-    sent: list[str] = []
-    up = [False]
-
-    def record(target: object, title: str, body: str) -> Outcome:
-        if not up[0]:
-            return Outcome(False, "down")
-        sent.append(title)
-        return Outcome(True)
-
-    def cycle(at: datetime) -> None:
-        with Store.open(state_dir) as store, make_client(config) as client:
-            run_once(config, client, store, record, clock=lambda: at)
-
+    cycles = Cycles(load_config(write_config("searches:\n  - name: all\n")), state_dir)
+    cycles.up = False
     start = datetime.now(UTC)
-    cycle(start)
+    cycles.at(start)
     job = market.add_job(title="Edited, then unreadable")
-    cycle(start)  # owed; the target is down
+    cycles.at(start)  # owed; the target is down
     market.update_job(job["id"], summary="edited")  # held until the job is read again...
     standin.add_fault(Fault("status", status=503, path=f"/jobs/{job['id']}", count=1000))
-    up[0] = True
+    cycles.up = True
     for minutes in (2, 5, 9, 11.9):  # ... which keeps failing; held from minute 2 on
-        cycle(start + timedelta(minutes=minutes))
-        assert sent == [], minutes
-    cycle(start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
-    assert sent == ["New OpenTrain job: Edited, then unreadable"]
+        cycles.at(start + timedelta(minutes=minutes))
+        assert cycles.sent == [], minutes
+    cycles.at(start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
+    assert cycles.sent == ["New OpenTrain job: Edited, then unreadable"]
