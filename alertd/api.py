@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +31,11 @@ log = logging.getLogger(__name__)
 
 API_MAX_PER_MINUTE = 120
 PAGE_SIZE = 100
-MAX_PAGES = 200  # 20,000 jobs: far past the marketplace's size; guards a cursor that never ends
+MAX_PAGES = 100  # 10,000 jobs a query: past the marketplace's size; a cursor that never ends
+MAX_RETRY_AFTER = 900.0  # a Retry-After honoured up to 15 minutes; a longer one is this cap
+REQUEST_DEADLINE = 30.0  # seconds for one whole request, headers and body
+MAX_BODY = 10_000_000  # bytes of one decoded (decompressed) answer
+MAX_JOB_ID = 64  # characters; GET /jobs/{id} answers 400 past it
 RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
 MAX_RATE_LIMITED_WAIT = 120.0  # a longer Retry-After fails this search for this cycle instead
 MAX_RATE_LIMITED_TRIES = 6
@@ -148,23 +154,46 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         return None
     text = value.strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None  # "1e999", "nan": not a wait anyone meant; the normal back-off applies
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
-def _error_code(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
+class _BodyError(Exception):
+    """The answer broke a limit while it was being read (too slow, too large)."""
+
+
+# Every httpx error becomes a sentence here, in one place, by class (most specific first):
+# retrying fixes a timeout or a dropped connection; it does not fix a URL httpx refuses.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], str, bool], ...] = (
+    (httpx.TimeoutException, "timed out", True),
+    (httpx.DecodingError, "the body could not be decoded (corrupt compression?)", True),
+    (httpx.TooManyRedirects, "too many redirects", True),
+    (httpx.TransportError, "connection failed", True),
+    (httpx.StreamError, "the answer stream broke", True),
+    (httpx.HTTPError, "the request failed", True),
+    (httpx.InvalidURL, "the URL is not valid (check api_url)", False),
+)
+
+
+def describe_httpx_error(exc: Exception) -> tuple[str, bool]:
+    """(what went wrong, whether retrying can help) for any exception httpx raises."""
+    for kind, text, retryable in _HTTPX_ERRORS:
+        if isinstance(exc, kind):
+            return f"{text} ({type(exc).__name__}: {exc})", retryable
+    return f"{type(exc).__name__}: {exc}", True
+
+
+def _error_code(body: object) -> str | None:
     if isinstance(body, dict):
         if body.get("status") == "closed" and "error" not in body:
             return CLOSED_CODE
@@ -185,7 +214,8 @@ class OpenTrainClient:
         *,
         requests_per_minute: int = 60,
         api_limit: int = API_MAX_PER_MINUTE,
-        timeout: float = 20.0,
+        deadline: float = REQUEST_DEADLINE,
+        max_body: int = MAX_BODY,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -194,9 +224,11 @@ class OpenTrainClient:
         # is set up with another one (benchmarks and tests of many requests).
         self.budget = RateBudget(min(requests_per_minute, api_limit), stop=stop)
         self.retry_delays = tuple(retry_delays)
+        self.deadline = deadline
+        self.max_body = max_body
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
-            timeout=timeout,
+            timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
             headers={"User-Agent": f"alertd/{__version__}", "Accept": "application/json"},
             transport=transport,
         )
@@ -245,28 +277,55 @@ class OpenTrainClient:
     def _attempt(
         self, path: str, params: dict[str, str] | None
     ) -> tuple[dict[str, Any] | str, float | None]:
-        """One request: (json object, None) or (what went wrong, Retry-After seconds or None)."""
+        """One request: (json object, None) or (what went wrong, Retry-After seconds or None).
+
+        The whole request has ``deadline`` seconds and its decoded body ``max_body`` bytes:
+        a server that trickles or sends a compression bomb costs one failed attempt.
+        """
         try:
-            response = self.http.get(path, params=params)
-        except httpx.TimeoutException:
-            return "timed out", None
-        except httpx.TransportError as exc:
-            return f"connection failed ({type(exc).__name__}: {exc})", None
+            with self.http.stream("GET", path, params=params) as response:
+                content = self._read_body(response, time.monotonic())
+        except _BodyError as exc:
+            return str(exc), None
+        except Exception as exc:  # any httpx error, whatever its class: one table decides
+            text, retryable = describe_httpx_error(exc)
+            if not retryable:
+                raise ApiError(f"{path}: {text}") from exc
+            return text, None
+        return self._judge(path, response, content)
+
+    def _read_body(self, response: httpx.Response, started: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_body:
+                raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+            if time.monotonic() - started > self.deadline:
+                raise _BodyError(f"the answer took longer than {self.deadline:g}s")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _judge(
+        self, path: str, response: httpx.Response, content: bytes
+    ) -> tuple[dict[str, Any] | str, float | None]:
         if response.status_code == 429:
             after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
             return "HTTP 429 rate limited", 10.0 if after is None else after
         if response.status_code >= 500:
             return f"HTTP {response.status_code}", None
+        try:
+            body = json.loads(content)
+        except ValueError:  # UnicodeDecodeError included
+            body = None
         if response.status_code >= 400:
-            code = _error_code(response)
+            code = _error_code(body)
             raise ApiError(
                 f"{path}: HTTP {response.status_code} {code or ''}".strip(),
                 status=response.status_code,
                 code=code,
             )
-        try:
-            body = response.json()
-        except ValueError:
+        if body is None:
             return "the body is not JSON (truncated or an error page)", None
         if not isinstance(body, dict):
             return f"the body is JSON {type(body).__name__}, not an object", None
@@ -297,8 +356,8 @@ class OpenTrainClient:
                 log.warning("API returned a cursor it had already given; stopping this search")
                 return result
             seen_cursors.add(cursor)
-        log.warning("search stopped after %d pages", MAX_PAGES)
-        return result
+        # A partial list cannot answer for a change: the query fails this cycle.
+        raise ApiUnavailableError(f"jobs: more than {MAX_PAGES} pages; the cursor never ends?")
 
     @staticmethod
     def _collect(raw_jobs: object, result: SearchResult) -> None:
@@ -361,8 +420,12 @@ class OpenTrainClient:
         """One job as listed now; None when the API says it is closed or unlisted (404
         ``{"id", "status": "closed"}``). Any other 404 ("never existed") is an error: a
         job the feed just named is not taken for closed on that word."""
+        if not 1 <= len(job_id) <= MAX_JOB_ID:  # the contract's limits: no request at all
+            raise ApiDataError(f"job id {job_id[:80]!r} is not 1 to {MAX_JOB_ID} characters")
+        # One path segment whatever the id holds: '/', '?', and '.', so '..' is not the parent.
+        segment = quote(job_id, safe="").replace(".", "%2E")
         try:
-            body = self.get_json(f"jobs/{quote(job_id, safe='')}")
+            body = self.get_json(f"jobs/{segment}")
         except ApiError as exc:
             if exc.status == 404 and exc.code == CLOSED_CODE:
                 return None

@@ -203,12 +203,18 @@ class Cycle:
         if query.key in self.asked or not self.can_ask():
             return None
         self.asked.add(query.key)
+        names = [s.name for s in query.searches]
         try:
             result = self.client.search_jobs(query.query)
         except ApiError as exc:
-            names = [s.name for s in query.searches]
             self.report.failed_searches.extend(names)
             log.warning("search %s skipped this cycle: %s", ", ".join(map(repr, names)), exc)
+            return None
+        except StopRequestedError:
+            raise
+        except Exception:  # anything else is this search's failure, never the cycle's
+            self.report.failed_searches.extend(names)
+            log.exception("search %s failed unexpectedly this cycle", ", ".join(map(repr, names)))
             return None
         self.report.asked += 1
         self.report.skipped_jobs += result.skipped
@@ -293,7 +299,11 @@ class Cycle:
                 log.warning("skipped a job the API sent: %s", exc)
                 del events[job_id]
                 continue
-            except ApiError as exc:
+            except StopRequestedError:
+                raise
+            except Exception as exc:  # an ApiError, or anything else: this job, this cycle
+                if not isinstance(exc, ApiError):
+                    log.exception("reading job %s failed unexpectedly", job_id)
                 if plan.should_give_up(event, now):
                     log.warning(
                         "job %s unreadable for an hour (%s); left to the refresh", job_id, exc
@@ -418,6 +428,8 @@ def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrai
     return OpenTrainClient(
         config.api_url,
         requests_per_minute=config.requests_per_minute,
+        deadline=config.request_timeout,
+        max_body=int(config.max_response_mb * 1_000_000),
         retry_delays=delays,
         stop=stop,
     )

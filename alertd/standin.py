@@ -12,32 +12,53 @@ Control interface (not rate limited, not cached), for tests and the demo:
     POST /_control/jobs              publish a job (JSON fields override generated ones)
     POST /_control/jobs/{id}         update fields of a job
     POST /_control/jobs/{id}/close   close a job
-    POST /_control/faults            {"kind": "status|ratelimit|timeout|truncated|nonjson|slow",
+    POST /_control/faults            {"kind": "status|ratelimit|timeout|truncated|nonjson|slow|
+                                              trickle|bomb|badgzip|endless",
                                       "path": "/jobs", "count": 1, "status": 503,
-                                      "retry_after": 1, "delay": 2}
+                                      "retry_after": 1, "delay": 2, "size": 100000000}
+
+Hostile faults: ``trickle`` sends the real answer one byte every ``delay`` seconds;
+``bomb`` a gzip body that inflates to ``size`` bytes; ``badgzip`` a body marked gzip
+that is not; ``endless`` an empty page of jobs whose ``nextCursor`` is always new.
     GET  /_control/requests          every API request served: method, path, status
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import json
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from alertd.market import BadRequestError, Market
+from alertd.market import BadRequestError, Market, encode_cursor
+from alertd.models import format_time
 
 CACHE_CONTROL = "public, s-maxage=300, stale-while-revalidate=3600"
 RATE_LIMIT = 120
 
 
-FAULT_KINDS = ("status", "ratelimit", "timeout", "truncated", "nonjson", "slow")
+FAULT_KINDS = (
+    "status",
+    "ratelimit",
+    "timeout",
+    "truncated",
+    "nonjson",
+    "slow",
+    "trickle",
+    "bomb",
+    "badgzip",
+    "endless",
+)
 
 
 @dataclass
@@ -50,6 +71,7 @@ class Fault:
     status: int = 503
     retry_after: str | None = "1"
     delay: float = 2.0
+    size: int = 100_000_000
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -302,7 +324,50 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "slow":
             self.server.stopping.wait(fault.delay)
             return 0
+        return self._hostile(fault)
+
+    def _hostile(self, fault: Fault) -> int:
+        """The faults of a server that means harm (or is very broken)."""
+        if fault.kind == "endless":
+            page = {"jobs": [], "nextCursor": encode_cursor(next(self.server.cursors))}
+            self._json(200, {**page, "generatedAt": format_time(datetime.now(UTC))})
+            return 200
+        if fault.kind == "trickle":
+            status, body = self._answer(urlsplit(self.path).path)
+            self._head(status, len(body))
+            with contextlib.suppress(OSError):  # the client gave up waiting: fine
+                for byte in body:
+                    if self.server.stopping.wait(fault.delay):
+                        break
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            self.close_connection = True
+            return status
+        if fault.kind in ("bomb", "badgzip"):
+            body = gzip_zeros(fault.size) if fault.kind == "bomb" else b"\x1f\x8bnot gzip at all"
+            self._head(200, len(body), {"Content-Encoding": "gzip"})
+            self.wfile.write(body)
+            return 200
         raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def _head(self, status: int, length: int, extra: dict[str, str] | None = None) -> None:
+        self._record(status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(length))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+
+
+def gzip_zeros(size: int) -> bytes:
+    """A gzip stream of ``size`` zero bytes: small to send, huge to inflate."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(chunk) for _ in range(size // len(chunk))]
+    parts.append(packer.compress(bytes(size % len(chunk))))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 class StandInServer(ThreadingHTTPServer):
@@ -325,6 +390,7 @@ class StandInServer(ThreadingHTTPServer):
         self.edge = EdgeState(rate_limit=rate_limit, cache_ttl=cache_ttl)
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.cursors = itertools.count(10**9)  # for the 'endless' fault
 
     @property
     def url(self) -> str:

@@ -20,7 +20,7 @@ FAST = (0.05, 0.05, 0.05)
 
 
 def client_for(server: StandInServer, **kwargs: object) -> OpenTrainClient:
-    options: dict[str, object] = {"retry_delays": FAST, "requests_per_minute": 120, "timeout": 2.0}
+    options: dict[str, object] = {"retry_delays": FAST, "requests_per_minute": 120, "deadline": 2.0}
     options.update(kwargs)
     return OpenTrainClient(server.url, **options)  # type: ignore[arg-type]
 
@@ -68,7 +68,7 @@ def test_429_with_http_date_retry_after() -> None:
 def test_transient_faults_are_retried(market: Market, standin: StandInServer, kind: str) -> None:
     job = market.add_job()
     standin.add_fault(Fault(kind, count=2, delay=3.0))
-    with client_for(standin, timeout=0.5) as client:
+    with client_for(standin, deadline=0.5) as client:
         result = client.search_jobs({})
     assert [j.id for j in result.jobs] == [job["id"]]
     assert len(standin.requests("/jobs")) == 3

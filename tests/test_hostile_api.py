@@ -1,0 +1,116 @@
+"""An API that means harm, or is very broken: alertd never hangs, never blows up, and one
+bad answer costs one query this cycle, never the cycle or the process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from alertd.api import MAX_RETRY_AFTER, OpenTrainClient, parse_retry_after
+from alertd.errors import ApiDataError, ApiError
+from alertd.market import Market
+from alertd.standin import Fault, StandInServer
+from tests.conftest import RunCli, WriteConfig
+from tests.test_once import alerts_in
+
+NO_WAIT = (0.0, 0.0)
+
+
+def client(server: StandInServer, **options: Any) -> OpenTrainClient:
+    return OpenTrainClient(server.url, retry_delays=NO_WAIT, **options)
+
+
+def within(seconds: float, call: Callable[[], object]) -> object:
+    """Run ``call`` in a thread; fail the test if it has not returned after ``seconds``."""
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(_catch(call)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds}s"
+    return outcome[0]
+
+
+def _catch(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("value", ["1e999", "inf", "99999999", "Wed, 01 Jan 2099 00:00:00 GMT"])
+def test_an_absurd_retry_after_is_capped(value: str) -> None:
+    seconds = parse_retry_after(value, datetime.now(UTC))
+    assert seconds is None or seconds <= MAX_RETRY_AFTER
+
+
+def test_a_server_that_trickles_its_answer_costs_one_deadline(
+    market: Market, standin: StandInServer
+) -> None:
+    standin.add_fault(Fault("trickle", path="/jobs/changes", delay=0.3, count=3))
+    with client(standin, deadline=1.0) as api:
+        started = time.monotonic()
+        failed = within(15, lambda: api.changes(datetime.now(UTC)))
+        assert isinstance(failed, ApiError) and "took longer than 1s" in str(failed)
+        assert time.monotonic() - started < 8  # 3 tries × 1 s deadline, not 3 × the body's 45 s
+        assert api.changes(datetime.now(UTC)).until is not None  # the next answer is fine
+
+
+def test_a_compression_bomb_is_refused_at_the_size_limit(
+    market: Market, standin: StandInServer
+) -> None:
+    standin.add_fault(Fault("bomb", path="/jobs?", size=50_000_000, count=3))
+    with client(standin, max_body=1_000_000) as api:
+        failed = within(15, lambda: api.search_jobs({}))
+        assert isinstance(failed, ApiError) and "larger than 1,000,000 bytes" in str(failed)
+
+
+def test_any_httpx_error_is_an_api_error(market: Market, standin: StandInServer) -> None:
+    standin.add_fault(Fault("badgzip", path="/jobs?", count=3))
+    with client(standin) as api:
+        failed = _catch(lambda: api.search_jobs({}))
+    assert isinstance(failed, ApiError) and "could not be decoded" in str(failed)
+
+
+def test_a_cursor_that_never_ends_fails_the_query_at_the_page_limit(
+    market: Market, standin: StandInServer
+) -> None:
+    standin.add_fault(Fault("endless", path="/jobs?", count=1000))
+    with client(standin, requests_per_minute=120, api_limit=10**6) as api:
+        failed = within(30, lambda: api.search_jobs({}))
+    assert isinstance(failed, ApiError) and "more than 100 pages" in str(failed)
+
+
+def test_a_job_id_is_one_path_segment_and_within_the_contract(
+    market: Market, standin: StandInServer
+) -> None:
+    with client(standin) as api:
+        unknown = _catch(lambda: api.job(".."))
+        assert isinstance(unknown, ApiError) and unknown.status == 404  # not the API root
+        assert standin.requests()[-1].path == "/jobs/%2E%2E"
+        served = len(standin.requests())
+        for bad in ("", "x" * 65):
+            assert isinstance(_catch(lambda bad=bad: api.job(bad)), ApiDataError)
+        assert len(standin.requests()) == served  # refused before any request
+
+
+def test_one_hostile_answer_fails_one_search_and_the_others_still_alert(
+    market: Market, standin: StandInServer, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = write_config(
+        "searches:\n  - name: pods\n    q: podcast\n  - name: audio\n    category: RLHF\n"
+    )
+    run_cli("once", "-c", config)
+    market.add_job(title="A podcast job", category="Audio Annotation")
+    market.add_job(title="An RLHF job", category="RLHF")
+    standin.add_fault(Fault("badgzip", path="/jobs?q=podcast", count=10))
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 1  # the podcast search failed, and says so
+    assert "search 'pods' skipped this cycle" in result.output
+    assert alerts_in(result.stdout) == ["An RLHF job"]
+    standin.edge.faults.clear()  # the server mends
+    assert alerts_in(run_cli("once", "-c", config).stdout) == ["A podcast job"]
