@@ -391,7 +391,13 @@ def status(config_path: str) -> None:
         counts = store.counts()
         rows = store.owed_rows()
         alerts = [store.alert_for(row) for row in rows]
+        aside = {name: len(kept) for name, kept in store.quarantine.items() if kept}
     click.echo(f"state: {config.state_dir}  sent: {counts['sent']}  owed: {len(rows)}")
+    for name, count in aside.items():
+        click.echo(
+            f"  {count} malformed rows set aside in {config.state_dir / (name + '.json')} "
+            "(its 'quarantine' table): fix them there, or delete them"
+        )
     for row, alert in zip(rows, alerts, strict=True):
         label = labels.get(row.target, "(target no longer in config)")
         held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""

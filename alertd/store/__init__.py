@@ -31,7 +31,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,6 +54,8 @@ from alertd.models import (
     parse_time,
 )
 from alertd.store.files import (
+    EPOCH,
+    TEMP_PREFIX,
     BufferedJSONStorage,
     iso,
     row_doc,
@@ -76,6 +78,58 @@ Key = tuple[str, str]
 T = TypeVar("T")
 
 
+class DirectoryLock:
+    """An exclusive lock on the state directory itself, held while the store is open.
+
+    Locking the directory (not a file in it) means deleting ``alertd.lock`` cannot let a
+    second alertd in; that file only tells the second one the first one's pid.
+    """
+
+    def __init__(self, fd: int, pid_file: TextIO) -> None:
+        self.fd = fd
+        self.pid_file = pid_file
+
+    @classmethod
+    def take(cls, state_dir: Path) -> DirectoryLock:
+        """Lock ``state_dir`` (creating it), or StoreError naming the pid that holds it."""
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use state directory {state_dir}: {exc.strerror or exc}; "
+                "set state_dir (or ALERTD_STATE_DIR) to a directory this user can write"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            try:
+                holder = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
+            except OSError:
+                holder = ""
+            raise StoreError(
+                f"state directory {state_dir} is in use by alertd (pid {holder or '?'}); "
+                "stop that one first or give this one another state_dir"
+            ) from exc
+        try:
+            pid_file = (state_dir / LOCK_FILE).open("w", encoding="utf-8")
+            pid_file.write(str(os.getpid()))
+            pid_file.flush()
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"cannot write {state_dir / LOCK_FILE}: {exc.strerror or exc}; "
+                "is the disk full, or the directory not this user's?"
+            ) from exc
+        return cls(fd, pid_file)
+
+    def close(self) -> None:
+        """Release the lock."""
+        self.pid_file.close()
+        os.close(self.fd)
+
+
 def _move(table: dict[str, T], old: str, new: str) -> None:
     """``table[old]`` becomes ``table[new]``, unless ``new`` has its own already."""
     value = table.pop(old, None)
@@ -87,7 +141,9 @@ class Store:
     """Searches and their seen ids, the outbox, the feed position: in memory, committed
     to disk in batches (see the module docstring)."""
 
-    def __init__(self, state_dir: Path, *, lock: TextIO | None = None, read_only: bool = False):
+    def __init__(
+        self, state_dir: Path, *, lock: DirectoryLock | None = None, read_only: bool = False
+    ):
         self.state_dir = state_dir
         self.lock = lock
         self.read_only = read_only
@@ -108,6 +164,7 @@ class Store:
         self.events: dict[str, dict[str, Event]] = {}
         self.queries: dict[str, dict[str, QueryState]] = {}
         self.closed: dict[str, datetime] = {}
+        self.quarantine: dict[str, list[dict[str, Any]]] = {}  # rows that could not be read
         self._dirty: set[str] = set()
         self._unsaved: set[Key] = set()  # owed rows not yet in outbox.json
         self._journal_lines = 0
@@ -118,28 +175,10 @@ class Store:
     @classmethod
     def open(cls, state_dir: Path) -> Store:
         """Open (creating if needed) the store in ``state_dir``, holding its lock."""
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            lock = (state_dir / LOCK_FILE).open("a+", encoding="utf-8")
-        except OSError as exc:
-            raise StoreError(
-                f"cannot use state directory {state_dir}: {exc.strerror or exc}; "
-                "set state_dir (or ALERTD_STATE_DIR) to a writable directory"
-            ) from exc
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            lock.close()
-            raise StoreError(
-                f"state directory {state_dir} is in use by alertd (pid {holder}); "
-                "stop that one first or give this one another state_dir"
-            ) from exc
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
+        lock = DirectoryLock.take(state_dir)
+        for stale in state_dir.glob(TEMP_PREFIX + "*.tmp"):  # a write a kill interrupted
+            with contextlib.suppress(OSError):
+                stale.unlink()
         store = cls(state_dir, lock=lock)
         try:
             store._load()
@@ -214,8 +253,6 @@ class Store:
         if self._storage("feed").read() is None and legacy.exists():
             migrate_legacy(self, legacy)
             return
-        epoch = parse_time("1970-01-01T00:00:00Z")
-        assert epoch is not None
         meta = self._table("feed", "meta").all()
         if meta:
             version = meta[0].get("schema_version")
@@ -226,40 +263,73 @@ class Store:
                 )
         else:
             self._dirty.add("feed")  # a new state: write its schema version
-        for doc in self._table("feed", "positions").all():
-            until = parse_time(doc.get("until"))
-            if until is not None:
-                self.positions[str(doc.get("owner") or "")] = until
-        for doc in self._table("feed", "events").all():
-            at = time_or(doc.get("at"), epoch)
-            event = Event(
-                str(doc["job_id"]), str(doc.get("kind")), at, time_or(doc.get("noticed"), at)
-            )
-            self.events.setdefault(str(doc.get("owner") or ""), {})[event.job_id] = event
-        for doc in self._table("feed", "closed").all():
-            self.closed[str(doc["job_id"])] = time_or(doc.get("at"), epoch)
-        for doc in self._table("queries", "queries").all():
-            self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = QueryState(
-                parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since"))
-            )
-        for doc in self._table("searches", "searches").all():
-            state = search_from_doc(doc, epoch)
-            self.searches[state.name] = state
-        for doc in self._table("outbox", "jobs").all():
-            job = Job.from_record(doc)
-            self.jobs[job.id] = job
-        for doc in self._table("done", "rows").all():
-            row = row_from_doc(doc, epoch)
-            self.done[row.key] = row
-        for doc in self._table("outbox", "rows").all():
-            row = row_from_doc(doc, epoch)
-            done = self.done.get(row.key)
-            # A row in both files: a crash between writing done.json and outbox.json. The
-            # newer one wins (a withdrawn job may have been owed again since).
-            if done is None or row.created_at > (done.done_at or done.created_at):
-                self.done.pop(row.key, None)
-                self.owed[row.key] = row
+        self._each("feed", "positions", self._load_position)
+        self._each("feed", "events", self._load_event)
+        self._each("feed", "closed", self._load_closure)
+        self._each("queries", "queries", self._load_query)
+        self._each("searches", "searches", self._load_search)
+        self._each("outbox", "jobs", self._load_job)
+        self._each("done", "rows", self._load_done)
+        self._each("outbox", "rows", self._load_owed)
         self._replay_journal()
+
+    def _each(self, file: str, table: str, load: Callable[[Mapping[str, Any]], None]) -> None:
+        """Load each document of a table; one that cannot be read is quarantined (kept in
+        its file's ``quarantine`` table, counted by ``alertd status``), never a stop."""
+        self.quarantine.setdefault(file, [dict(d) for d in self._table(file, "quarantine").all()])
+        for doc in self._table(file, table).all():
+            try:
+                load(doc)
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                self.quarantine[file].append({"table": table, "row": dict(doc)})
+                self._dirty.add(file)
+                log.warning(
+                    "%s: a malformed %s row (%s: %s) was set aside in its quarantine table",
+                    self.state_dir / f"{file}.json",
+                    table,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _load_position(self, doc: Mapping[str, Any]) -> None:
+        until = parse_time(doc.get("until"))
+        if until is not None:
+            self.positions[str(doc.get("owner") or "")] = until
+
+    def _load_event(self, doc: Mapping[str, Any]) -> None:
+        at = time_or(doc.get("at"), EPOCH)
+        event = Event(str(doc["job_id"]), str(doc["kind"]), at, time_or(doc.get("noticed"), at))
+        self.events.setdefault(str(doc.get("owner") or ""), {})[event.job_id] = event
+
+    def _load_closure(self, doc: Mapping[str, Any]) -> None:
+        self.closed[str(doc["job_id"])] = time_or(doc.get("at"), EPOCH)
+
+    def _load_query(self, doc: Mapping[str, Any]) -> None:
+        state = QueryState(parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since")))
+        self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = state
+
+    def _load_search(self, doc: Mapping[str, Any]) -> None:
+        state = search_from_doc(doc, EPOCH)
+        self.searches[state.name] = state
+
+    def _load_job(self, doc: Mapping[str, Any]) -> None:
+        job = Job.from_record(doc)
+        self.jobs[job.id] = job
+
+    def _load_done(self, doc: Mapping[str, Any]) -> None:
+        row = row_from_doc(doc, EPOCH)
+        self.done[row.key] = row
+
+    def _load_owed(self, doc: Mapping[str, Any]) -> None:
+        row = row_from_doc(doc, EPOCH)
+        if row.job_id not in self.jobs:
+            raise KeyError(f"no job record for {row.job_id}")
+        done = self.done.get(row.key)
+        # A row in both files: a crash between writing done.json and outbox.json. The
+        # newer one wins (a withdrawn job may have been owed again since).
+        if done is None or row.created_at > (done.done_at or done.created_at):
+            self.done.pop(row.key, None)
+            self.owed[row.key] = row
 
     def _replay_journal(self) -> None:
         try:
@@ -368,6 +438,8 @@ class Store:
             }
         else:
             tables = {"rows": [row_doc(r) for r in self.done.values()]}
+        if self.quarantine.get(name):
+            tables["quarantine"] = self.quarantine[name]
         db = self.dbs[name]
         db.drop_tables()
         for table, docs in tables.items():

@@ -39,15 +39,28 @@ def _is_tables(data: object) -> bool:
 
 
 def read_json_file(path: Path) -> dict[str, Any] | None:
-    """A state file's tables; None when it does not exist or is empty."""
+    """A state file's tables; None when it does not exist.
+
+    An empty file is an error, not a new state: alertd writes whole files only, so an
+    empty one was damaged, and starting over silently would lose what it owed and
+    repeat what it sent.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise StoreError(f"cannot read state file {path}: {exc.strerror or exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise StoreError(
+            f"cannot read state file {path}: {reason or exc}; check its owner and "
+            "permissions, or move it aside to start over"
+        ) from exc
     if not text.strip():
-        return None
+        raise StoreError(
+            f"state file {path} is empty (damaged?); alertd will not start over silently: "
+            "restore it from a backup, or move it aside to start over (every search then "
+            "re-primes silently and what was owed is lost)"
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -63,9 +76,16 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
     return dict(data)
 
 
+TEMP_PREFIX = ".alertd-"
+
+
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=".alertd-", suffix=".tmp", dir=path.parent)
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory.
+
+    A symlinked state file stays a symlink: the file it points to is replaced.
+    """
+    path = Path(os.path.realpath(path))
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
