@@ -28,6 +28,7 @@ from alertd.deliver import (
     render_alert,
     safe_link,
     send,
+    sender_for,
     show_time,
 )
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
@@ -174,7 +175,7 @@ def run(config_path: str, dry_run: bool) -> None:
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
     stop = threading.Event()
-    sender = dry_run_sender(sys.stdout) if dry_run else send
+    sender = dry_run_sender(sys.stdout) if dry_run else sender_for(config.send_timeout)
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         daemon = Daemon(
             config,
@@ -200,7 +201,7 @@ def once(config_path: str, dry_run: bool) -> None:
     """
     config = read_config(config_path, need_searches=True)
     stop = threading.Event()
-    sender = dry_run_sender(sys.stdout) if dry_run else send
+    sender = dry_run_sender(sys.stdout) if dry_run else sender_for(config.send_timeout)
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
@@ -307,7 +308,7 @@ def test_notify(config_path: str, target: str | None) -> None:
     title, body = render_alert(SAMPLE_JOB, ["test-notify"], config.tz)
     failed = 0
     for each in pick_targets(config, target):
-        outcome = send(each, title, body)
+        outcome = send(each, title, body, config.send_timeout)
         if outcome.accepted:
             click.echo(f"ok      {each.label}: accepted")
         else:

@@ -11,9 +11,11 @@ A failed send is an outcome, never an exception: the pipeline records it and ret
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,11 +119,14 @@ def render_alert(job: Job, searches: Sequence[str], tz: tzinfo | None) -> tuple[
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a target did with one message. ``permanent`` failures will not fix themselves."""
+    """What a target did with one message. ``permanent`` failures will not fix themselves;
+    ``unknown`` ones ran out of time after the message went out, so the target may have
+    it: they are retried, but later than a plain failure."""
 
     accepted: bool
     error: str | None = None
     permanent: bool = False
+    unknown: bool = False
 
 
 class _Collect(logging.Handler):
@@ -138,16 +143,29 @@ class _Collect(logging.Handler):
 _PERMANENT = re.compile(r"error=(401|403|404)\b|Unauthorized|Forbidden|Not Found", re.I)
 
 
-def send_apprise(url: str, title: str, body: str) -> Outcome:
-    """Send one message to one apprise URL and say whether that target accepted it."""
+SEND_TIMEOUT = 30.0  # seconds a target may take to answer (apprise's own default is 4)
+
+
+def send_apprise(url: str, title: str, body: str, timeout: float = SEND_TIMEOUT) -> Outcome:
+    """Send one message to one apprise URL and say whether that target accepted it.
+
+    A target that is slow to answer gets ``timeout`` seconds (unless its URL sets ``rto``
+    itself): with apprise's 4 s, a webhook that records a post and answers after 8 s was
+    sent the same alert again on every retry.
+    """
     collector = _Collect()
     logger = logging.getLogger("apprise")
     logger.addHandler(collector)
+    started = time.monotonic()
     try:
         with quiet_apprise(logging.getLogger().getEffectiveLevel()):
-            notifier = apprise.Apprise()
-            if not notifier.add(url):
+            plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+            if plugin is None:
                 return Outcome(False, "apprise cannot use this URL", permanent=True)
+            if "rto=" not in url:
+                plugin.socket_read_timeout = timeout
+            notifier = apprise.Apprise()
+            notifier.add(plugin)
             accepted = bool(
                 notifier.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT)
             )
@@ -160,6 +178,11 @@ def send_apprise(url: str, title: str, body: str) -> Outcome:
     reason = "; ".join(collector.messages[-2:]) or "the service did not accept the message"
     # This text bypasses the log filter (it is stored and echoed): mask the URL's secrets here.
     reason = RedactingFilter(url_secrets(url)).redact(reason)
+    # Failing only after the whole read timeout: the message went out, the answer did not
+    # come back. apprise does not say which; the time it took does.
+    read = plugin.socket_read_timeout if isinstance(plugin.socket_read_timeout, float) else 0
+    if read and time.monotonic() - started >= 0.9 * read:
+        return Outcome(False, f"no answer within {read:g}s (it may have arrived)", unknown=True)
     return Outcome(False, reason, permanent=bool(_PERMANENT.search(reason)))
 
 
@@ -173,11 +196,16 @@ def print_alert(stream: TextIO, title: str, body: str) -> Outcome:
 Sender = Callable[[Target, str, str], Outcome]
 
 
-def send(target: Target, title: str, body: str) -> Outcome:
+def send(target: Target, title: str, body: str, timeout: float = SEND_TIMEOUT) -> Outcome:
     """Deliver to ``target`` for real: standard output or its apprise URL."""
     if target.url is None:
         return print_alert(sys.stdout, title, body)
-    return send_apprise(target.url, title, body)
+    return send_apprise(target.url, title, body, timeout)
+
+
+def sender_for(timeout: float) -> Sender:
+    """The real sender, giving each target ``timeout`` seconds to answer."""
+    return functools.partial(send, timeout=timeout)
 
 
 def dry_run_sender(stream: TextIO) -> Sender:

@@ -58,6 +58,7 @@ class CycleReport:
     new_jobs: int = 0
     sent: int = 0
     failed_sends: int = 0
+    unknown_sends: int = 0
     withdrawn: int = 0
     held: bool = False
     held_rows: int = 0
@@ -98,6 +99,8 @@ class CycleReport:
             parts.append("deliveries held (change feed unreadable)")
         if self.failed_sends:
             parts.append(f"{self.failed_sends} sends failed (will retry)")
+        if self.unknown_sends:
+            parts.append(f"{self.unknown_sends} of them unanswered (target slow; may have it)")
         parts.append(f"{self.owed} owed")
         if self.held_rows:
             parts.append(f"{self.held_rows} of them held for a closure check")
@@ -401,8 +404,12 @@ def deliver_due(
             continue
         down.add(target.key)
         report.failed_sends += 1
+        report.unknown_sends += outcome.unknown
         attempts = alert.attempts + 1
-        delay = plan.retry_delay(config.retry_schedule, attempts, outcome.permanent)
+        # A send that may have arrived waits as long as a permanent failure: a slow target
+        # is not sent the same alert again every minute.
+        late = outcome.permanent or outcome.unknown
+        delay = plan.retry_delay(config.retry_schedule, attempts, late)
         retry_at = clock() + timedelta(seconds=delay)
         store.mark_failed(alert, outcome.error or "not accepted", retry_at)
         level = logging.ERROR if outcome.permanent else logging.WARNING

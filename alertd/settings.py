@@ -126,6 +126,7 @@ class AlertdSettings(BaseSettings):
     poll_interval: Duration = 300.0
     refresh_interval: Duration = 6 * 3600.0
     request_timeout: Duration = 30.0
+    send_timeout: Duration = 30.0
     max_response_mb: float = Field(default=10.0, gt=0, le=1000)
     requests_per_minute: int = Field(default=60, ge=1, le=120)
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
@@ -181,6 +182,7 @@ class Config:
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 1800.0, 3600.0)
     refresh_interval: float = 6 * 3600.0
     request_timeout: float = 30.0  # one whole API request, headers and body
+    send_timeout: float = 30.0  # how long a target may take to answer a delivery
     max_response_mb: float = 10.0  # one decoded API answer
     owner: str = ""  # the file's resolved path: what it forgets, it forgets of its own searches
     targets: dict[str, Target] = field(default_factory=dict)
@@ -535,6 +537,7 @@ def parse_config(
         retry_schedule=tuple(settings.retry_schedule),
         refresh_interval=settings.refresh_interval,
         request_timeout=settings.request_timeout,
+        send_timeout=settings.send_timeout,
         max_response_mb=settings.max_response_mb,
         owner=owner,
         targets=dict(resolver.targets),

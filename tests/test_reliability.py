@@ -539,3 +539,36 @@ def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
         assert cycles.sent == [], minutes
     cycles.at(start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
     assert cycles.sent == ["New OpenTrain job: Edited, then unreadable"]
+
+
+def test_a_slow_target_gets_its_alert_once(
+    hooked: Path, market: Market, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    webhook.delay = 5.0  # records the post, answers after apprise's own 4 s timeout
+    market.add_job(title="To a slow webhook")
+    first = run_cli("once", "-c", hooked)
+    assert first.exit_code == 0, first.output
+    webhook.delay = 0.0
+    time.sleep(0.3)  # past hooked's retry_schedule of 0.2 s
+    run_cli("once", "-c", hooked)
+    assert [item["title"] for item in webhook.received] == ["New OpenTrain job: To a slow webhook"]
+
+
+def test_a_send_that_got_no_answer_in_time_is_retried_late_not_at_once(
+    write_config: WriteConfig, market: Market, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    config = write_config(
+        "send_timeout: 1s\nretry_schedule: [0.2, 1h]\n"
+        f"searches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    webhook.delay = 3.0
+    market.add_job(title="Maybe delivered")
+    first = run_cli("once", "-c", config)
+    assert first.exit_code == 1
+    assert "1 of them unanswered" in first.output and "may have arrived" in first.output
+    webhook.delay = 0.0
+    time.sleep(0.3)
+    run_cli("once", "-c", config)
+    assert len(webhook.received) == 1  # not sent again after 0.2 s: it waits the longest step
+    assert "1 owed" in run_cli("once", "-c", config).output

@@ -21,6 +21,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.attempts += 1
             if accepted:
                 self.server.received.append(json.loads(body or b"{}"))
+        if self.server.delay:  # recorded, then answered late: a slow service
+            self.server.answer_late.wait(self.server.delay)
         self.send_response(200 if accepted else self.server.down_status)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -38,6 +40,8 @@ class WebhookCollector(ThreadingHTTPServer):
         self.up = threading.Event()
         self.up.set()
         self.down_status = 503
+        self.delay = 0.0
+        self.answer_late = threading.Event()  # set to answer at once
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
         threading.Thread(
@@ -56,5 +60,6 @@ class WebhookCollector(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stop serving."""
+        self.answer_late.set()
         self.shutdown()
         self.server_close()
