@@ -35,7 +35,14 @@ from pydantic_settings import (
 
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, SavedSearch, Target
-from alertd.targets import RedactingFilter, check_url, quiet_apprise, redact_url, url_secrets
+from alertd.targets import (
+    MIN_SECRET_LENGTH,
+    RedactingFilter,
+    check_url,
+    quiet_apprise,
+    redact_url,
+    url_secrets,
+)
 from alertd.yamlsource import (
     Loc,
     YamlDoc,
@@ -496,13 +503,39 @@ def parse_config(
     ``owner`` identifies the file in the state (its resolved path), so that what one
     config file forgets never touches what another wrote to a shared state directory.
     ``include:`` patterns are relative to ``base`` (default: the folder of ``source``).
+    A mistake is one ConfigError, in which a value taken from the environment is named
+    by its variable (``${SLACK_TOKEN}``), never shown.
     """
+    secrets: set[str] = set()
+    try:
+        return _build_config(text, source, owner, base, secrets)
+    except ConfigError as exc:
+        raise _without_secrets(exc, secrets) from None
+
+
+def _without_secrets(exc: ConfigError, secrets: set[str]) -> ConfigError:
+    names = {
+        value: f"${{{name}}}"
+        for name, value in os.environ.items()
+        if value in secrets and len(value) >= MIN_SECRET_LENGTH
+    }
+    message = exc.message
+    for value in sorted(names, key=len, reverse=True):
+        message = message.replace(value, names[value])
+    if message == exc.message:
+        return exc
+    return ConfigError(message, source=exc.source, line=exc.line, field=exc.field)
+
+
+def _build_config(
+    text: str, source: str, owner: str | None, base: Path | None, secrets: set[str]
+) -> Config:
+    """``parse_config``'s work; ``secrets`` collects every value taken from the environment."""
     doc = parse_yaml(text, source)
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
     owner = owner or source
-    secrets: set[str] = set()
     data = substitute(data, (), doc, secrets)
     _check_known_keys(data, doc)
     try:

@@ -188,3 +188,26 @@ def test_an_alias_bomb_is_indexed_once_not_expanded() -> None:
         levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 8) + "]")
     doc = parse_yaml("\n".join(levels) + "\n", "bomb.yaml")
     assert len(doc.lines) < 200  # 8**5 paths if every alias were walked
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("searches:\n  - name: a\n    notify: ['${MYTOK}']\n", "unknown channel '${MYTOK}'"),
+        ("poll_interval: '${MYTOK}'\nsearches:\n  - name: a\n", "'${MYTOK}' is not a duration"),
+        ("timezone: '${MYTOK}'\nsearches:\n  - name: a\n", "unknown time zone '${MYTOK}'"),
+        ("api_url: '${MYTOK}'\nsearches:\n  - name: a\n", "'${MYTOK}' is not an http(s) URL"),
+        ("searches:\n  - name: a\n    payType: '${MYTOK}'\n", "'${MYTOK}' is not a pay type"),
+        ("searches:\n  - name: '${MYTOK}'\n  - name: '${MYTOK}'\n", "name '${MYTOK}'"),
+    ],
+)
+def test_a_config_error_names_the_variable_never_its_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run_cli: RunCli, body: str, expected: str
+) -> None:
+    monkeypatch.setenv("MYTOK", "s3cr3t-Token-9f2b")
+    config = tmp_path / "alerts.yaml"
+    config.write_text(body)
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "s3cr3t-Token-9f2b" not in result.output
