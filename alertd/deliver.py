@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TextIO
+from urllib.parse import quote
 
 import apprise
 
@@ -29,6 +30,11 @@ from alertd.targets import RedactingFilter, quiet_apprise, url_secrets
 
 MAX_TITLE = 200
 MAX_SUMMARY = 400
+MAX_LINK = 300
+MAX_NAMES = 5  # searches named in one alert
+# Every field is bounded, so the whole message stays under Discord's 2,000 characters
+# (Telegram allows 4,096): title 200 + body ≈ 200 + 80 + 200 + 40 + 400 + 300 + 340.
+JOB_PAGE = "https://app.opentrain.ai/jobs/"
 ZERO_WIDTH_SPACE = "\u200b"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r"\s+")
@@ -53,6 +59,11 @@ def defang(text: str, limit: int) -> str:
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
+
+
+def canonical_link(job_id: str) -> str:
+    """The job's page on OpenTrain, built from its id alone."""
+    return JOB_PAGE + quote(job_id, safe="")
 
 
 def safe_link(url: str | None) -> str | None:
@@ -111,9 +122,14 @@ def render_alert(job: Job, searches: Sequence[str], tz: tzinfo | None) -> tuple[
     if job.summary:
         lines.append(defang(job.summary, MAX_SUMMARY))
     link = safe_link(job.url)
+    if link and len(link) > MAX_LINK:  # a chat service refuses a message that long
+        link = canonical_link(job.id)
     if link:
         lines.append(link)
-    lines.append("Matched: " + ", ".join(defang(name, 60) for name in searches))
+    names = [defang(name, 60) for name in searches[:MAX_NAMES]]
+    if len(searches) > MAX_NAMES:
+        names.append(f"and {len(searches) - MAX_NAMES} more")
+    lines.append("Matched: " + ", ".join(names))
     return f"New OpenTrain job: {title}", "\n".join(lines)
 
 

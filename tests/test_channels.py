@@ -485,3 +485,23 @@ def test_a_failed_send_is_stored_with_the_targets_secrets_masked() -> None:
     assert outcome.error is not None and outcome.error.startswith("refused: leaky://")
     assert "SuperSecretPw99" not in outcome.error
     assert "SecretPathToken77" not in outcome.error
+
+
+def test_no_message_is_too_long_for_discord_whatever_the_job_says() -> None:
+    from alertd.deliver import render_alert
+    from alertd.models import Job, Pay
+
+    job = Job(
+        id="j-1",
+        title="T" * 5000,
+        company="C" * 5000,
+        summary="S " * 20000,
+        category="K" * 5000,
+        languages=tuple("L" * 100 for _ in range(100)),
+        url="https://example.com/" + "a" * 50_000,
+        pay=Pay(payment_type="FIXED_PRICE", currency="X" * 1000, fixed_price=1e12),
+    )
+    title, body = render_alert(job, [f"search-{i}-" + "n" * 100 for i in range(30)], None)
+    assert len(title) + len(body) < 2000
+    assert "https://app.opentrain.ai/jobs/j-1" in body  # the long link, replaced
+    assert "and 25 more" in body
