@@ -420,11 +420,28 @@ def status(config_path: str) -> None:
     help="Seconds since the last cycle that still count as healthy "
     "[default: 3 poll intervals + 60].",
 )
-def health(config_path: str, max_age: float | None) -> None:
-    """Exit 0 when the daemon ended a cycle recently, 1 otherwise (for health checks).
+@click.option(
+    "--max-unreachable",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Cycles in a row without an answer from the API that still count as healthy.",
+)
+@click.option(
+    "--max-owed-age",
+    type=float,
+    default=24 * 3600.0,
+    show_default=True,
+    help="Seconds an alert may stay owed (its target down or refusing) and still be healthy.",
+)
+def health(
+    config_path: str, max_age: float | None, max_unreachable: int, max_owed_age: float
+) -> None:
+    """Exit 0 when the daemon is doing its job, 1 otherwise, with one line saying why.
 
-    Reads heartbeat.json, which `alertd run` rewrites after every cycle. A cycle whose
-    searches failed still counts: the daemon is alive, and restarting it fixes nothing.
+    Reads heartbeat.json, which `alertd run` rewrites after every cycle. Unhealthy when
+    no cycle ended recently (stopped, or stuck in one), when the API could not be
+    reached for several cycles in a row, or when an alert has been owed too long.
 
     \b
     Example:
@@ -439,13 +456,25 @@ def health(config_path: str, max_age: float | None) -> None:
     except (OSError, ValueError, AttributeError):
         at = None
     if at is None:
-        click.echo(f"unhealthy: no heartbeat in {path} (is `alertd run` running?)")
-        sys.exit(1)
-    age = (datetime.now(UTC) - at).total_seconds()
+        unhealthy(f"no heartbeat in {path} (is `alertd run` running?)")
+    now = datetime.now(UTC)
+    age = (now - at).total_seconds()
     if age > limit:
-        click.echo(f"unhealthy: the last cycle ended {age:.0f}s ago (limit {limit:.0f}s)")
-        sys.exit(1)
+        unhealthy(f"the last cycle ended {age:.0f}s ago (limit {limit:.0f}s): stopped or stuck?")
+    unreachable = int(beat.get("unreachable_cycles") or 0)
+    if unreachable >= max_unreachable:
+        unhealthy(f"the API did not answer in the last {unreachable} cycles (see the log)")
+    oldest = parse_time(beat.get("oldest_owed"))
+    if oldest is not None and (now - oldest).total_seconds() > max_owed_age:
+        since = show_time(oldest, config.tz)
+        unhealthy(f"an alert has been owed since {since}: see `alertd status` for the target")
     click.echo(f"healthy: cycle {beat.get('cycles')} ended {age:.0f}s ago")
+
+
+def unhealthy(reason: str) -> NoReturn:
+    """One line on why, and exit status 1."""
+    click.echo(f"unhealthy: {reason}")
+    sys.exit(1)
 
 
 @cli.command()

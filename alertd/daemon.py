@@ -91,6 +91,7 @@ class Daemon:
         self.reload_requested = False
         self.last_start: float | None = None
         self.cycles = 0
+        self.unreachable = 0  # cycles in a row in which the API could not be reached
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: first stops gracefully, a second exits at once; SIGHUP reloads."""
@@ -171,13 +172,18 @@ class Daemon:
         self.write_heartbeat(report)
 
     def write_heartbeat(self, report: CycleReport) -> None:
-        """``heartbeat.json`` in the state dir: when the last cycle ended and how it went."""
+        """``heartbeat.json`` in the state dir: when the last cycle ended, how it went, for
+        how many cycles in a row the API could not be reached, and the oldest owed alert:
+        what ``alertd health`` judges by."""
+        self.unreachable = self.unreachable + 1 if report.api_unreachable else 0
         path = self.config.state_dir / HEARTBEAT_FILE
         beat = {
             "at": format_time(utc_now()),
             "ok": report.ok,
             "pid": os.getpid(),
             "cycles": self.cycles,
+            "unreachable_cycles": self.unreachable,
+            "oldest_owed": None if report.oldest_owed is None else format_time(report.oldest_owed),
         }
         try:
             tmp = path.with_suffix(".tmp")

@@ -63,12 +63,18 @@ class CycleReport:
     held: bool = False
     held_rows: int = 0
     owed: int = 0
+    oldest_owed: datetime | None = None
     waiting: int = 0
     requests: int = 0
     skipped_jobs: int = 0
     over_budget: bool = False
     stopped: bool = False
     error: str | None = None
+
+    @property
+    def api_unreachable(self) -> bool:
+        """Nothing came back from the API: the feed failed, or every query asked did."""
+        return self.held or bool(self.failed_searches and not self.asked)
 
     @property
     def ok(self) -> bool:
@@ -494,5 +500,6 @@ def run_once(
         log.exception("cycle failed unexpectedly; the next cycle will try again")
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
+    report.oldest_owed = store.oldest_owed(targets)
     report.waiting = len(store.events_of(cycle.owner))
     return report

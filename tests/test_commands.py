@@ -16,7 +16,8 @@ from alertd import __version__
 from alertd.cli import cli
 from alertd.market import Market
 from alertd.models import format_time
-from tests.conftest import RunCli, WriteConfig
+from alertd.standin import Fault, StandInServer
+from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 
 ALERTD = [sys.executable, "-m", "alertd"]
@@ -112,3 +113,32 @@ def test_health_follows_the_heartbeat(
     stale = run_cli("health", "-c", config)
     assert stale.exit_code == 1
     assert "the last cycle ended 100s ago (limit 90s)" in stale.output
+
+
+def test_health_turns_unhealthy_when_the_api_or_a_target_stays_down(
+    market: Market,
+    standin: StandInServer,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    start_daemon: StartDaemon,
+    state_dir: Path,
+) -> None:
+    config = write_config(
+        f"poll_interval: 0.3\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    proc = start_daemon(config)
+    wait_for(lambda: (state_dir / "heartbeat.json").exists())
+    assert run_cli("health", "-c", config).exit_code == 0
+    webhook.up.clear()
+    market.add_job(title="Owed while the webhook is down")
+    wait_for(lambda: webhook.attempts >= 1)
+    time.sleep(1.2)
+    owed = run_cli("health", "-c", config, "--max-owed-age", "1")
+    assert owed.exit_code == 1 and "an alert has been owed since" in owed.output
+    standin.add_fault(Fault("status", path="/jobs/changes", status=503, count=10_000))
+    wait_for(lambda: run_cli("health", "-c", config).exit_code == 1, timeout=20)
+    down = run_cli("health", "-c", config)
+    assert "the API did not answer in the last" in down.output
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)

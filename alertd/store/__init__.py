@@ -786,6 +786,11 @@ class Store:
         rows = [r for r in self.owed.values() if r.target in keys]
         return len(rows), sum(1 for r in rows if r.status == DeliveryStatus.HELD)
 
+    def oldest_owed(self, target_keys: Iterable[str]) -> datetime | None:
+        """When the longest-owed alert to one of these targets became owed."""
+        keys = set(target_keys)
+        return min((r.created_at for r in self.owed.values() if r.target in keys), default=None)
+
     def counts(self) -> dict[str, int]:
         """Rows per status, for the log line and ``alertd status``."""
         totals = {status.value: 0 for status in DeliveryStatus}
