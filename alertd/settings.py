@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -79,9 +80,12 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        text = str(value).strip()
+        if len(text) > 32:  # no duration is that long; and the pattern must not backtrack
+            raise ValueError(f"{text[:32]!r}… is not a duration; use seconds or e.g. 90s, 5m, 1h")
+        match = _DURATION.match(text)
         if not match or not any(match.groups()):
-            raise ValueError(f"{value!r} is not a duration; use seconds or e.g. 90s, 5m, 1h")
+            raise ValueError(f"{text!r} is not a duration; use seconds or e.g. 90s, 5m, 1h")
         hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
     if not 0 < seconds <= MAX_DURATION:
@@ -118,9 +122,32 @@ class SearchSpec(BaseModel):
 
 
 def _check_api_url(value: str) -> str:
+    problem = f"{value!r} is not an http(s) URL; the default is {DEFAULT_API_URL}"
     if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{value!r} is not an http(s) URL; the default is {DEFAULT_API_URL}")
+        raise ValueError(problem)
+    try:  # what the HTTP client will need: a host, and a port that is a number
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    if not parts.hostname:
+        raise ValueError(problem)
     return value.rstrip("/")
+
+
+def _state_dir(value: object) -> object:
+    if isinstance(value, str | Path) and not str(value).strip():
+        raise ValueError("is empty; name a directory, e.g. /data or ~/.local/state/alertd")
+    try:
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+    except RuntimeError as exc:  # ~someone who does not exist here
+        raise ValueError(f"{str(value)!r}: {exc}") from None
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    return value
 
 
 class AlertdSettings(BaseSettings):
@@ -129,13 +156,17 @@ class AlertdSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     api_url: Annotated[str, AfterValidator(_check_api_url)] = DEFAULT_API_URL
-    state_dir: Path = Field(default_factory=default_state_dir)
+    state_dir: Annotated[Path, BeforeValidator(_state_dir)] = Field(
+        default_factory=default_state_dir
+    )
     poll_interval: Duration = 300.0
     refresh_interval: Duration = 6 * 3600.0
     request_timeout: Duration = 30.0
     send_timeout: Duration = 30.0
     max_response_mb: float = Field(default=10.0, gt=0, le=1000)
-    requests_per_minute: int = Field(default=60, ge=1, le=120)
+    requests_per_minute: Annotated[int, BeforeValidator(_not_bool)] = Field(
+        default=60, ge=1, le=120
+    )
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
         "INFO"
     )
@@ -511,6 +542,11 @@ def parse_config(
         return _build_config(text, source, owner, base, secrets)
     except ConfigError as exc:
         raise _without_secrets(exc, secrets) from None
+    except RecursionError:  # an alias that contains itself, or thousands of levels
+        raise ConfigError(
+            "the YAML nests too deep or refers to itself (&anchor … *anchor inside it)",
+            source=source,
+        ) from None
 
 
 def _without_secrets(exc: ConfigError, secrets: set[str]) -> ConfigError:

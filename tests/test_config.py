@@ -211,3 +211,27 @@ def test_a_config_error_names_the_variable_never_its_value(
     assert result.exit_code == 2
     assert expected in result.output
     assert "s3cr3t-Token-9f2b" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('api_url: "http://[::1"\n', "api_url: 'http://[::1' is not an http(s) URL"),
+        ('api_url: "http://host:notaport"\n', "is not an http(s) URL"),
+        ('state_dir: "~nosuchuser-alertd/x"\n', "state_dir: '~nosuchuser-alertd/x'"),
+        ('state_dir: ""\n', "state_dir: is empty"),
+        ("requests_per_minute: true\n", "requests_per_minute: expected a whole number"),
+        ("poll_interval: '" + " " * 1000 + "x'\n", "poll_interval: 'x' is not a duration"),
+        ("searches: &a [*a]\n", "nests too deep or refers to itself"),
+        ("searches:\n  - name: a\n    q: " + "[" * 2000 + "]" * 2000 + "\n", ": "),
+    ],
+)
+def test_operator_mistakes_are_one_line_and_exit_2(
+    tmp_path: Path, run_cli: RunCli, body: str, expected: str
+) -> None:
+    config = tmp_path / "alerts.yaml"
+    config.write_text(body + ("" if "searches" in body else "searches:\n  - name: a\n"))
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
