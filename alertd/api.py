@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -172,6 +173,16 @@ class _BodyError(Exception):
     """The answer broke a limit while it was being read (too slow, too large)."""
 
 
+def _inflater(encoding: str) -> Any:
+    """A zlib decompressor for a gzip or deflate body; None for an uncompressed one."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # either header, detected
+    raise _BodyError(f"the answer is compressed as {encoding!r}, which alertd does not accept")
+
+
 # Every httpx error becomes a sentence here, in one place, by class (most specific first):
 # retrying fixes a timeout or a dropped connection; it does not fix a URL httpx refuses.
 _HTTPX_ERRORS: tuple[tuple[type[Exception], str, bool], ...] = (
@@ -229,7 +240,11 @@ class OpenTrainClient:
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
-            headers={"User-Agent": f"alertd/{__version__}", "Accept": "application/json"},
+            headers={
+                "User-Agent": f"alertd/{__version__}",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",  # what _read_body inflates itself
+            },
             transport=transport,
         )
 
@@ -282,11 +297,14 @@ class OpenTrainClient:
         The whole request has ``deadline`` seconds and its decoded body ``max_body`` bytes:
         a server that trickles or sends a compression bomb costs one failed attempt.
         """
+        started = time.monotonic()
         try:
             with self.http.stream("GET", path, params=params) as response:
-                content = self._read_body(response, time.monotonic())
+                content = self._read_body(response, started)
         except _BodyError as exc:
             return str(exc), None
+        except zlib.error as exc:
+            return f"the body could not be decoded (corrupt compression? {exc})", None
         except Exception as exc:  # any httpx error, whatever its class: one table decides
             text, retryable = describe_httpx_error(exc)
             if not retryable:
@@ -295,16 +313,30 @@ class OpenTrainClient:
         return self._judge(path, response, content)
 
     def _read_body(self, response: httpx.Response, started: float) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > self.max_body:
-                raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+        """The body, decompressed here (not by httpx) so that neither the bytes on the wire,
+        nor what they inflate to, nor the time they take can pass the limits: each raw
+        read inflates at most to the limit, and the deadline is checked between reads."""
+        inflate = _inflater(response.headers.get("Content-Encoding", ""))
+        body = bytearray()
+        received = 0
+        for raw in response.iter_raw():
+            received += len(raw)
             if time.monotonic() - started > self.deadline:
                 raise _BodyError(f"the answer took longer than {self.deadline:g}s")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if received > self.max_body:
+                raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+            if inflate is None:
+                body += raw
+                continue
+            if inflate.eof and raw:
+                raise _BodyError("data after the end of the compressed answer")
+            chunk = raw
+            while chunk:
+                body += inflate.decompress(chunk, self.max_body + 1 - len(body))
+                if len(body) > self.max_body:
+                    raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+                chunk = inflate.unconsumed_tail
+        return bytes(body)
 
     def _judge(
         self, path: str, response: httpx.Response, content: bytes
@@ -316,7 +348,7 @@ class OpenTrainClient:
             return f"HTTP {response.status_code}", None
         try:
             body = json.loads(content)
-        except ValueError:  # UnicodeDecodeError included
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past reason
             body = None
         if response.status_code >= 400:
             code = _error_code(body)
@@ -366,7 +398,7 @@ class OpenTrainClient:
         for raw in raw_jobs:
             try:
                 parsed = parse_job(raw)
-            except ValueError as exc:
+            except Exception as exc:  # one job, however odd, never costs the others
                 result.skipped += 1
                 log.warning("skipped a job the API sent: %s", exc)
                 continue

@@ -397,7 +397,7 @@ def status(config_path: str) -> None:
     for name, count in aside.items():
         click.echo(
             f"  {count} malformed rows set aside in {config.state_dir / (name + '.json')} "
-            "(its 'quarantine' table): fix them there, or delete them"
+            "(its 'quarantine' table), kept for you to inspect; they are not sent"
         )
     for row, alert in zip(rows, alerts, strict=True):
         label = labels.get(row.target, "(target no longer in config)")

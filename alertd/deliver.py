@@ -180,6 +180,8 @@ def send_apprise(url: str, title: str, body: str, timeout: float = SEND_TIMEOUT)
                 return Outcome(False, "apprise cannot use this URL", permanent=True)
             if "rto=" not in url:
                 plugin.socket_read_timeout = timeout
+            if url.startswith("mailto") and "cto=" not in url:
+                plugin.socket_connect_timeout = timeout  # apprise's SMTP session timeout
             notifier = apprise.Apprise()
             notifier.add(plugin)
             accepted = bool(
@@ -197,7 +199,8 @@ def send_apprise(url: str, title: str, body: str, timeout: float = SEND_TIMEOUT)
     # Failing only after the whole read timeout: the message went out, the answer did not
     # come back. apprise does not say which; the time it took does.
     read = plugin.socket_read_timeout if isinstance(plugin.socket_read_timeout, float) else 0
-    if read and time.monotonic() - started >= 0.9 * read:
+    answered = re.search(r"error=\d{3}\b", reason) is not None  # the service said no
+    if read and not answered and time.monotonic() - started >= 0.9 * read:
         return Outcome(False, f"no answer within {read:g}s (it may have arrived)", unknown=True)
     return Outcome(False, reason, permanent=bool(_PERMANENT.search(reason)))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -294,7 +295,13 @@ def _amount(value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"amount {value!r} is not a number")
-    return float(value)
+    try:
+        amount = float(value)
+    except OverflowError:
+        amount = math.inf
+    if not math.isfinite(amount):
+        raise ValueError("amount is not a finite number")
+    return amount
 
 
 def _parse_pay(raw: object) -> Pay | None:
@@ -327,7 +334,7 @@ def parse_job(raw: object) -> ParsedJob:
     warnings: list[str] = []
     try:
         pay = _parse_pay(raw.get("pay"))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         warnings.append(f"malformed pay dropped: {exc}")
         pay = None
     url = _text(raw.get("url")) or _text(raw.get("applyUrl"))

@@ -166,7 +166,11 @@ class Cycle:
         since = self.store.changes_since(self.owner)
         try:
             answer = self.client.changes(since or now - FIRST_LOOKBACK)
-        except ApiError as exc:
+        except StopRequestedError:
+            raise
+        except Exception as exc:  # an ApiError, or anything else: the feed, this cycle
+            if not isinstance(exc, ApiError):
+                log.exception("reading the change feed failed unexpectedly")
             log.warning("could not read the change feed: %s; deliveries wait for it", exc)
             return False
         changes = answer.events
@@ -322,8 +326,11 @@ class Cycle:
                     log.warning("could not read job %s: %s; asking again next cycle", job_id, exc)
                 continue
             self.report.jobs_read += 1
-            if self.resolve(event, job, now):
-                del events[job_id]
+            try:
+                if self.resolve(event, job, now):
+                    del events[job_id]
+            except Exception:  # one odd job or event is that job's problem, not the cycle's
+                log.exception("job %s could not be judged; asking again next cycle", job_id)
         self.store.set_events(self.owner, events)
 
     def resolve(self, event: Event, job: Job | None, now: datetime) -> bool:

@@ -32,6 +32,7 @@ CACHE_HORIZON = timedelta(minutes=65)
 # An event whose job cannot be read for this long is dropped; the full refresh heals it.
 EVENT_GIVE_UP = timedelta(hours=1)
 EDIT_SLACK = timedelta(seconds=1)  # the API stamps a job and its event separately
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # before OpenTrain: a placeholder, not a time
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def merge_events(
     events = dict(pending)
     closed: dict[str, datetime] = {}
     for job_id, (kind, at) in changes.items():
-        when = at or now
+        # A time that cannot be right (none, year 1, days ahead) is taken as now.
+        when = at if at is not None and EARLIEST <= at <= now + timedelta(days=1) else now
         if kind == EventKind.CLOSED:
             events.pop(job_id, None)
             closed[job_id] = when

@@ -3,19 +3,22 @@ bad answer costs one query this cycle, never the cycle or the process."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from alertd.api import MAX_RETRY_AFTER, OpenTrainClient, parse_retry_after
+from alertd.api import MAX_RETRY_AFTER, ChangeFeed, OpenTrainClient, parse_retry_after
 from alertd.errors import ApiDataError, ApiError
 from alertd.market import Market
 from alertd.standin import Fault, StandInServer
 from tests.conftest import RunCli, WriteConfig
+from tests.rawserver import RawServer, gz
 from tests.test_once import alerts_in
 
 NO_WAIT = (0.0, 0.0)
@@ -114,3 +117,98 @@ def test_one_hostile_answer_fails_one_search_and_the_others_still_alert(
     assert alerts_in(result.stdout) == ["An RLHF job"]
     standin.edge.faults.clear()  # the server mends
     assert alerts_in(run_cli("once", "-c", config).stdout) == ["A podcast job"]
+
+
+def _gzip_then_junk(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+    body = gz(b"{}")
+    conn.sendall(b"%x\r\n%s\r\n" % (len(body), body))
+    junk = b"J" * 65536
+    while not stop.wait(0.01):
+        conn.sendall(b"%x\r\n%s\r\n" % (len(junk), junk))
+
+
+def _empty_deflate_blocks(conn: socket.socket, stop: threading.Event) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n"
+    conn.sendall(head + b"2\r\n\x78\x9c\r\n")
+    block = b"\x00\x00\x00\xff\xff" * 1000  # empty stored blocks: inflate to nothing
+    while not stop.wait(0.05):
+        conn.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+
+
+@pytest.mark.parametrize("behave", [_gzip_then_junk, _empty_deflate_blocks])
+def test_a_body_that_never_inflates_to_anything_still_meets_the_deadline(
+    behave: Callable[[socket.socket, threading.Event], None],
+) -> None:
+    server = RawServer(behave)
+    try:
+        api = OpenTrainClient(server.url, deadline=1.0, retry_delays=())
+        assert isinstance(within(6, lambda: api.get_json("jobs/changes")), ApiError)
+    finally:
+        server.close()
+
+
+def test_a_layered_compression_bomb_is_refused_without_inflating_it() -> None:
+    body = gz(gz(bytes(50_000_000)))
+
+    def bomb(conn: socket.socket, stop: threading.Event) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\nContent-Length: %d\r\n\r\n"
+        conn.sendall(head % len(body) + body)
+
+    server = RawServer(bomb)
+    try:
+        api = OpenTrainClient(server.url, max_body=1_000_000, retry_delays=())
+        tracemalloc.start()
+        failed = _catch(lambda: api.get_json("jobs"))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert isinstance(failed, ApiError) and "does not accept" in str(failed)
+        assert peak < 20_000_000
+    finally:
+        server.close()
+
+
+def test_a_feed_answer_nested_past_reason_is_an_api_error() -> None:
+    nested = b"[" * 50_000 + b"]" * 50_000
+
+    def deep(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(nested), nested))
+
+    server = RawServer(deep)
+    try:
+        api = OpenTrainClient(server.url, retry_delays=())
+        assert isinstance(_catch(lambda: api.changes(datetime.now(UTC))), ApiError)
+    finally:
+        server.close()
+
+
+def test_one_job_with_an_absurd_pay_number_does_not_silence_its_query(
+    market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = write_config("searches:\n  - name: pods\n    q: podcast\n")
+    run_cli("once", "-c", config)
+    market.add_job(title="A podcast job")
+    market.add_job(title="A podcast job paying 1e400", pay={"hourlyRate": 10**400})
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 0, result.output
+    assert sorted(alerts_in(result.stdout)) == ["A podcast job", "A podcast job paying 1e400"]
+
+
+def test_one_absurd_feed_timestamp_does_not_abort_the_cycle(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    run_cli("once", "-c", config)
+    odd = market.add_job(title="Edited at the dawn of time")
+    market.add_job(title="A fine new job")
+    real = OpenTrainClient.changes
+
+    def changes(self: OpenTrainClient, since: datetime) -> ChangeFeed:
+        feed = real(self, since)  # as if the API had said year 1 for this one event
+        feed.events[odd["id"]] = ("UPDATED", datetime(1, 1, 1, tzinfo=UTC))
+        return feed
+
+    monkeypatch.setattr(OpenTrainClient, "changes", changes)
+    result = run_cli("once", "-c", config)
+    assert "cycle failed unexpectedly" not in result.output
+    assert sorted(alerts_in(result.stdout)) == ["A fine new job", odd["title"]]

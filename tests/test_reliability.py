@@ -572,3 +572,14 @@ def test_a_send_that_got_no_answer_in_time_is_retried_late_not_at_once(
     run_cli("once", "-c", config)
     assert len(webhook.received) == 1  # not sent again after 0.2 s: it waits the longest step
     assert "1 owed" in run_cli("once", "-c", config).output
+
+
+def test_a_slow_refusal_is_not_taken_for_a_send_that_may_have_arrived(
+    webhook: WebhookCollector,
+) -> None:
+    from alertd.deliver import send_apprise
+
+    webhook.up.clear()  # the service refuses (503), just before the timeout
+    webhook.delay = 0.95
+    outcome = send_apprise(webhook.url, "t", "b", timeout=1.0)
+    assert not outcome.accepted and not outcome.unknown, outcome.error

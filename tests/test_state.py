@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,83 @@ def test_a_state_directory_that_cannot_be_made_is_one_clear_line(
     assert result.exit_code == 1
     assert f"cannot use state directory {blocker / 'state'}" in result.output
     assert "Traceback" not in result.output
+
+
+def owe_two(
+    write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector, market: Market
+) -> Path:
+    config = write_config(
+        f"retry_schedule: [0.1]\nsearches:\n  - name: all\n    notify: ['{webhook.url}']\n"
+    )
+    run_cli("once", "-c", config)
+    market.add_job(title="Owed A")
+    market.add_job(title="Owed B")
+    webhook.up.clear()
+    run_cli("once", "-c", config)
+    webhook.up.set()
+    time.sleep(0.2)  # both are due again
+    return config
+
+
+def test_a_row_whose_job_record_is_unreadable_is_still_delivered(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    market: Market,
+    state_dir: Path,
+) -> None:
+    config = owe_two(write_config, run_cli, webhook, market)
+    path = state_dir / "outbox.json"
+    outbox = json.loads(path.read_text())
+    next(iter(outbox["jobs"].values()))["pay"]["bonus"] = 5  # a key this version lacks
+    path.write_text(json.dumps(outbox))
+    run_cli("once", "-c", config)
+    assert len(webhook.received) == 2  # the row goes out by its stored title
+
+
+def test_an_unreadable_number_in_a_row_is_set_aside_not_a_crash(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    market: Market,
+    state_dir: Path,
+) -> None:
+    config = owe_two(write_config, run_cli, webhook, market)
+    path = state_dir / "outbox.json"
+    path.write_text(path.read_text().replace('"attempts":1', '"attempts":1e999', 1))
+    result = run_cli("once", "-c", config)
+    assert "Traceback" not in result.output and "set aside" in result.output
+    assert len(webhook.received) == 1  # the other one
+
+
+def test_a_lock_error_that_is_not_contention_is_not_called_in_use(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, op: int) -> None:  # a file system without flock
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(StoreError) as caught:
+        Store.open(state_dir)
+    assert "in use by alertd" not in str(caught.value)
+    assert "No locks available" in str(caught.value)
+
+
+def test_a_dangling_symlinked_state_file_is_not_a_new_state(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    market: Market,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    config = owe_two(write_config, run_cli, webhook, market)
+    path = state_dir / "outbox.json"
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    path.rename(volume / "outbox.json")
+    path.symlink_to(volume / "outbox.json")
+    (volume / "outbox.json").rename(volume / "elsewhere")  # the volume is not mounted
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 1 and "which is missing" in result.output
+    assert webhook.received == []

@@ -27,6 +27,7 @@ state directory. A state from alertd 0.1 (``alertd.json``) is migrated on first 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -78,6 +79,27 @@ Key = tuple[str, str]
 T = TypeVar("T")
 
 
+def _flock(fd: int, state_dir: Path, *, required: bool) -> None:
+    """An exclusive, non-blocking flock; StoreError naming the holder when it is taken."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            try:
+                holder = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
+            except OSError:
+                holder = ""
+            raise StoreError(
+                f"state directory {state_dir} is in use by alertd (pid {holder or '?'}); "
+                "stop that one first or give this one another state_dir"
+            ) from exc
+        if required:
+            raise StoreError(
+                f"cannot lock {state_dir}: {exc.strerror or exc} (a file system without "
+                "locks?); give alertd a local state_dir"
+            ) from exc
+
+
 class DirectoryLock:
     """An exclusive lock on the state directory itself, held while the store is open.
 
@@ -91,43 +113,45 @@ class DirectoryLock:
 
     @classmethod
     def take(cls, state_dir: Path) -> DirectoryLock:
-        """Lock ``state_dir`` (creating it), or StoreError naming the pid that holds it."""
+        """Lock ``state_dir`` (creating it), or StoreError naming the pid that holds it.
+
+        ``alertd.lock`` is locked too, as alertd 0.1 did (so an old and a new alertd
+        exclude each other), and it stands in where a directory cannot be locked (NFS).
+        """
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+            pid_file = (state_dir / LOCK_FILE).open("a+", encoding="utf-8")
         except OSError as exc:
             raise StoreError(
                 f"cannot use state directory {state_dir}: {exc.strerror or exc}; "
                 "set state_dir (or ALERTD_STATE_DIR) to a directory this user can write"
             ) from exc
+        fd = -1
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            try:
-                holder = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
-            except OSError:
-                holder = ""
-            raise StoreError(
-                f"state directory {state_dir} is in use by alertd (pid {holder or '?'}); "
-                "stop that one first or give this one another state_dir"
-            ) from exc
-        try:
-            pid_file = (state_dir / LOCK_FILE).open("w", encoding="utf-8")
+            _flock(pid_file.fileno(), state_dir, required=True)
+            fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+            _flock(fd, state_dir, required=False)
+            pid_file.seek(0)
+            pid_file.truncate()
             pid_file.write(str(os.getpid()))
             pid_file.flush()
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(
-                f"cannot write {state_dir / LOCK_FILE}: {exc.strerror or exc}; "
-                "is the disk full, or the directory not this user's?"
-            ) from exc
+        except BaseException as exc:
+            pid_file.close()
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"cannot write {state_dir / LOCK_FILE}: {exc.strerror or exc}; "
+                    "is the disk full, or the directory not this user's?"
+                ) from exc
+            raise
         return cls(fd, pid_file)
 
     def close(self) -> None:
         """Release the lock."""
         self.pid_file.close()
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _move(table: dict[str, T], old: str, new: str) -> None:
@@ -188,6 +212,12 @@ class Store:
         except StoreError:
             lock.close()
             raise
+        except Exception as exc:  # a state damaged in a way nobody foresaw: one line
+            lock.close()
+            raise StoreError(
+                f"cannot read the state in {state_dir} ({type(exc).__name__}: {exc}); "
+                "move the damaged file aside, or restore it from a backup"
+            ) from exc
         return store
 
     @classmethod
@@ -280,7 +310,7 @@ class Store:
         for doc in self._table(file, table).all():
             try:
                 load(doc)
-            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            except Exception as exc:  # whatever is wrong with one row, the others go on
                 self.quarantine[file].append({"table": table, "row": dict(doc)})
                 self._dirty.add(file)
                 log.warning(
@@ -321,9 +351,7 @@ class Store:
         self.done[row.key] = row
 
     def _load_owed(self, doc: Mapping[str, Any]) -> None:
-        row = row_from_doc(doc, EPOCH)
-        if row.job_id not in self.jobs:
-            raise KeyError(f"no job record for {row.job_id}")
+        row = row_from_doc(doc, EPOCH)  # without its job record it is sent by its title
         done = self.done.get(row.key)
         # A row in both files: a crash between writing done.json and outbox.json. The
         # newer one wins (a withdrawn job may have been owed again since).
@@ -529,7 +557,9 @@ class Store:
         if row is None:  # new, or withdrawn earlier and matched again (the job reopened)
             if self.done.pop(key, None) is not None:
                 self._dirty.add("done")  # written before the outbox: see ``commit``
-            self.owed[key] = OutboxRow(target, job.id, (search,), DeliveryStatus.PENDING, now, now)
+            self.owed[key] = OutboxRow(
+                target, job.id, (search,), DeliveryStatus.PENDING, now, now, title=job.title
+            )
             self.jobs[job.id] = job
             self._unsaved.add(key)
         elif search not in row.searches:

@@ -45,6 +45,11 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
     empty one was damaged, and starting over silently would lose what it owed and
     repeat what it sent.
     """
+    if path.is_symlink() and not path.exists():  # e.g. a volume that is not mounted
+        raise StoreError(
+            f"state file {path} is a link to {os.readlink(path)}, which is missing; "
+            "alertd will not start over silently: mount or restore it, or remove the link"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
