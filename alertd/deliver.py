@@ -36,7 +36,8 @@ MAX_NAMES = 5  # searches named in one alert
 # (Telegram allows 4,096): title 200 + body ≈ 200 + 80 + 200 + 40 + 400 + 300 + 340.
 JOB_PAGE = "https://app.opentrain.ai/jobs/"
 ZERO_WIDTH_SPACE = "\u200b"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, and every bidi mark, embedding, override and isolate.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r"\s+")
 # Characters that start a mention, a tag or an entity somewhere we deliver.
 _DEFANG = str.maketrans({"<": "‹", ">": "›", "&": "＆"})

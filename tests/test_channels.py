@@ -505,3 +505,10 @@ def test_no_message_is_too_long_for_discord_whatever_the_job_says() -> None:
     assert len(title) + len(body) < 2000
     assert "https://app.opentrain.ai/jobs/j-1" in body  # the long link, replaced
     assert "and 25 more" in body
+
+
+@pytest.mark.parametrize("mark", ["\u200e", "\u200f", "\u061c", "\u009b", "\u202e", "\u2067"])
+def test_every_bidi_and_control_character_is_removed_from_job_text(mark: str) -> None:
+    from alertd.deliver import defang
+
+    assert defang(f"Nice{mark}job", 100) == "Nicejob"
