@@ -20,6 +20,10 @@ class AlertdError(Exception):
     """Base of every error alertd raises on purpose."""
 
 
+def _printable(char: str) -> str:
+    return char if char.isprintable() else repr(char)[1:-1]
+
+
 class ConfigError(AlertdError):
     """A configuration mistake, located as precisely as we can: file, line and field."""
 
@@ -31,10 +35,11 @@ class ConfigError(AlertdError):
         line: int | None = None,
         field: str | None = None,
     ) -> None:
-        self.message = message
+        self.message = " ".join(message.split())  # one line, whatever a library said
         self.source = source
         self.line = line
-        self.field = field
+        # A YAML key may hold a line break: shown escaped, the error stays one line.
+        self.field = None if field is None else "".join(_printable(c) for c in field)
         super().__init__(self.describe())
 
     def describe(self) -> str:
