@@ -402,6 +402,10 @@ def status(config_path: str) -> None:
     for row, alert in zip(rows, alerts, strict=True):
         label = labels.get(row.target, "(target no longer in config)")
         held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""
+        if row.refused_by:
+            held += (
+                " (refused for good: fix this target's URL or token; a new URL is tried at once)"
+            )
         click.echo(
             f"  {label}: job {defang(row.job_id, 64)} "
             f"({defang(alert.job.title, 120)}){held}, "
@@ -464,6 +468,12 @@ def health(
     unreachable = int(beat.get("unreachable_cycles") or 0)
     if unreachable >= max_unreachable:
         unhealthy(f"the API did not answer in the last {unreachable} cycles (see the log)")
+    refusing = beat.get("refusing") or []
+    if refusing:
+        unhealthy(
+            f"{', '.join(map(str, refusing))} refused alerts for good (revoked token? deleted "
+            "webhook?): fix the URL, then `alertd status`"
+        )
     oldest = parse_time(beat.get("oldest_owed"))
     if oldest is not None and (now - oldest).total_seconds() > max_owed_age:
         since = show_time(oldest, config.tz)

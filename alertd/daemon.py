@@ -184,6 +184,7 @@ class Daemon:
             "cycles": self.cycles,
             "unreachable_cycles": self.unreachable,
             "oldest_owed": None if report.oldest_owed is None else format_time(report.oldest_owed),
+            "refusing": report.refusing,
         }
         try:
             tmp = path.with_suffix(".tmp")

@@ -178,6 +178,7 @@ class OutboxRow:
     held_since: datetime | None = None
     done_at: datetime | None = None
     title: str | None = None
+    refused_by: str | None = None  # digest of the URL that refused it for good, if one did
 
     @property
     def key(self) -> tuple[str, str]:

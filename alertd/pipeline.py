@@ -13,6 +13,7 @@ ends, but the daemon never dies of it and nothing owed is forgotten.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -64,6 +65,7 @@ class CycleReport:
     held_rows: int = 0
     owed: int = 0
     oldest_owed: datetime | None = None
+    refusing: list[str] = field(default_factory=list)  # targets that refused for good
     waiting: int = 0
     requests: int = 0
     skipped_jobs: int = 0
@@ -396,6 +398,7 @@ def deliver_due(
     """Send every owed alert that is due; a target that fails is left for a later cycle."""
     now = clock()
     store.release(plan.overdue_holds(store.owed.values(), now))
+    store.retry_fixed_targets({key: url_digest(t) for key, t in targets.items()}, now)
     to_send, expired = plan.plan_deliveries(store.due(now, targets), now)
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
@@ -419,12 +422,15 @@ def deliver_due(
         report.failed_sends += 1
         report.unknown_sends += outcome.unknown
         attempts = alert.attempts + 1
-        # A send that may have arrived waits as long as a permanent failure: a slow target
-        # is not sent the same alert again every minute.
-        late = outcome.permanent or outcome.unknown
-        delay = plan.retry_delay(config.retry_schedule, attempts, late)
+        # A send that may have arrived waits the longest step: a slow target is not sent
+        # the same alert again every minute. A permanent refusal waits longer still.
+        if outcome.unknown:
+            delay = config.retry_schedule[-1]
+        else:
+            delay = plan.retry_delay(config.retry_schedule, attempts, outcome.permanent)
         retry_at = clock() + timedelta(seconds=delay)
-        store.mark_failed(alert, outcome.error or "not accepted", retry_at)
+        refused_by = url_digest(target) if outcome.permanent else None
+        store.mark_failed(alert, outcome.error or "not accepted", retry_at, refused_by)
         level = logging.ERROR if outcome.permanent else logging.WARNING
         log.log(
             level,
@@ -436,6 +442,11 @@ def deliver_due(
             retry_at.astimezone(config.tz).strftime("%H:%M:%S %Z"),
             " — check this target's URL and credentials" if outcome.permanent else "",
         )
+
+
+def url_digest(target: Target) -> str:
+    """What tells a target's URL changed, without keeping the URL (it holds secrets)."""
+    return hashlib.sha256((target.url or "").encode()).hexdigest()[:16]
 
 
 def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrainClient:
@@ -508,5 +519,6 @@ def run_once(
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
     report.oldest_owed = store.oldest_owed(targets)
+    report.refusing = sorted(targets[k].label for k in store.refusing_targets(targets))
     report.waiting = len(store.events_of(cycle.owner))
     return report

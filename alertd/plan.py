@@ -275,14 +275,19 @@ def describe_capacity(
 # -- deliveries -------------------------------------------------------------------
 
 
+MAX_PERMANENT_DELAY = 24 * 3600.0
+
+
 def retry_delay(schedule: Sequence[float], attempts: int, permanent: bool = False) -> float:
     """Seconds to wait after the ``attempts``-th failed send: the schedule, clamped to its end.
 
-    A permanent failure (a revoked token, a deleted webhook) waits the longest step:
-    it is still owed, in case a person fixes the target, but it stops hammering.
+    A permanent failure (a revoked token, a deleted webhook) waits the longest step,
+    doubling with each attempt up to a day: it is still owed, in case a person fixes
+    the target (a changed URL is tried at once), but it stops hammering.
     """
     if permanent:
-        return schedule[-1]
+        doubled = schedule[-1] * 2.0 ** min(max(attempts - 1, 0), 20)
+        return float(max(schedule[-1], min(doubled, MAX_PERMANENT_DELAY)))
     return schedule[min(max(attempts, 1), len(schedule)) - 1]
 
 

@@ -150,3 +150,9 @@ def test_capacity_says_when_a_full_refresh_cannot_keep_up() -> None:
     assert "takes 50 min" in text and not too_slow
     assert plan.describe_capacity(3000, 60, 1800)[1]
     assert plan.cycle_budget(60, 300) == 300 and plan.cycle_budget(60, 10) == 60
+
+
+def test_a_permanent_failure_backs_off_doubling_up_to_a_day() -> None:
+    schedule = (60.0, 300.0, 3600.0)
+    delays = [plan.retry_delay(schedule, n, permanent=True) for n in range(1, 8)]
+    assert delays == [3600, 7200, 14400, 28800, 57600, 86400, 86400]

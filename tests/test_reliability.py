@@ -583,3 +583,34 @@ def test_a_slow_refusal_is_not_taken_for_a_send_that_may_have_arrived(
     webhook.delay = 0.95
     outcome = send_apprise(webhook.url, "t", "b", timeout=1.0)
     assert not outcome.accepted and not outcome.unknown, outcome.error
+
+
+def test_a_target_fixed_after_refusing_for_good_is_tried_at_once(
+    write_config: WriteConfig,
+    market: Market,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    state_dir: Path,
+) -> None:
+    body = "channels:\n  team: '{url}'\nsearches:\n  - name: all\n    notify: [team]\n"
+    deleted = webhook.url.replace("/hook", "/deleted")
+    config = write_config(body.format(url=deleted))
+    run_cli("once", "-c", config)
+    market.add_job(title="To a deleted webhook")
+    webhook.down_status = 404
+    owe_while_down(run_cli, config, webhook)
+    status = run_cli("status", "-c", config)
+    assert "refused for good" in status.output
+    from alertd.daemon import Daemon
+    from alertd.pipeline import CycleReport
+
+    daemon = Daemon(load_config(config), lambda c: CycleReport())
+    daemon.write_heartbeat(CycleReport(refusing=["team"]))
+    health = run_cli("health", "-c", config)
+    assert health.exit_code == 1 and "team refused alerts for good" in health.output
+    webhook.up.set()
+    write_config(body.format(url=webhook.url))  # the operator fixes the URL
+    assert run_cli("once", "-c", config).exit_code == 0  # at once, not in an hour
+    assert [item["title"] for item in webhook.received] == [
+        "New OpenTrain job: To a deleted webhook"
+    ]

@@ -392,6 +392,7 @@ class Store:
                 attempts=entry["attempts"],
                 next_attempt_at=parse_time(entry.get("retry")) or at,
                 last_error=entry.get("error"),
+                refused_by=entry.get("refused_by"),
             )
         self._dirty.add("outbox")
 
@@ -720,8 +721,11 @@ class Store:
         self._journal({"op": "sent", "target": key[0], "job": key[1], "at": format_time(now)})
         self._finish(self.owed[key], DeliveryStatus.SENT, now, None)
 
-    def mark_failed(self, alert: Alert, error: str, retry_at: datetime) -> None:
-        """The target did not accept it: owed again from ``retry_at``."""
+    def mark_failed(
+        self, alert: Alert, error: str, retry_at: datetime, refused_by: str | None = None
+    ) -> None:
+        """The target did not accept it: owed again from ``retry_at``. ``refused_by`` is the
+        digest of the URL that refused it for good (a revoked token, a deleted webhook)."""
         key = (alert.target_key, alert.job.id)
         row = self.owed[key]
         self._journal(
@@ -733,12 +737,38 @@ class Store:
                 "retry": format_time(retry_at),
                 "attempts": row.attempts,
                 "error": error,
+                "refused_by": refused_by,
             }
         )
         self.owed[key] = replace(
-            row, status=DeliveryStatus.PENDING, next_attempt_at=retry_at, last_error=error
+            row,
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=retry_at,
+            last_error=error,
+            refused_by=refused_by,
         )
         self._dirty.add("outbox")
+
+    def retry_fixed_targets(self, digests: Mapping[str, str], now: datetime) -> int:
+        """Rows a target refused for good are due at once when its URL has changed since
+        (a person fixed the token or the webhook): no waiting out the long retry step."""
+        fixed = [
+            r
+            for r in self.owed.values()
+            if r.refused_by is not None
+            and r.target in digests
+            and digests[r.target] != r.refused_by
+        ]
+        for row in fixed:
+            self.owed[row.key] = replace(row, next_attempt_at=now, refused_by=None)
+        if fixed:
+            self._dirty.add("outbox")
+        return len(fixed)
+
+    def refusing_targets(self, target_keys: Iterable[str]) -> set[str]:
+        """Targets (of these) that refused an owed alert for good."""
+        keys = set(target_keys)
+        return {r.target for r in self.owed.values() if r.refused_by and r.target in keys}
 
     def _finish(
         self, row: OutboxRow, status: DeliveryStatus, now: datetime, reason: str | None

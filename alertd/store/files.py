@@ -181,6 +181,7 @@ def row_doc(row: OutboxRow) -> dict[str, Any]:
         "held_since": iso(row.held_since),
         "done_at": iso(row.done_at),
         "title": row.title,
+        "refused_by": row.refused_by,
     }
 
 
@@ -198,6 +199,7 @@ def row_from_doc(doc: Mapping[str, Any], epoch: datetime) -> OutboxRow:
         held_since=parse_time(doc.get("held_since")),
         done_at=parse_time(doc.get("done_at")),
         title=doc.get("title"),
+        refused_by=doc.get("refused_by"),
     )
 
 
