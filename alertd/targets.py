@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 import apprise
 
@@ -69,12 +70,12 @@ def redact_url(url: str) -> str:
 
 def url_secrets(url: str) -> set[str]:
     """The parts of ``url`` that apprise hides when it prints it privately: tokens, passwords."""
-    shown = set(_TOKEN_SPLIT.split(_private_url(url)))
-    return {
-        part
-        for part in _TOKEN_SPLIT.split(url.split("://", 1)[-1])
-        if len(part) >= MIN_SECRET_LENGTH and part not in shown
-    }
+    # Both sides decoded: apprise shows 'me@example.com' as 'me%40example.com', and the
+    # domain is not a secret to mask in every log line.
+    private, raw = _private_url(url), url.split("://", 1)[-1]
+    shown = set(_TOKEN_SPLIT.split(private)) | set(_TOKEN_SPLIT.split(unquote(private)))
+    parts = set(_TOKEN_SPLIT.split(raw)) | set(_TOKEN_SPLIT.split(unquote(raw)))
+    return {part for part in parts if len(part) >= MIN_SECRET_LENGTH and part not in shown}
 
 
 class RedactingFilter(logging.Filter):

@@ -512,3 +512,14 @@ def test_every_bidi_and_control_character_is_removed_from_job_text(mark: str) ->
     from alertd.deliver import defang
 
     assert defang(f"Nice{mark}job", 100) == "Nicejob"
+
+
+def test_masking_hides_secrets_and_only_secrets() -> None:
+    from alertd.targets import RedactingFilter, url_secrets
+
+    url = "mailtos://alerts:S3cretPw@smtp.example.com?to=me@example.com&from=alerts@example.com"
+    mask = RedactingFilter(url_secrets(url))
+    line = "sent to smtp.example.com for me@example.com with S3cretPw"
+    assert mask.redact(line) == "sent to smtp.example.com for me@example.com with ***"
+    encoded = RedactingFilter(url_secrets("mailtos://a:Pa%40ssw0rd@smtp.example.com"))
+    assert encoded.redact("login a:Pa%40ssw0rd") == "login a:***"
