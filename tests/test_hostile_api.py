@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -212,3 +213,26 @@ def test_one_absurd_feed_timestamp_does_not_abort_the_cycle(
     result = run_cli("once", "-c", config)
     assert "cycle failed unexpectedly" not in result.output
     assert sorted(alerts_in(result.stdout)) == ["A fine new job", odd["title"]]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_answer_split_into_small_reads_is_read_whole(encoding: str) -> None:
+    payload = b'{"since": "x", "until": "y", "changes": [], "pad": "' + b"p" * 5000 + b'"}'
+    body = gz(payload) if encoding == "gzip" else zlib.compress(payload)
+
+    def chunked(conn: socket.socket, stop: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\n"
+        conn.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(body), 7):
+            piece = body[start : start + 7]
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.001)
+        conn.sendall(b"0\r\n\r\n")
+
+    server = RawServer(chunked)
+    try:
+        api = OpenTrainClient(server.url, retry_delays=())
+        answer = api.get_json("jobs/changes")
+        assert answer["pad"] == "p" * 5000
+    finally:
+        server.close()
