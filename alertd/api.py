@@ -173,13 +173,17 @@ class _BodyError(Exception):
     """The answer broke a limit while it was being read (too slow, too large)."""
 
 
-def _inflater(encoding: str) -> Any:
-    """A zlib decompressor for a gzip or deflate body; None for an uncompressed one."""
+def _inflater(encoding: str, first: bytes) -> Any:
+    """A zlib decompressor for a gzip or deflate body (``first`` is its first bytes);
+    None for an uncompressed one."""
     name = encoding.strip().lower()
     if name in ("", "identity"):
         return None
-    if name in ("gzip", "x-gzip", "deflate"):
-        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # either header, detected
+    if name in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if name == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send it
+        wrapped = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
     raise _BodyError(f"the answer is compressed as {encoding!r}, which alertd does not accept")
 
 
@@ -243,7 +247,7 @@ class OpenTrainClient:
             headers={
                 "User-Agent": f"alertd/{__version__}",
                 "Accept": "application/json",
-                "Accept-Encoding": "gzip, deflate",  # what _read_body inflates itself
+                "Accept-Encoding": "gzip",  # what _read_body inflates itself
             },
             transport=transport,
         )
@@ -316,10 +320,13 @@ class OpenTrainClient:
         """The body, decompressed here (not by httpx) so that neither the bytes on the wire,
         nor what they inflate to, nor the time they take can pass the limits: each raw
         read inflates at most to the limit, and the deadline is checked between reads."""
-        inflate = _inflater(response.headers.get("Content-Encoding", ""))
+        encoding = response.headers.get("Content-Encoding", "")
+        inflate: Any = None
         body = bytearray()
         received = 0
         for raw in response.iter_raw():
+            if received == 0 and raw:
+                inflate = _inflater(encoding, raw)
             received += len(raw)
             if time.monotonic() - started > self.deadline:
                 raise _BodyError(f"the answer took longer than {self.deadline:g}s")
@@ -335,7 +342,11 @@ class OpenTrainClient:
                 body += inflate.decompress(chunk, self.max_body + 1 - len(body))
                 if len(body) > self.max_body:
                     raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+                if inflate.unused_data:
+                    raise _BodyError("data after the end of the compressed answer")
                 chunk = inflate.unconsumed_tail
+        if inflate is not None and not inflate.eof:
+            raise _BodyError("the compressed answer was cut short")
         return bytes(body)
 
     def _judge(

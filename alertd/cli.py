@@ -404,7 +404,7 @@ def status(config_path: str) -> None:
         held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""
         if row.refused_by:
             held += (
-                " (refused for good: fix this target's URL or token; a new URL is tried at once)"
+                " (refused for good: fix the URL or token; a channel's new URL is tried at once)"
             )
         click.echo(
             f"  {label}: job {defang(row.job_id, 64)} "

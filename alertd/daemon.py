@@ -188,7 +188,9 @@ class Daemon:
         }
         try:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(beat), encoding="utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(beat))
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("could not write heartbeat %s: %s", path, exc)

@@ -75,8 +75,9 @@ class CycleReport:
 
     @property
     def api_unreachable(self) -> bool:
-        """Nothing came back from the API: the feed failed, or every query asked did."""
-        return self.held or bool(self.failed_searches and not self.asked)
+        """The change feed could not be read: nothing this cycle knows is current. (A
+        query the API refuses is that search's failure, shown in the log line.)"""
+        return self.held
 
     @property
     def ok(self) -> bool:
@@ -519,6 +520,9 @@ def run_once(
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
     report.oldest_owed = store.oldest_owed(targets)
-    report.refusing = sorted(targets[k].label for k in store.refusing_targets(targets))
+    # Channel names only: an inline URL's label may still hold a path token.
+    report.refusing = sorted(
+        targets[k].label if k.startswith("channel:") else k for k in store.refusing_targets(targets)
+    )
     report.waiting = len(store.events_of(cycle.owner))
     return report

@@ -74,7 +74,8 @@ def url_secrets(url: str) -> set[str]:
     # domain is not a secret to mask in every log line.
     private, raw = _private_url(url), url.split("://", 1)[-1]
     shown = set(_TOKEN_SPLIT.split(private)) | set(_TOKEN_SPLIT.split(unquote(private)))
-    parts = set(_TOKEN_SPLIT.split(raw)) | set(_TOKEN_SPLIT.split(unquote(raw)))
+    pieces = _TOKEN_SPLIT.split(raw)
+    parts = set(pieces) | {unquote(p) for p in pieces} | set(_TOKEN_SPLIT.split(unquote(raw)))
     return {part for part in parts if len(part) >= MIN_SECRET_LENGTH and part not in shown}
 
 

@@ -523,3 +523,10 @@ def test_masking_hides_secrets_and_only_secrets() -> None:
     assert mask.redact(line) == "sent to smtp.example.com for me@example.com with ***"
     encoded = RedactingFilter(url_secrets("mailtos://a:Pa%40ssw0rd@smtp.example.com"))
     assert encoded.redact("login a:Pa%40ssw0rd") == "login a:***"
+
+
+def test_an_encoded_password_is_masked_whole_in_its_decoded_form_too() -> None:
+    from alertd.targets import RedactingFilter, url_secrets
+
+    mask = RedactingFilter(url_secrets("json://user:s3cr%2Ft%3Apass@127.0.0.1:9/x"))
+    assert mask.redact("login s3cr/t:pass") == "login ***"

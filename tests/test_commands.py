@@ -142,3 +142,10 @@ def test_health_turns_unhealthy_when_the_api_or_a_target_stays_down(
     assert "the API did not answer in the last" in down.output
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
+
+
+def test_a_refused_query_is_not_an_unreachable_api() -> None:
+    from alertd.pipeline import CycleReport
+
+    assert not CycleReport(failed_searches=["bad"], asked=0).api_unreachable
+    assert CycleReport(held=True).api_unreachable

@@ -236,3 +236,31 @@ def test_a_compressed_answer_split_into_small_reads_is_read_whole(encoding: str)
         assert answer["pad"] == "p" * 5000
     finally:
         server.close()
+
+
+def _serve_once(body: bytes, encoding: str) -> RawServer:
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {len(body)}"
+        conn.sendall(head.encode() + b"\r\n\r\n" + body)
+
+    return RawServer(answer)
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "accepted"),
+    [
+        (gz(b'{"a": 1}')[:-8], "gzip", False),  # its trailer (the CRC) cut off
+        (gz(b'{"a": 1}') + b"junk", "gzip", False),  # junk in the same read
+        (zlib.compress(b'{"a": 1}')[2:-4], "deflate", True),  # raw deflate, as some send
+        (zlib.compress(b'{"a": 1}'), "deflate", True),
+    ],
+)
+def test_a_compressed_answer_is_taken_only_whole(
+    body: bytes, encoding: str, accepted: bool
+) -> None:
+    server = _serve_once(body, encoding)
+    try:
+        answer = _catch(lambda: OpenTrainClient(server.url, retry_delays=()).get_json("x"))
+        assert (answer == {"a": 1}) is accepted, answer
+    finally:
+        server.close()
