@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import ssl
 import threading
 import time
 import zlib
@@ -22,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 
 from alertd import __version__
@@ -173,6 +175,91 @@ class _BodyError(Exception):
     """The answer broke a limit while it was being read (too slow, too large)."""
 
 
+class _Deadline(httpcore.NetworkBackend):
+    """httpcore's sockets, each read and write waiting at most what is left of the whole
+    request's deadline: httpx's timeouts are per read, so a server sending its headers a
+    byte at a time could otherwise hold a request for days."""
+
+    def __init__(self) -> None:
+        self.inner = httpcore.SyncBackend()
+        self.local = threading.local()  # this thread's request: when it must have ended
+
+    def set(self, ends_at: float | None) -> None:
+        """The monotonic instant the current request must end by (None: no deadline)."""
+        self.local.ends_at = ends_at
+
+    def cap(self, timeout: float | None) -> float | None:
+        """``timeout``, shortened to what is left; ReadTimeout once nothing is."""
+        ends_at: float | None = getattr(self.local, "ends_at", None)
+        if ends_at is None:
+            return timeout
+        left = ends_at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the whole request took longer than its deadline")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_tcp(
+            host, port, self.cap(timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream, self)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_unix_socket(path, self.cap(timeout), socket_options)
+        return _DeadlineStream(stream, self)
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """One connection whose every read and write the deadline caps."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self.inner = inner
+        self.deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, self.deadline.cap(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, self.deadline.cap(timeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self.inner.start_tls(ssl_context, server_hostname, self.deadline.cap(timeout))
+        return _DeadlineStream(tls, self.deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+def _deadline_transport(backend: _Deadline) -> httpx.HTTPTransport:
+    """httpx's own transport over sockets that ``backend`` bounds."""
+    transport = httpx.HTTPTransport()
+    # httpx takes no network backend; its pool is the one place to give it ours.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(), network_backend=backend
+    )
+    return transport
+
+
 def _inflater(encoding: str, first: bytes) -> Any:
     """A zlib decompressor for a gzip or deflate body (``first`` is its first bytes);
     None for an uncompressed one."""
@@ -241,6 +328,7 @@ class OpenTrainClient:
         self.retry_delays = tuple(retry_delays)
         self.deadline = deadline
         self.max_body = max_body
+        self.deadline_backend = _Deadline()
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
@@ -249,7 +337,7 @@ class OpenTrainClient:
                 "Accept": "application/json",
                 "Accept-Encoding": "gzip",  # what _read_body inflates itself
             },
-            transport=transport,
+            transport=transport or _deadline_transport(self.deadline_backend),
         )
 
     def close(self) -> None:
@@ -302,6 +390,7 @@ class OpenTrainClient:
         a server that trickles or sends a compression bomb costs one failed attempt.
         """
         started = time.monotonic()
+        self.deadline_backend.set(started + self.deadline)
         try:
             with self.http.stream("GET", path, params=params) as response:
                 content = self._read_body(response, started)
@@ -310,10 +399,14 @@ class OpenTrainClient:
         except zlib.error as exc:
             return f"the body could not be decoded (corrupt compression? {exc})", None
         except Exception as exc:  # any httpx error, whatever its class: one table decides
+            if time.monotonic() - started >= self.deadline:
+                return f"the answer took longer than {self.deadline:g}s", None
             text, retryable = describe_httpx_error(exc)
             if not retryable:
                 raise ApiError(f"{path}: {text}") from exc
             return text, None
+        finally:
+            self.deadline_backend.set(None)
         return self._judge(path, response, content)
 
     def _read_body(self, response: httpx.Response, started: float) -> bytes:

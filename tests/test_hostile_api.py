@@ -264,3 +264,19 @@ def test_a_compressed_answer_is_taken_only_whole(
         assert (answer == {"a": 1}) is accepted, answer
     finally:
         server.close()
+
+
+def test_response_headers_sent_a_byte_at_a_time_meet_the_deadline() -> None:
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: ")
+        while not stop.wait(0.3):
+            conn.sendall(b"a")
+
+    server = RawServer(trickle)
+    try:
+        api = OpenTrainClient(server.url, deadline=1.0, retry_delays=())
+        started = time.monotonic()
+        failed = within(6, lambda: api.get_json("jobs/changes"))
+        assert isinstance(failed, ApiError) and time.monotonic() - started < 3
+    finally:
+        server.close()
