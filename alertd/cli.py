@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -221,6 +222,7 @@ def validate(config_path: str, online: bool) -> None:
       alertd validate -c alerts.yaml --online
     """
     config = read_config(config_path, need_searches=True)
+    check_state_dir(config)
     if online:
         check_online(config)
     targets = sorted({t.label for s in config.searches for t in s.targets})
@@ -238,6 +240,27 @@ def capacity(config: Config) -> tuple[str, bool]:
     """How long asking every distinct query once takes within the budget, and if too long."""
     queries = len(group_queries(config.searches))
     return describe_capacity(queries, config.requests_per_minute, config.refresh_interval)
+
+
+def check_state_dir(config: Config) -> None:
+    """What `alertd run` will need of state_dir: a directory this user can write, or a
+    place to make one. Exit 2 naming the line when it cannot be."""
+    path = config.state_dir
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    problem = None
+    if existing is not None and not existing.is_dir():
+        problem = f"{existing} is a file, not a directory"
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem:
+        raise ConfigClickError(
+            ConfigError(
+                f"{problem}; alertd keeps its state in {path}: point state_dir elsewhere",
+                source=config.source,
+                line=config.line_of("state_dir"),
+                field="state_dir",
+            ).describe()
+        )
 
 
 FACET_FIELDS = (("category", "categories"), ("language", "languages"), ("country", "countries"))

@@ -235,3 +235,15 @@ def test_operator_mistakes_are_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_validate_checks_the_state_directory_run_will_need(tmp_path: Path, run_cli: RunCli) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = tmp_path / "alerts.yaml"
+    config.write_text(f"state_dir: {blocker / 'state'}\nsearches:\n  - name: a\n")
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code == 2
+    assert f"{config}:1: state_dir: {blocker} is a file, not a directory" in result.output
+    config.write_text(f"state_dir: {tmp_path / 'new' / 'state'}\nsearches:\n  - name: a\n")
+    assert run_cli("validate", "-c", config).exit_code == 0  # run will make it
