@@ -7,6 +7,7 @@ fails without its fix.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,37 @@ def cfg(tmp_path: Path, url: str, searches: dict[str, dict[str, str]], extra: st
     return load_config(path)
 
 
+class World:
+    """A clocked market behind a fast stand-in, one 'audio' search, a recording target."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = Clock()
+        self.market = Market(clock=self.clock, seed=1)
+        self.server = StandInServer(self.market, cache_ttl=0, rate_limit=FAST).start()
+        self.config = cfg(tmp_path, self.server.url, {"audio": {"category": "Audio Annotation"}})
+        self.send = Sender()
+
+    def cycle(self, after: timedelta = timedelta(0)) -> CycleReport:
+        """One cycle (a restart: the store is opened anew), ``after`` from the last."""
+        self.clock.now += after
+        return run(self.config, self.server.url, self.send, self.clock)
+
+    def owe_x(self) -> None:
+        """Prime, then publish job X while the target is down: X is owed."""
+        self.cycle()
+        self.clock.now += timedelta(minutes=1)
+        self.market.add_job(id="X", title="X job", category="Audio Annotation")
+        self.send.up = False
+        self.cycle(timedelta(minutes=1))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    made = World(tmp_path)
+    yield made
+    made.server.stop()
+
+
 def test_a_tight_budget_still_goes_round_every_owed_query(tmp_path: Path) -> None:
     market = Market(seed=1)
     server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
@@ -96,30 +128,16 @@ def test_a_tight_budget_still_goes_round_every_owed_query(tmp_path: Path) -> Non
         server.stop()
 
 
-def test_a_404_that_does_not_say_closed_does_not_withdraw_an_alert(tmp_path: Path) -> None:
-    clock = Clock()
-    market = Market(clock=clock, seed=1)
-    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
-    try:
-        config = cfg(tmp_path, server.url, {"audio": {"category": "Audio Annotation"}})
-        send = Sender()
-        run(config, server.url, send, clock)
-        clock.now += timedelta(minutes=1)
-        market.add_job(id="X", title="X job", category="Audio Annotation")
-        send.up = False
-        clock.now += timedelta(minutes=1)
-        run(config, server.url, send, clock)
-        clock.now += timedelta(minutes=1)
-        market.update_job("X", title="X job (edited)")
-        server.add_fault(Fault(kind="status", path="/jobs/X", status=404, count=1))
-        _log(run(config, server.url, send, clock).summary())
-        send.up = True
-        for _ in range(3):
-            clock.now += timedelta(hours=3)
-            _log(run(config, server.url, send, clock).summary())
-        assert ("audio", "X") in send.sent, send.sent
-    finally:
-        server.stop()
+def test_a_404_that_does_not_say_closed_does_not_withdraw_an_alert(world: World) -> None:
+    world.owe_x()
+    world.clock.now += timedelta(minutes=1)
+    world.market.update_job("X", title="X job (edited)")
+    world.server.add_fault(Fault(kind="status", path="/jobs/X", status=404, count=1))
+    _log(world.cycle().summary())
+    world.send.up = True
+    for _ in range(3):
+        _log(world.cycle(timedelta(minutes=5)).summary())  # not healed hours later
+    assert ("audio", "X") in world.send.sent, world.send.sent
 
 
 def test_a_cached_read_of_an_edited_job_without_updated_at_is_not_trusted(
@@ -302,36 +320,20 @@ def test_more_changes_at_one_instant_than_the_feed_lists_do_not_stall_it(
         server.stop()
 
 
-def test_an_alert_owed_again_after_a_withdrawal_survives_a_restart(tmp_path: Path) -> None:
-    clock = Clock()
-    market = Market(clock=clock, seed=1)
-    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
-    try:
-        config = cfg(tmp_path, server.url, {"audio": {"category": "Audio Annotation"}})
-        send = Sender()
-        run(config, server.url, send, clock)
-        clock.now += timedelta(minutes=1)
-        market.add_job(id="X", title="X job", category="Audio Annotation")
-        send.up = False
-        clock.now += timedelta(minutes=1)
-        run(config, server.url, send, clock)  # owed, target down
-        clock.now += timedelta(minutes=1)
-        market.close_job("X")
-        run(config, server.url, send, clock)  # withdrawn
-        clock.now += timedelta(hours=2)
-        run(config, server.url, send, clock)  # its seen id is forgotten
-        clock.now += timedelta(minutes=1)
-        market.update_job("X", status="OPEN")  # reopened; the target is still down
-        for _ in range(3):  # each run() is a restart
-            clock.now += timedelta(minutes=5)
-            run(config, server.url, send, clock)
-        send.up = True
-        for _ in range(3):
-            clock.now += timedelta(hours=2)
-            run(config, server.url, send, clock)
-        assert send.sent == [("audio", "X")]
-    finally:
-        server.stop()
+def test_an_alert_owed_again_after_a_withdrawal_survives_a_restart(world: World) -> None:
+    world.owe_x()
+    world.clock.now += timedelta(minutes=1)
+    world.market.close_job("X")
+    world.cycle()  # withdrawn
+    world.cycle(timedelta(hours=2))  # its seen id is forgotten
+    world.clock.now += timedelta(minutes=1)
+    world.market.update_job("X", status="OPEN")  # reopened; the target is still down
+    for _ in range(3):  # each cycle is a restart
+        world.cycle(timedelta(minutes=5))
+    world.send.up = True
+    for _ in range(3):
+        world.cycle(timedelta(hours=2))
+    assert world.send.sent == [("audio", "X")]
 
 
 @pytest.mark.parametrize("crash_after", range(6))
