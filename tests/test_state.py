@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
+import os
+import resource
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from alertd.cli import cli
 from alertd.errors import StoreError
 from alertd.market import Market
 from alertd.store import Store
-from tests.conftest import RunCli, WriteConfig
+from tests.conftest import ALERTD, RunCli, WriteConfig
 from tests.webhook import WebhookCollector
 
 
@@ -195,3 +202,81 @@ def test_a_dangling_symlinked_state_file_is_not_a_new_state(
     result = run_cli("once", "-c", config)
     assert result.exit_code == 1 and "which is missing" in result.output
     assert webhook.received == []
+
+
+def test_a_full_disk_at_the_very_first_start_is_one_line_and_the_fix(
+    write_config: WriteConfig, state_dir: Path
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+
+    def full_disk() -> None:  # not one byte may be written: the lock's pid is the first write
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    result = subprocess.run(
+        [*ALERTD, "once", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        preexec_fn=full_disk,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot write {state_dir / 'alertd.lock'}: File too large; "
+        "free some space on that disk (or raise the quota), then start alertd again"
+    ]
+
+
+@contextlib.contextmanager
+def as_another_user(state_dir: Path, *, given_the_directory: bool) -> Iterator[None]:
+    """This process, unable to read or write what is in ``state_dir``: as another user
+    when the tests run as root (root reads anything), by taking the permissions away
+    otherwise. ``given_the_directory``: the directory itself (and the lock file) was
+    handed over, its state files were not (a chown without -R)."""
+    if os.geteuid() == 0:  # the other user may reach the config, not read the state
+        opened = {path: path.stat().st_mode for path in state_dir.parents if path != Path("/")}
+        for path, mode in opened.items():
+            path.chmod(mode | 0o005)
+        if given_the_directory:
+            for path in (state_dir, state_dir / "alertd.lock"):
+                os.chown(path, 65534, 65534)
+        os.setegid(65534)
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+            for path, mode in opened.items():
+                path.chmod(mode)
+        return
+    modes = {path: path.stat().st_mode for path in [state_dir, *state_dir.iterdir()]}
+    for path in modes:
+        if given_the_directory and path.name in (state_dir.name, "alertd.lock"):
+            continue
+        path.chmod(0o500 if path == state_dir else 0)
+    try:
+        yield
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+@pytest.mark.parametrize("given_the_directory", [False, True], ids=["nothing", "directory"])
+def test_a_state_made_by_another_user_is_one_line_naming_the_fix(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    state_dir: Path,
+    given_the_directory: bool,
+) -> None:
+    config = primed(write_config, run_cli, webhook)  # as the user who made it (root, say)
+    config.chmod(0o644)
+    before = {path.name: path.read_bytes() for path in state_dir.iterdir()}
+    with as_another_user(state_dir, given_the_directory=given_the_directory):
+        result = CliRunner().invoke(cli, ["once", "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (line,) = result.output.strip().splitlines()
+    assert "Permission denied" in line and str(state_dir) in line
+    assert "writable by the user alertd runs as" in line and "chown -R" in line
+    assert {path.name: path.read_bytes() for path in state_dir.iterdir()} == before

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from tinydb import TinyDB
 
@@ -58,6 +58,7 @@ from alertd.store.files import (
     EPOCH,
     TEMP_PREFIX,
     BufferedJSONStorage,
+    fix_for,
     iso,
     row_doc,
     row_from_doc,
@@ -107,9 +108,9 @@ class DirectoryLock:
     second alertd in; that file only tells the second one the first one's pid.
     """
 
-    def __init__(self, fd: int, pid_file: TextIO) -> None:
+    def __init__(self, fd: int, pid_fd: int) -> None:
         self.fd = fd
-        self.pid_file = pid_file
+        self.pid_fd = pid_fd
 
     @classmethod
     def take(cls, state_dir: Path) -> DirectoryLock:
@@ -117,39 +118,36 @@ class DirectoryLock:
 
         ``alertd.lock`` is locked too, as alertd 0.1 did (so an old and a new alertd
         exclude each other), and it stands in where a directory cannot be locked (NFS).
+        Unbuffered writes: a full disk fails the write itself, never a later close.
         """
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
-            pid_file = (state_dir / LOCK_FILE).open("a+", encoding="utf-8")
+            pid_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StoreError(
-                f"cannot use state directory {state_dir}: {exc.strerror or exc}; "
-                "set state_dir (or ALERTD_STATE_DIR) to a directory this user can write"
+                f"cannot use state directory {state_dir}: {exc.strerror or exc}; {fix_for(exc)}"
             ) from exc
         fd = -1
         try:
-            _flock(pid_file.fileno(), state_dir, required=True)
+            _flock(pid_fd, state_dir, required=True)
             fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
             _flock(fd, state_dir, required=False)
-            pid_file.seek(0)
-            pid_file.truncate()
-            pid_file.write(str(os.getpid()))
-            pid_file.flush()
+            os.ftruncate(pid_fd, 0)
+            os.pwrite(pid_fd, str(os.getpid()).encode("ascii"), 0)
         except BaseException as exc:
-            pid_file.close()
+            os.close(pid_fd)
             if fd >= 0:
                 os.close(fd)
             if isinstance(exc, OSError):
                 raise StoreError(
-                    f"cannot write {state_dir / LOCK_FILE}: {exc.strerror or exc}; "
-                    "is the disk full, or the directory not this user's?"
+                    f"cannot write {state_dir / LOCK_FILE}: {exc.strerror or exc}; {fix_for(exc)}"
                 ) from exc
             raise
-        return cls(fd, pid_file)
+        return cls(fd, pid_fd)
 
     def close(self) -> None:
         """Release the lock."""
-        self.pid_file.close()
+        os.close(self.pid_fd)
         if self.fd >= 0:
             os.close(self.fd)
 
@@ -259,8 +257,8 @@ class Store:
             yield
         except OSError as exc:
             raise StoreError(
-                f"cannot write state file {what}: {exc.strerror or exc}; "
-                "nothing was lost, it will be retried (free some disk space?)"
+                f"cannot write state file {what}: {exc.strerror or exc}; nothing was "
+                f"lost and it will be retried, but {fix_for(exc)}"
             ) from exc
 
     def _table(self, file: str, table: str) -> Any:

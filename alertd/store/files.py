@@ -7,6 +7,7 @@ a row looks like on disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -38,6 +39,19 @@ def _is_tables(data: object) -> bool:
     )
 
 
+def fix_for(exc: OSError) -> str:
+    """What the operator can do about a failed state write, by its cause."""
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return "free some space on that disk (or raise the quota), then start alertd again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            "the state directory and its files must be writable by the user alertd runs "
+            f"as (uid {os.geteuid()}): chown -R it, or set state_dir (ALERTD_STATE_DIR) "
+            "to one that is"
+        )
+    return "set state_dir (or ALERTD_STATE_DIR) to a directory this user can write"
+
+
 def read_json_file(path: Path) -> dict[str, Any] | None:
     """A state file's tables; None when it does not exist.
 
@@ -54,11 +68,14 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+    except OSError as exc:
         raise StoreError(
-            f"cannot read state file {path}: {reason or exc}; check its owner and "
-            "permissions, or move it aside to start over"
+            f"cannot read state file {path}: {exc.strerror or exc}; {fix_for(exc)}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise StoreError(
+            f"cannot read state file {path}: not UTF-8 text; restore it from a backup, "
+            "or move it aside to start over"
         ) from exc
     if not text.strip():
         raise StoreError(
