@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import apprise
 
@@ -65,18 +65,52 @@ def _private_url(url: str) -> str:
 
 def redact_url(url: str) -> str:
     """The URL as apprise shows it with privacy on, without its options: tokens masked."""
-    return _private_url(url).split("?", 1)[0]
+    return RedactingFilter(_webhook_secrets(url)).redact(_private_url(url).split("?", 1)[0])
+
+
+# apprise's generic webhooks print their path and custom headers even in private mode,
+# so a token written there literally is found here instead.
+_WEBHOOK_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
+_AUTH_WORDS = frozenset({"bearer", "basic", "token", "digest", "apikey"})
+
+
+def _looks_like_token(part: str) -> bool:
+    """A path segment that is a credential rather than a word: long, or letters and
+    digits mixed (``hook`` and ``services`` stay readable, ``a1b2c3d4e5`` does not)."""
+    if len(part) >= 20:
+        return True
+    return len(part) >= 8 and any(c.isdigit() for c in part) and any(c.isalpha() for c in part)
+
+
+def _webhook_secrets(url: str) -> set[str]:
+    """Tokens in a generic webhook URL's path, and the values of its custom headers."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return set()
+    if parts.scheme.lower() not in _WEBHOOK_SCHEMES:
+        return set()
+    found = {unquote(p) for p in parts.path.split("/") if _looks_like_token(unquote(p))}
+    for pair in parts.query.split("&"):  # not parse_qsl: it reads the header's '+' as a space
+        key, _, value = (unquote(side) for side in pair.partition("="))
+        if key.startswith("+") and value:  # a header: its whole value, and each word of it
+            found.add(value)
+            found |= {w for w in value.split() if w.lower() not in _AUTH_WORDS}
+    found |= {quote for quote in (p.replace(" ", "%20") for p in found) if quote not in found}
+    return {part for part in found if len(part) >= MIN_SECRET_LENGTH}
 
 
 def url_secrets(url: str) -> set[str]:
-    """The parts of ``url`` that apprise hides when it prints it privately: tokens, passwords."""
+    """The parts of ``url`` that apprise hides when it prints it privately (tokens,
+    passwords), and what it prints although it is a credential (webhook tokens, headers)."""
     # Both sides decoded: apprise shows 'me@example.com' as 'me%40example.com', and the
     # domain is not a secret to mask in every log line.
     private, raw = _private_url(url), url.split("://", 1)[-1]
     shown = set(_TOKEN_SPLIT.split(private)) | set(_TOKEN_SPLIT.split(unquote(private)))
     pieces = _TOKEN_SPLIT.split(raw)
     parts = set(pieces) | {unquote(p) for p in pieces} | set(_TOKEN_SPLIT.split(unquote(raw)))
-    return {part for part in parts if len(part) >= MIN_SECRET_LENGTH and part not in shown}
+    hidden = {part for part in parts if len(part) >= MIN_SECRET_LENGTH and part not in shown}
+    return hidden | _webhook_secrets(url)
 
 
 class RedactingFilter(logging.Filter):

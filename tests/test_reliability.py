@@ -614,3 +614,24 @@ def test_a_target_fixed_after_refusing_for_good_is_tried_at_once(
     assert [item["title"] for item in webhook.received] == [
         "New OpenTrain job: To a deleted webhook"
     ]
+
+
+def test_a_token_written_into_a_webhook_path_or_header_never_reaches_the_log(
+    market: Market, write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
+) -> None:
+    path_token, header_token = "pathT0ken9f8e7d6c5b", "headerS3cret42x"
+    url = f"{webhook.url}/{path_token}?+Authorization=Bearer%20{header_token}"
+    config = write_config(f"log_level: DEBUG\nsearches:\n  - name: all\n    notify: ['{url}']\n")
+    run_cli("once", "-c", config)
+    market.add_job(title="Sent with a token")
+
+    results = [run_cli(command, "-c", config) for command in ("once", "status", "validate")]
+
+    assert webhook.seen[-1] == (f"/hook/{path_token}", webhook.seen[-1][1])
+    assert webhook.seen[-1][1]["Authorization"] == f"Bearer {header_token}"
+    for result in results:
+        assert result.exit_code == 0, result.output
+        assert path_token not in result.output and header_token not in result.output
+    # the lines that would carry them were written, masked; the rest of the URL stays readable
+    assert "json://127.0.0.1" in results[0].output and "/hook/***" in results[0].output
+    assert "Sent with a token" in webhook.messages()[0]

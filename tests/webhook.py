@@ -19,6 +19,7 @@ class _Handler(BaseHTTPRequestHandler):
         accepted = self.server.up.is_set()
         with self.server.lock:
             self.server.attempts += 1
+            self.server.seen.append((self.path, dict(self.headers.items())))
             if accepted:
                 self.server.received.append(json.loads(body or b"{}"))
         if self.server.delay:  # recorded, then answered late: a slow service
@@ -44,6 +45,7 @@ class WebhookCollector(ThreadingHTTPServer):
         self.answer_late = threading.Event()  # set to answer at once
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
+        self.seen: list[tuple[str, dict[str, str]]] = []  # each post's path and headers
         threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
