@@ -192,7 +192,8 @@ class SearchState:
 
     ``fingerprint`` is the filters it was primed with (edited filters start silent
     again); ``since`` is when its silent first run began, by the API's clock; ``seen``
-    every job id it has matched, so each is alerted once.
+    every job id it has matched, so each is alerted once; ``targets`` the keys of the
+    targets it notified last cycle (a replaced URL inherits what the old one was owed).
     """
 
     name: str
@@ -201,6 +202,7 @@ class SearchState:
     since: datetime
     primed: bool = False
     seen: set[str] = field(default_factory=set)
+    targets: tuple[str, ...] = ()
 
 
 class EventKind(enum.StrEnum):

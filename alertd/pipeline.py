@@ -400,6 +400,10 @@ def deliver_due(
     now = clock()
     store.release(plan.overdue_holds(store.owed.values(), now))
     store.retry_fixed_targets({key: url_digest(t) for key, t in targets.items()}, now)
+    for search in config.searches:
+        moved = store.retarget(search, targets, now)
+        if moved:
+            log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     to_send, expired = plan.plan_deliveries(store.due(now, targets), now)
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)

@@ -585,14 +585,23 @@ def test_a_slow_refusal_is_not_taken_for_a_send_that_may_have_arrived(
     assert not outcome.accepted and not outcome.unknown, outcome.error
 
 
+@pytest.mark.parametrize(
+    ("body", "label"),
+    [
+        ("channels:\n  team: '{url}'\nsearches:\n  - name: all\n    notify: [team]\n", "team"),
+        ("searches:\n  - name: all\n    notify: ['{url}']\n", "json://127.0.0.1"),
+    ],
+    ids=["channel", "inline-url"],
+)
 def test_a_target_fixed_after_refusing_for_good_is_tried_at_once(
     write_config: WriteConfig,
     market: Market,
     run_cli: RunCli,
     webhook: WebhookCollector,
     state_dir: Path,
+    body: str,
+    label: str,
 ) -> None:
-    body = "channels:\n  team: '{url}'\nsearches:\n  - name: all\n    notify: [team]\n"
     deleted = webhook.url.replace("/hook", "/deleted")
     config = write_config(body.format(url=deleted))
     run_cli("once", "-c", config)
@@ -605,15 +614,19 @@ def test_a_target_fixed_after_refusing_for_good_is_tried_at_once(
     from alertd.pipeline import CycleReport
 
     daemon = Daemon(load_config(config), lambda c: CycleReport())
-    daemon.write_heartbeat(CycleReport(refusing=["team"]))
+    daemon.write_heartbeat(CycleReport(refusing=[label]))
     health = run_cli("health", "-c", config)
-    assert health.exit_code == 1 and "team refused alerts for good" in health.output
+    assert health.exit_code == 1 and f"{label}" in health.output and "for good" in health.output
     webhook.up.set()
     write_config(body.format(url=webhook.url))  # the operator fixes the URL
-    assert run_cli("once", "-c", config).exit_code == 0  # at once, not in an hour
+    fixed = run_cli("once", "-c", config)
+    assert fixed.exit_code == 0, fixed.output  # at once, not in an hour
     assert [item["title"] for item in webhook.received] == [
         "New OpenTrain job: To a deleted webhook"
     ]
+    assert "0 owed" in fixed.output
+    run_cli("once", "-c", config)
+    assert len(webhook.received) == 1  # once
 
 
 def test_a_token_written_into_a_webhook_path_or_header_never_reaches_the_log(

@@ -171,3 +171,69 @@ def test_seen_ids_round_trip_whatever_their_characters(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         assert store.seen_ids("all") == {"a", "b"}
         assert store.seen_ids("odd") == {"with space", "tab\there", "x"}
+
+
+OLD = Target.for_url("json://127.0.0.1:9/old", "old")
+NEW = Target.for_url("json://127.0.0.1:9/new", "new")
+OTHER = Target.for_url("json://127.0.0.1:9/other", "other")
+
+
+def owing_old(tmp_path: Path) -> Store:
+    """A store where search 'all' (notifying OLD and OTHER) owes OLD job j1; OTHER had it."""
+    store = Store.open(tmp_path)
+    search = SavedSearch(name="all", targets=(OLD, OTHER))
+    store.mark_primed(search, NOW)
+    assert store.retarget(search, {OLD.key, OTHER.key}, NOW) == 0  # first sight: recorded
+    store.record_matches(search, [Job(id="j1", title="One", status="OPEN")], NOW)
+    sent = next(a for a in store.due(NOW) if a.target_key == OTHER.key)
+    store.mark_sending(sent, NOW)
+    store.mark_sent(sent, NOW)
+    return store
+
+
+def test_a_replaced_url_hands_what_it_was_owed_to_the_new_one_once(tmp_path: Path) -> None:
+    store = owing_old(tmp_path)
+    replaced = SavedSearch(name="all", targets=(NEW, OTHER))
+    assert store.retarget(replaced, {NEW.key, OTHER.key}, NOW) == 1
+    assert [(a.target_key, a.job.id) for a in store.due(NOW)] == [(NEW.key, "j1")]  # not OTHER
+    store.close()
+    with Store.open(tmp_path) as again:  # the move was written, and is not repeated
+        assert again.retarget(replaced, {NEW.key, OTHER.key}, NOW) == 0
+        assert [(a.target_key, a.job.id) for a in again.due(NOW)] == [(NEW.key, "j1")]
+        assert again.counts()["withdrawn"] == 1
+
+
+def test_a_url_another_search_still_uses_keeps_what_it_is_owed(tmp_path: Path) -> None:
+    store = owing_old(tmp_path)
+    replaced = SavedSearch(name="all", targets=(NEW, OTHER))
+    assert store.retarget(replaced, {OLD.key, NEW.key, OTHER.key}, NOW) == 0  # OLD in use
+    assert [(a.target_key, a.job.id) for a in store.due(NOW)] == [(OLD.key, "j1")]
+    store.close()
+
+
+def test_a_url_only_removed_moves_nothing(tmp_path: Path) -> None:
+    store = owing_old(tmp_path)
+    fewer = SavedSearch(name="all", targets=(OTHER,))
+    assert store.retarget(fewer, {OTHER.key}, NOW) == 0
+    assert store.due(NOW, {OTHER.key}) == []  # OTHER is not sent j1 a second time
+    store.close()
+
+
+def test_a_crash_between_the_two_steps_of_a_move_loses_and_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = owing_old(tmp_path)
+    store.commit()
+    replaced = SavedSearch(name="all", targets=(NEW, OTHER))
+
+    def die(*args: object) -> None:
+        raise KeyboardInterrupt  # the process stops once the new rows are written
+
+    monkeypatch.setattr(store, "_finish", die)
+    with pytest.raises(KeyboardInterrupt):
+        store.retarget(replaced, {NEW.key, OTHER.key}, NOW)
+    store.lock.close()  # type: ignore[union-attr]
+    monkeypatch.undo()
+    with Store.open(tmp_path) as again:
+        assert again.retarget(replaced, {NEW.key, OTHER.key}, NOW) == 1
+        assert [(a.target_key, a.job.id) for a in again.due(NOW)] == [(NEW.key, "j1")]

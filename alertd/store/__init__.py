@@ -32,7 +32,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -762,6 +762,52 @@ class Store:
         if fixed:
             self._dirty.add("outbox")
         return len(fixed)
+
+    def retarget(self, search: SavedSearch, configured: Collection[str], now: datetime) -> int:
+        """A search whose URL was replaced: what the old URL was still owed goes to the new.
+
+        Compares the search's targets with those it had last cycle. A target it no longer
+        has, that no search of the config (``configured``) has, while it gained one: its
+        owed rows for this search are owed to each gained target that has not had the job,
+        then withdrawn. New rows are written first, so a crash between the two steps
+        repeats the move rather than losing the alert. Returns how many rows moved.
+        """
+        state = self.searches.get(search.name)
+        current = tuple(sorted({t.key for t in search.targets}))
+        if state is None or state.targets == current:
+            return 0
+        gone = set(state.targets) - set(current) - set(configured)
+        gained = [key for key in current if key not in state.targets]
+        moving = [
+            row
+            for row in self.owed.values()
+            if row.target in gone
+            and search.name in row.searches
+            and row.status in (DeliveryStatus.PENDING, DeliveryStatus.HELD)
+        ]
+        moved = len(moving) if state.targets and gained else 0
+        if moved:
+            for row in moving:
+                for key in gained:
+                    new = (key, row.job_id)
+                    if new in self.owed or new in self.done:
+                        continue  # owed already, or had it: never twice
+                    self.owed[new] = replace(
+                        row,
+                        target=key,
+                        next_attempt_at=now,
+                        attempts=0,
+                        last_error=None,
+                        refused_by=None,
+                    )
+                    self._unsaved.add(new)
+            self._dirty.add("outbox")
+            self.commit()
+            for row in moving:
+                self._finish(row, DeliveryStatus.WITHDRAWN, now, "its URL was replaced")
+        state.targets = current
+        self._dirty.add("searches")
+        return moved
 
     def refusing_targets(self, target_keys: Iterable[str]) -> set[str]:
         """Targets (of these) that refused an owed alert for good."""

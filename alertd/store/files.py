@@ -228,6 +228,7 @@ def search_doc(state: SearchState) -> dict[str, Any]:
         "since": format_time(state.since),
         "primed": state.primed,
         "seen": pack_ids(state.seen),
+        "targets": list(state.targets),
     }
 
 
@@ -257,4 +258,5 @@ def search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:
         since=time_or(doc.get("since"), epoch),
         primed=bool(doc.get("primed")),
         seen=unpack_ids(doc.get("seen")),
+        targets=tuple(str(t) for t in doc.get("targets") or ()),
     )
