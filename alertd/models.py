@@ -62,9 +62,17 @@ class Job:
     valid_through: datetime | None = None
     updated_at: datetime | None = None
     pay: Pay | None = None
+    slug: str | None = None
+    experience_level: str | None = None
+    data_type: str | None = None
+    label_types: tuple[str, ...] | None = ()
+    employment_types: tuple[str, ...] | None = ()
+    # The whole description, for the client-side filters only: never stored (it may be
+    # 50,000 characters of a stranger's text), so a job read back from the store has none.
+    description: str | None = field(default=None, compare=False, repr=False)
 
     def to_record(self) -> dict[str, Any]:
-        """A JSON-ready dict for the store (times as ISO-8601 UTC)."""
+        """A JSON-ready dict for the store (times as ISO-8601 UTC; no description)."""
         return {
             "id": self.id,
             "title": self.title,
@@ -79,6 +87,13 @@ class Job:
             "valid_through": _iso(self.valid_through),
             "updated_at": _iso(self.updated_at),
             "pay": None if self.pay is None else self.pay.__dict__.copy(),
+            "slug": self.slug,
+            "experience_level": self.experience_level,
+            "data_type": self.data_type,
+            "label_types": None if self.label_types is None else list(self.label_types),
+            "employment_types": (
+                None if self.employment_types is None else list(self.employment_types)
+            ),
         }
 
     @classmethod
@@ -99,6 +114,11 @@ class Job:
             valid_through=parse_time(record.get("valid_through")),
             updated_at=parse_time(record.get("updated_at")),
             pay=Pay(**pay) if isinstance(pay, dict) else None,
+            slug=record.get("slug"),
+            experience_level=record.get("experience_level"),
+            data_type=record.get("data_type"),
+            label_types=_strings(record.get("label_types", [])),
+            employment_types=_strings(record.get("employment_types", [])),
         )
 
 
@@ -356,6 +376,12 @@ def parse_job(raw: object) -> ParsedJob:
             valid_through=parse_time(raw.get("validThrough")),
             updated_at=parse_time(raw.get("updatedAt")),
             pay=pay,
+            slug=_text(raw.get("slug")),
+            experience_level=_text(raw.get("experienceLevel")),
+            data_type=_text(raw.get("dataType")),
+            label_types=_strings(raw.get("labelTypes")),
+            employment_types=_strings(raw.get("employmentTypes")),
+            description=_text(raw.get("descriptionText")),
         ),
         warnings=warnings,
     )
