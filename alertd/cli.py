@@ -33,7 +33,7 @@ from alertd.deliver import (
     show_time,
 )
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
-from alertd.match import select_open
+from alertd.match import is_open, why_dropped
 from alertd.models import Job, Pay, Target, parse_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries
@@ -344,12 +344,20 @@ def test_notify(config_path: str, target: str | None) -> None:
 @cli.command()
 @config_option
 @click.argument("search")
-def preview(config_path: str, search: str) -> None:
+@click.option(
+    "--explain", is_flag=True, help="Also list the jobs the search's own filters drop, and why."
+)
+def preview(config_path: str, search: str, explain: bool) -> None:
     """List the open jobs SEARCH matches right now; nothing is sent or recorded.
 
+    The API's filters (q, category, language, country, payType) choose the jobs; the
+    search's own (min_pay, exclude, experience, ...) then drop some: --explain shows
+    each dropped job with the filter that dropped it.
+
     \b
-    Example:
+    Examples:
       alertd preview -c alerts.yaml spanish-audio
+      alertd preview -c alerts.yaml spanish-audio --explain
     """
     config = read_config(config_path)
     try:
@@ -358,15 +366,27 @@ def preview(config_path: str, search: str) -> None:
             result = client.search_jobs(saved.query())
     except AlertdError as exc:
         fail(exc)
-    jobs = select_open(result.jobs, datetime.now(UTC))
-    for job in jobs:
-        click.echo(
+    now = datetime.now(UTC)
+    shown = dropped = 0
+    for job in result.jobs:
+        reason = "not open (closed or past validThrough)" if not is_open(job, now) else None
+        reason = reason or why_dropped(job, saved.filters)
+        line = (
             f"{show_time(job.date_posted, config.tz)}  {defang(job.title, 120)}  "
             f"[{describe_pay(job.pay)}]  {safe_link(job.url) or ''}"
         )
+        if reason is None:
+            shown += 1
+            click.echo(line)
+        else:
+            dropped += 1
+            if explain:
+                click.echo(f"dropped  {line}\n         by {defang(reason, 200)}")
     skipped = f", {result.skipped} malformed jobs skipped" if result.skipped else ""
+    hint = "" if explain or not dropped else " (--explain shows why)"
     click.echo(
-        f"{len(jobs)} open jobs match {saved.name!r} now{skipped} (nothing sent or recorded)"
+        f"{shown} open jobs match {saved.name!r} now, {dropped} dropped{hint}{skipped} "
+        "(nothing sent or recorded)"
     )
 
 

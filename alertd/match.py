@@ -1,16 +1,19 @@
 """Pure client-side filtering on top of the API's own filters.
 
 The API already applied ``q``, ``category``, ``language``, ``country`` and
-``payType``; what is left for us is whether a job can still be applied to.
+``payType``; what is left for us is whether a job can still be applied to, and each
+search's own filters (``Filters``): what the API cannot ask, such as a minimum pay.
 ``now`` is an argument so that tests never patch the clock.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from alertd.models import Job
+from alertd.models import Filters, Job, Pay
 
 
 def is_open(job: Job, now: datetime) -> bool:
@@ -30,3 +33,95 @@ def select_open(jobs: Iterable[Job], now: datetime) -> list[Job]:
         seen.add(job.id)
         selected.append(job)
     return selected
+
+
+# -- the client-side filters: what the API cannot ask ------------------------------
+
+
+# Characters that render as nothing (format characters, soft hyphen): a poster cannot
+# hide "transcription" from an exclude by writing "tran\u200bscription".
+_INVISIBLE = re.compile(r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _phrase(phrase: str) -> re.Pattern[str]:
+    """A whole word or phrase, any case, any run of white space between its words."""
+    words = (re.escape(word) for word in phrase.split())
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+
+
+def _top_amount(pay: Pay) -> tuple[str, float] | None:
+    """(kind, the most the job pays of that kind): a range counts by its top."""
+    kind = (pay.payment_type or "").upper()
+    hourly = next(
+        (a for a in (pay.hourly_max, pay.hourly_rate, pay.hourly_min) if a is not None), None
+    )
+    if kind == "PAY_PER_HOUR" or (not kind and hourly is not None):
+        return None if hourly is None else ("hourly", hourly)
+    if kind == "FIXED_PRICE" or (not kind and pay.fixed_price is not None):
+        return None if pay.fixed_price is None else ("fixed", pay.fixed_price)
+    if kind == "PAY_PER_LABEL" or (not kind and pay.per_label_rate is not None):
+        return None if pay.per_label_rate is None else ("per_label", pay.per_label_rate)
+    return None
+
+
+def _any_of(name: str, wanted: tuple[str, ...], have: tuple[str, ...] | str | None) -> str | None:
+    if not wanted or have is None:
+        return None
+    values = (have,) if isinstance(have, str) else have
+    if not values:
+        return None  # not stated
+    if {v.casefold() for v in values} & {w.casefold() for w in wanted}:
+        return None
+    return f"{name} {', '.join(values)} is not one of {', '.join(wanted)}"
+
+
+def why_dropped(job: Job, filters: Filters) -> str | None:
+    """None when ``job`` passes every filter; otherwise the first one it fails, said so
+    a person sees why an expected job did not alert (``alertd preview --explain``)."""
+    if not filters:
+        return None
+    amount = None if job.pay is None else _top_amount(job.pay)
+    if amount is None and filters.pay_required:
+        return "pay_required: the job does not state its pay"
+    if amount is not None and filters.min_pay is not None:
+        kind, top = amount
+        least = getattr(filters.min_pay, kind)
+        if least is not None and top < least:
+            currency = (job.pay.currency if job.pay else None) or ""
+            return (
+                f"min_pay.{kind}: pays at most {top:g} {currency}".rstrip() + f", below {least:g}"
+            )
+    for field_name, value in (("title", job.title), ("summary", job.summary)):
+        hit = _excluded(value, filters.exclude)
+        if hit:
+            return f"exclude: {hit!r} in the {field_name}"
+    hit = _excluded(job.description, filters.exclude)
+    if hit:
+        return f"exclude: {hit!r} in the description"
+    level = job.experience_level
+    reason = _any_of("experience", filters.experience, level)
+    if reason:
+        return reason
+    if filters.countries and job.countries:
+        wanted = {c.casefold() for c in filters.countries}
+        if not wanted & {c.casefold() for c in job.countries}:
+            return f"countries: open to {', '.join(job.countries)} only"
+    return (
+        _any_of("labelTypes", filters.label_types, job.label_types)
+        or _any_of("dataType", filters.data_types, job.data_type)
+        or _any_of("employmentTypes", filters.employment_types, job.employment_types)
+    )
+
+
+def _excluded(text: str | None, phrases: tuple[str, ...]) -> str | None:
+    """The first excluded phrase found in ``text`` as whole words, if any."""
+    if not text or not phrases:
+        return None
+    visible = _INVISIBLE.sub("", text)
+    return next((p for p in phrases if _phrase(p).search(visible)), None)
+
+
+def passes(job: Job, filters: Filters) -> bool:
+    """Whether ``job`` passes a search's own filters."""
+    return why_dropped(job, filters) is None

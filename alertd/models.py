@@ -147,6 +147,47 @@ class Target:
 
 
 @dataclass(frozen=True)
+class MinPay:
+    """The least a search accepts, per kind of pay, in the job's own currency."""
+
+    hourly: float | None = None
+    fixed: float | None = None
+    per_label: float | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A saved search's own filters, applied to each job after the API's.
+
+    Lists are any-of and compared without regard to case. A job that does not state a
+    field passes that field's filter (it is not known to fail it); ``pay_required``
+    is how a search asks for pay to be stated.
+    """
+
+    min_pay: MinPay | None = None
+    pay_required: bool = False
+    exclude: tuple[str, ...] = ()
+    experience: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    label_types: tuple[str, ...] = ()
+    data_types: tuple[str, ...] = ()
+    employment_types: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self != Filters()
+
+    def describe(self) -> dict[str, object]:
+        """The filters that are set, as a JSON-ready dict (for a search's fingerprint)."""
+        shown: dict[str, object] = {}
+        for name, value in self.__dict__.items():
+            if isinstance(value, MinPay):
+                shown[name] = {k: v for k, v in value.__dict__.items() if v is not None}
+            elif value:
+                shown[name] = list(value) if isinstance(value, tuple) else value
+        return shown
+
+
+@dataclass(frozen=True)
 class SavedSearch:
     """A saved search from the config: the API's own filters and where its alerts go."""
 
@@ -158,6 +199,7 @@ class SavedSearch:
     pay_type: str | None = None
     targets: tuple[Target, ...] = ()
     notify_existing: bool = False
+    filters: Filters = field(default_factory=lambda: Filters())
     line: int | None = None
     source: str = ""  # the config file it came from: state is forgotten per file
     file: str = ""  # the file it is written in (an included one, or source); ``line`` is there
@@ -174,8 +216,12 @@ class SavedSearch:
         return {k: v for k, v in params.items() if v}
 
     def fingerprint(self) -> str:
-        """Changes when the filters change, so an edited search starts silent again."""
-        return hashlib.sha256(json.dumps(self.query(), sort_keys=True).encode()).hexdigest()[:16]
+        """Changes when the filters change, so an edited search starts silent again (its
+        own filters count only when set: a search without them keeps its fingerprint)."""
+        described: dict[str, object] = dict(self.query())
+        if self.filters:
+            described["filters"] = self.filters.describe()
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

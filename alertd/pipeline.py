@@ -24,7 +24,7 @@ from alertd import plan
 from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
 from alertd.deliver import Sender, alert_text
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
-from alertd.match import is_open, select_open
+from alertd.match import is_open, passes, select_open
 from alertd.models import Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
 from alertd.settings import Config
@@ -254,10 +254,10 @@ class Cycle:
         """A whole, fresh list of a search's open matches: record what is new to it."""
         state = self.store.search_state(search)
         if state is not None and state.primed:
-            self.report.new_jobs += self.store.record_matches(search, jobs, now)
+            self.record(search, jobs, now)
             return
         if state is None and search.notify_existing:
-            self.report.new_jobs += self.store.record_matches(search, jobs, now)
+            self.record(search, jobs, now)
             self.store.mark_primed(search, now)
             self.primed.add(search.name)
             return
@@ -275,7 +275,7 @@ class Cycle:
             return
         silent, new = split
         self.store.prime(search, (job.id for job in silent), now)
-        self.report.new_jobs += self.store.record_matches(search, new, now)
+        self.record(search, new, now)
         self.store.mark_primed(search, now)
         self.primed.add(search.name)
         log.info(
@@ -283,6 +283,13 @@ class Cycle:
             search.name,
             len(silent),
         )
+
+    def record(self, search: SavedSearch, jobs: list[Job], now: datetime) -> None:
+        """Owe alerts for the jobs new to ``search`` that pass its own filters. A job that
+        does not is not remembered as seen: if it comes to fit (its pay raised), it alerts."""
+        if search.filters:
+            jobs = [job for job in jobs if passes(job, search.filters)]
+        self.report.new_jobs += self.store.record_matches(search, jobs, now)
 
     def prime_new_searches(self) -> None:
         """Searches not yet primed (new, edited, or still priming) ask their query now."""
@@ -352,7 +359,7 @@ class Cycle:
             if verdict is Verdict.MATCH:
                 for search in query.searches:
                     if search.name in self.primed:
-                        self.report.new_jobs += self.store.record_matches(search, [job], now)
+                        self.record(search, [job], now)
             elif verdict is Verdict.ASK:
                 state = self.store.queries_of(self.owner).get(query.key)
                 owed = plan.owe_answer(state, event.occurred_at)

@@ -25,7 +25,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -35,7 +37,7 @@ from pydantic_settings import (
 )
 
 from alertd.errors import ConfigError
-from alertd.models import PAY_TYPES, SavedSearch, Target
+from alertd.models import PAY_TYPES, Filters, MinPay, SavedSearch, Target
 from alertd.targets import (
     MIN_SECRET_LENGTH,
     RedactingFilter,
@@ -104,6 +106,44 @@ def _as_list(value: object) -> object:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def _amount(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+Amount = Annotated[float, BeforeValidator(_amount), Field(gt=0, allow_inf_nan=False)]
+Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Words = Annotated[list[Word], BeforeValidator(_as_list)]
+
+
+def _country_code(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{2}", value):
+        raise ValueError(f"{value!r} is not a two-letter country code (ISO 3166, e.g. US, DE)")
+    return value.upper()
+
+
+Countries = Annotated[
+    list[Annotated[Word, AfterValidator(_country_code)]], BeforeValidator(_as_list)
+]
+
+
+class MinPaySpec(BaseModel):
+    """``min_pay:`` as written: the least per kind of pay, in the job's currency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hourly: Amount | None = None
+    fixed: Amount | None = None
+    per_label: Amount | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> MinPaySpec:
+        if self.hourly is None and self.fixed is None and self.per_label is None:
+            raise ValueError("give at least one of hourly, fixed, per_label (e.g. hourly: 15)")
+        return self
+
+
 class SearchSpec(BaseModel):
     """One saved search as written in the YAML."""
 
@@ -119,6 +159,28 @@ class SearchSpec(BaseModel):
     )
     notify: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
     notify_existing: bool = False
+    min_pay: MinPaySpec | None = None
+    pay_required: bool = False
+    exclude: Words = Field(default_factory=list)
+    experience: Words = Field(default_factory=list)
+    countries: Countries = Field(default_factory=list)
+    label_types: Words = Field(default_factory=list, alias="labelTypes")
+    data_type: Words = Field(default_factory=list, alias="dataType")
+    employment_types: Words = Field(default_factory=list, alias="employmentTypes")
+
+    def filters(self) -> Filters:
+        """The search's own filters, applied after the API's."""
+        pay = self.min_pay
+        return Filters(
+            min_pay=None if pay is None else MinPay(pay.hourly, pay.fixed, pay.per_label),
+            pay_required=self.pay_required,
+            exclude=tuple(self.exclude),
+            experience=tuple(self.experience),
+            countries=tuple(self.countries),
+            label_types=tuple(self.label_types),
+            data_types=tuple(self.data_type),
+            employment_types=tuple(self.employment_types),
+        )
 
 
 def _check_api_url(value: str) -> str:
@@ -418,6 +480,7 @@ def _resolve_search(
         pay_type=spec.pay_type,
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
+        filters=spec.filters(),
         line=doc.lines.get(("searches", index)),
         source=owner,
         file=doc.source,
