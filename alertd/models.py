@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import Any
 
 PAY_TYPES = ("PAY_PER_HOUR", "FIXED_PRICE", "PAY_PER_LABEL")
@@ -123,6 +123,22 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Pace:
+    """When a target wants its alerts: at once (the default), gathered for ``batch``
+    seconds, at the ``digest`` times of day, and never inside ``quiet`` (start, end),
+    times of day in the config's time zone."""
+
+    batch: float | None = None
+    digest: tuple[time, ...] = ()
+    quiet: tuple[time, time] | None = None
+
+    @property
+    def gathers(self) -> bool:
+        """Whether alerts wait to go out together (as one message listing them)."""
+        return self.batch is not None or bool(self.digest) or self.quiet is not None
+
+
+@dataclass(frozen=True)
 class Target:
     """Somewhere an alert goes: an apprise URL, or standard output.
 
@@ -133,6 +149,7 @@ class Target:
     key: str
     label: str
     url: str | None = field(default=None, repr=False)  # None means standard output
+    pace: Pace = field(default_factory=Pace, compare=False)
 
     @classmethod
     def stdout(cls) -> Target:

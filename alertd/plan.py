@@ -18,9 +18,18 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-from alertd.models import Alert, Event, EventKind, Job, OutboxRow, QueryState, SavedSearch
+from alertd.models import (
+    Alert,
+    Event,
+    EventKind,
+    Job,
+    OutboxRow,
+    Pace,
+    QueryState,
+    SavedSearch,
+)
 
 MAX_ALERTS_PER_TARGET = 20  # per cycle: the rest stay owed for the next cycle
 # s-maxage=300 plus one stale answer while it revalidates: after this long, asking every
@@ -323,3 +332,81 @@ def plan_deliveries(
         per_target[alert.target_key] = per_target.get(alert.target_key, 0) + 1
         send.append(alert)
     return send, expired
+
+
+# -- pace: when a target's alerts go out, and how many to a message ---------------
+
+
+def _on(day: date, moment: time, tz: tzinfo) -> datetime:
+    return datetime.combine(day, moment, tzinfo=tz).astimezone(UTC)
+
+
+def gathered_until(pace: Pace, oldest: datetime, tz: tzinfo) -> datetime:
+    """When what a target gathered since ``oldest`` (its oldest owed alert) goes out,
+    quiet hours aside: at once, ``batch`` later, or at the next digest time."""
+    if pace.batch is not None:
+        return oldest + timedelta(seconds=pace.batch)
+    if pace.digest:
+        start = oldest.astimezone(tz).date()
+        for day in (start + timedelta(days=n) for n in range(3)):
+            for moment in pace.digest:
+                at = _on(day, moment, tz)
+                if at >= oldest:
+                    return at
+    return oldest
+
+
+def quiet_end(pace: Pace, now: datetime, tz: tzinfo) -> datetime | None:
+    """When the quiet hours ``now`` falls in end; None when ``now`` is not quiet."""
+    if pace.quiet is None:
+        return None
+    start, end = pace.quiet
+    local = now.astimezone(tz)
+    at, today = local.time(), local.date()
+    if start < end:
+        return _on(today, end, tz) if start <= at < end else None
+    if at >= start:
+        return _on(today + timedelta(days=1), end, tz)
+    return _on(today, end, tz) if at < end else None
+
+
+def release_at(pace: Pace, oldest: datetime, tz: tzinfo) -> datetime:
+    """When a target's gathered alerts will go out (for ``status`` and the tests)."""
+    moment = gathered_until(pace, oldest, tz)
+    return quiet_end(pace, moment, tz) or moment
+
+
+def plan_messages(
+    due: Sequence[Alert],
+    paces: Mapping[str, Pace],
+    now: datetime,
+    tz: tzinfo,
+    cap: int = MAX_ALERTS_PER_TARGET,
+) -> tuple[list[list[Alert]], list[Alert]]:
+    """(messages to send now, each a list of alerts to one target; alerts to withdraw as
+    expired) from the due alerts.
+
+    Oldest first. A target that gathers (``batch``, ``digest``, ``quiet_hours``) gets
+    everything due as one message once its pace allows; an instant one gets a message
+    per job, or one summary when more than ``cap`` are due (a burst, not a trickle).
+    """
+    expired = [alert for alert in due if is_expired(alert.job, now)]
+    by_target: dict[str, list[Alert]] = {}
+    ordered = sorted(
+        (a for a in due if not is_expired(a.job, now)),
+        key=lambda a: (a.created_at or EARLIEST, a.job.date_posted or EARLIEST, a.job.id),
+    )
+    for alert in ordered:
+        by_target.setdefault(alert.target_key, []).append(alert)
+    messages: list[list[Alert]] = []
+    for key, alerts in by_target.items():
+        pace = paces.get(key, Pace())
+        if pace.gathers:
+            oldest = min(a.created_at or now for a in alerts)
+            if release_at(pace, oldest, tz) <= now and quiet_end(pace, now, tz) is None:
+                messages.append(alerts)
+        elif len(alerts) > cap:
+            messages.append(alerts)
+        else:
+            messages.extend([alert] for alert in alerts)
+    return messages, expired

@@ -11,9 +11,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, time, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -37,7 +37,7 @@ from pydantic_settings import (
 )
 
 from alertd.errors import ConfigError
-from alertd.models import PAY_TYPES, Filters, MinPay, SavedSearch, Target
+from alertd.models import PAY_TYPES, Filters, MinPay, Pace, SavedSearch, Target
 from alertd.targets import (
     MIN_SECRET_LENGTH,
     RedactingFilter,
@@ -250,12 +250,90 @@ class AlertdSettings(BaseSettings):
         return (env_settings, init_settings)
 
 
+def _time_of_day(value: str) -> time:
+    match = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a time of day; write it as HH:MM, e.g. 08:00")
+    return time(int(match[1]), int(match[2]))
+
+
+def _quiet_hours(value: str) -> tuple[time, time]:
+    start, dash, end = value.partition("-")
+    if not dash:
+        raise ValueError(
+            f"{value!r} is not a span of hours; write it as HH:MM-HH:MM, e.g. 22:00-07:00"
+        )
+    span = (_time_of_day(start), _time_of_day(end))
+    if span[0] == span[1]:
+        raise ValueError(f"{value!r} starts and ends at the same time")
+    return span
+
+
+def _checked(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """A validator that keeps the text as written once ``parse`` accepts it."""
+
+    def check(value: str) -> str:
+        parse(value)
+        return value
+
+    return check
+
+
+def _channel_form(value: object) -> object:
+    """The one-URL and list forms of a channel, as the mapping form."""
+    if isinstance(value, str):
+        return {"urls": [value]}
+    if isinstance(value, list):
+        return {"urls": value}
+    if not isinstance(value, dict):
+        raise ValueError(
+            "a channel is an apprise URL, a list of them, or a mapping (url:, batch:, ...)"
+        )
+    return value
+
+
+class ChannelSpec(BaseModel):
+    """One channel as written: a URL, a list of URLs, or a mapping with its pace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    urls: Annotated[list[str], BeforeValidator(_as_list)] | None = None
+    batch: Duration | None = None
+    digest: Annotated[
+        list[Annotated[str, AfterValidator(_checked(_time_of_day))]], BeforeValidator(_as_list)
+    ] = Field(default_factory=list)
+    quiet_hours: Annotated[str, AfterValidator(_checked(_quiet_hours))] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChannelSpec:
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give the channel's apprise URL as url: (or a list as urls:)")
+        if self.batch is not None and self.digest:
+            raise ValueError("batch and digest cannot both be set; choose one pace")
+        if self.batch is not None and self.batch <= 0:
+            raise ValueError("batch must be a positive duration, e.g. 10m")
+        return self
+
+    def all_urls(self) -> list[str]:
+        """The channel's URLs, one or many."""
+        return [self.url] if self.url is not None else list(self.urls or [])
+
+    def pace(self) -> Pace:
+        """When the channel wants its alerts."""
+        return Pace(
+            batch=self.batch,
+            digest=tuple(sorted({_time_of_day(t) for t in self.digest})),
+            quiet=None if self.quiet_hours is None else _quiet_hours(self.quiet_hours),
+        )
+
+
 class Destinations(BaseModel):
     """What only the file can say: named channels and saved searches."""
 
     model_config = ConfigDict(extra="forbid")
 
-    channels: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] = Field(
+    channels: dict[str, Annotated[ChannelSpec, BeforeValidator(_channel_form)]] = Field(
         default_factory=dict
     )
     searches: list[SearchSpec] = Field(default_factory=list)
@@ -390,6 +468,7 @@ class _Resolver:
         loc: Loc,
         channel: str | None = None,
         label: str | None = None,
+        pace: Pace | None = None,
     ) -> Target:
         """The target for ``url``, written at ``loc`` in ``doc``; ConfigError if apprise can't."""
         problem = check_url(url)
@@ -401,7 +480,9 @@ class _Resolver:
                 label = self.mask.redact(redact_url(url))
                 self.by_url[url] = Target.for_url(url, label)
             else:
-                self.by_url[url] = Target(key=f"channel:{channel}", label=label or channel, url=url)
+                self.by_url[url] = Target(
+                    key=f"channel:{channel}", label=label or channel, url=url, pace=pace or Pace()
+                )
         return self.by_url[url]
 
     @property
@@ -414,7 +495,14 @@ def _resolve_channels(
     file: Destinations, doc: YamlDoc, resolver: _Resolver
 ) -> dict[str, tuple[Target, ...]]:
     channels: dict[str, tuple[Target, ...]] = {}
-    for name, urls in file.channels.items():
+    for name, spec in file.channels.items():
+        urls = spec.all_urls()
+        if spec.url is not None:
+            locs: list[Loc] = [("channels", name, "url")]
+        elif doc.lines.get(("channels", name, "urls")) is not None:
+            locs = [("channels", name, "urls", i) for i in range(len(urls))]
+        else:
+            locs = [("channels", name, i) for i in range(len(urls))]
         if not urls:
             raise ConfigError(
                 "a channel needs at least one apprise URL",
@@ -428,9 +516,10 @@ def _resolve_channels(
             resolver.target(
                 url,
                 doc,
-                ("channels", name, i),
+                locs[i],
                 name if len(urls) == 1 else f"{name}:{Target.for_url(url, name).key[4:]}",
                 label=name if len(urls) == 1 else f"{name}[{i}]",
+                pace=spec.pace(),
             )
             for i, url in enumerate(urls)
         )
