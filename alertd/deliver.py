@@ -239,6 +239,15 @@ def dry_run_sender(stream: TextIO) -> Sender:
     return show
 
 
+CHANGE_TITLES = {"pay_raised": "Pay raised on OpenTrain job", "reopened": "OpenTrain job reopened"}
+
+
 def alert_text(alert: Alert, tz: tzinfo | None) -> tuple[str, str]:
     """Render an owed alert (a stored row) as (title, body)."""
-    return render_alert(alert.job, alert.searches, tz)
+    title, body = render_alert(alert.job, alert.searches, tz)
+    if alert.change in CHANGE_TITLES:
+        title = title.replace("New OpenTrain job", CHANGE_TITLES[alert.change], 1)
+    if alert.change == "pay_raised":
+        was = describe_pay(alert.old_pay)
+        body = f"Pay raised: {was} → {describe_pay(alert.job.pay)}\n{body}"
+    return title, body

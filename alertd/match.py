@@ -125,3 +125,14 @@ def _excluded(text: str | None, phrases: tuple[str, ...]) -> str | None:
 def passes(job: Job, filters: Filters) -> bool:
     """Whether ``job`` passes a search's own filters."""
     return why_dropped(job, filters) is None
+
+
+def pay_raised(before: Pay | None, after: Pay | None) -> bool:
+    """Whether the job now pays more than ``before``, of the same kind (a change from
+    hourly to fixed, or to or from "not stated", is not a raise)."""
+    old = None if before is None else _top_amount(before)
+    new = None if after is None else _top_amount(after)
+    if old is None or new is None or old[0] != new[0]:
+        return False
+    same_currency = (before.currency if before else None) == (after.currency if after else None)
+    return same_currency and new[1] > old[1]

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 PAY_TYPES = ("PAY_PER_HOUR", "FIXED_PRICE", "PAY_PER_LABEL")
+# What else a search may ask to be told about a job it already alerted (``also:``).
+CHANGES = ("pay_raised", "reopened")
 STDOUT_TARGET_KEY = "stdout"
 
 
@@ -216,6 +218,7 @@ class SavedSearch:
     pay_type: str | None = None
     targets: tuple[Target, ...] = ()
     notify_existing: bool = False
+    also: frozenset[str] = frozenset()  # of CHANGES
     filters: Filters = field(default_factory=lambda: Filters())
     line: int | None = None
     source: str = ""  # the config file it came from: state is forgotten per file
@@ -262,6 +265,9 @@ class OutboxRow:
     done_at: datetime | None = None
     title: str | None = None
     refused_by: str | None = None  # digest of the URL that refused it for good, if one did
+    change: str | None = None  # None: a new job; or what changed (see ``CHANGES``)
+    old_pay: Pay | None = None  # for a "pay_raised" alert: the pay the target was told
+    pay: Pay | None = None  # on a sent row: the pay the alert showed
 
     @property
     def key(self) -> tuple[str, str]:
@@ -327,6 +333,8 @@ class Alert:
     searches: tuple[str, ...]
     attempts: int = 0
     created_at: datetime | None = None
+    change: str | None = None  # None: a new job; "pay_raised" or "reopened"
+    old_pay: Pay | None = None
 
 
 @dataclass

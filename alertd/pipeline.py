@@ -24,7 +24,7 @@ from alertd import plan
 from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
 from alertd.deliver import Sender, alert_text
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
-from alertd.match import is_open, passes, select_open
+from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
 from alertd.settings import Config
@@ -289,7 +289,33 @@ class Cycle:
         does not is not remembered as seen: if it comes to fit (its pay raised), it alerts."""
         if search.filters:
             jobs = [job for job in jobs if passes(job, search.filters)]
+        if search.also:
+            # A job this search alerted, closed and forgotten since, that it lists again.
+            seen = self.store.seen_ids(search.name)
+            for job in jobs:
+                if job.id not in seen:
+                    self.owe_changes(search, job, now, reopened=True)
         self.report.new_jobs += self.store.record_matches(search, jobs, now)
+
+    def owe_changes(self, search: SavedSearch, job: Job, now: datetime, reopened: bool) -> None:
+        """What ``also:`` asks for: a job this search's targets were sent reopened, or
+        its pay went up since they were told. Once per change: the sent row then holds
+        the new pay, and a reopened job is open."""
+        for target in search.targets:
+            sent = self.store.sent_row(target.key, job.id)
+            if sent is None or search.name not in sent.searches:
+                continue  # not alerted to this target by this search: nothing changed for it
+            if reopened and "reopened" in search.also:
+                change, old_pay = "reopened", None
+            elif "pay_raised" in search.also and pay_raised(sent.pay, job.pay):
+                change, old_pay = "pay_raised", sent.pay
+            else:
+                continue
+            if self.store.owe_change(target.key, job, search.name, change, old_pay, now):
+                self.report.new_jobs += 1
+                log.info(
+                    "job %s %s: owed to %s again", job.id, change.replace("_", " "), target.label
+                )
 
     def prime_new_searches(self) -> None:
         """Searches not yet primed (new, edited, or still priming) ask their query now."""
@@ -350,12 +376,17 @@ class Cycle:
             return True
         if not plan.is_fresh(job, event, now):
             return False
-        if event.job_id in self.store.closed:  # reopened since it closed
+        reopened = event.job_id in self.store.closed
+        if reopened:  # open again since it closed
             self.store.set_closed({k: v for k, v in self.store.closed.items() if k != job.id})
         self.store.refresh_owed([job])
         self.store.release([job.id])
         for query in self.queries.values():
             verdict = plan.judge(job, query.query)
+            if verdict is not Verdict.NO_MATCH:  # listed, or it was (a free-text query)
+                for search in query.searches:
+                    if search.also and search.name in self.primed and passes(job, search.filters):
+                        self.owe_changes(search, job, now, reopened)
             if verdict is Verdict.MATCH:
                 for search in query.searches:
                     if search.name in self.primed:

@@ -159,6 +159,9 @@ class SearchSpec(BaseModel):
     )
     notify: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
     notify_existing: bool = False
+    also: Annotated[list[Literal["pay_raised", "reopened"]], BeforeValidator(_as_list)] = Field(
+        default_factory=list
+    )
     min_pay: MinPaySpec | None = None
     pay_required: bool = False
     exclude: Words = Field(default_factory=list)
@@ -569,6 +572,7 @@ def _resolve_search(
         pay_type=spec.pay_type,
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
+        also=frozenset(spec.also),
         filters=spec.filters(),
         line=doc.lines.get(("searches", index)),
         source=owner,

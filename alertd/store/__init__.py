@@ -48,6 +48,7 @@ from alertd.models import (
     Event,
     Job,
     OutboxRow,
+    Pay,
     QueryState,
     SavedSearch,
     SearchState,
@@ -564,6 +565,39 @@ class Store:
         elif search not in row.searches:
             self.owed[key] = replace(row, searches=(*row.searches, search))
 
+    def sent_row(self, target: str, job_id: str) -> OutboxRow | None:
+        """The row of a job ``target`` was sent (and is not owed again), if any."""
+        done = self.done.get((target, job_id))
+        if done is None or done.status != DeliveryStatus.SENT or (target, job_id) in self.owed:
+            return None
+        return done
+
+    def owe_change(
+        self, target: str, job: Job, search: str, change: str, old_pay: Pay | None, now: datetime
+    ) -> bool:
+        """Owe ``target`` an alert that a job it was sent changed (``change``); False when
+        it is owed that job already (the owed alert will show the job as it is now)."""
+        key = (target, job.id)
+        if key in self.owed:
+            return False
+        if self.done.pop(key, None) is not None:
+            self._dirty.add("done")
+        self.owed[key] = OutboxRow(
+            target,
+            job.id,
+            (search,),
+            DeliveryStatus.PENDING,
+            now,
+            now,
+            title=job.title,
+            change=change,
+            old_pay=old_pay,
+        )
+        self.jobs[job.id] = job
+        self._unsaved.add(key)
+        self._dirty.add("outbox")
+        return True
+
     def forget_searches_except(self, names: Iterable[str], source: str) -> int:
         """Drop what is remembered of searches that the config file ``source`` no longer has.
 
@@ -680,7 +714,9 @@ class Store:
     def alert_for(self, row: OutboxRow) -> Alert:
         """The alert an owed row stands for: the job as last seen, and its searches."""
         job = self.jobs.get(row.job_id) or Job(id=row.job_id, title=row.title or row.job_id)
-        return Alert(row.target, job, row.searches, row.attempts, row.created_at)
+        return Alert(
+            row.target, job, row.searches, row.attempts, row.created_at, row.change, row.old_pay
+        )
 
     def due(self, now: datetime, target_keys: Iterable[str] | None = None) -> list[Alert]:
         """Pending alerts whose next attempt is due, oldest first (held rows wait)."""
@@ -819,8 +855,16 @@ class Store:
     ) -> None:
         job = self.jobs.get(row.job_id)
         title = job.title if job is not None else row.title
+        pay = job.pay if job is not None and status == DeliveryStatus.SENT else row.pay
         self.done[row.key] = replace(
-            row, status=status, done_at=now, title=title, last_error=reason, held_since=None
+            row,
+            status=status,
+            done_at=now,
+            title=title,
+            last_error=reason,
+            held_since=None,
+            pay=pay,
+            old_pay=None,
         )
         del self.owed[row.key]
         self._dirty.update(("outbox", "done"))

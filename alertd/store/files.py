@@ -23,6 +23,7 @@ from alertd.errors import StoreError
 from alertd.models import (
     DeliveryStatus,
     OutboxRow,
+    Pay,
     SearchState,
     format_time,
     parse_time,
@@ -199,7 +200,18 @@ def row_doc(row: OutboxRow) -> dict[str, Any]:
         "done_at": iso(row.done_at),
         "title": row.title,
         "refused_by": row.refused_by,
+        "change": row.change,
+        "old_pay": _pay_doc(row.old_pay),
+        "pay": _pay_doc(row.pay),
     }
+
+
+def _pay_doc(pay: Pay | None) -> dict[str, Any] | None:
+    return None if pay is None else dict(pay.__dict__)
+
+
+def _pay_from(doc: object) -> Pay | None:
+    return Pay(**doc) if isinstance(doc, dict) else None
 
 
 def row_from_doc(doc: Mapping[str, Any], epoch: datetime) -> OutboxRow:
@@ -217,6 +229,9 @@ def row_from_doc(doc: Mapping[str, Any], epoch: datetime) -> OutboxRow:
         done_at=parse_time(doc.get("done_at")),
         title=doc.get("title"),
         refused_by=doc.get("refused_by"),
+        change=doc.get("change"),
+        old_pay=_pay_from(doc.get("old_pay")),
+        pay=_pay_from(doc.get("pay")),
     )
 
 

@@ -1,0 +1,117 @@
+"""What else is worth an alert, opt-in per search (``also:``): a raise, a reopening."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from alertd.deliver import Outcome
+from alertd.market import Market
+from alertd.models import Target
+from alertd.settings import load_config
+from alertd.standin import StandInServer
+from tests.conftest import RunCli, WriteConfig
+from tests.test_community import FAST
+from tests.test_hostile import Clock, run
+
+PAY = {"paymentType": "PAY_PER_HOUR", "currency": "USD", "hourlyMin": 12, "hourlyMax": 18}
+
+
+def titles(output: str) -> list[str]:
+    return [line.removeprefix("=== ") for line in output.splitlines() if line.startswith("=== ")]
+
+
+def alerted(write_config: WriteConfig, run_cli: RunCli, market: Market, also: str) -> Path:
+    """A primed search with ``also``, that has alerted job J."""
+    config = write_config(f"searches:\n  - name: mine\n    also: {also}\n")
+    run_cli("once", "-c", config)
+    market.add_job(id="J", title="Audio review", pay=PAY)
+    assert titles(run_cli("once", "-c", config).stdout) == ["New OpenTrain job: Audio review"]
+    return config
+
+
+def test_a_raise_alerts_once_with_the_old_and_new_pay(
+    write_config: WriteConfig, run_cli: RunCli, market: Market
+) -> None:
+    config = alerted(write_config, run_cli, market, "[pay_raised]")
+    market.update_job("J", pay={**PAY, "hourlyMax": 25})
+    raised = run_cli("once", "-c", config)
+    assert titles(raised.stdout) == ["Pay raised on OpenTrain job: Audio review"]
+    assert "Pay raised: $12–$18/hour → $12–$25/hour" in raised.stdout
+    market.update_job("J", title="Audio review")  # another edit, the same pay: no change
+    assert titles(run_cli("once", "-c", config).stdout) == []
+    market.update_job("J", pay={**PAY, "hourlyMax": 20})  # lowered: not worth an alert
+    assert titles(run_cli("once", "-c", config).stdout) == []
+    market.update_job("J", pay={**PAY, "hourlyMax": 24})  # up from 20, but not above 25
+    assert titles(run_cli("once", "-c", config).stdout) == []
+    market.update_job("J", pay={**PAY, "hourlyMax": 30})
+    assert titles(run_cli("once", "-c", config).stdout) == [
+        "Pay raised on OpenTrain job: Audio review"
+    ]
+
+
+def test_without_also_a_raise_is_not_an_alert(
+    write_config: WriteConfig, run_cli: RunCli, market: Market
+) -> None:
+    config = alerted(write_config, run_cli, market, "[]")
+    market.update_job("J", pay={**PAY, "hourlyMax": 25})
+    assert titles(run_cli("once", "-c", config).stdout) == []
+
+
+def test_a_job_closed_and_open_again_alerts_once_as_reopened(
+    write_config: WriteConfig, run_cli: RunCli, market: Market
+) -> None:
+    config = alerted(write_config, run_cli, market, "[reopened, pay_raised]")
+    market.close_job("J")
+    assert titles(run_cli("once", "-c", config).stdout) == []
+    market.update_job("J", status="OPEN")
+    assert titles(run_cli("once", "-c", config).stdout) == ["OpenTrain job reopened: Audio review"]
+    assert titles(run_cli("once", "-c", config).stdout) == []
+
+
+class Titles:
+    """A sender that records each title."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __call__(self, target: Target, title: str, body: str) -> Outcome:
+        self.sent.append(title)
+        return Outcome(True)
+
+
+def test_a_job_reopened_long_after_it_was_forgotten_alerts_as_reopened(tmp_path: Path) -> None:
+    clock = Clock()
+    market = Market(clock=clock, seed=3)
+    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
+    try:
+        path = tmp_path / "alerts.yaml"
+        path.write_text(
+            f"api_url: {server.url}\nstate_dir: {tmp_path / 'state'}\nrequests_per_minute: 120\n"
+            "searches:\n  - name: mine\n    also: reopened\n"
+        )
+        config = load_config(path)
+        send = Titles()
+        run(config, server.url, send, clock)
+        clock.now += timedelta(minutes=1)
+        market.add_job(id="J", title="Audio review")
+        run(config, server.url, send, clock)
+        market.close_job("J")
+        clock.now += timedelta(minutes=1)
+        run(config, server.url, send, clock)
+        clock.now += timedelta(hours=3)  # the closed job is forgotten by every search
+        run(config, server.url, send, clock)
+        market.update_job("J", status="OPEN")
+        clock.now += timedelta(minutes=1)
+        run(config, server.url, send, clock)
+        run(config, server.url, send, clock)
+    finally:
+        server.stop()
+    assert send.sent == ["New OpenTrain job: Audio review", "OpenTrain job reopened: Audio review"]
+
+
+def test_also_takes_only_what_it_knows(write_config: WriteConfig, run_cli: RunCli) -> None:
+    config = write_config("searches:\n  - name: mine\n    also: [pay_rised]\n")
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code == 2
+    assert "searches[0].also[0]" in result.output and "pay_raised" in result.output
