@@ -36,7 +36,7 @@ from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.match import is_open, why_dropped
 from alertd.models import Job, Pay, Target, parse_time
 from alertd.pipeline import make_client, run_once
-from alertd.plan import describe_capacity, group_queries
+from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
 from alertd.store import Store
 from alertd.targets import RedactingFilter
@@ -430,10 +430,12 @@ def status(config_path: str) -> None:
       alertd status -c alerts.yaml
     """
     config = read_config(config_path)
-    labels = {t.key: t.label for s in config.searches for t in s.targets}
+    targets = {t.key: t for s in config.searches for t in s.targets}
+    labels = {key: t.label for key, t in targets.items()}
     with open_store(config, dry_run=True) as store:  # a snapshot: works beside a running daemon
         counts = store.counts()
         rows = store.owed_rows()
+        oldest = store.oldest_owed(targets)
         alerts = [store.alert_for(row) for row in rows]
         aside = {name: len(kept) for name, kept in store.quarantine.items() if kept}
     click.echo(f"state: {config.state_dir}  sent: {counts['sent']}  owed: {len(rows)}")
@@ -449,11 +451,18 @@ def status(config_path: str) -> None:
             held += (
                 " (refused for good: fix the URL or token; a channel's new URL is tried at once)"
             )
+        upcoming = row.next_attempt_at
+        target = targets.get(row.target)
+        if target is not None and target.pace.gathers and row.target in oldest:
+            release = release_at(target.pace, oldest[row.target], config.tz)
+            if release > upcoming:
+                upcoming = release
+                held += " (gathered for its channel's batch, digest or quiet hours)"
         click.echo(
             f"  {label}: job {defang(row.job_id, 64)} "
             f"({defang(alert.job.title, 120)}){held}, "
             f"{row.attempts} attempts, next "
-            f"{show_time(row.next_attempt_at, config.tz)}, "
+            f"{show_time(upcoming, config.tz)}, "
             f"last error: {row.last_error or '-'}"
         )
 

@@ -561,7 +561,14 @@ def run_once(
         log.exception("cycle failed unexpectedly; the next cycle will try again")
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
-    report.oldest_owed = store.oldest_owed(targets)
+    # Owed since it should have gone out: a digest's alerts wait for its hour, not late.
+    report.oldest_owed = min(
+        (
+            plan.release_at(targets[key].pace, since, config.tz)
+            for key, since in store.oldest_owed(targets).items()
+        ),
+        default=None,
+    )
     # Channel names only: an inline URL's label may still hold a path token.
     report.refusing = sorted(
         targets[k].label if k.startswith("channel:") else k for k in store.refusing_targets(targets)

@@ -78,6 +78,7 @@ JOURNAL_FILE = "journal.jsonl"
 FILES = ("done", "outbox", "searches", "queries", "feed")
 
 Key = tuple[str, str]
+ONE = timedelta(seconds=1)
 T = TypeVar("T")
 
 
@@ -934,10 +935,15 @@ class Store:
         rows = [r for r in self.owed.values() if r.target in keys]
         return len(rows), sum(1 for r in rows if r.status == DeliveryStatus.HELD)
 
-    def oldest_owed(self, target_keys: Iterable[str]) -> datetime | None:
-        """When the longest-owed alert to one of these targets became owed."""
+    def oldest_owed(self, target_keys: Iterable[str]) -> dict[str, datetime]:
+        """Per target (of these) that is owed anything: when its oldest owed alert
+        became owed."""
         keys = set(target_keys)
-        return min((r.created_at for r in self.owed.values() if r.target in keys), default=None)
+        oldest: dict[str, datetime] = {}
+        for row in self.owed.values():
+            if row.target in keys and row.created_at < oldest.get(row.target, row.created_at + ONE):
+                oldest[row.target] = row.created_at
+        return oldest
 
     def counts(self) -> dict[str, int]:
         """Rows per status, for the log line and ``alertd status``."""
