@@ -9,6 +9,7 @@ that way is remembered as a secret so that it never reaches a log.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +43,7 @@ from alertd.targets import (
     MIN_SECRET_LENGTH,
     RedactingFilter,
     check_url,
+    env_secrets_in,
     quiet_apprise,
     redact_url,
     url_secrets,
@@ -459,10 +461,10 @@ class _Resolver:
     The same URL reached twice (by channel and inline) is one target.
     """
 
-    def __init__(self, env_secrets: set[str]) -> None:
+    def __init__(self, env_values: set[str]) -> None:
         self.by_url: dict[str, Target] = {}
-        self.secrets: set[str] = set()
-        self.mask = RedactingFilter(env_secrets)
+        self.secrets: set[str] = set()  # what the log must mask: the URLs' secret parts
+        self.env_values = env_values
 
     def target(
         self,
@@ -478,9 +480,11 @@ class _Resolver:
         if problem:
             raise doc.error(problem, loc)
         if url not in self.by_url:
-            self.secrets |= url_secrets(url)
+            hidden = url_secrets(url)
+            hidden |= env_secrets_in(url, self.env_values, hidden)
+            self.secrets |= hidden
             if channel is None:
-                label = self.mask.redact(redact_url(url))
+                label = RedactingFilter(hidden).redact(redact_url(url))
                 self.by_url[url] = Target.for_url(url, label)
             else:
                 self.by_url[url] = Target(
@@ -713,7 +717,13 @@ def _without_secrets(exc: ConfigError, secrets: set[str]) -> ConfigError:
     }
     message = exc.message
     for value in sorted(names, key=len, reverse=True):
-        message = message.replace(value, names[value])
+        # As written, and as repr() escapes it; whole, or cut short by the message
+        # ('xoxb-1234…'): any 8 or more of its first characters name the variable.
+        for shown in dict.fromkeys((value, repr(value)[1:-1], json.dumps(value)[1:-1])):
+            for end in range(len(shown), min(len(shown), 8) - 1, -1):
+                if shown[:end] in message:
+                    message = message.replace(shown[:end], names[value])
+                    break
     if message == exc.message:
         return exc
     return ConfigError(message, source=exc.source, line=exc.line, field=exc.field)
@@ -767,7 +777,7 @@ def _build_config(
         owner=owner,
         targets=dict(resolver.targets),
         channels=channels,
-        secrets=frozenset(s for s in secrets | resolver.secrets if s),
+        secrets=frozenset(s for s in resolver.secrets if s),
         lines=doc.lines,
         origins=tuple(origins),
     )

@@ -76,10 +76,13 @@ _AUTH_WORDS = frozenset({"bearer", "basic", "token", "digest", "apikey"})
 
 def _looks_like_token(part: str) -> bool:
     """A path segment that is a credential rather than a word: long, or letters and
-    digits mixed (``hook`` and ``services`` stay readable, ``a1b2c3d4e5`` does not)."""
-    if len(part) >= 20:
+    digits or upper and lower case mixed (``hook`` and ``services`` stay readable,
+    ``a1b2c3d4e5`` and ``kLmNoPqRsT`` do not)."""
+    if len(part) >= 16:
         return True
-    return len(part) >= 8 and any(c.isdigit() for c in part) and any(c.isalpha() for c in part)
+    digits = any(c.isdigit() for c in part)
+    mixed = any(c.isupper() for c in part) and any(c.islower() for c in part[1:])
+    return len(part) >= 8 and any(c.isalpha() for c in part) and (digits or mixed)
 
 
 def _webhook_secrets(url: str) -> set[str]:
@@ -93,11 +96,36 @@ def _webhook_secrets(url: str) -> set[str]:
     found = {unquote(p) for p in parts.path.split("/") if _looks_like_token(unquote(p))}
     for pair in parts.query.split("&"):  # not parse_qsl: it reads the header's '+' as a space
         key, _, value = (unquote(side) for side in pair.partition("="))
-        if key.startswith("+") and value:  # a header: its whole value, and each word of it
-            found.add(value)
+        if key.startswith(("+", "-")) and value:  # a header or a payload field: its value,
+            found.add(value)  # and each word of it
             found |= {w for w in value.split() if w.lower() not in _AUTH_WORDS}
     found |= {quote for quote in (p.replace(" ", "%20") for p in found) if quote not in found}
     return {part for part in found if len(part) >= MIN_SECRET_LENGTH}
+
+
+def env_secrets_in(url: str, values: Iterable[str], hidden: set[str]) -> set[str]:
+    """Which values taken from the environment are secrets in ``url``: those in a part
+    apprise hides (``hidden``, what ``url_secrets`` found), or that its private form does
+    not show, or anywhere in a webhook's path or query (it shows them whole). A host, a
+    user name, a word apprise shows anyway are not: ``smtp.${DOMAIN}`` stays readable."""
+    try:
+        parts = urlsplit(url)
+        host, user = parts.hostname or "", unquote(parts.username or "")
+        webhook = parts.scheme.lower() in _WEBHOOK_SCHEMES
+    except ValueError:
+        host, user, webhook = "", "", False
+    private = _private_url(url)
+    found = set()
+    for value in values:
+        if len(value) < MIN_SECRET_LENGTH or value not in url:
+            continue
+        if any(value in h or h in value for h in hidden):
+            found.add(value)
+        elif value in host or value == user:
+            continue
+        elif webhook or (value not in private and value not in unquote(private)):
+            found.add(value)
+    return found
 
 
 def url_secrets(url: str) -> set[str]:
@@ -107,7 +135,11 @@ def url_secrets(url: str) -> set[str]:
     # domain is not a secret to mask in every log line.
     private, raw = _private_url(url), url.split("://", 1)[-1]
     shown = set(_TOKEN_SPLIT.split(private)) | set(_TOKEN_SPLIT.split(unquote(private)))
-    pieces = _TOKEN_SPLIT.split(raw)
+    # The query's keys (user=, pass=, to=) are apprise's words, not secrets: its values are.
+    address, _, query = raw.partition("?")
+    values = [pair.partition("=")[2] for pair in query.split("&")]
+    pieces = _TOKEN_SPLIT.split(address) + [p for v in values for p in _TOKEN_SPLIT.split(v)]
+    raw = "/".join([address, *values])
     parts = set(pieces) | {unquote(p) for p in pieces} | set(_TOKEN_SPLIT.split(unquote(raw)))
     hidden = {part for part in parts if len(part) >= MIN_SECRET_LENGTH and part not in shown}
     return hidden | _webhook_secrets(url)

@@ -530,3 +530,44 @@ def test_an_encoded_password_is_masked_whole_in_its_decoded_form_too() -> None:
 
     mask = RedactingFilter(url_secrets("json://user:s3cr%2Ft%3Apass@127.0.0.1:9/x"))
     assert mask.redact("login s3cr/t:pass") == "login ***"
+
+
+def test_values_from_the_environment_are_masked_only_where_they_are_secret(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    from alertd.settings import load_config
+    from alertd.targets import RedactingFilter
+
+    monkeypatch.setenv("SMTP_USER", "alertd")
+    monkeypatch.setenv("DOMAIN", "example.com")
+    monkeypatch.setenv("SMTP_PASS", "hunter22x")
+    monkeypatch.setenv("HOOK", "hooks")
+    config = load_config(
+        write_config(
+            "channels:\n"
+            "  mail: mailtos://${SMTP_USER}:${SMTP_PASS}@smtp.${DOMAIN}?to=me@${DOMAIN}\n"
+            "  query: mailtos://smtp.example.com?user=alertd&pass=hunter23y&to=me@x.com\n"
+            "searches:\n  - name: a\n    notify: [mail, query, 'json://127.0.0.1:9/${HOOK}']\n"
+        )
+    )
+    mask = RedactingFilter(config.secrets)
+    line = "alertd stopped after 3 cycles; sent to smtp.example.com, user pass"
+    assert mask.redact(line) == line  # a user name, a domain, apprise's words: shown
+    assert mask.redact("login hunter22x / hunter23y") == "login *** / ***"
+    # A webhook shows its whole path: what the environment put there is hidden.
+    assert mask.redact("posted to hooks") == "posted to ***"
+    assert "json://127.0.0.1:9/***" in {t.label for t in config.targets.values()}
+
+
+def test_a_webhook_token_in_a_payload_field_or_an_all_letters_path_is_masked() -> None:
+    from alertd.targets import RedactingFilter, redact_url, url_secrets
+
+    for url, token in [
+        ("json://127.0.0.1:9/hook?-token=Zx9Secret77abc", "Zx9Secret77abc"),
+        ("json://127.0.0.1:9/hooks/kLmNoPqRsTuVwXyZ", "kLmNoPqRsTuVwXyZ"),
+    ]:
+        mask = RedactingFilter(url_secrets(url))
+        assert mask.redact(f"Loaded JSON URL: {url}") == f"Loaded JSON URL: {url}".replace(
+            token, "***"
+        )
+        assert token not in redact_url(url) and "127.0.0.1:9/hook" in redact_url(url)

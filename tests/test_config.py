@@ -194,23 +194,38 @@ def test_an_alias_bomb_is_indexed_once_not_expanded() -> None:
     ("body", "expected"),
     [
         ("searches:\n  - name: a\n    notify: ['${MYTOK}']\n", "unknown channel '${MYTOK}'"),
-        ("poll_interval: '${MYTOK}'\nsearches:\n  - name: a\n", "'${MYTOK}' is not a duration"),
+        ("poll_interval: '${MYTOK}'\nsearches:\n  - name: a\n", "poll_interval: '${MYTOK}'"),
         ("timezone: '${MYTOK}'\nsearches:\n  - name: a\n", "unknown time zone '${MYTOK}'"),
         ("api_url: '${MYTOK}'\nsearches:\n  - name: a\n", "'${MYTOK}' is not an http(s) URL"),
         ("searches:\n  - name: a\n    payType: '${MYTOK}'\n", "'${MYTOK}' is not a pay type"),
         ("searches:\n  - name: '${MYTOK}'\n  - name: '${MYTOK}'\n", "name '${MYTOK}'"),
     ],
 )
+@pytest.mark.parametrize(
+    "token",
+    [
+        "s3cr3t-Token-9f2b",
+        "xoxb-1234567890-abcdefghijklmnopqrstuvwxyz0123",  # long: messages cut it short
+        "se\\cr\"et'tok9",  # escaped when the message quotes it
+    ],
+    ids=["plain", "long", "quotes"],
+)
 def test_a_config_error_names_the_variable_never_its_value(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run_cli: RunCli, body: str, expected: str
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    run_cli: RunCli,
+    body: str,
+    expected: str,
+    token: str,
 ) -> None:
-    monkeypatch.setenv("MYTOK", "s3cr3t-Token-9f2b")
+    monkeypatch.setenv("MYTOK", token)
     config = tmp_path / "alerts.yaml"
     config.write_text(body)
     result = run_cli("validate", "-c", config)
     assert result.exit_code == 2
     assert expected in result.output
-    assert "s3cr3t-Token-9f2b" not in result.output
+    for shown in (token, repr(token)[1:-1]):
+        assert shown[:8] not in result.output, result.output
 
 
 @pytest.mark.parametrize(
