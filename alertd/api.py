@@ -28,7 +28,7 @@ import httpx
 
 from alertd import __version__
 from alertd.errors import ApiDataError, ApiError, ApiUnavailableError, StopRequestedError
-from alertd.models import Job, format_time, parse_job, parse_time
+from alertd.models import MAX_JOB_ID, Job, format_time, parse_job, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ MAX_PAGES = 100  # 10,000 jobs a query: past the marketplace's size; a cursor th
 MAX_RETRY_AFTER = 900.0  # a Retry-After honoured up to 15 minutes; a longer one is this cap
 REQUEST_DEADLINE = 30.0  # seconds for one whole request, headers and body
 MAX_BODY = 10_000_000  # bytes of one decoded (decompressed) answer
-MAX_JOB_ID = 64  # characters; GET /jobs/{id} answers 400 past it
 RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
 MAX_RATE_LIMITED_WAIT = 120.0  # a longer Retry-After fails this search for this cycle instead
 MAX_RATE_LIMITED_TRIES = 6

@@ -71,6 +71,8 @@ def safe_link(url: str | None) -> str | None:
     """The job's link if it is a plain http(s) URL with nothing a channel would mis-read."""
     if not url or not re.fullmatch(r"https?://[^\s<>\"'`|\\]+", url):
         return None
+    if not (url.isascii() and url.isprintable()):  # bidi marks, C1 controls: not shown
+        return None
     return url
 
 
@@ -123,7 +125,7 @@ def render_alert(job: Job, searches: Sequence[str], tz: tzinfo | None) -> tuple[
     if job.summary:
         lines.append(defang(job.summary, MAX_SUMMARY))
     link = safe_link(job.url)
-    if link and len(link) > MAX_LINK:  # a chat service refuses a message that long
+    if not link or len(link) > MAX_LINK:  # none, odd, or more than a chat service takes
         link = canonical_link(job.id)
     if link:
         lines.append(link)

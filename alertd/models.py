@@ -16,6 +16,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 PAY_TYPES = ("PAY_PER_HOUR", "FIXED_PRICE", "PAY_PER_LABEL")
+MAX_JOB_ID = 64  # characters: the API's own limit (GET /jobs/{id} answers 400 past it)
 # What else a search may ask to be told about a job it already alerted (``also:``).
 CHANGES = ("pay_raised", "reopened")
 STDOUT_TARGET_KEY = "stdout"
@@ -425,6 +426,8 @@ def parse_job(raw: object) -> ParsedJob:
     job_id = raw.get("id")
     if isinstance(job_id, bool) or not isinstance(job_id, str | int) or str(job_id) == "":
         raise ValueError(f"job has no usable id ({job_id!r})")
+    if len(str(job_id)) > MAX_JOB_ID or not str(job_id).isprintable():
+        raise ValueError(f"job id {str(job_id)[:20]!r}… is not an id the API gives (1-64)")
     warnings: list[str] = []
     try:
         pay = _parse_pay(raw.get("pay"))

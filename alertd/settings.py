@@ -192,6 +192,8 @@ def _check_api_url(value: str) -> str:
     problem = f"{value!r} is not an http(s) URL; the default is {DEFAULT_API_URL}"
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(problem)
+    if not re.fullmatch(r"[\x21-\x7e]+", value):  # a pasted no-break space, a control
+        raise ValueError(f"{value!r} has a space or a character an URL cannot hold")
     try:  # what the HTTP client will need: a host, and a port that is a number
         parts = urlsplit(value)
         _ = parts.port
@@ -205,6 +207,8 @@ def _check_api_url(value: str) -> str:
 def _state_dir(value: object) -> object:
     if isinstance(value, str | Path) and not str(value).strip():
         raise ValueError("is empty; name a directory, e.g. /data or ~/.local/state/alertd")
+    if isinstance(value, str | Path) and "\0" in str(value):
+        raise ValueError(f"{str(value)!r} holds a NUL character, which no path can")
     try:
         return Path(value).expanduser() if isinstance(value, str | Path) else value
     except RuntimeError as exc:  # ~someone who does not exist here

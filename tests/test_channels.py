@@ -514,6 +514,17 @@ def test_every_bidi_and_control_character_is_removed_from_job_text(mark: str) ->
     assert defang(f"Nice{mark}job", 100) == "Nicejob"
 
 
+@pytest.mark.parametrize("mark", ["\u202e", "\u009b", "\u200f", "\u00a0"])
+def test_a_job_link_with_a_bidi_or_control_character_is_not_sent(mark: str) -> None:
+    from alertd.deliver import render_alert
+    from alertd.models import Job
+
+    job = Job(id="j-1", url=f"https://app.opentrain.ai/jobs/abc{mark}txt.exe")
+    _, body = render_alert(job, ["s"], None)
+    assert mark not in body
+    assert "https://app.opentrain.ai/jobs/j-1" in body  # the job's own page instead
+
+
 def test_masking_hides_secrets_and_only_secrets() -> None:
     from alertd.targets import RedactingFilter, url_secrets
 

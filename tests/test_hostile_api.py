@@ -102,6 +102,19 @@ def test_a_job_id_is_one_path_segment_and_within_the_contract(
         assert len(standin.requests()) == served  # refused before any request
 
 
+def test_a_listed_job_whose_id_is_not_an_api_id_is_skipped_not_sent(
+    market: Market, write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = write_config("searches:\n  - name: all\n    q: audio\n")  # free text: pages
+    run_cli("once", "-c", config)
+    market.add_job(id="x" * 5000, title="Audio with five thousand characters of id")
+    market.add_job(title="Audio, a fine job")
+    result = run_cli("once", "-c", config)
+    assert "=== New OpenTrain job: Audio, a fine job" in result.stdout
+    assert "five thousand" not in result.stdout and "x" * 100 not in result.output
+    assert "is not an id the API gives" in result.output
+
+
 def test_one_hostile_answer_fails_one_search_and_the_others_still_alert(
     market: Market, standin: StandInServer, write_config: WriteConfig, run_cli: RunCli
 ) -> None:
