@@ -23,6 +23,7 @@ from click.testing import Result
 from alertd.api import OpenTrainClient
 from alertd.deliver import send
 from alertd.market import Market
+from alertd.models import Job
 from alertd.pipeline import run_once, utc_now
 from alertd.settings import load_config
 from alertd.store import Store
@@ -173,6 +174,7 @@ GOOD_JOB = {
     },
 }
 GOOD_PAY = "$27–$33/hour"
+HOSTILE_JOB = Job(id="h-1", title=HOSTILE["title"], company=HOSTILE["companyName"])
 
 
 # -- each service receives the alert where it listens ------------------------------
@@ -549,3 +551,94 @@ def test_an_encoded_password_is_masked_whole_in_its_decoded_form_too() -> None:
 
     mask = RedactingFilter(url_secrets("json://user:s3cr%2Ft%3Apass@127.0.0.1:9/x"))
     assert mask.redact("login s3cr/t:pass") == "login ***"
+
+
+# -- every hostile job reaches every service in a form it accepts ----------------------
+
+
+def test_every_hostile_job_reaches_every_service_within_its_limits_pinging_no_one(
+    tls_proxy: TLSInterceptProxy, smtp_server: SMTPCollector
+) -> None:
+    from alertd.models import Target
+    from alertd.render import Item, Message, discord_embed_size, units
+    from tests.hostile_jobs import HOSTILE_JOBS, SEARCHES
+
+    urls = every_channel(smtp_server)
+    for name, job in HOSTILE_JOBS.items():
+        for message in (
+            Message((Item(job, SEARCHES),)),
+            Message(tuple(Item(job, SEARCHES) for _ in range(12)), more=5, heading="17 jobs"),
+        ):
+            for channel, url in urls.items():
+                outcome = send(Target.for_url(url, channel), message, timeout=5)
+                assert outcome.accepted, (name, channel, outcome)
+
+    discord = tls_proxy.accepted(DISCORD_HOST)
+    slack = tls_proxy.accepted(SLACK_HOST)
+    telegram = tls_proxy.accepted(TELEGRAM_HOST)
+    sent = 2 * len(HOSTILE_JOBS)
+    assert len(discord) == len(slack) == len(telegram) == len(smtp_server.messages) == sent
+    for request in discord:
+        payload = request.json
+        assert payload["allowed_mentions"] == {"parse": []}
+        assert len(payload["embeds"]) <= 10 and discord_embed_size(payload) <= 6000
+        assert units(payload.get("content", "")) <= 2000
+        for text in strings_in(payload):
+            assert "@everyone" not in text and "@here" not in text and "https://evil" not in text
+    for request in slack:
+        assert len(request.body) <= 40_000 * 4 and len(request.json["blocks"]) <= 50
+        for text in strings_in(request.json):
+            assert "<!" not in text and "<@" not in text, text[:200]
+    for request in telegram:
+        assert request.json["parse_mode"] == "HTML"
+        text = request.json["text"]
+        assert units(text) <= 4096
+        assert "<" not in re.sub(r'</?[bi]>|</a>|<a href="https://[^"<>]*">', "", text), text
+    for mail in smtp_server.messages:
+        assert len(mail.message["Subject"]) <= 200
+        page = mail.message.get_body(("html",)).get_content()
+        assert "<script" not in page and "<b>" not in page and "https://evil" not in page
+
+
+def test_a_refused_webhook_is_permanent_and_its_token_is_masked(
+    tls_proxy: TLSInterceptProxy,
+) -> None:
+    from alertd.models import Target
+    from alertd.render import Item, Message
+    from tests.servers import Reply
+
+    tls_proxy.set_reply(
+        DISCORD_HOST, Reply.json(404, {"message": f"Unknown Webhook {DISCORD_TOKEN}"})
+    )
+    message = Message((Item(HOSTILE_JOB, ("s",)),))
+
+    outcome = send(Target.for_url(DISCORD_URL, "discord"), message, timeout=5)
+
+    assert not outcome.accepted and outcome.permanent and not outcome.unknown
+    assert outcome.error is not None and "error=404" in outcome.error
+    assert DISCORD_TOKEN not in outcome.error and DISCORD_ID not in outcome.error
+    tls_proxy.down(SLACK_HOST, 500)
+    slack = send(Target.for_url(SLACK_URL, "slack"), message, timeout=5)
+    assert not slack.accepted and not slack.permanent and "error=500" in (slack.error or "")
+
+
+def test_a_webhook_that_answers_too_late_may_have_the_message(
+    tls_proxy: TLSInterceptProxy,
+) -> None:
+    import time
+
+    from alertd.models import Target
+    from alertd.render import Item, Message
+    from tests.conftest import wait_for
+    from tests.servers import Reply
+
+    def slow(request: object) -> Reply:
+        time.sleep(1.5)
+        return Reply(204)
+
+    tls_proxy.set_reply(DISCORD_HOST, slow)
+
+    outcome = send(Target.for_url(DISCORD_URL, "discord"), Message((Item(HOSTILE_JOB, ()),)), 1.0)
+
+    assert not outcome.accepted and outcome.unknown, outcome
+    wait_for(lambda: len(tls_proxy.requests(DISCORD_HOST)) == 1)  # it did go out
