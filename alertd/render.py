@@ -300,7 +300,7 @@ PLAIN_LISTED = 25  # jobs listed by name in a plain summary; the rest are "+N mo
 
 
 def _count(message: Message, shown: int) -> str:
-    """The heading of a summary, and the count of what it does not list."""
+    """The "+N more" line: the jobs a summary does not list, gathered or not."""
     return f"+{len(message.items) - shown + message.more} more"
 
 
@@ -515,10 +515,30 @@ def email_subject(message: Message) -> str:
     if len(message.items) == 1 and not message.more and message.heading is None:
         f = facts_of(message.items[0])
         pay = "" if f.pay == "not stated" else f" — {f.pay}"
-        room = SUBJECT_LIMIT - units(f"{f.headline}: {pay}")
         # A subject is plain text, but some clients and bridges read it as more: no tags.
-        return f"{f.headline}: {fit(f.title.translate(_DEFANG), room)}{pay}"
-    return fit(clean(summary_heading(message)).translate(_DEFANG), SUBJECT_LIMIT)
+        title = f.title.translate(_DEFANG)
+        room = SUBJECT_LIMIT - units(f"{f.headline}: {pay}")
+        while _encoded_size(subject := f"{f.headline}: {fit(title, room)}{pay}") > SUBJECT_BYTES:
+            room = room * 3 // 4
+        return subject
+    heading = clean(summary_heading(message)).translate(_DEFANG)
+    room = SUBJECT_LIMIT
+    while _encoded_size(subject := fit(heading, room)) > SUBJECT_BYTES:
+        room = room * 3 // 4
+    return subject
+
+
+# apprise writes a non-ASCII subject as one quoted-printable encoded word, unfolded: it
+# must stay under SMTP's 998-character line, or the server refuses the whole message.
+SUBJECT_BYTES = 900
+
+
+def _encoded_size(subject: str) -> int:
+    """The length of ``subject`` as one quoted-printable encoded word (Q encoding)."""
+    return sum(
+        1 if c.isascii() and (c.isalnum() or c in " !*+-/") else 3 * len(c.encode())
+        for c in subject
+    )
 
 
 def _email_item(item: Item, tz: tzinfo | None, compact: bool) -> str:
