@@ -22,21 +22,13 @@ import click
 from alertd import __version__
 from alertd.api import OpenTrainClient
 from alertd.daemon import HEARTBEAT_FILE, Daemon, use_utc
-from alertd.deliver import (
-    defang,
-    describe_pay,
-    dry_run_sender,
-    render_alert,
-    safe_link,
-    send,
-    sender_for,
-    show_time,
-)
+from alertd.deliver import dry_run_sender, send, sender_for
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.match import is_open, why_dropped
 from alertd.models import Job, Pay, Target, parse_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
+from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
 from alertd.store import Store
 from alertd.targets import RedactingFilter
@@ -176,7 +168,11 @@ def run(config_path: str, dry_run: bool) -> None:
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
     stop = threading.Event()
-    sender = dry_run_sender(sys.stdout) if dry_run else sender_for(config.send_timeout)
+    sender = (
+        dry_run_sender(sys.stdout, config.tz)
+        if dry_run
+        else sender_for(config.send_timeout, config.tz)
+    )
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         daemon = Daemon(
             config,
@@ -202,7 +198,11 @@ def once(config_path: str, dry_run: bool) -> None:
     """
     config = read_config(config_path, need_searches=True)
     stop = threading.Event()
-    sender = dry_run_sender(sys.stdout) if dry_run else sender_for(config.send_timeout)
+    sender = (
+        dry_run_sender(sys.stdout, config.tz)
+        if dry_run
+        else sender_for(config.send_timeout, config.tz)
+    )
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
@@ -328,10 +328,10 @@ def test_notify(config_path: str, target: str | None) -> None:
       alertd test-notify -c alerts.yaml team-slack
     """
     config = read_config(config_path)
-    title, body = render_alert(SAMPLE_JOB, ["test-notify"], config.tz)
+    sample = Message((Item(SAMPLE_JOB, ("test-notify",)),))
     failed = 0
     for each in pick_targets(config, target):
-        outcome = send(each, title, body, config.send_timeout)
+        outcome = send(each, sample, config.send_timeout, config.tz)
         if outcome.accepted:
             click.echo(f"ok      {each.label}: accepted")
         else:

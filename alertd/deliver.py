@@ -1,10 +1,11 @@
-"""Turning an owed alert into a message, and handing it to apprise or standard output.
+"""Handing a rendered message to its target: standard output, apprise, or one HTTPS POST.
 
-Job text is written by whoever posted the job, so it is untrusted: ``defang`` makes it
-inert in every channel (no ``@everyone``, no ``<!channel>``, no HTML or Slack markup)
-before it is rendered, and apprise is told the body is plain text, so it escapes what
-most services would otherwise read as Markdown or HTML (Discord gets plain text as is,
-which is why ``defang`` also breaks Markdown links itself).
+``alertd.render`` decides what each service is told; this module only delivers it.
+apprise sends the Telegram HTML, the e-mail (HTML part, and a plain part it derives
+from it) and the plain text every other service gets. Discord and Slack webhooks are
+posted here with httpx instead: apprise cannot send Discord ``allowed_mentions`` (it
+writes ``allow_mentions``) nor embeds of our own, nor Slack blocks of our own; the
+endpoint still comes from apprise's parsing of the same ``discord://`` / ``slack://`` URL.
 
 A failed send is an outcome, never an exception: the pipeline records it and retries.
 """
@@ -13,127 +14,35 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import ssl
 import sys
 import time
-import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
-from typing import TextIO
+from datetime import tzinfo
+from typing import Any, TextIO
 from urllib.parse import quote
 
 import apprise
+import httpx
 
-from alertd.models import Alert, Job, Pay, Target
+from alertd.models import Target
+from alertd.render import (
+    Channel,
+    Message,
+    channel_for,
+    render_discord,
+    render_email,
+    render_plain,
+    render_slack,
+    render_telegram,
+)
 from alertd.targets import RedactingFilter, quiet_apprise, url_secrets
 
-MAX_TITLE = 200
-MAX_SUMMARY = 400
-MAX_LINK = 300
-MAX_NAMES = 5  # searches named in one alert
-# Every field is bounded, so the whole message stays under Discord's 2,000 characters
-# (Telegram allows 4,096): title 200 + body ≈ 200 + 80 + 200 + 40 + 400 + 300 + 340.
-JOB_PAGE = "https://app.opentrain.ai/jobs/"
-ZERO_WIDTH_SPACE = "\u200b"
-# C0 and C1 controls, and every bidi mark, embedding, override and isolate.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_SPACES = re.compile(r"\s+")
-# Characters that start a mention, a tag or an entity somewhere we deliver.
-_DEFANG = str.maketrans({"<": "‹", ">": "›", "&": "＆"})
-
-
-def defang(text: str, limit: int) -> str:
-    """Third-party text made inert for any channel, on one line, at most ``limit`` characters.
-
-    ``@`` gets a zero-width space after it (``@everyone``, ``@here``, ``@channel`` and
-    ``<@123>`` no longer ping), ``< > &`` become look-alikes (no tags, no Slack
-    ``<!channel>`` or ``<url|text>``, no entities), ``](`` is split so no Markdown link
-    can hide its address, and control and bidi characters go.
-    """
-    text = unicodedata.normalize("NFKC", text)
-    text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text).strip()
-    text = text.translate(_DEFANG).replace("@", "@" + ZERO_WIDTH_SPACE)
-    # Discord renders Markdown in plain content: break [text](url) links that hide their address.
-    text = text.replace("](", "]" + ZERO_WIDTH_SPACE + "(")
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
-
-
-def canonical_link(job_id: str) -> str:
-    """The job's page on OpenTrain, built from its id alone."""
-    return JOB_PAGE + quote(job_id, safe="")
-
-
-def safe_link(url: str | None) -> str | None:
-    """The job's link if it is a plain http(s) URL with nothing a channel would mis-read."""
-    if not url or not re.fullmatch(r"https?://[^\s<>\"'`|\\]+", url):
-        return None
-    if not (url.isascii() and url.isprintable()):  # bidi marks, C1 controls: not shown
-        return None
-    return url
-
-
-def _money(amount: float, currency: str | None) -> str:
-    number = f"{amount:,.2f}".removesuffix(".00")
-    if currency in (None, "USD"):
-        return f"${number}"
-    return f"{number} {defang(currency, 8)}"
-
-
-def describe_pay(pay: Pay | None) -> str:
-    """A person's reading of the pay: ``$20–$30/hour``, ``$500 fixed``, ``not stated``."""
-    if pay is None:
-        return "not stated"
-    cur = pay.currency
-    if pay.hourly_min is not None and pay.hourly_max is not None:
-        return f"{_money(pay.hourly_min, cur)}–{_money(pay.hourly_max, cur)}/hour"
-    if pay.hourly_rate is not None:
-        return f"{_money(pay.hourly_rate, cur)}/hour"
-    if pay.hourly_min is not None:
-        return f"from {_money(pay.hourly_min, cur)}/hour"
-    if pay.hourly_max is not None:
-        return f"up to {_money(pay.hourly_max, cur)}/hour"
-    if pay.fixed_price is not None:
-        return f"{_money(pay.fixed_price, cur)} fixed"
-    if pay.per_label_rate is not None:
-        return f"{_money(pay.per_label_rate, cur)}/label"
-    return "not stated"
-
-
-def show_time(moment: datetime | None, tz: tzinfo | None) -> str:
-    """A time as a person reads it, in their zone (the machine's when none is configured)."""
-    if moment is None:
-        return "unknown"
-    local = moment.astimezone(tz)
-    return local.strftime("%d %b %Y, %H:%M %Z").strip()
-
-
-def render_alert(job: Job, searches: Sequence[str], tz: tzinfo | None) -> tuple[str, str]:
-    """(title, plain-text body) for one job; every third-party field defanged."""
-    title = defang(job.title, MAX_TITLE)
-    lines = [title + (f" — {defang(job.company, 80)}" if job.company else "")]
-    facts = [f"Pay: {describe_pay(job.pay)}"]
-    if job.category:
-        facts.append(f"Category: {defang(job.category, 60)}")
-    if job.languages:
-        facts.append("Languages: " + defang(", ".join(job.languages), 80))
-    lines.append(" | ".join(facts))
-    lines.append(f"Posted: {show_time(job.date_posted, tz)}")
-    if job.summary:
-        lines.append(defang(job.summary, MAX_SUMMARY))
-    link = safe_link(job.url)
-    if not link or len(link) > MAX_LINK:  # none, odd, or more than a chat service takes
-        link = canonical_link(job.id)
-    if link:
-        lines.append(link)
-    names = [defang(name, 60) for name in searches[:MAX_NAMES]]
-    if len(searches) > MAX_NAMES:
-        names.append(f"and {len(searches) - MAX_NAMES} more")
-    lines.append("Matched: " + ", ".join(names))
-    return f"New OpenTrain job: {title}", "\n".join(lines)
+log = logging.getLogger(__name__)
+USER_AGENT = "alertd"
 
 
 @dataclass(frozen=True)
@@ -165,8 +74,17 @@ _PERMANENT = re.compile(r"error=(401|403|404)\b|Unauthorized|Forbidden|Not Found
 SEND_TIMEOUT = 30.0  # seconds a target may take to answer (apprise's own default is 4)
 
 
-def send_apprise(url: str, title: str, body: str, timeout: float = SEND_TIMEOUT) -> Outcome:
+def send_apprise(
+    url: str,
+    title: str,
+    body: str,
+    timeout: float = SEND_TIMEOUT,
+    body_format: apprise.NotifyFormat = apprise.NotifyFormat.TEXT,
+) -> Outcome:
     """Send one message to one apprise URL and say whether that target accepted it.
+
+    ``body_format`` says what ``body`` is: plain text (apprise escapes it for the
+    service) or HTML of ours (Telegram's parse mode, an e-mail's HTML part).
 
     A target that is slow to answer gets ``timeout`` seconds (unless its URL sets ``rto``
     itself): with apprise's 4 s, a webhook that records a post and answers after 8 s was
@@ -187,9 +105,7 @@ def send_apprise(url: str, title: str, body: str, timeout: float = SEND_TIMEOUT)
                 plugin.socket_connect_timeout = timeout  # apprise's SMTP session timeout
             notifier = apprise.Apprise()
             notifier.add(plugin)
-            accepted = bool(
-                notifier.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT)
-            )
+            accepted = bool(notifier.notify(body=body, title=title, body_format=body_format))
     except Exception as exc:  # apprise plugins may raise anything; a send never crashes a cycle
         return Outcome(False, f"{type(exc).__name__}: {exc}")
     finally:
@@ -208,6 +124,71 @@ def send_apprise(url: str, title: str, body: str, timeout: float = SEND_TIMEOUT)
     return Outcome(False, reason, permanent=bool(_PERMANENT.search(reason)))
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where a ``discord://`` or ``slack://`` webhook URL posts, as apprise parses it."""
+
+    service: str
+    endpoint: str
+    username: str | None = None
+    read_timeout: float | None = None  # the URL's own ``rto=``, if it sets one
+
+
+def webhook_for(url: str) -> Webhook | None:
+    """The webhook behind a Discord or Slack URL; None when apprise would post elsewhere
+    (a Slack bot token, a workflow) or cannot parse it."""
+    with quiet_apprise():
+        plugin: Any = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    if plugin is None:
+        return None
+    rto = plugin.socket_read_timeout if "rto=" in url else None
+    channel = channel_for(url)
+    if channel is Channel.DISCORD and getattr(plugin, "webhook_token", None):
+        endpoint = f"{plugin.notify_url}/{plugin.webhook_id}/{plugin.webhook_token}"
+        if plugin.thread_id:
+            endpoint += f"?thread_id={quote(str(plugin.thread_id), safe='')}"
+        return Webhook("Discord", endpoint, plugin.user or None, rto)
+    if channel is Channel.SLACK and str(getattr(plugin, "mode", "")) == "hook":
+        endpoint = f"{plugin.webhook_url}/{plugin.token_a}/{plugin.token_b}/{plugin.token_c}"
+        return Webhook("Slack", endpoint, plugin.user or None, rto)
+    return None
+
+
+def _trust() -> ssl.SSLContext | bool:
+    """The CA bundle requests (and so apprise) would trust, for httpx too."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
+
+
+def post_webhook(
+    url: str, hook: Webhook, payload: dict[str, Any], timeout: float = SEND_TIMEOUT
+) -> Outcome:
+    """POST ``payload`` as JSON to the webhook and say whether the service took it."""
+    mask = RedactingFilter(url_secrets(url))
+    log.debug("%s POST URL: %s", hook.service, mask.redact(hook.endpoint))
+    if hook.username:
+        payload = {**payload, "username": hook.username}
+    wait = hook.read_timeout or timeout
+    try:
+        with httpx.Client(
+            verify=_trust(), timeout=httpx.Timeout(timeout, read=wait), follow_redirects=False
+        ) as client:
+            response = client.post(hook.endpoint, json=payload, headers={"User-Agent": USER_AGENT})
+    except httpx.ReadTimeout:  # the message went out; the answer did not come back
+        return Outcome(False, f"no answer within {wait:g}s (it may have arrived)", unknown=True)
+    except Exception as exc:  # any httpx or TLS error: a failed send, never a crash
+        return Outcome(False, mask.redact(f"{hook.service}: {type(exc).__name__}: {exc}"))
+    if response.is_success:
+        return Outcome(True)
+    detail = mask.redact(response.text[:300].strip())
+    log.debug("%s answered %d: %s", hook.service, response.status_code, detail)
+    return Outcome(
+        False,
+        f"{hook.service} refused the message: error={response.status_code}; {detail}",
+        permanent=response.status_code in (401, 403, 404),
+    )
+
+
 def print_alert(stream: TextIO, title: str, body: str) -> Outcome:
     """The no-account target: the alert on standard output, as a block a person can scan."""
     stream.write(f"\n=== {title}\n{body}\n")
@@ -215,41 +196,43 @@ def print_alert(stream: TextIO, title: str, body: str) -> Outcome:
     return Outcome(True)
 
 
-Sender = Callable[[Target, str, str], Outcome]
+Sender = Callable[[Target, Message], Outcome]
 
 
-def send(target: Target, title: str, body: str, timeout: float = SEND_TIMEOUT) -> Outcome:
-    """Deliver to ``target`` for real: standard output or its apprise URL."""
-    if target.url is None:
-        return print_alert(sys.stdout, title, body)
-    return send_apprise(target.url, title, body, timeout)
+def send(
+    target: Target, message: Message, timeout: float = SEND_TIMEOUT, tz: tzinfo | None = None
+) -> Outcome:
+    """Deliver to ``target`` for real, in the form its service renders well."""
+    url = target.url
+    if url is None:
+        return print_alert(sys.stdout, *render_plain(message, tz))
+    channel = channel_for(url)
+    hook = webhook_for(url) if channel in (Channel.DISCORD, Channel.SLACK) else None
+    if hook is not None:
+        render = render_discord if channel is Channel.DISCORD else render_slack
+        return post_webhook(url, hook, render(message, tz), timeout)
+    if channel is Channel.TELEGRAM:
+        html = render_telegram(message, tz)
+        return send_apprise(url, "", html, timeout, apprise.NotifyFormat.HTML)
+    if channel is Channel.EMAIL:
+        subject, page = render_email(message, tz)
+        return send_apprise(url, subject, page, timeout, apprise.NotifyFormat.HTML)
+    title, body = render_plain(message, tz)
+    return send_apprise(url, title, body, timeout)
 
 
-def sender_for(timeout: float) -> Sender:
+def sender_for(timeout: float, tz: tzinfo | None = None) -> Sender:
     """The real sender, giving each target ``timeout`` seconds to answer."""
-    return functools.partial(send, timeout=timeout)
+    return functools.partial(send, timeout=timeout, tz=tz)
 
 
-def dry_run_sender(stream: TextIO) -> Sender:
+def dry_run_sender(stream: TextIO, tz: tzinfo | None = None) -> Sender:
     """A sender that shows what would be sent, and to whom, without sending anything."""
 
-    def show(target: Target, title: str, body: str) -> Outcome:
+    def show(target: Target, message: Message) -> Outcome:
+        title, body = render_plain(message, tz)
         stream.write(f"\n[dry run] would send to {target.label}:\n=== {title}\n{body}\n")
         stream.flush()
         return Outcome(True)
 
     return show
-
-
-CHANGE_TITLES = {"pay_raised": "Pay raised on OpenTrain job", "reopened": "OpenTrain job reopened"}
-
-
-def alert_text(alert: Alert, tz: tzinfo | None) -> tuple[str, str]:
-    """Render an owed alert (a stored row) as (title, body)."""
-    title, body = render_alert(alert.job, alert.searches, tz)
-    if alert.change in CHANGE_TITLES:
-        title = title.replace("New OpenTrain job", CHANGE_TITLES[alert.change], 1)
-    if alert.change == "pay_raised":
-        was = describe_pay(alert.old_pay)
-        body = f"Pay raised: {was} → {describe_pay(alert.job.pay)}\n{body}"
-    return title, body

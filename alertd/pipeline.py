@@ -22,11 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 from alertd import plan
 from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
-from alertd.deliver import Sender, alert_text
+from alertd.deliver import Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
+from alertd.render import Item, Message
 from alertd.settings import Config
 from alertd.store import Store
 
@@ -454,9 +455,9 @@ def deliver_due(
         target = targets[alert.target_key]
         if target.key in down:
             continue
-        title, body = alert_text(alert, config.tz)
+        message = Message(items=(Item(alert.job, alert.searches, alert.change, alert.old_pay),))
         store.mark_sending(alert, clock())
-        outcome = send(target, title, body)
+        outcome = send(target, message)
         if outcome.accepted:
             store.mark_sent(alert, clock())
             report.sent += 1

@@ -51,6 +51,7 @@ from alertd.deliver import Outcome
 from alertd.market import CATEGORIES, LANGUAGES, Market, make_job, matches_query
 from alertd.models import PAY_TYPES, Target
 from alertd.pipeline import CycleReport, run_once
+from alertd.render import Message
 from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
@@ -237,7 +238,7 @@ def standin(cache_ttl: float, rate_limit: int, dump: Path | None = None) -> Iter
 # -- worker processes: alertd's own cost -------------------------------------------------
 
 
-def record_send(target: Target, title: str, body: str) -> Outcome:
+def record_send(target: Target, message: Message) -> Outcome:
     """A sender that accepts everything and sends nothing."""
     return Outcome(True)
 

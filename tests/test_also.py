@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Target
+from alertd.render import Message, render_plain
 from alertd.settings import load_config
 from alertd.standin import StandInServer
 from tests.conftest import RunCli, WriteConfig
@@ -36,8 +37,8 @@ def test_a_raise_alerts_once_with_the_old_and_new_pay(
     config = alerted(write_config, run_cli, market, "[pay_raised]")
     market.update_job("J", pay={**PAY, "hourlyMax": 25})
     raised = run_cli("once", "-c", config)
-    assert titles(raised.stdout) == ["Pay raised on OpenTrain job: Audio review"]
-    assert "Pay raised: $12–$18/hour → $12–$25/hour" in raised.stdout
+    assert titles(raised.stdout) == ["Pay raised: Audio review"]
+    assert "Pay: $12–$18/hour → $12–$25/hour" in raised.stdout
     market.update_job("J", title="Audio review")  # another edit, the same pay: no change
     assert titles(run_cli("once", "-c", config).stdout) == []
     market.update_job("J", pay={**PAY, "hourlyMax": 20})  # lowered: not worth an alert
@@ -45,9 +46,7 @@ def test_a_raise_alerts_once_with_the_old_and_new_pay(
     market.update_job("J", pay={**PAY, "hourlyMax": 24})  # up from 20, but not above 25
     assert titles(run_cli("once", "-c", config).stdout) == []
     market.update_job("J", pay={**PAY, "hourlyMax": 30})
-    assert titles(run_cli("once", "-c", config).stdout) == [
-        "Pay raised on OpenTrain job: Audio review"
-    ]
+    assert titles(run_cli("once", "-c", config).stdout) == ["Pay raised: Audio review"]
 
 
 def test_without_also_a_raise_is_not_an_alert(
@@ -65,18 +64,18 @@ def test_a_job_closed_and_open_again_alerts_once_as_reopened(
     market.close_job("J")
     assert titles(run_cli("once", "-c", config).stdout) == []
     market.update_job("J", status="OPEN")
-    assert titles(run_cli("once", "-c", config).stdout) == ["OpenTrain job reopened: Audio review"]
+    assert titles(run_cli("once", "-c", config).stdout) == ["Reopened: Audio review"]
     assert titles(run_cli("once", "-c", config).stdout) == []
 
 
 class Titles:
-    """A sender that records each title."""
+    """A sender that records each message's title, as standard output shows it."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def __call__(self, target: Target, title: str, body: str) -> Outcome:
-        self.sent.append(title)
+    def __call__(self, target: Target, message: Message) -> Outcome:
+        self.sent.append(render_plain(message, UTC)[0])
         return Outcome(True)
 
 
@@ -107,7 +106,7 @@ def test_a_job_reopened_long_after_it_was_forgotten_alerts_as_reopened(tmp_path:
         run(config, server.url, send, clock)
     finally:
         server.stop()
-    assert send.sent == ["New OpenTrain job: Audio review", "OpenTrain job reopened: Audio review"]
+    assert send.sent == ["New OpenTrain job: Audio review", "Reopened: Audio review"]
 
 
 def test_also_takes_only_what_it_knows(write_config: WriteConfig, run_cli: RunCli) -> None:

@@ -23,6 +23,7 @@ from click.testing import Result
 from alertd.api import OpenTrainClient
 from alertd.deliver import send
 from alertd.market import Market
+from alertd.models import Job
 from alertd.pipeline import run_once, utc_now
 from alertd.settings import load_config
 from alertd.store import Store
@@ -173,6 +174,7 @@ GOOD_JOB = {
     },
 }
 GOOD_PAY = "$27–$33/hour"
+HOSTILE_JOB = Job(id="h-1", title=HOSTILE["title"], company=HOSTILE["companyName"])
 
 
 # -- each service receives the alert where it listens ------------------------------
@@ -198,8 +200,8 @@ def test_test_notify_sends_the_sample_to_every_channel(
     assert (discord.method, discord.path) == ("POST", DISCORD_PATH)
     assert (telegram.method, telegram.path) == ("POST", TELEGRAM_PATH)
     sample = "Sample alert: Spanish podcast transcription"
-    assert sample in slack.json["attachments"][0]["title"]
-    assert sample in discord.json["content"]
+    assert sample in slack.json["blocks"][0]["text"]["text"]
+    assert sample in discord.json["embeds"][0]["title"]
     assert sample in telegram.json["text"]
     [mail] = smtp_server.messages
     assert sample in mail.message["Subject"]
@@ -232,11 +234,16 @@ def test_slack_webhook_receives_a_new_job(
     request = one(tls_proxy.requests(SLACK_HOST))
     assert (request.method, request.path) == ("POST", SLACK_PATH)
     assert request.headers["Content-Type"].startswith("application/json")
-    [attachment] = request.json["attachments"]
-    assert attachment["title"] == f"New OpenTrain job: {GOOD_JOB['title']}"
-    assert GOOD_JOB["title"] in attachment["text"]
-    assert GOOD_PAY in attachment["text"]
-    assert job["url"] in attachment["text"]
+    blocks = request.json["blocks"]
+    assert request.json["text"] == f"New OpenTrain job: {GOOD_JOB['title']}"
+    # The title is the link; pay, company and summary are plain text beside it.
+    assert blocks[0]["text"] == {
+        "type": "mrkdwn",
+        "text": f"*New OpenTrain job:* <{job['url']}|{GOOD_JOB['title']}>",
+    }
+    shown = strings_in(blocks)
+    assert f"Pay: {GOOD_PAY}" in shown
+    assert any(GOOD_JOB["summary"] in text for text in shown)
 
 
 def test_discord_webhook_receives_a_new_job(
@@ -250,11 +257,13 @@ def test_discord_webhook_receives_a_new_job(
     assert result.exit_code == 0, result.output
     request = one(tls_proxy.requests(DISCORD_HOST))
     assert (request.method, request.path, request.status) == ("POST", DISCORD_PATH, 204)
-    content = request.json["content"]
-    assert content.startswith(f"New OpenTrain job: {GOOD_JOB['title']}")
-    assert GOOD_PAY in content
-    assert job["url"] in content
-    assert "Polyglot AI" in content
+    assert request.json["allowed_mentions"] == {"parse": []}
+    [embed] = request.json["embeds"]
+    assert embed["title"] == GOOD_JOB["title"]
+    assert embed["url"] == job["url"]
+    assert {"name": "Pay", "value": GOOD_PAY, "inline": True} in embed["fields"]
+    assert embed["description"].startswith("Polyglot AI")
+    assert embed["footer"]["text"] == "Matched: everything"
 
 
 def test_telegram_bot_receives_a_new_job(
@@ -269,10 +278,11 @@ def test_telegram_bot_receives_a_new_job(
     request = one(tls_proxy.requests(TELEGRAM_HOST))
     assert (request.method, request.path) == ("POST", TELEGRAM_PATH)
     assert request.json["chat_id"] == TELEGRAM_CHAT
+    assert request.json["parse_mode"] == "HTML"
     text = request.json["text"]
-    assert f"New OpenTrain job: {GOOD_JOB['title']}" in text
+    assert text.startswith("<b>New OpenTrain job</b>")
+    assert f'<b><a href="{job["url"]}">{GOOD_JOB["title"]}</a></b>' in text
     assert GOOD_PAY in text
-    assert job["url"] in text
 
 
 def test_email_receives_a_new_job(
@@ -320,26 +330,34 @@ def test_untrusted_job_text_is_inert_in_every_channel(
     for text in strings_in(discord):
         for mention in ("@everyone", "@here", "<@123456>"):
             assert mention not in text, (mention, text)
-    assert "everyone" in discord["content"] and "bold" in discord["content"]
+    assert discord["allowed_mentions"] == {"parse": []}
+    assert "everyone" in discord["embeds"][0]["title"] and "bold" in discord["embeds"][0]["title"]
 
     # Slack: no special mentions or user mentions in any field.
     slack = one(tls_proxy.accepted(SLACK_HOST)).json
     for text in strings_in(slack):
         for mention in ("<!channel>", "<!here>", "<@123456>", "<!everyone>"):
             assert mention not in text, (mention, text)
-    assert "bold" in slack["attachments"][0]["title"]
+    assert "bold" in slack["text"] and "bold" in slack["blocks"][0]["text"]["text"]
 
-    # Telegram (HTML parse mode): the only tag is apprise's own <b> around the title.
+    # Telegram (HTML parse mode): the only tags are ours (bold, italic, the job's link).
     telegram = one(tls_proxy.accepted(TELEGRAM_HOST)).json["text"]
-    assert re.fullmatch(r"<b>[^<]*</b>[^<]*", telegram, re.S), telegram
+    tags = set(re.findall(r"<[^>]*>", telegram))
+    assert tags <= {"<b>", "</b>", "<i>", "</i>", "</a>"} | {
+        t for t in tags if re.fullmatch(r'<a href="https://[^"]*/jobs/[^"]*">', t)
+    }, tags
     assert "bold" in telegram and "alert(1)" in telegram
 
-    # E-mail: no markup in the subject or in any text part.
+    # E-mail: no markup from the job in the subject or the HTML part (escaped there);
+    # the plain-text part shows the same text literally, which no client renders.
     [mail] = smtp_server.messages
-    for text in (mail.message["Subject"], mail_text(mail)):
+    page = mail.message.get_body(("html",)).get_content()
+    for text in (mail.message["Subject"], page):
         assert "<b>" not in text and "<script" not in text.lower(), text
         assert "<!channel>" not in text, text
+    assert "&lt;b&gt;bold" in page
     assert "bold" in mail.message["Subject"]
+    assert mail.message.get_body(("plain",)).get_content_type() == "text/plain"
 
 
 def test_discord_shows_no_masked_link_from_job_text(
@@ -351,9 +369,12 @@ def test_discord_shows_no_masked_link_from_job_text(
     result = run_cli("once", "-c", config)
 
     assert result.exit_code == 0, result.output
-    content = one(tls_proxy.accepted(DISCORD_HOST)).json["content"]
-    assert "evil.example" in content  # the text is delivered ...
-    assert not re.search(r"\[[^\]\n]*\]\(\s*<?https?://", content), content  # ... not as a link
+    embed = one(tls_proxy.accepted(DISCORD_HOST)).json["embeds"][0]
+    for content in strings_in(embed):
+        assert not re.search(r"\[[^\]\n]*\]\(\s*<?https?://", content), content  # no masked link
+        assert "https://evil" not in content, content  # ... and no bare one
+    assert "evil" in embed["title"]  # the text is delivered
+    assert embed["url"].startswith("https://app.opentrain.ai/jobs/")  # the only link is ours
 
 
 # -- a service that is down gets the job later, once; the others never again -------
@@ -488,8 +509,8 @@ def test_a_failed_send_is_stored_with_the_targets_secrets_masked() -> None:
 
 
 def test_no_message_is_too_long_for_discord_whatever_the_job_says() -> None:
-    from alertd.deliver import render_alert
     from alertd.models import Job, Pay
+    from alertd.render import render_alert
 
     job = Job(
         id="j-1",
@@ -509,15 +530,15 @@ def test_no_message_is_too_long_for_discord_whatever_the_job_says() -> None:
 
 @pytest.mark.parametrize("mark", ["\u200e", "\u200f", "\u061c", "\u009b", "\u202e", "\u2067"])
 def test_every_bidi_and_control_character_is_removed_from_job_text(mark: str) -> None:
-    from alertd.deliver import defang
+    from alertd.render import defang
 
     assert defang(f"Nice{mark}job", 100) == "Nicejob"
 
 
 @pytest.mark.parametrize("mark", ["\u202e", "\u009b", "\u200f", "\u00a0"])
 def test_a_job_link_with_a_bidi_or_control_character_is_not_sent(mark: str) -> None:
-    from alertd.deliver import render_alert
     from alertd.models import Job
+    from alertd.render import render_alert
 
     job = Job(id="j-1", url=f"https://app.opentrain.ai/jobs/abc{mark}txt.exe")
     _, body = render_alert(job, ["s"], None)
@@ -582,3 +603,94 @@ def test_a_webhook_token_in_a_payload_field_or_an_all_letters_path_is_masked() -
             token, "***"
         )
         assert token not in redact_url(url) and "127.0.0.1:9/hook" in redact_url(url)
+
+
+# -- every hostile job reaches every service in a form it accepts ----------------------
+
+
+def test_every_hostile_job_reaches_every_service_within_its_limits_pinging_no_one(
+    tls_proxy: TLSInterceptProxy, smtp_server: SMTPCollector
+) -> None:
+    from alertd.models import Target
+    from alertd.render import Item, Message, discord_embed_size, units
+    from tests.hostile_jobs import HOSTILE_JOBS, SEARCHES
+
+    urls = every_channel(smtp_server)
+    for name, job in HOSTILE_JOBS.items():
+        for message in (
+            Message((Item(job, SEARCHES),)),
+            Message(tuple(Item(job, SEARCHES) for _ in range(12)), more=5, heading="17 jobs"),
+        ):
+            for channel, url in urls.items():
+                outcome = send(Target.for_url(url, channel), message, timeout=5)
+                assert outcome.accepted, (name, channel, outcome)
+
+    discord = tls_proxy.accepted(DISCORD_HOST)
+    slack = tls_proxy.accepted(SLACK_HOST)
+    telegram = tls_proxy.accepted(TELEGRAM_HOST)
+    sent = 2 * len(HOSTILE_JOBS)
+    assert len(discord) == len(slack) == len(telegram) == len(smtp_server.messages) == sent
+    for request in discord:
+        payload = request.json
+        assert payload["allowed_mentions"] == {"parse": []}
+        assert len(payload["embeds"]) <= 10 and discord_embed_size(payload) <= 6000
+        assert units(payload.get("content", "")) <= 2000
+        for text in strings_in(payload):
+            assert "@everyone" not in text and "@here" not in text and "https://evil" not in text
+    for request in slack:
+        assert len(request.body) <= 40_000 * 4 and len(request.json["blocks"]) <= 50
+        for text in strings_in(request.json):
+            assert "<!" not in text and "<@" not in text, text[:200]
+    for request in telegram:
+        assert request.json["parse_mode"] == "HTML"
+        text = request.json["text"]
+        assert units(text) <= 4096
+        assert "<" not in re.sub(r'</?[bi]>|</a>|<a href="https://[^"<>]*">', "", text), text
+    for mail in smtp_server.messages:
+        assert len(mail.message["Subject"]) <= 200
+        page = mail.message.get_body(("html",)).get_content()
+        assert "<script" not in page and "<b>" not in page and "https://evil" not in page
+
+
+def test_a_refused_webhook_is_permanent_and_its_token_is_masked(
+    tls_proxy: TLSInterceptProxy,
+) -> None:
+    from alertd.models import Target
+    from alertd.render import Item, Message
+    from tests.servers import Reply
+
+    tls_proxy.set_reply(
+        DISCORD_HOST, Reply.json(404, {"message": f"Unknown Webhook {DISCORD_TOKEN}"})
+    )
+    message = Message((Item(HOSTILE_JOB, ("s",)),))
+
+    outcome = send(Target.for_url(DISCORD_URL, "discord"), message, timeout=5)
+
+    assert not outcome.accepted and outcome.permanent and not outcome.unknown
+    assert outcome.error is not None and "error=404" in outcome.error
+    assert DISCORD_TOKEN not in outcome.error and DISCORD_ID not in outcome.error
+    tls_proxy.down(SLACK_HOST, 500)
+    slack = send(Target.for_url(SLACK_URL, "slack"), message, timeout=5)
+    assert not slack.accepted and not slack.permanent and "error=500" in (slack.error or "")
+
+
+def test_a_webhook_that_answers_too_late_may_have_the_message(
+    tls_proxy: TLSInterceptProxy,
+) -> None:
+    import time
+
+    from alertd.models import Target
+    from alertd.render import Item, Message
+    from tests.conftest import wait_for
+    from tests.servers import Reply
+
+    def slow(request: object) -> Reply:
+        time.sleep(1.5)
+        return Reply(204)
+
+    tls_proxy.set_reply(DISCORD_HOST, slow)
+
+    outcome = send(Target.for_url(DISCORD_URL, "discord"), Message((Item(HOSTILE_JOB, ()),)), 1.0)
+
+    assert not outcome.accepted and outcome.unknown, outcome
+    wait_for(lambda: len(tls_proxy.requests(DISCORD_HOST)) == 1)  # it did go out

@@ -22,6 +22,7 @@ from alertd.deliver import Outcome
 from alertd.market import CATEGORIES, Market
 from alertd.models import Target
 from alertd.pipeline import CycleReport, run_once
+from alertd.render import Message
 from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
@@ -36,8 +37,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
 
-    def __call__(self, target: Target, title: str, body: str) -> Outcome:
-        self.sent.append((target.label, title.removeprefix("New OpenTrain job: ").split()[0]))
+    def __call__(self, target: Target, message: Message) -> Outcome:
+        self.sent.append((target.label, message.items[0].job.title.split()[0]))
         return Outcome(True)
 
 

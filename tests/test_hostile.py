@@ -23,6 +23,7 @@ from alertd.errors import StoreError
 from alertd.market import Market
 from alertd.models import Target
 from alertd.pipeline import CycleReport, run_once
+from alertd.render import Message
 from alertd.settings import Config, load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
@@ -36,10 +37,10 @@ class Sender:
         self.sent: list[tuple[str, str]] = []
         self.up = True
 
-    def __call__(self, target: Target, title: str, body: str) -> Outcome:
+    def __call__(self, target: Target, message: Message) -> Outcome:
         if not self.up:
             return Outcome(False, error="down")
-        self.sent.append((target.label, title.removeprefix("New OpenTrain job: ").split()[0]))
+        self.sent.append((target.label, message.items[0].job.title.split()[0]))
         return Outcome(True)
 
 

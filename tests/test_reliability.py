@@ -16,6 +16,7 @@ from alertd.match import is_open
 from alertd.models import Job, format_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import HOLD_BOUND
+from alertd.render import Message, render_plain
 from alertd.settings import Config, load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
@@ -53,10 +54,10 @@ class Cycles:
         self.sent: list[str] = []
         self.up = True
 
-    def send(self, target: object, title: str, body: str) -> Outcome:
+    def send(self, target: object, message: Message) -> Outcome:
         if not self.up:
             return Outcome(False, "down")
-        self.sent.append(title)
+        self.sent.append(render_plain(message, None)[0])
         return Outcome(True)
 
     def at(self, moment: datetime) -> None:
@@ -375,8 +376,8 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
     config = load_config(write_config("searches:\n  - name: all\n"))
     sent: list[str] = []
 
-    def record(target: object, title: str, body: str) -> Outcome:
-        sent.append(title)
+    def record(target: object, message: Message) -> Outcome:
+        sent.append(render_plain(message, None)[0])
         return Outcome(True)
 
     with Store.open(state_dir) as store, make_client(config) as client:
