@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
 import ssl
@@ -55,6 +56,7 @@ class Outcome:
     error: str | None = None
     permanent: bool = False
     unknown: bool = False
+    retry_after: float | None = None  # the service asked to wait this long (a 429)
 
 
 class _Collect(logging.Handler):
@@ -182,11 +184,41 @@ def post_webhook(
         return Outcome(True)
     detail = mask.redact(response.text[:300].strip())
     log.debug("%s answered %d: %s", hook.service, response.status_code, detail)
+    if response.status_code == 429:
+        wait_for = _retry_after(response)
+        return Outcome(
+            False,
+            f"{hook.service} is rate limiting: asked to wait {wait_for:g}s",
+            retry_after=wait_for,
+        )
     return Outcome(
         False,
         f"{hook.service} refused the message: error={response.status_code}; {detail}",
         permanent=response.status_code in (401, 403, 404),
     )
+
+
+MAX_RETRY_AFTER = 900.0  # a longer wait asked by a service is taken as this
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """How long a 429 asks to wait: Discord's ``retry_after`` (seconds, in the body), or
+    the ``Retry-After`` header; a few seconds when neither is readable; capped."""
+    seconds: object = None
+    try:
+        body = response.json()
+        seconds = body.get("retry_after") if isinstance(body, dict) else None
+    except ValueError:
+        pass
+    if seconds is None:
+        seconds = response.headers.get("Retry-After")
+    try:
+        wait_for = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        wait_for = 5.0
+    if not math.isfinite(wait_for) or wait_for < 0:
+        wait_for = 5.0
+    return min(wait_for, MAX_RETRY_AFTER)
 
 
 def print_alert(stream: TextIO, title: str, body: str) -> Outcome:

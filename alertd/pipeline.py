@@ -16,6 +16,8 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,9 +27,9 @@ from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
 from alertd.deliver import Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
-from alertd.models import Event, Job, QueryState, SavedSearch, Target
+from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
-from alertd.render import Item, Message
+from alertd.render import Channel, Item, Message, channel_for
 from alertd.settings import Config
 from alertd.store import Store
 
@@ -443,49 +445,92 @@ def deliver_due(
         moved = store.retarget(search, targets, now)
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
-    to_send, expired = plan.plan_deliveries(store.due(now, targets), now)
+    paces = {key: target.pace for key, target in targets.items()}
+    messages, expired = plan.plan_messages(store.due(now, targets), paces, now, config.tz)
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
         report.withdrawn += 1
-    down: set[str] = set()
-    for alert in to_send:
-        if stop.is_set():
+    queues: dict[str, deque[list[Alert]]] = {}
+    for alerts in messages:
+        queues.setdefault(alerts[0].target_key, deque()).append(alerts)
+    # Each target at its service's pace, the targets interleaved: a Telegram chat's
+    # one message a second never holds up a webhook.
+    ready: dict[str, float] = {}
+    while queues:
+        key = min(queues, key=lambda k: ready.get(k, 0.0))
+        wait = ready.get(key, 0.0) - time.monotonic()
+        if stop.is_set() or (wait > 0 and stop.wait(wait)):
             report.stopped = True
             return
-        target = targets[alert.target_key]
-        if target.key in down:
-            continue
-        message = Message(items=(Item(alert.job, alert.searches, alert.change, alert.old_pay),))
+        alerts = queues[key].popleft()
+        if not queues[key]:
+            del queues[key]
+        target = targets[key]
+        if not send_message(config, target, alerts, store, send, clock, report):
+            queues.pop(key, None)  # down: the rest wait for a later cycle
+        ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+
+
+# Seconds between two messages to one target, as each service tolerates a burst:
+# Telegram about one a second per chat, Slack one a second, a Discord webhook 5 per 2 s.
+SERVICE_GAP = {Channel.TELEGRAM: 1.0, Channel.SLACK: 1.0, Channel.DISCORD: 0.5}
+
+
+def send_message(
+    config: Config,
+    target: Target,
+    alerts: list[Alert],
+    store: Store,
+    send: Sender,
+    clock: Clock,
+    report: CycleReport,
+) -> bool:
+    """One message to ``target`` for these alerts (one job, or a list); whether it took it."""
+    items = tuple(Item(a.job, a.searches, a.change, a.old_pay) for a in alerts)
+    heading = None
+    if len(alerts) > 1:
+        oldest = min(a.created_at or clock() for a in alerts)
+        since = oldest.astimezone(config.tz).strftime("%H:%M")
+        kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
+        heading = f"{len(alerts)} {kind} since {since}"
+    for alert in alerts:
         store.mark_sending(alert, clock())
-        outcome = send(target, message)
-        if outcome.accepted:
+    outcome = send(target, Message(items, heading=heading))
+    if outcome.accepted:
+        for alert in alerts:
             store.mark_sent(alert, clock())
-            report.sent += 1
-            continue
-        down.add(target.key)
-        report.failed_sends += 1
-        report.unknown_sends += outcome.unknown
-        attempts = alert.attempts + 1
-        # A send that may have arrived waits the longest step: a slow target is not sent
-        # the same alert again every minute. A permanent refusal waits longer still.
-        if outcome.unknown:
-            delay = config.retry_schedule[-1]
-        else:
-            delay = plan.retry_delay(config.retry_schedule, attempts, outcome.permanent)
-        retry_at = clock() + timedelta(seconds=delay)
-        refused_by = url_digest(target) if outcome.permanent else None
+        report.sent += len(alerts)
+        return True
+    report.failed_sends += 1
+    report.unknown_sends += outcome.unknown
+    attempts = alerts[0].attempts + 1
+    # A send that may have arrived waits the longest step: a slow target is not sent
+    # the same alert again every minute. A permanent refusal waits longer still; a
+    # service that asks for a pause (429) gets what it asked for.
+    if outcome.retry_after is not None:
+        delay = outcome.retry_after
+    elif outcome.unknown:
+        delay = config.retry_schedule[-1]
+    else:
+        delay = plan.retry_delay(config.retry_schedule, attempts, outcome.permanent)
+    retry_at = clock() + timedelta(seconds=delay)
+    refused_by = url_digest(target) if outcome.permanent else None
+    for alert in alerts:
         store.mark_failed(alert, outcome.error or "not accepted", retry_at, refused_by)
-        level = logging.ERROR if outcome.permanent else logging.WARNING
-        log.log(
-            level,
-            "%s did not accept job %s (attempt %d): %s; will retry at %s%s",
-            target.label,
-            alert.job.id,
-            attempts,
-            outcome.error,
-            retry_at.astimezone(config.tz).strftime("%H:%M:%S %Z"),
-            " — check this target's URL and credentials" if outcome.permanent else "",
-        )
+    jobs = alerts[0].job.id if len(alerts) == 1 else f"{len(alerts)} jobs"
+    level = logging.ERROR if outcome.permanent else logging.WARNING
+    log.log(
+        level,
+        "%s did not accept %s%s (attempt %d): %s; will retry at %s%s",
+        target.label,
+        "job " if len(alerts) == 1 else "",
+        jobs,
+        attempts,
+        outcome.error,
+        retry_at.astimezone(config.tz).strftime("%H:%M:%S %Z"),
+        " — check this target's URL and credentials" if outcome.permanent else "",
+    )
+    return False
 
 
 def url_digest(target: Target) -> str:

@@ -312,31 +312,6 @@ def overdue_holds(rows: Iterable[OutboxRow], now: datetime) -> list[str]:
     )
 
 
-def plan_deliveries(
-    due: Sequence[Alert], now: datetime, cap: int = MAX_ALERTS_PER_TARGET
-) -> tuple[list[Alert], list[Alert]]:
-    """(send now, withdraw as expired) from the due alerts, oldest first.
-
-    At most ``cap`` a target a cycle: chat services rate-limit bursts, and the rest
-    stay owed for the next cycles.
-    """
-    send: list[Alert] = []
-    expired: list[Alert] = []
-    per_target: dict[str, int] = {}
-    for alert in due:
-        if is_expired(alert.job, now):
-            expired.append(alert)
-            continue
-        if per_target.get(alert.target_key, 0) >= cap:
-            continue
-        per_target[alert.target_key] = per_target.get(alert.target_key, 0) + 1
-        send.append(alert)
-    return send, expired
-
-
-# -- pace: when a target's alerts go out, and how many to a message ---------------
-
-
 def _on(day: date, moment: time, tz: tzinfo) -> datetime:
     return datetime.combine(day, moment, tzinfo=tz).astimezone(UTC)
 

@@ -694,3 +694,27 @@ def test_a_webhook_that_answers_too_late_may_have_the_message(
 
     assert not outcome.accepted and outcome.unknown, outcome
     wait_for(lambda: len(tls_proxy.requests(DISCORD_HOST)) == 1)  # it did go out
+
+
+def test_a_discord_429_is_retried_after_what_discord_asked_not_sooner(
+    tls_proxy: TLSInterceptProxy,
+    market: Market,
+    state_dir: Path,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+) -> None:
+    from tests.servers import Reply
+
+    config = channels_config(write_config, {"discord": DISCORD_URL}, "retry_schedule: [1s]")
+    prime_and_publish(run_cli, market, config, title="Rate limited")
+    tls_proxy.set_reply(
+        DISCORD_HOST, Reply.json(429, {"message": "rate limited", "retry_after": 120.5})
+    )
+    before = utc_now()
+    limited = run_cli("once", "-c", config)
+    assert limited.exit_code == 1
+    assert "rate limiting: asked to wait 120.5s" in limited.output
+    with Store.open(state_dir) as store:
+        (row,) = store.owed_rows()
+    waits = (row.next_attempt_at - before).total_seconds()
+    assert 119 <= waits <= 130  # Discord's 120.5 s, not the schedule's 1 s

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+import itertools
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from alertd.models import Alert, Job, Pace
+from alertd.deliver import Outcome
+from alertd.market import Market
+from alertd.models import Alert, Job, Pace, Target
 from alertd.plan import gathered_until, plan_messages, quiet_end, release_at
+from alertd.render import Message
+from alertd.settings import Config, load_config
+from alertd.standin import StandInServer
+from tests.conftest import StartDaemon, WriteConfig, wait_for
+from tests.test_community import FAST
+from tests.test_hostile import Clock, run
+from tests.webhook import WebhookCollector
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # 27 Nov 2026, 10:00 in Berlin (UTC+1)
 NOON = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 INSTANT = Pace()
 BATCH = Pace(batch=600)
-DIGEST = Pace(digest=(time(8, 0), time(18, 0)))
-QUIET = Pace(quiet=(time(22, 0), time(7, 0)))
+DIGEST = Pace(digest=(clock_time(8, 0), clock_time(18, 0)))
+QUIET = Pace(quiet=(clock_time(22, 0), clock_time(7, 0)))
 
 
 def at(hour: int, minute: int = 0, day: int = 27) -> datetime:
@@ -66,13 +80,13 @@ def test_quiet_hours_across_midnight(now: datetime, ends: datetime | None) -> No
 
 
 def test_quiet_hours_within_a_day() -> None:
-    lunch = Pace(quiet=(time(12, 0), time(13, 30)))
+    lunch = Pace(quiet=(clock_time(12, 0), clock_time(13, 30)))
     assert quiet_end(lunch, at(12, 15), BERLIN) == at(13, 30)
     assert quiet_end(lunch, at(13, 30), BERLIN) is None
 
 
 def test_a_digest_inside_quiet_hours_waits_for_their_end() -> None:
-    pace = Pace(digest=(time(6, 0),), quiet=(time(22, 0), time(7, 0)))
+    pace = Pace(digest=(clock_time(6, 0),), quiet=(clock_time(22, 0), clock_time(7, 0)))
     assert release_at(pace, at(23, 0, day=26), BERLIN) == at(7, 0)
 
 
@@ -110,3 +124,140 @@ def test_an_expired_job_is_withdrawn_not_gathered() -> None:
     gone = Alert("t", Job(id="old", valid_through=at(9, 0)), ("s",), 0, at(8, 0))
     messages, expired = plan_messages([gone], {"t": BATCH}, at(10, 0), BERLIN)
     assert messages == [] and expired == [gone]
+
+
+# -- through the cycle: a clocked market, the stand-in, a recording sender -----------
+
+
+class Recorder:
+    """A sender that records (target label, monotonic time, job titles) per message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, float, list[str]]] = []
+
+    def __call__(self, target: Target, message: Message) -> Outcome:
+        titles = [item.job.title for item in message.items]
+        self.messages.append((target.label, time.monotonic(), titles))
+        return Outcome(True)
+
+    def to(self, label: str) -> list[list[str]]:
+        return [titles for name, _, titles in self.messages if name == label]
+
+
+@pytest.fixture
+def clocked(tmp_path: Path) -> Iterator[tuple[Market, StandInServer, Clock]]:
+    clock = Clock()
+    clock.now = at(10, 0)
+    market = Market(clock=clock, seed=5)
+    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
+    yield market, server, clock
+    server.stop()
+
+
+def paced_config(tmp_path: Path, url: str, channels: str) -> Config:
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        f"api_url: {url}\nstate_dir: {tmp_path / 'state'}\nrequests_per_minute: 120\n"
+        f"timezone: Europe/Berlin\nchannels:\n{channels}"
+        "searches:\n  - name: all\n    notify: [paced]\n"
+    )
+    return load_config(path)
+
+
+def test_a_batched_channel_gets_one_message_when_the_batch_ends_across_restarts(
+    tmp_path: Path, clocked: tuple[Market, StandInServer, Clock]
+) -> None:
+    market, server, clock = clocked
+    config = paced_config(
+        tmp_path, server.url, "  paced: {url: 'json://127.0.0.1:9/p', batch: 10m}\n"
+    )
+    send = Recorder()
+    run(config, server.url, send, clock)  # primes
+    for minute, title in ((1, "First"), (4, "Second"), (9, "Third")):
+        clock.now = at(10, minute)
+        market.add_job(title=title)
+        run(config, server.url, send, clock)  # each cycle a new process: a restart
+    assert send.messages == []  # gathering since 10:01
+    clock.now = at(10, 11)
+    run(config, server.url, send, clock)
+    assert send.to("paced") == [["First", "Second", "Third"]]  # oldest first, once
+    run(config, server.url, send, clock)
+    assert len(send.messages) == 1
+
+
+def test_a_digest_goes_at_its_hour_and_quiet_hours_hold_it(
+    tmp_path: Path, clocked: tuple[Market, StandInServer, Clock]
+) -> None:
+    market, server, clock = clocked
+    channel = "  paced: {url: 'json://127.0.0.1:9/p', digest: ['18:00', '23:00'], "
+    config = paced_config(tmp_path, server.url, channel + "quiet_hours: '22:00-07:00'}\n")
+    send = Recorder()
+    run(config, server.url, send, clock)
+    market.add_job(title="Morning job")
+    clock.now = at(10, 5)
+    run(config, server.url, send, clock)
+    clock.now = at(17, 59)
+    run(config, server.url, send, clock)
+    assert send.messages == []
+    clock.now = at(18, 0)
+    run(config, server.url, send, clock)
+    assert send.to("paced") == [["Morning job"]]
+    market.add_job(title="Evening job")  # its digest is 23:00, inside the quiet hours
+    clock.now = at(19, 0)
+    run(config, server.url, send, clock)
+    clock.now = at(23, 30)
+    run(config, server.url, send, clock)
+    assert len(send.messages) == 1
+    clock.now = at(7, 0, day=28)
+    run(config, server.url, send, clock)
+    assert send.to("paced")[-1] == ["Evening job"]
+
+
+def test_each_service_at_its_pace_without_holding_up_the_others(
+    tmp_path: Path, clocked: tuple[Market, StandInServer, Clock]
+) -> None:
+    market, server, clock = clocked
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        f"api_url: {server.url}\nstate_dir: {tmp_path / 'state'}\nrequests_per_minute: 120\n"
+        "channels:\n  chat: tgram://123456789:ABCdefGHIjklMNOpqr/987654321/\n"
+        "  hook: json://127.0.0.1:9/h\n"
+        "searches:\n  - name: all\n    notify: [chat, hook]\n"
+    )
+    config = load_config(path)
+    send = Recorder()
+    run(config, server.url, send, clock)
+    for i in range(3):
+        market.add_job(title=f"Job {i}")
+    clock.now += timedelta(minutes=1)
+    run(config, server.url, send, clock)
+    chat = [t for name, t, _ in send.messages if name == "chat"]
+    hook = [t for name, t, _ in send.messages if name == "hook"]
+    assert len(chat) == 3 and len(hook) == 3
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(chat))  # Telegram: 1 a second
+    assert max(hook) < chat[1]  # the webhook was not made to wait for the chat
+
+
+def test_alertd_run_sends_a_batch_as_one_message(
+    market: Market,
+    write_config: WriteConfig,
+    webhook: WebhookCollector,
+    start_daemon: StartDaemon,
+    state_dir: Path,
+) -> None:
+    config = write_config(
+        f"channels:\n  paced: {{url: '{webhook.url}', batch: 4s}}\n"
+        "searches:\n  - name: all\n    notify: [paced]\n"
+    )
+    daemon = start_daemon(config)
+    wait_for(lambda: (state_dir / "heartbeat.json").exists())  # primed
+    market.add_job(title="One")
+    time.sleep(1.2)  # a cycle apart
+    market.add_job(title="Two")
+    wait_for(lambda: len(webhook.received) >= 1)
+    time.sleep(2.5)  # a few more cycles: nothing else goes out
+    daemon.terminate()
+    assert daemon.wait(timeout=15) == 0
+    (message,) = webhook.received
+    assert message["title"].startswith("2 new OpenTrain jobs since ")
+    assert "• One " in message["message"] and "• Two " in message["message"]

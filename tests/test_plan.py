@@ -8,7 +8,6 @@ import pytest
 
 from alertd import plan
 from alertd.models import (
-    Alert,
     DeliveryStatus,
     Event,
     Job,
@@ -116,17 +115,6 @@ def test_priming_waits_for_a_page_from_after_the_search_began() -> None:
     new = Job(id="new", date_posted=NOW + timedelta(seconds=5))
     assert plan.split_priming([old, new], NOW, NOW - timedelta(minutes=3)) is None
     assert plan.split_priming([old, new], NOW, NOW + timedelta(seconds=6)) == ([old], [new])
-
-
-def test_deliveries_are_capped_per_target_and_expired_jobs_withdrawn() -> None:
-    jobs = [Job(id=f"j{i}", status="OPEN") for i in range(25)]
-    expired = Job(id="gone", status="OPEN", valid_through=NOW)
-    due = [Alert("t1", job, ("s",)) for job in jobs] + [Alert("t2", jobs[0], ("s",))]
-    due.append(Alert("t1", expired, ("s",)))
-    send, withdrawn = plan.plan_deliveries(due, NOW)
-    assert [a.job.id for a in send if a.target_key == "t1"] == [f"j{i}" for i in range(20)]
-    assert [a.target_key for a in send].count("t2") == 1
-    assert [a.job.id for a in withdrawn] == ["gone"]
 
 
 def test_retries_follow_the_schedule_and_a_permanent_failure_waits_the_longest() -> None:

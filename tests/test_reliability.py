@@ -512,15 +512,22 @@ def test_a_permanent_failure_waits_the_longest_step_of_the_schedule(
     assert "1 owed" in run_cli("once", "-c", config).output
 
 
-def test_at_most_twenty_alerts_go_to_a_target_in_one_cycle(
+def test_a_burst_over_the_per_cycle_cap_is_one_summary_not_a_trickle(
     hooked: Path, market: Market, run_cli: RunCli, webhook: WebhookCollector
 ) -> None:
+    for i in range(3):
+        market.add_job(title=f"Single {i}")
+    run_cli("once", "-c", hooked)
+    assert len(webhook.received) == 3  # under the cap: a message per job
     for i in range(25):
         market.add_job(title=f"Burst {i}")
-    first = run_cli("once", "-c", hooked)
-    assert len(webhook.received) == 20 and "5 owed" in first.output
+    burst = run_cli("once", "-c", hooked)
+    assert "0 owed" in burst.output
+    (summary,) = webhook.received[3:]
+    assert summary["title"].startswith("25 new OpenTrain jobs since ")
+    assert all(f"Burst {i} " in summary["message"] for i in range(25))
     run_cli("once", "-c", hooked)
-    assert len(webhook.received) == 25
+    assert len(webhook.received) == 4  # each job once
 
 
 def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
