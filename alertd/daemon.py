@@ -1,7 +1,8 @@
 """The long-running loop: signals, the cycle timer, config reloads, and a heartbeat file.
 
 A signal handler only sets a flag: SIGTERM/SIGINT set ``stop``, which every wait in
-alertd waits on, so a stop takes effect within a moment, mid-cycle included; a second
+alertd waits on and an API request in flight checks every second (``api.STOP_CHECK``),
+so a stop takes effect within a moment, mid-cycle included; a second
 one exits at once. SIGHUP asks for the config to be read again between cycles.
 
 Cycles start every ``poll_interval`` from the previous cycle's start; a cycle that
