@@ -108,7 +108,11 @@ def read_config(path: str, need_searches: bool = False) -> Config:
 def open_store(config: Config, dry_run: bool = False) -> Iterator[Store]:
     """The state store, locked; for a dry run, an unlocked copy that is thrown away."""
     try:
-        store = Store.snapshot(config.state_dir) if dry_run else Store.open(config.state_dir)
+        if dry_run:
+            store = Store.snapshot(config.state_dir)
+        else:
+            move = config.broken_state == "move_aside"
+            store = Store.open(config.state_dir, move_broken=move)
     except StoreError as exc:
         fail(exc)
     with store:
