@@ -78,7 +78,7 @@ def test_a_malformed_row_is_set_aside_and_the_others_still_go(
 def test_deleting_the_lock_file_does_not_let_a_second_alertd_in(state_dir: Path) -> None:
     with Store.open(state_dir):
         (state_dir / "alertd.lock").unlink()
-        with pytest.raises(StoreError, match="in use by alertd"):
+        with pytest.raises(StoreError, match=rf"in use by alertd \(pid {os.getpid()}\)"):
             Store.open(state_dir)
 
 

@@ -100,12 +100,8 @@ def _flock(fd: int, state_dir: Path, *, required: bool) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            try:
-                holder = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
-            except OSError:
-                holder = ""
             raise StoreError(
-                f"state directory {state_dir} is in use by alertd (pid {holder or '?'}); "
+                f"state directory {state_dir} is in use by alertd (pid {_holder(state_dir)}); "
                 "stop that one first or give this one another state_dir"
             ) from exc
         if required:
@@ -113,6 +109,28 @@ def _flock(fd: int, state_dir: Path, *, required: bool) -> None:
                 f"cannot lock {state_dir}: {exc.strerror or exc} (a file system without "
                 "locks?); give alertd a local state_dir"
             ) from exc
+
+
+def _holder(state_dir: Path) -> str:
+    """The pid holding ``state_dir``'s lock: ``alertd.lock`` names it; when someone
+    deleted that file (the second alertd then made it again, empty), the kernel's table
+    of locks (Linux's /proc/locks) still knows who locks the directory. '?' otherwise."""
+    with contextlib.suppress(OSError):
+        named = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
+        if named:
+            return named
+    try:
+        inode = str(os.stat(state_dir).st_ino)
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return "?"
+    pids = set()
+    for line in table.splitlines():  # "3: FLOCK  ADVISORY  WRITE 4242 08:01:123456 0 EOF"
+        fields = line.split()
+        at = fields.index("FLOCK") if "FLOCK" in fields else -1
+        if 0 <= at < len(fields) - 4 and fields[at + 4].rpartition(":")[2] == inode:
+            pids.add(fields[at + 3])
+    return pids.pop() if len(pids) == 1 else "?"
 
 
 class DirectoryLock:
