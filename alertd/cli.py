@@ -184,7 +184,9 @@ def run(config_path: str, dry_run: bool) -> None:
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         daemon = Daemon(
             config,
-            lambda current: run_once(current, client, store, sender, stop=stop),
+            lambda current, fresh: run_once(
+                current, client, store, sender, stop=stop, retry_refused=fresh
+            ),
             reload=reload,
             stop=stop,
         )
@@ -453,7 +455,8 @@ def status(config_path: str) -> None:
         held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""
         if row.refused_by:
             held += (
-                " (refused for good: fix the URL or token; a channel's new URL is tried at once)"
+                " (refused for good: fix the URL or token; a channel's new URL, a restart "
+                "or a SIGHUP of alertd run tries it at once)"
             )
         upcoming = row.next_attempt_at
         target = targets.get(row.target)

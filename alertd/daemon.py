@@ -66,17 +66,23 @@ def describe_changes(old: Config, new: Config) -> str:
     return f"{len(after)} searches (+{added} new, -{removed} removed, {changed} changed)"
 
 
-class Daemon:
-    """Runs ``cycle(config)`` at start and then every ``poll_interval`` until stopped.
+CycleRunner = Callable[[Config, bool], CycleReport]
 
-    ``reload`` (when given) reads the config again on SIGHUP; a config that fails to
-    load is refused and the one running stays.
+
+class Daemon:
+    """Runs ``cycle(config, fresh)`` at start and then every ``poll_interval`` until stopped.
+
+    ``fresh`` is True for the first cycle after the start and after each SIGHUP: a person
+    may have fixed a target that refused for good, so it is tried at once (``alertd
+    once``, which cron runs every few minutes, keeps the slow schedule). ``reload``
+    (when given) reads the config again on SIGHUP; a config that fails to load is
+    refused and the one running stays.
     """
 
     def __init__(
         self,
         config: Config,
-        cycle: Callable[[Config], CycleReport],
+        cycle: CycleRunner,
         *,
         reload: Callable[[], Config] | None = None,
         stop: threading.Event | None = None,
@@ -90,6 +96,7 @@ class Daemon:
         self.clock = clock
         self.wait = wait or self.stop.wait
         self.reload_requested = False
+        self.fresh = True  # the next cycle is the first since the start or a SIGHUP
         self.last_start: float | None = None
         self.cycles = 0
         self.unreachable = 0  # cycles in a row in which the API could not be reached
@@ -121,6 +128,7 @@ class Daemon:
         while not self.stop.is_set():
             if self.reload_requested:
                 self.reload_requested = False
+                self.fresh = True
                 self.reload_config()
             due = next_start(self.last_start, self.config.poll_interval, self.clock())
             idle = due - self.clock()
@@ -156,7 +164,8 @@ class Daemon:
 
     def _tick(self) -> None:
         started = self.last_start = self.clock()
-        report = self.cycle(self.config)
+        fresh, self.fresh = self.fresh, False
+        report = self.cycle(self.config, fresh)
         self.cycles += 1
         now = self.clock()
         due = next_start(started, self.config.poll_interval, now)

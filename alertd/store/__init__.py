@@ -905,6 +905,18 @@ class Store:
             self._dirty.add("outbox")
         return len(fixed)
 
+    def retry_refused(self, target_keys: Iterable[str], now: datetime) -> int:
+        """Rows these targets refused for good are due at once, URL changed or not: the
+        daemon was started again or told to reload, and the operator may have fixed the
+        target on the service's side (a token re-enabled, a webhook re-created)."""
+        keys = set(target_keys)
+        refused = [r for r in self.owed.values() if r.refused_by is not None and r.target in keys]
+        for row in refused:
+            self.owed[row.key] = replace(row, next_attempt_at=now, refused_by=None)
+        if refused:
+            self._dirty.add("outbox")
+        return len(refused)
+
     def retarget(self, search: SavedSearch, configured: Collection[str], now: datetime) -> int:
         """A search whose URL was replaced: what the old URL was still owed goes to the new.
 
