@@ -488,7 +488,8 @@ def status(config_path: str) -> None:
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Cycles in a row without an answer from the API that still count as healthy.",
+    help="Cycles in a row without an answer from the API (or with every search asked "
+    "failing) that still count as healthy.",
 )
 @click.option(
     "--max-owed-age",
@@ -504,7 +505,8 @@ def health(
 
     Reads heartbeat.json, which `alertd run` rewrites after every cycle. Unhealthy when
     no cycle ended recently (stopped, or stuck in one), when the API could not be
-    reached for several cycles in a row, or when an alert has been owed too long.
+    reached, or failed every search asked, for several cycles in a row, or when an
+    alert has been owed too long.
 
     \b
     Example:
@@ -527,6 +529,12 @@ def health(
     unreachable = int(beat.get("unreachable_cycles") or 0)
     if unreachable >= max_unreachable:
         unhealthy(f"the API did not answer in the last {unreachable} cycles (see the log)")
+    failing = int(beat.get("searches_failed_cycles") or 0)
+    if failing >= max_unreachable:
+        unhealthy(
+            f"every search asked failed in the last {failing} cycles that asked the API "
+            "(see the log for why)"
+        )
     refusing = beat.get("refusing") or []
     if refusing:
         unhealthy(

@@ -100,6 +100,7 @@ class Daemon:
         self.last_start: float | None = None
         self.cycles = 0
         self.unreachable = 0  # cycles in a row in which the API could not be reached
+        self.searches_failing = 0  # cycles in a row that asked queries and got no answer
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: first stops gracefully, a second exits at once; SIGHUP reloads."""
@@ -183,9 +184,14 @@ class Daemon:
 
     def write_heartbeat(self, report: CycleReport) -> None:
         """``heartbeat.json`` in the state dir: when the last cycle ended, how it went, for
-        how many cycles in a row the API could not be reached, and the oldest owed alert:
-        what ``alertd health`` judges by."""
+        how many cycles in a row the API could not be reached or failed every search asked,
+        and the oldest owed alert: what ``alertd health`` judges by. A cycle that asked no
+        query leaves the second count as it was: the last queries asked still failed."""
         self.unreachable = self.unreachable + 1 if report.api_unreachable else 0
+        if report.searches_all_failed:
+            self.searches_failing += 1
+        elif report.asked:
+            self.searches_failing = 0
         path = self.config.state_dir / HEARTBEAT_FILE
         beat = {
             "at": format_time(utc_now()),
@@ -193,6 +199,7 @@ class Daemon:
             "pid": os.getpid(),
             "cycles": self.cycles,
             "unreachable_cycles": self.unreachable,
+            "searches_failed_cycles": self.searches_failing,
             "oldest_owed": None if report.oldest_owed is None else format_time(report.oldest_owed),
             "refusing": report.refusing,
         }

@@ -80,6 +80,11 @@ class CycleReport:
         return self.held
 
     @property
+    def searches_all_failed(self) -> bool:
+        """Queries were asked and not one answered (the API fails every search)."""
+        return bool(self.failed_searches) and self.asked == 0
+
+    @property
     def ok(self) -> bool:
         """True when nothing failed: every query answered and every due alert accepted."""
         return not (self.failed_searches or self.failed_sends or self.error or self.held)
