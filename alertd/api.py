@@ -519,9 +519,11 @@ class OpenTrainClient:
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:
                 return result
-            if cursor in seen_cursors:
-                log.warning("API returned a cursor it had already given; stopping this search")
-                return result
+            if cursor in seen_cursors:  # the next pages would repeat: the list is not whole
+                raise ApiUnavailableError(
+                    f"jobs: the API gave page {result.pages}'s cursor before; "
+                    "a partial list cannot answer for this query"
+                )
             seen_cursors.add(cursor)
         # A partial list cannot answer for a change: the query fails this cycle.
         raise ApiUnavailableError(f"jobs: more than {MAX_PAGES} pages; the cursor never ends?")
