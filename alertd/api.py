@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpcore
@@ -44,6 +44,9 @@ MAX_RATE_LIMITED_TRIES = 6
 CHANGES_CAP = 5000  # events per answer of GET /jobs/changes
 MAX_CHANGE_CALLS = 10
 CLOSED_CODE = "CLOSED"  # our name for GET /jobs/{id}'s 404 {"id", "status": "closed"}
+STOP_CHECK = 1.0  # seconds: how soon a request in flight notices a stop (SIGTERM)
+
+T = TypeVar("T")
 
 
 class RateBudget:
@@ -177,10 +180,18 @@ class _BodyError(Exception):
 class _Deadline(httpcore.NetworkBackend):
     """httpcore's sockets, each read and write waiting at most what is left of the whole
     request's deadline: httpx's timeouts are per read, so a server sending its headers a
-    byte at a time could otherwise hold a request for days."""
+    byte at a time could otherwise hold a request for days.
 
-    def __init__(self) -> None:
+    A connect or a read also waits in slices of ``STOP_CHECK`` seconds and raises
+    ``StopRequestedError`` between them once ``stop`` is set: a SIGTERM ends a request in
+    flight within a second, not when its deadline runs out. (A write is not sliced, as
+    the bytes a timed-out send already passed on are not known; a GET's few hundred
+    bytes fit the socket's buffer, so a write does not wait on the server.)
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
         self.inner = httpcore.SyncBackend()
+        self.stop = stop
         self.local = threading.local()  # this thread's request: when it must have ended
 
     def set(self, ends_at: float | None) -> None:
@@ -188,7 +199,10 @@ class _Deadline(httpcore.NetworkBackend):
         self.local.ends_at = ends_at
 
     def cap(self, timeout: float | None) -> float | None:
-        """``timeout``, shortened to what is left; ReadTimeout once nothing is."""
+        """``timeout``, shortened to what is left; ReadTimeout once nothing is (or a stop
+        was requested: StopRequestedError)."""
+        if self.stop.is_set():
+            raise StopRequestedError("stop requested during a request")
         ends_at: float | None = getattr(self.local, "ends_at", None)
         if ends_at is None:
             return timeout
@@ -196,6 +210,20 @@ class _Deadline(httpcore.NetworkBackend):
         if left <= 0:
             raise httpcore.ReadTimeout("the whole request took longer than its deadline")
         return left if timeout is None else min(timeout, left)
+
+    def sliced(self, call: Callable[[float], T], timeout: float | None) -> T:
+        """``call(seconds)`` waiting at most ``STOP_CHECK`` at a time, again after each
+        timeout until ``timeout`` (or the deadline) is spent or a stop is requested."""
+        ends = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = self.cap(None if ends is None else ends - time.monotonic())
+            if left is not None and left <= 0:
+                raise httpcore.ReadTimeout("timed out")
+            try:
+                return call(STOP_CHECK if left is None else min(left, STOP_CHECK))
+            except httpcore.TimeoutException:
+                if left is not None and left <= STOP_CHECK:
+                    raise
 
     def connect_tcp(
         self,
@@ -205,8 +233,9 @@ class _Deadline(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        stream = self.inner.connect_tcp(
-            host, port, self.cap(timeout), local_address, socket_options
+        stream = self.sliced(
+            lambda step: self.inner.connect_tcp(host, port, step, local_address, socket_options),
+            timeout,
         )
         return _DeadlineStream(stream, self)
 
@@ -221,14 +250,14 @@ class _Deadline(httpcore.NetworkBackend):
 
 
 class _DeadlineStream(httpcore.NetworkStream):
-    """One connection whose every read and write the deadline caps."""
+    """One connection whose every read and write the deadline caps (and a stop ends)."""
 
     def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
         self.inner = inner
         self.deadline = deadline
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self.inner.read(max_bytes, self.deadline.cap(timeout))
+        return self.deadline.sliced(lambda step: self.inner.read(max_bytes, step), timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self.inner.write(buffer, self.deadline.cap(timeout))
@@ -327,7 +356,7 @@ class OpenTrainClient:
         self.retry_delays = tuple(retry_delays)
         self.deadline = deadline
         self.max_body = max_body
-        self.deadline_backend = _Deadline()
+        self.deadline_backend = _Deadline(self.budget.stop)
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
@@ -397,6 +426,8 @@ class OpenTrainClient:
             return str(exc), None
         except zlib.error as exc:
             return f"the body could not be decoded (corrupt compression? {exc})", None
+        except StopRequestedError:
+            raise  # a SIGTERM while the answer was on its way: not the server's failure
         except Exception as exc:  # any httpx error, whatever its class: one table decides
             if time.monotonic() - started >= self.deadline:
                 return f"the answer took longer than {self.deadline:g}s", None
@@ -487,9 +518,11 @@ class OpenTrainClient:
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:
                 return result
-            if cursor in seen_cursors:
-                log.warning("API returned a cursor it had already given; stopping this search")
-                return result
+            if cursor in seen_cursors:  # the next pages would repeat: the list is not whole
+                raise ApiUnavailableError(
+                    f"jobs: the API gave page {result.pages}'s cursor before; "
+                    "a partial list cannot answer for this query"
+                )
             seen_cursors.add(cursor)
         # A partial list cannot answer for a change: the query fails this cycle.
         raise ApiUnavailableError(f"jobs: more than {MAX_PAGES} pages; the cursor never ends?")

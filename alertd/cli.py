@@ -100,7 +100,11 @@ def read_config(path: str, need_searches: bool = False) -> Config:
 def open_store(config: Config, dry_run: bool = False) -> Iterator[Store]:
     """The state store, locked; for a dry run, an unlocked copy that is thrown away."""
     try:
-        store = Store.snapshot(config.state_dir) if dry_run else Store.open(config.state_dir)
+        if dry_run:
+            store = Store.snapshot(config.state_dir)
+        else:
+            move = config.broken_state == "move_aside"
+            store = Store.open(config.state_dir, move_broken=move)
     except StoreError as exc:
         fail(exc)
     with store:
@@ -176,7 +180,9 @@ def run(config_path: str, dry_run: bool) -> None:
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         daemon = Daemon(
             config,
-            lambda current: run_once(current, client, store, sender, stop=stop),
+            lambda current, fresh: run_once(
+                current, client, store, sender, stop=stop, retry_refused=fresh
+            ),
             reload=reload,
             stop=stop,
         )
@@ -449,7 +455,8 @@ def status(config_path: str) -> None:
         held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""
         if row.refused_by:
             held += (
-                " (refused for good: fix the URL or token; a channel's new URL is tried at once)"
+                " (refused for good: fix the URL or token; a channel's new URL, a restart "
+                "or a SIGHUP of alertd run tries it at once)"
             )
         upcoming = row.next_attempt_at
         target = targets.get(row.target)
@@ -481,7 +488,8 @@ def status(config_path: str) -> None:
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Cycles in a row without an answer from the API that still count as healthy.",
+    help="Cycles in a row without an answer from the API (or with every search asked "
+    "failing) that still count as healthy.",
 )
 @click.option(
     "--max-owed-age",
@@ -497,7 +505,8 @@ def health(
 
     Reads heartbeat.json, which `alertd run` rewrites after every cycle. Unhealthy when
     no cycle ended recently (stopped, or stuck in one), when the API could not be
-    reached for several cycles in a row, or when an alert has been owed too long.
+    reached, or failed every search asked, for several cycles in a row, or when an
+    alert has been owed too long.
 
     \b
     Example:
@@ -520,6 +529,12 @@ def health(
     unreachable = int(beat.get("unreachable_cycles") or 0)
     if unreachable >= max_unreachable:
         unhealthy(f"the API did not answer in the last {unreachable} cycles (see the log)")
+    failing = int(beat.get("searches_failed_cycles") or 0)
+    if failing >= max_unreachable:
+        unhealthy(
+            f"every search asked failed in the last {failing} cycles that asked the API "
+            "(see the log for why)"
+        )
     refusing = beat.get("refusing") or []
     if refusing:
         unhealthy(

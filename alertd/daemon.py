@@ -1,7 +1,8 @@
 """The long-running loop: signals, the cycle timer, config reloads, and a heartbeat file.
 
 A signal handler only sets a flag: SIGTERM/SIGINT set ``stop``, which every wait in
-alertd waits on, so a stop takes effect within a moment, mid-cycle included; a second
+alertd waits on and an API request in flight checks every second (``api.STOP_CHECK``),
+so a stop takes effect within a moment, mid-cycle included; a second
 one exits at once. SIGHUP asks for the config to be read again between cycles.
 
 Cycles start every ``poll_interval`` from the previous cycle's start; a cycle that
@@ -65,17 +66,23 @@ def describe_changes(old: Config, new: Config) -> str:
     return f"{len(after)} searches (+{added} new, -{removed} removed, {changed} changed)"
 
 
-class Daemon:
-    """Runs ``cycle(config)`` at start and then every ``poll_interval`` until stopped.
+CycleRunner = Callable[[Config, bool], CycleReport]
 
-    ``reload`` (when given) reads the config again on SIGHUP; a config that fails to
-    load is refused and the one running stays.
+
+class Daemon:
+    """Runs ``cycle(config, fresh)`` at start and then every ``poll_interval`` until stopped.
+
+    ``fresh`` is True for the first cycle after the start and after each SIGHUP: a person
+    may have fixed a target that refused for good, so it is tried at once (``alertd
+    once``, which cron runs every few minutes, keeps the slow schedule). ``reload``
+    (when given) reads the config again on SIGHUP; a config that fails to load is
+    refused and the one running stays.
     """
 
     def __init__(
         self,
         config: Config,
-        cycle: Callable[[Config], CycleReport],
+        cycle: CycleRunner,
         *,
         reload: Callable[[], Config] | None = None,
         stop: threading.Event | None = None,
@@ -89,9 +96,11 @@ class Daemon:
         self.clock = clock
         self.wait = wait or self.stop.wait
         self.reload_requested = False
+        self.fresh = True  # the next cycle is the first since the start or a SIGHUP
         self.last_start: float | None = None
         self.cycles = 0
         self.unreachable = 0  # cycles in a row in which the API could not be reached
+        self.searches_failing = 0  # cycles in a row that asked queries and got no answer
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: first stops gracefully, a second exits at once; SIGHUP reloads."""
@@ -120,6 +129,7 @@ class Daemon:
         while not self.stop.is_set():
             if self.reload_requested:
                 self.reload_requested = False
+                self.fresh = True
                 self.reload_config()
             due = next_start(self.last_start, self.config.poll_interval, self.clock())
             idle = due - self.clock()
@@ -155,7 +165,8 @@ class Daemon:
 
     def _tick(self) -> None:
         started = self.last_start = self.clock()
-        report = self.cycle(self.config)
+        fresh, self.fresh = self.fresh, False
+        report = self.cycle(self.config, fresh)
         self.cycles += 1
         now = self.clock()
         due = next_start(started, self.config.poll_interval, now)
@@ -173,9 +184,14 @@ class Daemon:
 
     def write_heartbeat(self, report: CycleReport) -> None:
         """``heartbeat.json`` in the state dir: when the last cycle ended, how it went, for
-        how many cycles in a row the API could not be reached, and the oldest owed alert:
-        what ``alertd health`` judges by."""
+        how many cycles in a row the API could not be reached or failed every search asked,
+        and the oldest owed alert: what ``alertd health`` judges by. A cycle that asked no
+        query leaves the second count as it was: the last queries asked still failed."""
         self.unreachable = self.unreachable + 1 if report.api_unreachable else 0
+        if report.searches_all_failed:
+            self.searches_failing += 1
+        elif report.asked:
+            self.searches_failing = 0
         path = self.config.state_dir / HEARTBEAT_FILE
         beat = {
             "at": format_time(utc_now()),
@@ -183,6 +199,7 @@ class Daemon:
             "pid": os.getpid(),
             "cycles": self.cycles,
             "unreachable_cycles": self.unreachable,
+            "searches_failed_cycles": self.searches_failing,
             "oldest_owed": None if report.oldest_owed is None else format_time(report.oldest_owed),
             "refusing": report.refusing,
         }

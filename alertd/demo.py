@@ -63,7 +63,9 @@ def run_demo(
             with Store.open(config.state_dir) as store, make_client(config, stop) as client:
                 daemon = Daemon(
                     config,
-                    lambda current: run_once(current, client, store, send, stop=stop),
+                    lambda current, fresh: run_once(
+                        current, client, store, send, stop=stop, retry_refused=fresh
+                    ),
                     stop=stop,
                 )
                 daemon.install_signal_handlers()

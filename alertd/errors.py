@@ -3,6 +3,7 @@
     AlertdError
     ├── ConfigError          the YAML or the environment is wrong; exit status 2
     ├── StoreError           the state file cannot be read, written or locked
+    │   └── StateDamagedError     a state file is empty, unreadable, missing or foreign
     ├── ApiError             the OpenTrain API refused a request (4xx other than 429)
     │   ├── ApiUnavailableError   no usable answer after retries (5xx, timeouts, bad JSON, 429)
     │   └── ApiDataError          an answer whose job cannot be used at all (no id)
@@ -54,6 +55,13 @@ class ConfigError(AlertdError):
 
 class StoreError(AlertdError):
     """The state store could not be opened, read, locked or written."""
+
+
+class StateDamagedError(StoreError):
+    """The state's files are damaged: empty, not JSON, not alertd's shape, or one missing.
+
+    Not a full disk, a permission or a lock: only this one may be moved aside to start
+    over (``broken_state: move_aside``)."""
 
 
 class ApiError(AlertdError):

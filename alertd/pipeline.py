@@ -83,6 +83,11 @@ class CycleReport:
         return self.held
 
     @property
+    def searches_all_failed(self) -> bool:
+        """Queries were asked and not one answered (the API fails every search)."""
+        return bool(self.failed_searches) and self.asked == 0
+
+    @property
     def ok(self) -> bool:
         """True when nothing failed: every query answered and every due alert accepted."""
         return not (self.failed_searches or self.failed_sends or self.error or self.held)
@@ -568,12 +573,19 @@ def run_once(
     *,
     clock: Clock = utc_now,
     stop: threading.Event | None = None,
+    retry_refused: bool = False,
 ) -> CycleReport:
-    """One full cycle. Never raises for a failing search, target or disk: it reports them."""
+    """One full cycle. Never raises for a failing search, target or disk: it reports them.
+
+    ``retry_refused``: targets that refused for good are tried in this cycle, not after
+    their long back-off (the daemon's first cycle, and the first after a SIGHUP).
+    """
     store.recover_interrupted()  # a send the last cycle could not finish is owed again
     cycle = Cycle(config, client, store, clock, stop or threading.Event())
     report = cycle.report
     targets = all_targets(config.searches)
+    if retry_refused and (tried := store.retry_refused(targets, clock())):
+        log.info("%d alerts refused for good are tried again now (start or reload)", tried)
     try:
         feed_ok = cycle.read_feed()
         # Changes to what members already follow come first, then the refresh's small

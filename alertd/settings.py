@@ -245,6 +245,7 @@ class AlertdSettings(BaseSettings):
     retry_schedule: list[Duration] = Field(
         default_factory=lambda: [60.0, 300.0, 1800.0, 3600.0], min_length=1
     )
+    broken_state: Literal["stop", "move_aside"] = "stop"
 
     @classmethod
     def settings_customise_sources(
@@ -371,6 +372,7 @@ class Config:
     request_timeout: float = 30.0  # one whole API request, headers and body
     send_timeout: float = 30.0  # how long a target may take to answer a delivery
     max_response_mb: float = 10.0  # one decoded API answer
+    broken_state: str = "stop"  # or "move_aside": a damaged state is moved aside at start
     owner: str = ""  # the file's resolved path: what it forgets, it forgets of its own searches
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
@@ -778,6 +780,7 @@ def _build_config(
         request_timeout=settings.request_timeout,
         send_timeout=settings.send_timeout,
         max_response_mb=settings.max_response_mb,
+        broken_state=settings.broken_state,
         owner=owner,
         targets=dict(resolver.targets),
         channels=channels,

@@ -144,6 +144,29 @@ def test_health_turns_unhealthy_when_the_api_or_a_target_stays_down(
     proc.wait(timeout=10)
 
 
+def test_health_turns_unhealthy_when_every_search_keeps_failing(
+    write_config: WriteConfig, run_cli: RunCli, state_dir: Path
+) -> None:
+    from alertd.daemon import Daemon
+    from alertd.pipeline import CycleReport
+    from alertd.settings import load_config
+
+    config = write_config("searches:\n  - name: pods\n    q: podcast\n")
+    state_dir.mkdir(parents=True)
+    daemon = Daemon(load_config(config), lambda c, fresh: CycleReport())
+    failing = CycleReport(searches=2, failed_searches=["pods", "audio"], asked=0)
+    for report in (failing, failing, CycleReport(searches=2), failing):  # quiet: no query
+        daemon.write_heartbeat(report)
+    health = run_cli("health", "-c", config)
+    assert health.exit_code == 1
+    assert health.output == (
+        "unhealthy: every search asked failed in the last 3 cycles that asked the API "
+        "(see the log for why)\n"
+    )
+    daemon.write_heartbeat(CycleReport(searches=2, failed_searches=["pods"], asked=1))
+    assert run_cli("health", "-c", config).exit_code == 0  # one answered: the API works
+
+
 def test_a_refused_query_is_not_an_unreachable_api() -> None:
     from alertd.pipeline import CycleReport
 

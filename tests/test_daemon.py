@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from alertd.market import Market
+from alertd.standin import Fault, StandInServer
 from tests.conftest import ALERTD, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 
@@ -51,6 +52,27 @@ def test_sigterm_stops_promptly_with_one_line_per_cycle(
     assert all("next poll" in line for line in cycle_lines)
     assert "SIGTERM received" in log and "alertd stopped after" in log
     assert "Traceback" not in log
+
+
+def test_sigterm_ends_a_request_in_flight_within_seconds(
+    write_config: WriteConfig,
+    standin: StandInServer,
+    start_daemon: StartDaemon,
+    tmp_path: Path,
+) -> None:
+    # The feed answers one byte every 5 s: one request could hold the stop for its
+    # whole 30 s deadline, past systemd's TimeoutStopSec (then SIGKILL).
+    standin.add_fault(Fault("trickle", path="/jobs/changes", delay=5, count=1000))
+    config = write_config("request_timeout: 30s\nsearches:\n  - name: all\n")
+    proc = start_daemon(config)
+    wait_for(lambda: bool(standin.requests("/jobs/changes")))  # its headers are sent
+    time.sleep(0.5)  # in the body now
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0
+    assert time.monotonic() - stopped_at < 10  # was 27 s; a second or two now
+    log = (tmp_path / "daemon-0.log").read_text()
+    assert "stopped early" in log and "Traceback" not in log
 
 
 def test_kill_and_restart_loses_nothing_and_repeats_nothing(

@@ -293,3 +293,31 @@ def test_response_headers_sent_a_byte_at_a_time_meet_the_deadline() -> None:
         assert isinstance(failed, ApiError) and time.monotonic() - started < 3
     finally:
         server.close()
+
+
+def test_a_retry_after_past_what_a_cycle_waits_fails_the_search_at_once(
+    market: Market, standin: StandInServer
+) -> None:
+    standin.add_fault(Fault("ratelimit", path="/jobs?", retry_after="900", count=10))
+    with client(standin) as api:
+        failed = within(5, lambda: api.search_jobs({}))  # not 15 minutes of sleep
+    assert isinstance(failed, ApiError) and "rate limited by the API for another" in str(failed)
+
+
+def test_a_cursor_the_api_gave_before_fails_the_query_instead_of_a_partial_list() -> None:
+    asked: list[bytes] = []
+
+    def same_cursor(conn: socket.socket, stop: threading.Event) -> None:
+        asked.append(b"")
+        body = b'{"jobs": [], "nextCursor": "again"}'
+        head = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+        conn.sendall(head % len(body) + body)
+
+    server = RawServer(same_cursor)
+    try:
+        api = OpenTrainClient(server.url, retry_delays=())
+        failed = within(5, lambda: api.search_jobs({}))
+        assert isinstance(failed, ApiError) and "cursor before" in str(failed)
+        assert len(asked) == 2  # the first page, and the one that repeated its cursor
+    finally:
+        server.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alertd.deliver import Outcome
+from alertd.deliver import Outcome, sender_for
 from alertd.market import Market
 from alertd.match import is_open
 from alertd.models import Job, format_time
@@ -621,7 +621,7 @@ def test_a_target_fixed_after_refusing_for_good_is_tried_at_once(
     from alertd.daemon import Daemon
     from alertd.pipeline import CycleReport
 
-    daemon = Daemon(load_config(config), lambda c: CycleReport())
+    daemon = Daemon(load_config(config), lambda c, fresh: CycleReport())
     daemon.write_heartbeat(CycleReport(refusing=[label]))
     health = run_cli("health", "-c", config)
     assert health.exit_code == 1 and f"{label}" in health.output and "for good" in health.output
@@ -635,6 +635,30 @@ def test_a_target_fixed_after_refusing_for_good_is_tried_at_once(
     assert "0 owed" in fixed.output
     run_cli("once", "-c", config)
     assert len(webhook.received) == 1  # once
+
+
+def test_a_target_fixed_on_the_service_side_is_tried_at_the_daemons_start_not_by_cron(
+    write_config: WriteConfig,
+    market: Market,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    state_dir: Path,
+) -> None:
+    config = write_config(f"searches:\n  - name: all\n    notify: ['{webhook.url}']\n")
+    run_cli("once", "-c", config)
+    market.add_job(title="To a revoked token")
+    webhook.down_status = 401
+    owe_while_down(run_cli, config, webhook)
+    assert "refused for good" in run_cli("status", "-c", config).output
+    webhook.up.set()  # the token is re-enabled on the service: the URL is the same
+    assert run_cli("once", "-c", config).exit_code == 0  # cron's every few minutes:
+    assert webhook.received == []  # the slow schedule holds
+    loaded = load_config(config)
+    with Store.open(state_dir) as store, make_client(loaded) as client:
+        # What `alertd run` does in its first cycle (and the first after a SIGHUP).
+        report = run_once(loaded, client, store, sender_for(30), retry_refused=True)
+    assert report.sent == 1 and report.owed == 0
+    assert [item["title"] for item in webhook.received] == ["New OpenTrain job: To a revoked token"]
 
 
 def test_a_token_written_into_a_webhook_path_or_header_never_reaches_the_log(

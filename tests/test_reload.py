@@ -52,7 +52,7 @@ def test_cycles_start_every_poll_interval_from_the_previous_start(
     starts: list[float] = []
     config = parse_config(config_text(tmp_path, "searches:\n  - name: a\n"), "a.yaml")
 
-    def cycle(current: Config) -> CycleReport:
+    def cycle(current: Config, fresh: bool) -> CycleReport:
         starts.append(time.now)
         time.now += next(durations)
         if len(starts) == 4:
@@ -83,6 +83,7 @@ def test_a_reload_takes_the_new_config_and_a_broken_one_keeps_the_old(
     )
     loads: list[Config | ConfigError] = [new, ConfigError("bad", source="a.yaml", line=3)]
     used: list[tuple[float, Config]] = []
+    fresh_cycles: list[bool] = []
 
     def reload() -> Config:
         result = loads.pop(0)
@@ -90,8 +91,9 @@ def test_a_reload_takes_the_new_config_and_a_broken_one_keeps_the_old(
             raise result
         return result
 
-    def cycle(current: Config) -> CycleReport:
+    def cycle(current: Config, fresh: bool) -> CycleReport:
         used.append((time.now, current))
+        fresh_cycles.append(fresh)
         if len(used) < 4:
             daemon.reload_requested = len(used) in (1, 2)  # as SIGHUP's handler does
         else:
@@ -103,6 +105,8 @@ def test_a_reload_takes_the_new_config_and_a_broken_one_keeps_the_old(
         daemon.run()
     assert [config for _, config in used] == [old, new, new, new]
     assert [at for at, _ in used] == [0.0, 30.0, 60.0, 90.0]  # the new poll_interval counts
+    # The start and each SIGHUP (refused or not) try targets that refused for good at once.
+    assert fresh_cycles == [True, True, True, False]
     assert "config reloaded: 2 searches (+1 new, -1 removed, 1 changed)" in caplog.text
     refused = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in refused] == [

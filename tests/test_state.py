@@ -78,7 +78,7 @@ def test_a_malformed_row_is_set_aside_and_the_others_still_go(
 def test_deleting_the_lock_file_does_not_let_a_second_alertd_in(state_dir: Path) -> None:
     with Store.open(state_dir):
         (state_dir / "alertd.lock").unlink()
-        with pytest.raises(StoreError, match="in use by alertd"):
+        with pytest.raises(StoreError, match=rf"in use by alertd \(pid {os.getpid()}\)"):
             Store.open(state_dir)
 
 
@@ -280,3 +280,108 @@ def test_a_state_made_by_another_user_is_one_line_naming_the_fix(
     assert "Permission denied" in line and str(state_dir) in line
     assert "writable by the user alertd runs as" in line and "chown -R" in line
     assert {path.name: path.read_bytes() for path in state_dir.iterdir()} == before
+
+
+DAMAGE = {
+    "outbox emptied": ("outbox.json", "{}"),
+    "outbox foreign": ("outbox.json", '{"foo": {"1": {"bar": 2}}}'),
+    "outbox deleted": ("outbox.json", None),
+    "searches emptied": ("searches.json", "{}"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_state_file_emptied_or_deleted_stops_alertd(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    market: Market,
+    state_dir: Path,
+    damage: tuple[str, str | None],
+) -> None:
+    config = owe_two(write_config, run_cli, webhook, market)
+    name, text = damage
+    if text is None:
+        (state_dir / name).unlink()
+    else:
+        (state_dir / name).write_text(text)
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert f"state file {state_dir / name}" in line and "will not start over silently" in line
+    assert webhook.received == []  # not re-primed, not lost: stopped
+    assert run_cli("once", "-c", config).exit_code == 1  # and it stays stopped
+
+
+def test_a_new_state_writes_every_file_at_once_so_a_lost_one_is_noticed(state_dir: Path) -> None:
+    with Store.open(state_dir):
+        pass
+    (state_dir / "done.json").unlink()  # nothing was ever delivered: still a loss to notice
+    with pytest.raises(StoreError, match=r"done\.json is missing"):
+        Store.open(state_dir)
+
+
+def test_a_state_an_older_alertd_wrote_is_read_then_written_whole(
+    write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector, state_dir: Path
+) -> None:
+    config = primed(write_config, run_cli, webhook)
+    # What alertd 0.2 left: no list of files, and no file (or table) it had nothing for.
+    feed = json.loads((state_dir / "feed.json").read_text())
+    feed["meta"] = {"1": {"schema_version": 2}}
+    (state_dir / "feed.json").write_text(json.dumps(feed))
+    (state_dir / "outbox.json").unlink()
+    (state_dir / "done.json").write_text("{}")
+    assert run_cli("once", "-c", config).exit_code == 0
+    (state_dir / "outbox.json").unlink()  # from now on, a lost file is noticed
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 1 and "outbox.json is missing" in result.output
+
+
+READERS = {"status": ("status",), "dry run": ("once", "--dry-run")}
+UNREADABLE = {
+    "journal of random bytes": ("journal.jsonl", os.urandom(200).replace(b"\n", b"\xff")),
+    "a 5,000-digit number": ("feed.json", b'{"meta": {"1": {"schema_version": 1' + b"0" * 5000),
+    "100,000 nested lists": ("feed.json", b"[" * 100_000),
+}
+
+
+@pytest.mark.parametrize("command", READERS.values(), ids=READERS.keys())
+@pytest.mark.parametrize("damage", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_every_command_that_reads_the_state_says_what_is_damaged_in_one_line(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    state_dir: Path,
+    command: tuple[str, ...],
+    damage: tuple[str, bytes],
+) -> None:
+    config = primed(write_config, run_cli, webhook)
+    name, data = damage
+    (state_dir / name).write_bytes(data)
+    result = run_cli(*command, "-c", config)
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ") and name in line
+
+
+def test_a_broken_state_is_moved_aside_when_the_operator_opts_in(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    webhook: WebhookCollector,
+    market: Market,
+    state_dir: Path,
+) -> None:
+    config = owe_two(write_config, run_cli, webhook, market)
+    (state_dir / "outbox.json").write_text("{}")
+    config.write_text("broken_state: move_aside\n" + config.read_text())
+    market.add_job(title="Listed before the new start: primed, not sent")
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 0, result.output
+    (folder,) = state_dir.glob("broken-*")
+    assert (folder / "outbox.json").read_text() == "{}"  # kept for the operator
+    assert {"feed.json", "searches.json", "done.json"} <= {p.name for p in folder.iterdir()}
+    (warning,) = [line for line in result.output.splitlines() if " WARNING " in line]
+    assert str(folder) in warning and "re-primes silently" in warning
+    assert "owed are lost" in warning
+    assert webhook.received == []  # a fresh start: everything listed now primes silently
+    assert json.loads((state_dir / "outbox.json").read_text()) == {"rows": {}, "jobs": {}}

@@ -121,7 +121,7 @@ def test_withdrawn_rows_are_not_owed_and_keep_only_a_title(tmp_path: Path) -> No
     (row,) = done["rows"].values()
     assert row["status"] == "withdrawn" and row["title"] == "Gone"
     assert "long text" not in json.dumps(done)
-    assert json.loads((tmp_path / "outbox.json").read_text()) == {}
+    assert json.loads((tmp_path / "outbox.json").read_text()) == {"rows": {}, "jobs": {}}
 
 
 def test_a_state_from_alertd_0_1_is_migrated_losing_and_repeating_nothing(

@@ -34,13 +34,13 @@ import logging
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tinydb import TinyDB
 
-from alertd.errors import StoreError
+from alertd.errors import StateDamagedError, StoreError
 from alertd.models import (
     OWED,
     Alert,
@@ -59,6 +59,7 @@ from alertd.store.files import (
     EPOCH,
     TEMP_PREFIX,
     BufferedJSONStorage,
+    damaged,
     fix_for,
     iso,
     row_doc,
@@ -76,6 +77,17 @@ LOCK_FILE = "alertd.lock"
 JOURNAL_FILE = "journal.jsonl"
 # Written in this order by ``commit``: see the module docstring for why.
 FILES = ("done", "outbox", "searches", "queries", "feed")
+# Each file's own tables; every one is written, even empty (an alertd before 0.3 left
+# an empty table, or a file with nothing in it, unwritten).
+TABLES = {
+    "done": ("rows",),
+    "outbox": ("rows", "jobs"),
+    "searches": ("searches",),
+    "queries": ("queries",),
+    "feed": ("meta", "positions", "events", "closed"),
+}
+QUARANTINE = "quarantine"
+BROKEN_PREFIX = "broken-"
 
 Key = tuple[str, str]
 ONE = timedelta(seconds=1)
@@ -88,12 +100,8 @@ def _flock(fd: int, state_dir: Path, *, required: bool) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            try:
-                holder = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
-            except OSError:
-                holder = ""
             raise StoreError(
-                f"state directory {state_dir} is in use by alertd (pid {holder or '?'}); "
+                f"state directory {state_dir} is in use by alertd (pid {_holder(state_dir)}); "
                 "stop that one first or give this one another state_dir"
             ) from exc
         if required:
@@ -101,6 +109,28 @@ def _flock(fd: int, state_dir: Path, *, required: bool) -> None:
                 f"cannot lock {state_dir}: {exc.strerror or exc} (a file system without "
                 "locks?); give alertd a local state_dir"
             ) from exc
+
+
+def _holder(state_dir: Path) -> str:
+    """The pid holding ``state_dir``'s lock: ``alertd.lock`` names it; when someone
+    deleted that file (the second alertd then made it again, empty), the kernel's table
+    of locks (Linux's /proc/locks) still knows who locks the directory. '?' otherwise."""
+    with contextlib.suppress(OSError):
+        named = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
+        if named:
+            return named
+    try:
+        inode = str(os.stat(state_dir).st_ino)
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return "?"
+    pids = set()
+    for line in table.splitlines():  # "3: FLOCK  ADVISORY  WRITE 4242 08:01:123456 0 EOF"
+        fields = line.split()
+        at = fields.index("FLOCK") if "FLOCK" in fields else -1
+        if 0 <= at < len(fields) - 4 and fields[at + 4].rpartition(":")[2] == inode:
+            pids.add(fields[at + 3])
+    return pids.pop() if len(pids) == 1 else "?"
 
 
 class DirectoryLock:
@@ -154,6 +184,37 @@ class DirectoryLock:
             os.close(self.fd)
 
 
+def move_aside(state_dir: Path, why: StateDamagedError) -> Path:
+    """Move a damaged state's files into ``broken-<UTC time>/`` in ``state_dir`` (the
+    operator opted in: ``broken_state: move_aside``), with one WARNING saying what it
+    costs. Returns the folder."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = state_dir / f"{BROKEN_PREFIX}{stamp}"
+    try:
+        for extra in range(1, 100):  # two moves in one second keep both
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                folder = state_dir / f"{BROKEN_PREFIX}{stamp}-{extra}"
+        for name in [f"{file}.json" for file in FILES] + [JOURNAL_FILE]:
+            path = state_dir / name
+            if path.exists() or path.is_symlink():
+                os.rename(path, folder / name)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot move the damaged state in {state_dir} aside into {folder}: "
+            f"{exc.strerror or exc}; {fix_for(exc)}"
+        ) from exc
+    log.warning(
+        "%s; broken_state is move_aside: the state's files are now in %s and alertd starts "
+        "over: every search re-primes silently and the alerts that were owed are lost",
+        str(why).partition("; ")[0],
+        folder,
+    )
+    return folder
+
+
 def _move(table: dict[str, T], old: str, new: str) -> None:
     """``table[old]`` becomes ``table[new]``, unless ``new`` has its own already."""
     value = table.pop(old, None)
@@ -197,26 +258,44 @@ class Store:
     # -- opening and closing -------------------------------------------------
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
-        """Open (creating if needed) the store in ``state_dir``, holding its lock."""
+    def open(cls, state_dir: Path, *, move_broken: bool = False) -> Store:
+        """Open (creating if needed) the store in ``state_dir``, holding its lock.
+
+        A damaged state (``StateDamagedError``) stops here, unless ``move_broken``: then
+        its files are moved into a ``broken-<UTC time>`` folder and alertd starts over.
+        """
         lock = DirectoryLock.take(state_dir)
         for stale in state_dir.glob(TEMP_PREFIX + "*.tmp"):  # a write a kill interrupted
             with contextlib.suppress(OSError):
                 stale.unlink()
-        store = cls(state_dir, lock=lock)
         try:
-            store._load()
-            store.recover_interrupted()
-            store.commit()
-            store._release()
-        except StoreError:
+            try:
+                return cls._read(state_dir, lock)
+            except StateDamagedError as exc:
+                if not move_broken:
+                    raise
+                move_aside(state_dir, exc)
+                return cls._read(state_dir, lock)
+        except BaseException:
             lock.close()
             raise
+
+    @classmethod
+    def _read(cls, state_dir: Path, lock: DirectoryLock | None) -> Store:
+        """Load the state; any damage nobody foresaw is one ``StateDamagedError`` line."""
+        store = cls(state_dir, lock=lock, read_only=lock is None)
+        try:
+            store._load()
+            if lock is not None:
+                store.recover_interrupted()
+                store.commit()
+            store._release()
+        except StoreError:
+            raise
         except Exception as exc:  # a state damaged in a way nobody foresaw: one line
-            lock.close()
-            raise StoreError(
-                f"cannot read the state in {state_dir} ({type(exc).__name__}: {exc}); "
-                "move the damaged file aside, or restore it from a backup"
+            raise StateDamagedError(
+                f"cannot read the state in {state_dir} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); move the damaged file aside, or restore it from a backup"
             ) from exc
         return store
 
@@ -228,10 +307,7 @@ class Store:
         ``status`` and dry runs work beside ``alertd run``. Nothing done to the copy
         reaches the disk.
         """
-        store = cls(state_dir, read_only=True)
-        store._load()
-        store._release()
-        return store
+        return cls._read(state_dir, None)
 
     def _release(self) -> None:
         for name in FILES:
@@ -283,16 +359,7 @@ class Store:
         if self._storage("feed").read() is None and legacy.exists():
             migrate_legacy(self, legacy)
             return
-        meta = self._table("feed", "meta").all()
-        if meta:
-            version = meta[0].get("schema_version")
-            if version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"state in {self.state_dir} has schema version {version}, this alertd "
-                    f"understands {SCHEMA_VERSION}; run the alertd version that wrote it"
-                )
-        else:
-            self._dirty.add("feed")  # a new state: write its schema version
+        self._check_files()
         self._each("feed", "positions", self._load_position)
         self._each("feed", "events", self._load_event)
         self._each("feed", "closed", self._load_closure)
@@ -302,6 +369,42 @@ class Store:
         self._each("done", "rows", self._load_done)
         self._each("outbox", "rows", self._load_owed)
         self._replay_journal()
+
+    def _check_files(self) -> None:
+        """Every file there with its own tables, or StateDamagedError: a state is never
+        taken for a new one because a file went missing or lost its tables."""
+        found = {name: self._storage(name).read() for name in FILES}
+        meta = self._table("feed", "meta").all()
+        if found["feed"] is None:
+            # A new state; or feed.json alone was lost, which the next cycle heals by
+            # asking every query again (the position lost, nothing owed): either way,
+            # every file is written whole at the first commit.
+            self._dirty.update(FILES)
+        elif not meta:
+            raise damaged(self.state_dir / "feed.json", "has no schema version")
+        version = meta[0].get("schema_version") if meta else SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"state in {self.state_dir} has schema version {version}, this alertd "
+                f"understands {SCHEMA_VERSION}; run the alertd version that wrote it"
+            )
+        # A state this alertd wrote lists its files: each must be there, whole. One an
+        # older alertd wrote may lack a file or a table it had nothing to put in.
+        whole = bool(meta) and "files" in meta[0]
+        for name in FILES:
+            path, data = self.state_dir / f"{name}.json", found[name]
+            if data is None:
+                if whole:
+                    raise damaged(path, "is missing, though feed.json says it was written")
+                continue
+            foreign = sorted(set(data) - {*TABLES[name], QUARANTINE})
+            lacking = [table for table in TABLES[name] if table not in data]
+            if foreign:
+                raise damaged(path, f"has tables alertd never writes ({', '.join(foreign)})")
+            if whole and lacking:
+                raise damaged(path, f"lacks its own tables ({', '.join(lacking)}): emptied?")
+        if not whole:
+            self._dirty.update(FILES)  # written once in full: from now on it is whole
 
     def _each(self, file: str, table: str, load: Callable[[Mapping[str, Any]], None]) -> None:
         """Load each document of a table; one that cannot be read is quarantined (kept in
@@ -366,6 +469,8 @@ class Store:
             return
         except OSError as exc:
             raise StoreError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:  # alertd writes ASCII lines: not a torn write
+            raise damaged(self.journal_path, "is not alertd's journal (not text)") from exc
         for line in lines:
             self._journal_lines += 1  # torn or not, the next commit empties the journal
             try:
@@ -427,7 +532,7 @@ class Store:
         tables: dict[str, list[dict[str, Any]]]
         if name == "feed":
             tables = {
-                "meta": [{"schema_version": SCHEMA_VERSION}],
+                "meta": [{"schema_version": SCHEMA_VERSION, "files": list(FILES)}],
                 "positions": [
                     {"owner": owner, "until": format_time(until)}
                     for owner, until in self.positions.items()
@@ -468,14 +573,14 @@ class Store:
         else:
             tables = {"rows": [row_doc(r) for r in self.done.values()]}
         if self.quarantine.get(name):
-            tables["quarantine"] = self.quarantine[name]
-        db = self.dbs[name]
-        db.drop_tables()
-        for table, docs in tables.items():
-            if docs:
-                db.table(table).insert_multiple(docs)
-        if not any(tables.values()):
-            db.storage.write({})
+            tables[QUARANTINE] = self.quarantine[name]
+        # Every table, even an empty one: a file without its tables is damage, not "empty".
+        self._storage(name).write(
+            {
+                table: {str(number): doc for number, doc in enumerate(docs, 1)}
+                for table, docs in tables.items()
+            }
+        )
 
     def _journal(self, entry: dict[str, Any]) -> None:
         """Append one delivery step and fsync it: the send waits until this is on disk."""
@@ -799,6 +904,18 @@ class Store:
         if fixed:
             self._dirty.add("outbox")
         return len(fixed)
+
+    def retry_refused(self, target_keys: Iterable[str], now: datetime) -> int:
+        """Rows these targets refused for good are due at once, URL changed or not: the
+        daemon was started again or told to reload, and the operator may have fixed the
+        target on the service's side (a token re-enabled, a webhook re-created)."""
+        keys = set(target_keys)
+        refused = [r for r in self.owed.values() if r.refused_by is not None and r.target in keys]
+        for row in refused:
+            self.owed[row.key] = replace(row, next_attempt_at=now, refused_by=None)
+        if refused:
+            self._dirty.add("outbox")
+        return len(refused)
 
     def retarget(self, search: SavedSearch, configured: Collection[str], now: datetime) -> int:
         """A search whose URL was replaced: what the old URL was still owed goes to the new.

@@ -19,7 +19,7 @@ from typing import Any
 
 from tinydb.storages import Storage
 
-from alertd.errors import StoreError
+from alertd.errors import StateDamagedError, StoreError
 from alertd.models import (
     DeliveryStatus,
     OutboxRow,
@@ -53,6 +53,18 @@ def fix_for(exc: OSError) -> str:
     return "set state_dir (or ALERTD_STATE_DIR) to a directory this user can write"
 
 
+START_OVER = (
+    "alertd will not start over silently: restore it from a backup, or move it aside "
+    "with the other state files to start over (every search then re-primes silently and "
+    "what was owed is lost; broken_state: move_aside does this at start)"
+)
+
+
+def damaged(path: Path, what: str) -> StateDamagedError:
+    """The one-line error for a state file that cannot be taken as it is."""
+    return StateDamagedError(f"state file {path} {what}; {START_OVER}")
+
+
 def read_json_file(path: Path) -> dict[str, Any] | None:
     """A state file's tables; None when it does not exist.
 
@@ -74,28 +86,17 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
             f"cannot read state file {path}: {exc.strerror or exc}; {fix_for(exc)}"
         ) from exc
     except UnicodeDecodeError as exc:
-        raise StoreError(
-            f"cannot read state file {path}: not UTF-8 text; restore it from a backup, "
-            "or move it aside to start over"
-        ) from exc
+        raise damaged(path, "is not UTF-8 text") from exc
     if not text.strip():
-        raise StoreError(
-            f"state file {path} is empty (damaged?); alertd will not start over silently: "
-            "restore it from a backup, or move it aside to start over (every search then "
-            "re-primes silently and what was owed is lost)"
-        )
+        raise damaged(path, "is empty (damaged?)")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StoreError(
-            f"state file {path} is not valid JSON ({exc}); "
-            "move it aside to start with an empty state"
-        ) from exc
+        raise damaged(path, f"is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, 100,000 '['
+        raise damaged(path, f"cannot be read as JSON ({type(exc).__name__})") from exc
     if not _is_tables(data):
-        raise StoreError(
-            f"state file {path} is JSON but not an alertd state; "
-            "move it aside to start with an empty state"
-        )
+        raise damaged(path, "is JSON but not an alertd state")
     return dict(data)
 
 
