@@ -74,9 +74,9 @@ def set_log_level(level: str) -> None:
         logging.getLogger(name).setLevel(quiet)
 
 
-def check_config(path: str, need_searches: bool = False) -> Config:
+def check_config(path: str, need_searches: bool = False, need_secrets: bool = True) -> Config:
     """Load the config; ConfigError if it is wrong (or has no search when one is needed)."""
-    config = load_config(Path(path))
+    config = load_config(Path(path), need_secrets=need_secrets)
     if need_searches and not config.searches:
         raise ConfigError(
             "no saved search yet; add one (see alerts.example.yaml)",
@@ -86,10 +86,13 @@ def check_config(path: str, need_searches: bool = False) -> Config:
     return config
 
 
-def read_config(path: str, need_searches: bool = False) -> Config:
-    """Load the config and set up logging for it, or exit 2 with one clear line."""
+def read_config(path: str, need_searches: bool = False, need_secrets: bool = True) -> Config:
+    """Load the config and set up logging for it, or exit 2 with one clear line.
+
+    Without ``need_secrets`` a ``${VAR}`` that is not set is no error (status, health).
+    """
     try:
-        config = check_config(path, need_searches)
+        config = check_config(path, need_searches, need_secrets)
     except ConfigError as exc:
         fail(exc)
     setup_logging(config.log_level, config.secrets)
@@ -111,15 +114,40 @@ def open_store(config: Config, dry_run: bool = False) -> Iterator[Store]:
         yield store
 
 
+def config_places() -> list[Path]:
+    """Where alertd looks for its config when neither -c nor ALERTD_CONFIG names one."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [
+        Path("alerts.yaml"),
+        Path(xdg) / "alertd" / "alerts.yaml",
+        Path("/etc/alertd/alerts.yaml"),
+    ]
+
+
+def find_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """-c after the command, else -c before it (or ALERTD_CONFIG), else the first file
+    that exists in ``config_places()``, else ./alerts.yaml (whose absence is then said)."""
+    if value is None:
+        value = ctx.find_root().params.get("config_path")
+    if value is not None:
+        return value
+    for place in config_places():
+        if place.is_file():
+            if place != Path("alerts.yaml"):
+                click.echo(f"(using the config in {place})", err=True)
+            return str(place)
+    return "alerts.yaml"
+
+
 config_option = click.option(
     "--config",
     "-c",
     "config_path",
-    default="alerts.yaml",
-    show_default=True,
-    envvar="ALERTD_CONFIG",
+    default=None,
+    callback=find_config,
     type=click.Path(dir_okay=False),
-    help=CONFIG_HELP,
+    help=CONFIG_HELP + " [default: ./alerts.yaml, then $XDG_CONFIG_HOME/alertd/alerts.yaml, then"
+    " /etc/alertd/alerts.yaml: the first that exists]",
 )
 dry_run_option = click.option(
     "--dry-run",
@@ -130,7 +158,16 @@ dry_run_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="alertd")
-def cli() -> None:
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    default=None,
+    envvar="ALERTD_CONFIG",
+    type=click.Path(dir_okay=False),
+    help=CONFIG_HELP + " Accepted before or after the command.",
+)
+def cli(config_path: str | None) -> None:
     """alertd: tells you about new OpenTrain jobs that fit you, once, where you read.
 
     \b
@@ -397,13 +434,11 @@ def preview(config_path: str, search: str, explain: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--config", "-c", "config_path", default=None, envvar="ALERTD_CONFIG", help=CONFIG_HELP
-)
+@config_option
 @click.option(
     "--api-url", default=None, help=f"API base URL [default: from config, else {DEFAULT_API_URL}]"
 )
-def facets(config_path: str | None, api_url: str | None) -> None:
+def facets(config_path: str, api_url: str | None) -> None:
     """Print the filter values OpenTrain accepts now, with job counts.
 
     \b
@@ -411,8 +446,8 @@ def facets(config_path: str | None, api_url: str | None) -> None:
       alertd facets --api-url http://127.0.0.1:8080
     """
     url = api_url
-    if url is None and config_path and Path(config_path).exists():
-        url = read_config(config_path).api_url
+    if url is None and Path(config_path).exists():
+        url = read_config(config_path, need_secrets=False).api_url
     else:
         setup_logging("WARNING")
     try:
@@ -435,7 +470,14 @@ def status(config_path: str) -> None:
     Example:
       alertd status -c alerts.yaml
     """
-    config = read_config(config_path)
+    config = read_config(config_path, need_secrets=False)
+    if not (config.state_dir / "feed.json").exists():
+        click.echo(
+            f"no state in {config.state_dir} yet: alertd has not completed a cycle with "
+            "this state_dir (start it with `alertd run`, or check state_dir / "
+            "ALERTD_STATE_DIR / STATE_DIRECTORY point where the daemon keeps it)"
+        )
+        sys.exit(1)
     targets = {t.key: t for s in config.searches for t in s.targets}
     labels = {key: t.label for key, t in targets.items()}
     with open_store(config, dry_run=True) as store:  # a snapshot: works beside a running daemon
@@ -512,7 +554,7 @@ def health(
     Example:
       alertd health -c /data/alerts.yaml
     """
-    config = read_config(config_path)
+    config = read_config(config_path, need_secrets=False)
     limit = max_age if max_age is not None else 3 * config.poll_interval + 60
     path = config.state_dir / HEARTBEAT_FILE
     try:

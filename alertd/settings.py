@@ -49,6 +49,7 @@ from alertd.targets import (
     url_secrets,
 )
 from alertd.yamlsource import (
+    SECRETS_OPTIONAL,
     Loc,
     YamlDoc,
     field_name,
@@ -69,7 +70,11 @@ MAX_DURATION = 7 * 24 * 3600.0
 
 
 def default_state_dir() -> Path:
-    """``/data`` in a container (when it exists and is writable), else the XDG state dir."""
+    """systemd's ``StateDirectory=`` (``$STATE_DIRECTORY``) under systemd, ``/data`` in a
+    container (when it exists and is writable), else the XDG state dir."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
     data = Path("/data")
     if data.is_dir() and os.access(data, os.W_OK):
         return data
@@ -482,7 +487,7 @@ class _Resolver:
         pace: Pace | None = None,
     ) -> Target:
         """The target for ``url``, written at ``loc`` in ``doc``; ConfigError if apprise can't."""
-        problem = check_url(url)
+        problem = None if SECRETS_OPTIONAL.get() and "${" in url else check_url(url)
         if problem:
             raise doc.error(problem, loc)
         if url not in self.by_url:
@@ -790,14 +795,27 @@ def _build_config(
     )
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate the config file at ``path`` and the files it includes."""
+def load_config(path: Path, *, need_secrets: bool = True) -> Config:
+    """Read and validate the config file at ``path`` and the files it includes.
+
+    Without ``need_secrets``, a ``${VAR}`` that is not set is left as written and its URL
+    is not checked: enough to find the state and name the targets (``alertd status``
+    and ``health`` run where the daemon's secrets are not).
+    """
+    if not need_secrets:
+        token = SECRETS_OPTIONAL.set(True)
+        try:
+            return load_config(path)
+        finally:
+            SECRETS_OPTIONAL.reset(token)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            "no such file; copy alerts.example.yaml there, or pass --config PATH",
+            "no such file; write one with `alertd init`, or pass --config PATH (without "
+            "-c, alertd looks for ./alerts.yaml, $XDG_CONFIG_HOME/alertd/alerts.yaml and "
+            "/etc/alertd/alerts.yaml)",
             source=source,
         ) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -7,6 +7,7 @@ file and the line. ``include:`` patterns become the files they match here too.
 
 from __future__ import annotations
 
+import contextvars
 import glob
 import os
 import re
@@ -125,6 +126,13 @@ def read_yaml(path: Path, source: str, missing: str = "no such file") -> YamlDoc
     return parse_yaml(text, source)
 
 
+# Set while a config is read for a command that needs no secrets (``status``, ``health``,
+# ``facets``): a ``${VAR}`` that is not set stays as written instead of being an error.
+SECRETS_OPTIONAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "secrets_optional", default=False
+)
+
+
 def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
     """``value`` with every ``${VAR}`` replaced from the environment; each value is a secret."""
     if isinstance(value, dict):
@@ -136,6 +144,8 @@ def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name not in os.environ and SECRETS_OPTIONAL.get():
+            return match.group(0)
         if name not in os.environ:
             raise doc.error(
                 f"environment variable {name} is not set (referenced as ${{{name}}}); "

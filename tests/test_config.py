@@ -152,7 +152,7 @@ def test_channel_with_several_urls_and_shared_targets_are_deduplicated() -> None
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "nope.yaml")
-    assert "alerts.example.yaml" in caught.value.describe()
+    assert "alertd init" in caught.value.describe()
 
 
 def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path, run_cli: RunCli) -> None:

@@ -1,0 +1,91 @@
+"""Operator commands where operators are: no secrets needed, configs found, -c anywhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from alertd.cli import cli
+from tests.conftest import RunCli, WriteConfig
+
+WITH_SECRETS = (
+    "channels:\n  tg: tgram://${ALERTD_TEST_TG}/987654321/\n"
+    "searches:\n  - name: all\n    notify: [tg, 'json://127.0.0.1:9/${ALERTD_TEST_HOOK}']\n"
+)
+
+
+def test_status_and_health_need_none_of_the_daemons_secrets(
+    write_config: WriteConfig, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALERTD_TEST_TG", "123456789:ABCdefGHIjklMNOpqr")
+    monkeypatch.setenv("ALERTD_TEST_HOOK", "h00kT0ken99")
+    config = write_config(WITH_SECRETS)
+    assert run_cli("once", "-c", config).exit_code in (0, 1)  # a state exists now
+    monkeypatch.delenv("ALERTD_TEST_TG")
+    monkeypatch.delenv("ALERTD_TEST_HOOK")  # as in an operator's shell, not the service's
+    status = run_cli("status", "-c", config)
+    assert status.exit_code == 0, status.output
+    assert status.output.startswith("state: ")
+    health = run_cli("health", "-c", config)
+    assert health.exit_code == 1 and "heartbeat" in health.output  # no daemon: said so
+    validate = run_cli("validate", "-c", config)  # what run needs: the secrets
+    assert validate.exit_code == 2 and "ALERTD_TEST_TG is not set" in validate.output
+
+
+def test_status_says_plainly_when_there_is_no_state(
+    write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    result = run_cli("status", "-c", write_config("searches:\n  - name: all\n"))
+    assert result.exit_code == 1
+    assert "no state in" in result.output and "has not completed a cycle" in result.output
+
+
+def test_the_config_is_found_without_c_and_c_works_before_the_command(
+    write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    xdg = tmp_path / "xdg"
+    (xdg / "alertd").mkdir(parents=True)
+    (xdg / "alertd" / "alerts.yaml").write_text(config.read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    monkeypatch.delenv("ALERTD_CONFIG", raising=False)
+    found = CliRunner().invoke(cli, ["validate"])  # ./alerts.yaml does not exist here
+    assert found.exit_code == 0, found.output
+    assert f"(using the config in {xdg / 'alertd' / 'alerts.yaml'})" in found.output
+    before = CliRunner().invoke(cli, ["-c", str(config), "validate"])
+    assert before.exit_code == 0 and f"{config} is valid" in before.output
+    (elsewhere / "alerts.yaml").write_text("searches: [\n")  # ./alerts.yaml comes first
+    first = CliRunner().invoke(cli, ["validate"])
+    assert first.exit_code == 2 and "alerts.yaml:" in first.output
+    os.remove(elsewhere / "alerts.yaml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "none"))
+    nowhere = [Path("alerts.yaml"), tmp_path / "none" / "alerts.yaml", tmp_path / "etc.yaml"]
+    monkeypatch.setattr("alertd.cli.config_places", lambda: nowhere)  # this machine's /etc
+    missing = CliRunner().invoke(cli, ["validate"])
+    assert missing.exit_code == 2 and "alertd init" in missing.output
+
+
+def test_facets_asks_the_api_the_config_names(
+    write_config: WriteConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    monkeypatch.chdir(config.parent)  # ./alerts.yaml points at the stand-in
+    monkeypatch.delenv("ALERTD_CONFIG", raising=False)
+    result = CliRunner().invoke(cli, ["facets"])
+    assert result.exit_code == 0, result.output
+    assert "categories:" in result.output
+
+
+def test_the_state_directory_systemd_gives_is_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alertd.settings import default_state_dir
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib" / "alertd"))
+    assert default_state_dir() == tmp_path / "lib" / "alertd"
