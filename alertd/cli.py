@@ -424,7 +424,8 @@ def preview(config_path: str, search: str, explain: bool) -> None:
         else:
             dropped += 1
             if explain:
-                click.echo(f"dropped  {line}\n         by {defang(reason, 200)}")
+                why = "".join(c for c in reason if c.isprintable())[:200]  # to a terminal
+                click.echo(f"dropped  {line}\n         by {why}")
     skipped = f", {result.skipped} malformed jobs skipped" if result.skipped else ""
     hint = "" if explain or not dropped else " (--explain shows why)"
     click.echo(

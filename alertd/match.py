@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -40,21 +41,29 @@ def select_open(jobs: Iterable[Job], now: datetime) -> list[Job]:
 
 # Characters that render as nothing (format characters, soft hyphen): a poster cannot
 # hide "transcription" from an exclude by writing "tran\u200bscription".
-_INVISIBLE = re.compile(r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_INVISIBLE = re.compile(r"[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def _folded(text: str) -> str:
+    """Text compared without regard to case or width: ``STRASSE`` finds ``straße``,
+    fullwidth ``ｍｅｄｉｃａｌ`` finds ``medical``."""
+    return unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)).casefold()
 
 
 @functools.lru_cache(maxsize=4096)
 def _phrase(phrase: str) -> re.Pattern[str]:
     """A whole word or phrase, any case, any run of white space between its words."""
-    words = (re.escape(word) for word in phrase.split())
-    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+    words = (re.escape(word) for word in _folded(phrase).split())
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)")
 
 
 def _top_amount(pay: Pay) -> tuple[str, float] | None:
     """(kind, the most the job pays of that kind): a range counts by its top."""
     kind = (pay.payment_type or "").upper()
-    hourly = next(
-        (a for a in (pay.hourly_max, pay.hourly_rate, pay.hourly_min) if a is not None), None
+    # The most of any hourly figure: a range written backwards ($50–$5) counts by $50.
+    hourly = max(
+        (a for a in (pay.hourly_max, pay.hourly_rate, pay.hourly_min) if a is not None),
+        default=None,
     )
     if kind == "PAY_PER_HOUR" or (not kind and hourly is not None):
         return None if hourly is None else ("hourly", hourly)
@@ -118,7 +127,7 @@ def _excluded(text: str | None, phrases: tuple[str, ...]) -> str | None:
     """The first excluded phrase found in ``text`` as whole words, if any."""
     if not text or not phrases:
         return None
-    visible = _INVISIBLE.sub("", text)
+    visible = _folded(text)
     return next((p for p in phrases if _phrase(p).search(visible)), None)
 
 

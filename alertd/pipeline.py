@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from alertd import plan
 from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
-from alertd.deliver import Sender
+from alertd.deliver import Outcome, Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
@@ -158,6 +159,7 @@ class Cycle:
         self.owner = config.owner or config.source
         store.adopt((s.name for s in config.searches), self.owner)  # a moved config file
         self.primed = {s.name for s in config.searches if self.is_primed(s)}
+        self.reopened: set[str] = set()  # jobs open again whose queries are asked anew
 
     def can_ask(self) -> bool:
         """Whether the cycle may send another request (budget left, no stop asked)."""
@@ -262,6 +264,11 @@ class Cycle:
         """A whole, fresh list of a search's open matches: record what is new to it."""
         state = self.store.search_state(search)
         if state is not None and state.primed:
+            if search.also:  # a raise (or a reopening) of a job this search listed before
+                seen = self.store.seen_ids(search.name)
+                for job in jobs:
+                    if job.id in seen and passes(job, search.filters):
+                        self.owe_changes(search, job, now, reopened=job.id in self.reopened)
             self.record(search, jobs, now)
             return
         if state is None and search.notify_existing:
@@ -273,8 +280,9 @@ class Cycle:
             state = self.store.begin_priming(search, plan.priming_start(self.api_now, now))
         self.report.primed.append(search.name)
         split = plan.split_priming(jobs, state.since, generated)
+        fits = [job for job in jobs if passes(job, search.filters)]  # see ``record``
         if split is None:
-            self.store.prime(search, (job.id for job in jobs), now)
+            self.store.prime(search, (job.id for job in fits), now)
             log.info(
                 "search %r priming: the API answered from a cache older than the search; "
                 "staying silent until it answers fresh",
@@ -282,7 +290,7 @@ class Cycle:
             )
             return
         silent, new = split
-        self.store.prime(search, (job.id for job in silent), now)
+        self.store.prime(search, (job.id for job in silent if passes(job, search.filters)), now)
         self.record(search, new, now)
         self.store.mark_primed(search, now)
         self.primed.add(search.name)
@@ -391,10 +399,12 @@ class Cycle:
         self.store.release([job.id])
         for query in self.queries.values():
             verdict = plan.judge(job, query.query)
-            if verdict is not Verdict.NO_MATCH:  # listed, or it was (a free-text query)
+            if verdict is Verdict.MATCH:  # listed: a raise or a reopening counts now
                 for search in query.searches:
                     if search.also and search.name in self.primed and passes(job, search.filters):
                         self.owe_changes(search, job, now, reopened)
+            elif reopened:  # the page the query owes will say whether it lists it
+                self.reopened.add(job.id)
             if verdict is Verdict.MATCH:
                 for search in query.searches:
                     if search.name in self.primed:
@@ -471,7 +481,8 @@ def deliver_due(
         if not queues[key]:
             del queues[key]
         target = targets[key]
-        if not send_message(config, target, alerts, store, send, clock, report):
+        outcome = send_message(config, target, alerts, store, send, clock, report)
+        if not outcome.accepted and not _refused_this_message(outcome):
             queues.pop(key, None)  # down: the rest wait for a later cycle
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
 
@@ -479,6 +490,14 @@ def deliver_due(
 # Seconds between two messages to one target, as each service tolerates a burst:
 # Telegram about one a second per chat, Slack one a second, a Discord webhook 5 per 2 s.
 SERVICE_GAP = {Channel.TELEGRAM: 1.0, Channel.SLACK: 1.0, Channel.DISCORD: 0.5}
+
+
+def _refused_this_message(outcome: Outcome) -> bool:
+    """The service answered, and refused this message for what it holds (400, 413, 422),
+    not every message (401/403/404) nor for now (429, 5xx): the next may go."""
+    return (
+        outcome.error is not None and re.search(r"error=(400|413|422)\b", outcome.error) is not None
+    )
 
 
 def send_message(
@@ -489,8 +508,8 @@ def send_message(
     send: Sender,
     clock: Clock,
     report: CycleReport,
-) -> bool:
-    """One message to ``target`` for these alerts (one job, or a list); whether it took it."""
+) -> Outcome:
+    """One message to ``target`` for these alerts (one job, or a list); what it did."""
     items = tuple(Item(a.job, a.searches, a.change, a.old_pay) for a in alerts)
     heading = None
     if len(alerts) > 1:
@@ -498,14 +517,12 @@ def send_message(
         since = oldest.astimezone(config.tz).strftime("%H:%M")
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
-    for alert in alerts:
-        store.mark_sending(alert, clock())
+    store.mark_sending_all(alerts, clock())
     outcome = send(target, Message(items, heading=heading))
     if outcome.accepted:
-        for alert in alerts:
-            store.mark_sent(alert, clock())
+        store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)
-        return True
+        return outcome
     report.failed_sends += 1
     report.unknown_sends += outcome.unknown
     attempts = alerts[0].attempts + 1
@@ -535,7 +552,7 @@ def send_message(
         retry_at.astimezone(config.tz).strftime("%H:%M:%S %Z"),
         " — check this target's URL and credentials" if outcome.permanent else "",
     )
-    return False
+    return outcome
 
 
 def url_digest(target: Target) -> str:

@@ -379,9 +379,21 @@ def plan_messages(
         if pace.gathers:
             oldest = min(a.created_at or now for a in alerts)
             if release_at(pace, oldest, tz) <= now and quiet_end(pace, now, tz) is None:
-                messages.append(alerts)
+                messages.extend(_one_message(alerts, cap))
         elif len(alerts) > cap:
-            messages.append(alerts)
+            messages.extend(_one_message(alerts, cap))
         else:
             messages.extend([alert] for alert in alerts)
     return messages, expired
+
+
+SPLIT_AFTER = 2  # failed attempts after which a list message goes a job at a time
+
+
+def _one_message(alerts: list[Alert], cap: int) -> list[list[Alert]]:
+    """One message listing ``alerts``; a job at a time (at most ``cap``) once such a
+    message has failed ``SPLIT_AFTER`` times, so one job a service refuses (a 400 for
+    something in its text) cannot hold the others back for good."""
+    if any(alert.attempts >= SPLIT_AFTER for alert in alerts):
+        return [[alert] for alert in alerts[:cap]]
+    return [alerts]

@@ -97,14 +97,19 @@ def defang(text: str, limit: int) -> str:
     ``@`` gets a zero-width space after it (``@everyone``, ``@here``, ``@channel`` and
     ``<@123>`` no longer ping), ``< > &`` become look-alikes (no tags, no Slack
     ``<!channel>`` or ``<url|text>``, no entities), ``](`` is split so no Markdown link
-    can hide its address, and control and bidi characters go.
+    can hide its address, ``scheme://`` and bare domains are broken so they do not link,
+    and control, bidi and invisible characters go.
     """
-    text = unicodedata.normalize("NFKC", as_text(text))
-    text = _CONTROL.sub("", text)
+    text = unicodedata.normalize("NFKC", as_text(text)[:CLEAN_INPUT])
+    text = _INVISIBLE.sub("", _CONTROL.sub("", text))
     text = _SPACES.sub(" ", text).strip()
     text = text.translate(_DEFANG).replace("@", "@" + ZERO_WIDTH_SPACE)
     # Discord renders Markdown in plain content: break [text](url) links that hide their address.
     text = text.replace("](", "]" + ZERO_WIDTH_SPACE + "(")
+    # No scheme:// or bare-domain link from a poster, in plain text either (ntfy, Matrix
+    # and others link them): the alert's only link is the job's own.
+    text = _SCHEME.sub(":" + ZERO_WIDTH_SPACE, text)
+    text = _DOMAIN_DOT.sub("." + ZERO_WIDTH_SPACE, text)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
@@ -223,6 +228,12 @@ def headline(item: Item) -> str:
     return _HEADLINES.get(item.change, "OpenTrain job update")
 
 
+def marker(item: Item) -> str:
+    """In a list of jobs, what tells a raise or a reopening from a new job: ``"Pay
+    raised: "``, ``"Reopened: "``; nothing for a new job."""
+    return "" if item.change is None else f"{headline(item)}: "
+
+
 def pay_text(item: Item) -> str:
     """The pay, and for a raise what it was before."""
     now = describe_pay(item.job.pay)
@@ -322,7 +333,8 @@ def render_plain(message: Message, tz: tzinfo | None) -> tuple[str, str]:
         job = item.job
         company = f" — {defang(job.company, 80)}" if job.company else ""
         lines.append(
-            f"• {defang(job.title, MAX_TITLE)}{company} | Pay: {pay_text(item)} | {job_link(job)}"
+            f"• {marker(item)}{defang(job.title, MAX_TITLE)}{company} | Pay: {pay_text(item)} | "
+            f"{job_link(job)}"
         )
     if len(message.items) > len(listed) or message.more:
         lines.append(_count(message, len(listed)))
@@ -352,7 +364,7 @@ def _discord_embed(item: Item, compact: bool) -> dict[str, Any]:
     f = facts_of(item)
     md = DISCORD_ESCAPE
     embed: dict[str, Any] = {
-        "title": fit(f.title, 200 if compact else 256, md),
+        "title": fit(marker(item) + f.title if compact else f.title, 200 if compact else 256, md),
         "url": f.link,
         "color": DISCORD_COLOR,
     }
@@ -494,7 +506,8 @@ def render_telegram(message: Message, tz: tzinfo | None) -> str:
         f = facts_of(item)
         company = f" — {_html(f.company, 80)}" if f.company else ""
         line = (
-            f'\n• <a href="{_href(f.link)}">{_html(f.title, 150)}</a>{company} · {_html(f.pay, 80)}'
+            f"\n• {_html(marker(item), 20)}"
+            f'<a href="{_href(f.link)}">{_html(f.title, 150)}</a>{company} · {_html(f.pay, 80)}'
         )
         if units(text + line) > TELEGRAM_LIMIT - 40:  # room for "+N more"
             break

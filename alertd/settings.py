@@ -501,6 +501,13 @@ class _Resolver:
                 self.by_url[url] = Target(
                     key=f"channel:{channel}", label=label or channel, url=url, pace=pace or Pace()
                 )
+        elif channel is not None and pace is not None and self.by_url[url].pace != pace:
+            first = self.by_url[url].label
+            raise doc.error(
+                f"the same URL as channel {first!r} with another pace; one URL is one "
+                "target with one pace: give it one channel (or both the same pace)",
+                loc,
+            )
         return self.by_url[url]
 
     @property

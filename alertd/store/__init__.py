@@ -32,7 +32,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,6 +213,12 @@ def move_aside(state_dir: Path, why: StateDamagedError) -> Path:
         folder,
     )
     return folder
+
+
+def _kept(job: Job) -> Job:
+    """A job as the store keeps it: without its description (filters only need it once;
+    it may be 50,000 characters, and a daemon runs for months)."""
+    return job if job.description is None else replace(job, description=None)
 
 
 def _move(table: dict[str, T], old: str, new: str) -> None:
@@ -447,7 +453,7 @@ class Store:
 
     def _load_job(self, doc: Mapping[str, Any]) -> None:
         job = Job.from_record(doc)
-        self.jobs[job.id] = job
+        self.jobs[job.id] = _kept(job)
 
     def _load_done(self, doc: Mapping[str, Any]) -> None:
         row = row_from_doc(doc, EPOCH)
@@ -582,20 +588,21 @@ class Store:
             }
         )
 
-    def _journal(self, entry: dict[str, Any]) -> None:
-        """Append one delivery step and fsync it: the send waits until this is on disk."""
-        if self.read_only:
+    def _journal(self, *entries: dict[str, Any]) -> None:
+        """Append delivery steps and fsync them once: the send waits until they are on
+        disk (a message listing 500 jobs is one write, not 500)."""
+        if self.read_only or not entries:
             return
-        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
         with self._writing(self.journal_path):
             fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line.encode())
+                os.write(fd, lines.encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._journal_lines += 1
-        self._journal_bytes += len(line)
+        self._journal_lines += len(entries)
+        self._journal_bytes += len(lines)
 
     # -- saved searches ------------------------------------------------------
 
@@ -666,7 +673,7 @@ class Store:
             self.owed[key] = OutboxRow(
                 target, job.id, (search,), DeliveryStatus.PENDING, now, now, title=job.title
             )
-            self.jobs[job.id] = job
+            self.jobs[job.id] = _kept(job)
             self._unsaved.add(key)
         elif search not in row.searches:
             self.owed[key] = replace(row, searches=(*row.searches, search))
@@ -686,8 +693,9 @@ class Store:
         key = (target, job.id)
         if key in self.owed:
             return False
-        if self.done.pop(key, None) is not None:
-            self._dirty.add("done")
+        # The sent row stays in done.json until this one is sent: a crash between the two
+        # files' writes must not lose the record that the target had the job.
+        sent = self.done.get(key)
         self.owed[key] = OutboxRow(
             target,
             job.id,
@@ -698,8 +706,9 @@ class Store:
             title=job.title,
             change=change,
             old_pay=old_pay,
+            pay=None if sent is None else sent.pay,
         )
-        self.jobs[job.id] = job
+        self.jobs[job.id] = _kept(job)
         self._unsaved.add(key)
         self._dirty.add("outbox")
         return True
@@ -838,28 +847,44 @@ class Store:
     def mark_sending(self, alert: Alert, now: datetime) -> None:
         """Written (a journal line, fsynced) just before the send, so a crash mid-send is
         visible after a restart."""
-        key = (alert.target_key, alert.job.id)
-        if key in self._unsaved:
-            self.commit()  # the row itself must be on disk before its journal line means anything
-        attempts = alert.attempts + 1
+        self.mark_sending_all([alert], now)
+
+    def mark_sending_all(self, alerts: Sequence[Alert], now: datetime) -> None:
+        """``mark_sending`` for every alert one message carries, in one fsynced write."""
+        keys = [(a.target_key, a.job.id) for a in alerts]
+        if any(key in self._unsaved for key in keys):
+            self.commit()  # the rows must be on disk before their journal lines mean anything
         self._journal(
-            {
-                "op": "sending",
-                "target": key[0],
-                "job": key[1],
-                "at": format_time(now),
-                "attempts": attempts,
-            }
+            *(
+                {
+                    "op": "sending",
+                    "target": key[0],
+                    "job": key[1],
+                    "at": format_time(now),
+                    "attempts": alert.attempts + 1,
+                }
+                for key, alert in zip(keys, alerts, strict=True)
+            )
         )
-        row = self.owed[key]
-        self.owed[key] = replace(row, status=DeliveryStatus.SENDING, attempts=attempts)
+        for key, alert in zip(keys, alerts, strict=True):
+            row = self.owed[key]
+            self.owed[key] = replace(
+                row, status=DeliveryStatus.SENDING, attempts=alert.attempts + 1
+            )
         self._dirty.add("outbox")
 
     def mark_sent(self, alert: Alert, now: datetime) -> None:
         """The target accepted the alert: it will never be sent there again."""
-        key = (alert.target_key, alert.job.id)
-        self._journal({"op": "sent", "target": key[0], "job": key[1], "at": format_time(now)})
-        self._finish(self.owed[key], DeliveryStatus.SENT, now, None)
+        self.mark_sent_all([alert], now)
+
+    def mark_sent_all(self, alerts: Sequence[Alert], now: datetime) -> None:
+        """``mark_sent`` for every alert one accepted message carried, in one fsynced
+        write: a kill cannot fall between them and resend part of the message."""
+        keys = [(a.target_key, a.job.id) for a in alerts]
+        at = format_time(now)
+        self._journal(*({"op": "sent", "target": k[0], "job": k[1], "at": at} for k in keys))
+        for key in keys:
+            self._finish(self.owed[key], DeliveryStatus.SENT, now, None)
 
     def mark_failed(
         self, alert: Alert, error: str, retry_at: datetime, refused_by: str | None = None
@@ -974,6 +999,9 @@ class Store:
         job = self.jobs.get(row.job_id)
         title = job.title if job is not None else row.title
         pay = job.pay if job is not None and status == DeliveryStatus.SENT else row.pay
+        if row.change is not None and status != DeliveryStatus.SENT:
+            # A pay-raised or reopened alert withdrawn: the target still had the job.
+            status, reason = DeliveryStatus.SENT, f"its {row.change} alert: {reason}"
         self.done[row.key] = replace(
             row,
             status=status,
@@ -1022,8 +1050,8 @@ class Store:
         """Owed rows take the job as the API shows it now (a deadline moved, a title fixed)."""
         changed = 0
         for job in jobs:
-            if job.id in self.jobs and self.jobs[job.id] != job:
-                self.jobs[job.id] = job
+            if job.id in self.jobs and self.jobs[job.id] != _kept(job):
+                self.jobs[job.id] = _kept(job)
                 changed += 1
         if changed:
             self._dirty.add("outbox")
@@ -1037,6 +1065,8 @@ class Store:
             del self.done[key]
         if old:
             self._dirty.add("done")
+        owed = self.owed_job_ids()  # a job record is kept only while it is owed
+        self.jobs = {job_id: job for job_id, job in self.jobs.items() if job_id in owed}
         return len(old)
 
     def owed_job_ids(self) -> set[str]:
