@@ -16,7 +16,7 @@ from alertd.deliver import send
 from alertd.market import CATEGORIES, LANGUAGES, Market
 from alertd.models import format_time
 from alertd.pipeline import make_client, run_once
-from alertd.settings import parse_config
+from alertd.settings import USE_ENVIRONMENT, parse_config
 from alertd.standin import StandInServer
 from alertd.store import Store
 
@@ -47,13 +47,18 @@ def run_demo(
 ) -> None:
     """Run the demo for ``duration`` seconds (0: until a signal)."""
     market = Market(seed=seed)
+    server = StandInServer(market, cache_ttl=0).start()  # a demo can't wait out a 5-min cache
+    market.link_base = server.url  # the jobs' links lead to the stand-in, not to nowhere
     for hour in range(1, SEEDED_JOBS + 1):
         market.add_job(datePosted=format_time(datetime.now(UTC) - timedelta(hours=hour)))
-    server = StandInServer(market, cache_ttl=0).start()  # a demo can't wait out a 5-min cache
     stop = threading.Event()
     try:
         with tempfile.TemporaryDirectory(prefix="alertd-demo-") as state:
-            config = parse_config(DEMO_CONFIG.format(url=server.url, state=state), "demo")
+            token = USE_ENVIRONMENT.set(False)  # a sandbox: no ALERTD_* reaches it
+            try:
+                config = parse_config(DEMO_CONFIG.format(url=server.url, state=state), "demo")
+            finally:
+                USE_ENVIRONMENT.reset(token)
             announce(f"Simulated marketplace on {server.url}; a new job every {every:g}s.")
             threading.Thread(target=publish_every, args=(market, every, stop), daemon=True).start()
             if duration > 0:

@@ -19,6 +19,7 @@ from typing import Any
 from alertd.models import PAY_TYPES, format_time, parse_time
 
 CHANGES_CAP = 5000
+OPENTRAIN = "https://app.opentrain.ai"
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 
@@ -41,6 +42,15 @@ TASKS = (
     "Review translated subtitles",
     "Classify customer emails",
 )
+# What a job of each category asks for: the demo's titles match their category.
+TASKS_BY_CATEGORY = {
+    "Audio Annotation": ("Transcribe call-center audio", "Label speaker turns in podcasts"),
+    "Image Annotation": ("Label street scenes", "Tag product photos"),
+    "Text Annotation": ("Classify customer emails", "Tag named entities in news"),
+    "Video Annotation": ("Track players in match footage", "Segment cooking videos"),
+    "RLHF": ("Rate chatbot answers", "Rank model summaries"),
+    "Transcription": ("Review translated subtitles", "Transcribe doctor dictations"),
+}
 
 
 class BadRequestError(Exception):
@@ -65,13 +75,18 @@ def decode_cursor(cursor: str) -> int:
     return offset
 
 
-def make_job(now: datetime, rng: random.Random | None = None, **fields: Any) -> dict[str, Any]:
-    """A complete job in the API's shape; ``fields`` override the generated values."""
+def make_job(
+    now: datetime, rng: random.Random | None = None, link_base: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A complete job in the API's shape; ``fields`` override the generated values.
+    ``link_base``: where its links lead (OpenTrain's own pages unless said)."""
     rng = rng or random.Random()
     category = fields.get("category") or rng.choice(CATEGORIES)
     languages = fields.get("languages")
     language = languages[0] if isinstance(languages, list) and languages else rng.choice(LANGUAGES)
-    title = fields.get("title") or f"{rng.choice(TASKS)} ({language})"
+    title = (
+        fields.get("title") or f"{rng.choice(TASKS_BY_CATEGORY.get(category, TASKS))} ({language})"
+    )
     job_id = str(fields.get("id") or f"job_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}")
     slug = (
         title.lower().replace(" ", "-").replace("(", "").replace(")", "")[:60] + "-" + job_id[-6:]
@@ -108,8 +123,9 @@ def make_job(now: datetime, rng: random.Random | None = None, **fields: Any) -> 
             "fixedPrice": None,
             "perLabelRate": None,
         },
-        "url": f"https://app.opentrain.ai/jobs/{slug}",
-        "applyUrl": f"https://app.opentrain.ai/jobs/{slug}/apply",
+        # OpenTrain's page; where a stand-in serves the jobs, the stand-in's own answer.
+        "url": f"{link_base}/jobs/{job_id}" if link_base else f"{OPENTRAIN}/jobs/{slug}",
+        "applyUrl": f"{link_base or OPENTRAIN}/jobs/{slug}/apply",
     }
     job.update(fields)
     job["id"] = job_id
@@ -149,6 +165,7 @@ class Market:
         self.lock = threading.Lock()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[datetime, str, str]] = []
+        self.link_base: str | None = None  # where jobs' links lead; OpenTrain's pages if None
 
     # -- changes made by tests, the demo and the control interface ----------
 
@@ -156,7 +173,7 @@ class Market:
         """Publish a job (generated, with ``fields`` overriding) and return it."""
         with self.lock:  # stamp inside the lock: events are appended in time order
             now = self.clock()
-            job = make_job(now, self.rng, **fields)
+            job = make_job(now, self.rng, self.link_base, **fields)
             self.jobs[job["id"]] = job
             self.events.append((now, job["id"], "PUBLISHED"))
             return dict(job)

@@ -8,6 +8,7 @@ that way is remembered as a secret so that it never reaches a log.
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import json
 import os
@@ -226,6 +227,12 @@ def _not_bool(value: object) -> object:
     return value
 
 
+# False while the demo reads its own config: whatever ALERTD_* says, it is a sandbox.
+USE_ENVIRONMENT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "use_environment", default=True
+)
+
+
 class AlertdSettings(BaseSettings):
     """The top-level settings; each can be overridden by ``ALERTD_<KEY>`` in the environment."""
 
@@ -261,7 +268,10 @@ class AlertdSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file: a container overrides what the image ships.
+        # The environment wins over the file: a container overrides what the image ships;
+        # the demo is a sandbox that no ALERTD_* reaches.
+        if not USE_ENVIRONMENT.get():
+            return (init_settings,)
         return (env_settings, init_settings)
 
 

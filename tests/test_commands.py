@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -54,18 +55,35 @@ def test_status_shows_what_is_owed_and_why(
     assert "last error: " in result.output and "last error: -" not in result.output
 
 
-def test_demo_shows_alerts_offline_and_ends_by_itself() -> None:
+def test_demo_shows_alerts_offline_and_ends_by_itself(tmp_path: Path) -> None:
+    # A sandbox: whatever the environment says (a daemon's settings, a real API, a
+    # state directory the daemon holds), the demo uses its own.
+    hostile = {
+        "ALERTD_POLL_INTERVAL": "1h",
+        "ALERTD_API_URL": "http://192.0.2.1",
+        "ALERTD_STATE_DIR": str(tmp_path / "a-file"),
+        "ALERTD_LOG_LEVEL": "ERROR",
+    }
+    (tmp_path / "a-file").write_text("not a directory")
     result = subprocess.run(
         [*ALERTD, "demo", "--duration", "5", "--every", "0.5", "--seed", "3"],
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, **hostile},
     )
     assert result.returncode == 0, result.stderr
     assert "Simulated marketplace on http://127.0.0.1:" in result.stderr
     assert "primed silently" in result.stderr
     assert result.stdout.count("=== New OpenTrain job: ") >= 1
     assert "Matched: " in result.stdout
+    # Realistic jobs: an audio search's alerts are audio work, linked to the stand-in.
+    blocks = result.stdout.split("=== New OpenTrain job: ")[1:]
+    audio = [b for b in blocks if "Matched: audio-jobs" in b]
+    assert audio and all(
+        any(w in b.split("\n")[0] for w in ("audio", "podcasts")) for b in audio
+    ), audio
+    assert "http://127.0.0.1:" in blocks[0]
 
 
 def test_run_dry_run_sends_nothing(
