@@ -403,7 +403,8 @@ class OpenTrainClient:
                 self.budget.hold(retry_after)
                 continue
             if failures >= len(self.retry_delays):
-                raise ApiUnavailableError(f"{path}: {outcome} (gave up after {failures + 1} tries)")
+                tries = f" (gave up after {failures + 1} tries)" if failures else ""
+                raise ApiUnavailableError(f"{path}: {outcome}{tries}")
             delay = self.retry_delays[failures]
             failures += 1
             log.debug("API /%s: %s; retrying in %.1fs", path, outcome, delay)

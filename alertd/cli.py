@@ -208,6 +208,7 @@ def run(config_path: str, dry_run: bool) -> None:
     use_utc()
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
+    warn_unknown_filters(config)
     stop = threading.Event()
     sender = (
         dry_run_sender(sys.stdout, config.tz)
@@ -309,20 +310,65 @@ def check_state_dir(config: Config) -> None:
 FACET_FIELDS = (("category", "categories"), ("language", "languages"), ("country", "countries"))
 
 
-def check_online(config: Config) -> None:
-    """Check filter values against the live facets; exit 2 naming the first unknown one."""
-    try:
-        with make_client(config) as client:
-            facets = client.facet_counts()
-    except ApiError as exc:
-        raise click.ClickException(f"could not fetch facets from {config.api_url}: {exc}") from None
+def quick_client(config: Config, api_url: str | None = None) -> OpenTrainClient:
+    """A client for one question a person waits on (facets): one try, a short deadline,
+    so an offline machine says so in seconds, not after the daemon's patient retries."""
+    return OpenTrainClient(
+        api_url or config.api_url,
+        requests_per_minute=config.requests_per_minute,
+        deadline=min(config.request_timeout, QUICK_DEADLINE),
+        retry_delays=(),
+    )
+
+
+QUICK_DEADLINE = 5.0  # seconds
+
+
+def facet_problems(
+    config: Config, facets: dict[str, list[tuple[str, int]]]
+) -> list[tuple[int, str, str]]:
+    """(search index, field, what is wrong) for each filter value the API does not know
+    now, with the nearest it does (a value that differs only in case included)."""
+    problems = []
     for index, search in enumerate(config.searches):
         for attr, facet in FACET_FIELDS:
             value = getattr(search, attr)
             valid = [v for v, _ in facets.get(facet, [])]
             if value and valid and value not in valid:
-                message = f"{value!r} is not a {attr} on OpenTrain now{suggest(value, valid)}"
-                raise ConfigClickError(config.search_error(index, message, attr).describe())
+                same = [v for v in valid if v.casefold() == value.casefold()]
+                hint = f" — did you mean {same[0]!r}?" if same else suggest(value, valid)
+                problems.append((index, attr, f"{value!r} is not a {attr} on OpenTrain now{hint}"))
+    return problems
+
+
+def check_online(config: Config) -> None:
+    """Check filter values against the live facets; exit 2 naming the first unknown one."""
+    try:
+        with quick_client(config) as client:
+            facets = client.facet_counts()
+    except ApiError as exc:
+        raise click.ClickException(
+            f"the offline checks passed, but the facets could not be fetched from "
+            f"{config.api_url}: {exc}; try again online, or leave out --online"
+        ) from None
+    problems = facet_problems(config, facets)
+    if problems:
+        index, attr, message = problems[0]
+        raise ConfigClickError(config.search_error(index, message, attr).describe())
+
+
+def warn_unknown_filters(config: Config) -> None:
+    """At start: a filter value the API does not know matches nothing, for ever; say so
+    (one request; if the API cannot answer now, the daemon just starts)."""
+    try:
+        with quick_client(config) as client:
+            facets = client.facet_counts()
+    except ApiError as exc:
+        log.debug("facets not checked at start: %s", exc)
+        return
+    for index, _field, message in facet_problems(config, facets):
+        name = config.searches[index].name
+        log.warning("search %r: %s; it will match nothing until that is fixed", name, message)
 
 
 SAMPLE_JOB = Job(
@@ -452,7 +498,9 @@ def facets(config_path: str, api_url: str | None) -> None:
     else:
         setup_logging("WARNING")
     try:
-        with OpenTrainClient(url or DEFAULT_API_URL) as client:
+        with OpenTrainClient(
+            url or DEFAULT_API_URL, deadline=QUICK_DEADLINE, retry_delays=()
+        ) as client:
             counts = client.facet_counts()
     except ApiError as exc:
         raise click.ClickException(f"could not fetch facets: {exc}") from None

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from alertd.cli import cli
-from tests.conftest import RunCli, WriteConfig
+from alertd.market import Market
+from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 
 WITH_SECRETS = (
     "channels:\n  tg: tgram://${ALERTD_TEST_TG}/987654321/\n"
@@ -89,3 +90,35 @@ def test_the_state_directory_systemd_gives_is_the_default(
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib" / "alertd"))
     assert default_state_dir() == tmp_path / "lib" / "alertd"
+
+
+def test_a_filter_value_in_the_wrong_case_is_caught_online_and_warned_at_start(
+    market: Market,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    start_daemon: StartDaemon,
+    tmp_path: Path,
+) -> None:
+    market.add_job(category="Audio Annotation")
+    config = write_config("searches:\n  - name: audio\n    category: audio annotation\n")
+    assert run_cli("validate", "-c", config).exit_code == 0  # offline it cannot know
+    online = run_cli("validate", "-c", config, "--online")
+    assert online.exit_code == 2
+    assert "'audio annotation' is not a category on OpenTrain now" in online.output
+    assert "did you mean 'Audio Annotation'?" in online.output
+    daemon = start_daemon(config)
+    log = tmp_path / "daemon-0.log"
+    wait_for(lambda: "did you mean 'Audio Annotation'" in log.read_text())
+    daemon.terminate()
+    daemon.wait(timeout=15)
+    assert "WARNING search 'audio'" in log.read_text()
+
+
+def test_validate_online_without_the_api_says_the_offline_checks_passed(
+    write_config: WriteConfig, run_cli: RunCli
+) -> None:
+    config = write_config("api_url: http://127.0.0.1:9\nsearches:\n  - name: all\n")
+    result = run_cli("validate", "-c", config, "--online")
+    assert result.exit_code == 1
+    assert "the offline checks passed, but the facets could not be fetched" in result.output
+    assert "tries" not in result.output  # one try: a person is waiting
