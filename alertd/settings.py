@@ -54,6 +54,7 @@ from alertd.yamlsource import (
     field_name,
     find_includes,
     line_for,
+    named_values,
     parse_yaml,
     read_yaml,
     substitute,
@@ -716,7 +717,7 @@ def parse_config(
 def _without_secrets(exc: ConfigError, secrets: set[str]) -> ConfigError:
     names = {
         value: f"${{{name}}}"
-        for name, value in os.environ.items()
+        for name, value in named_values().items()
         if value in secrets and len(value) >= MIN_SECRET_LENGTH
     }
     message = exc.message
