@@ -1,7 +1,7 @@
 """YAML files as data that remembers where each value was written, with ``${VAR}`` filled in.
 
 ``${VAR}`` comes from the environment or, when the variable is unset, from the systemd
-credential of that name (``LoadCredential=VAR:...`` in the unit).
+credential of that name (alertd.service loads /etc/alertd/credentials/VAR).
 
 This is the only module that imports yaml. A file becomes a ``YamlDoc``: its data,
 and the line of every key and list item, so that any later mistake can name the
@@ -24,6 +24,7 @@ import yaml
 from alertd.errors import ConfigError
 
 Loc = tuple[str | int, ...]
+CREDENTIAL_PREFIX = "alertd_"  # LoadCredential=alertd:/etc/alertd/credentials names them so
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -153,37 +154,38 @@ def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
 
 
 def lookup(name: str) -> str | None:
-    """``${NAME}``: the environment variable, else the systemd credential NAME (the file
-    ``$CREDENTIALS_DIRECTORY/NAME`` that ``LoadCredential=`` made, one trailing newline
-    dropped), else None. ConfigError when the credential exists but cannot be read."""
+    """``${NAME}``: the environment variable, else the systemd credential (the file that
+    ``LoadCredential=`` put in ``$CREDENTIALS_DIRECTORY``: ``NAME``, or ``alertd_NAME``
+    when the unit loads a whole folder as ``alertd``), one trailing newline dropped;
+    None when there is neither. ConfigError when the credential cannot be read."""
     if name in os.environ:
         return os.environ[name]
     folder = os.environ.get("CREDENTIALS_DIRECTORY")
     if not folder:
         return None
-    path = Path(folder) / name  # safe: NAME matched [A-Za-z_][A-Za-z0-9_]*
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read credential {name} ({path}): {reason}") from None
-    return text.removesuffix("\n").removesuffix("\r")
+    for path in (Path(folder) / name, Path(folder) / f"{CREDENTIAL_PREFIX}{name}"):
+        try:  # safe as a path: NAME matched [A-Za-z_][A-Za-z0-9_]*
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read credential {name} ({path}): {reason}") from None
+        return text.removesuffix("\n").removesuffix("\r")
+    return None
 
 
 def missing_reference(name: str) -> str:
     """Why ``${NAME}`` has no value, and where to give it one."""
     if os.environ.get("CREDENTIALS_DIRECTORY"):
         return (
-            f"${{{name}}} is neither an environment variable nor a credential in "
-            f"$CREDENTIALS_DIRECTORY; add LoadCredential={name}:/path/to/file to the unit, "
-            "or set the variable"
+            f"${{{name}}} is neither an environment variable nor a credential; put it in "
+            f"the file {name} in the folder the unit's LoadCredential= loads "
+            "(/etc/alertd/credentials), or set the variable"
         )
     return (
         f"environment variable {name} is not set (referenced as ${{{name}}}); "
-        "export it, or put it in the service's environment file "
-        f"(or, under systemd, LoadCredential={name}:/path/to/file)"
+        "export it, or put it in the service's environment file or credentials"
     )
 
 
@@ -194,11 +196,12 @@ def named_values() -> dict[str, str]:
     folder = os.environ.get("CREDENTIALS_DIRECTORY")
     if folder and os.path.isdir(folder):
         for entry in os.scandir(folder):
-            if not _ENV_REF.fullmatch(f"${{{entry.name}}}"):
+            name = entry.name.removeprefix(CREDENTIAL_PREFIX)
+            if not _ENV_REF.fullmatch(f"${{{name}}}"):
                 continue
             with contextlib.suppress(ConfigError):  # unreadable: it is in no message either
-                if value := lookup(entry.name):
-                    found[entry.name] = value
+                if value := lookup(name):
+                    found[name] = value
     return found | dict(os.environ)
 
 

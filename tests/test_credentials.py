@@ -40,6 +40,13 @@ def test_a_credential_fills_the_reference_and_alerts_go_out(
     assert len(webhook.received) == 1
 
 
+def test_a_folder_of_credentials_loaded_as_alertd_works_too(credentials: Path) -> None:
+    # LoadCredential=alertd:/etc/alertd/credentials names the file HOOK "alertd_HOOK".
+    (credentials / "alertd_HOOK").write_text("json://127.0.0.1:9/from-folder\n")
+    config = parse_config("searches:\n  - name: a\n    notify: ['${HOOK}']\n", "alerts.yaml")
+    assert config.searches[0].targets[0].url == "json://127.0.0.1:9/from-folder"
+
+
 def test_the_environment_wins_over_a_credential(
     credentials: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,7 +64,7 @@ def test_a_missing_credential_exits_2_naming_it(
     result = run_cli("validate", "-c", config)
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
-    assert "TEAM_HOOK" in line and "LoadCredential=TEAM_HOOK:" in line
+    assert "TEAM_HOOK" in line and "LoadCredential=" in line
     assert SECRET not in result.output
 
 
