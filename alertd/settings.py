@@ -795,7 +795,8 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            "no such file; copy alerts.example.yaml there, or pass --config PATH",
+            f"no such file; `alertd init {path}` writes a commented example there, "
+            "or pass --config PATH",
             source=source,
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
