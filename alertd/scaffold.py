@@ -33,13 +33,17 @@ def write_example(path: Path, force: bool = False) -> None:
 def init(path: Path, force: bool) -> None:
     """Write the commented example config to PATH (default: ./alerts.yaml) to edit.
 
-    It never overwrites a file that exists unless --force is given.
+    It never overwrites a file that exists unless --force is given. PATH - writes to
+    standard output (from a container: docker run --rm alertd init - > alerts.yaml).
 
     \b
     Examples:
       alertd init
-      sudo alertd init /etc/alertd/alerts.yaml
+      alertd init ~/alertd/alerts.yaml
     """
+    if str(path) == "-":
+        click.echo(example_config(), nl=False)
+        return
     try:
         write_example(path, force)
     except FileExistsError:

@@ -50,6 +50,12 @@ def test_init_never_overwrites_a_config_without_force(tmp_path: Path, run_cli: R
     assert mine.read_text() == example_config()
 
 
+def test_init_dash_writes_to_standard_output(run_cli: RunCli) -> None:
+    result = run_cli("init", "-")
+    assert result.exit_code == 0
+    assert result.output == example_config()
+
+
 def test_init_makes_the_folder(tmp_path: Path, run_cli: RunCli) -> None:
     result = run_cli("init", tmp_path / "new" / "alerts.yaml")
     assert result.exit_code == 0, result.output
