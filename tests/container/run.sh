@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The container, for real: build the image from a local Debian base, then run it the
 # way the README says and check what a user would notice. Not part of the pytest
-# suite: it needs root, a Docker engine and about 5 minutes (a cold first run, which
-# debootstraps the base, takes a few more).
+# suite: it needs root, a Docker engine and about 3 minutes (1.5 when the image is
+# already built; about 6 the first time, which debootstraps the base).
 #
 #   sudo tests/container/run.sh
 #
