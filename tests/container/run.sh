@@ -33,8 +33,16 @@ cannot() {
     exit 3
 }
 
+need_root() {
+    [ "$(id -u)" = 0 ] || cannot "it needs root to $1"
+}
+
 start_engine() {
-    [ "$(id -u)" = 0 ] || cannot "it needs root (to run dockerd and debootstrap)"
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1 &&
+        docker image inspect "$BASE" >/dev/null 2>&1; then
+        return # an engine this user may use, and the base: nothing to install or start
+    fi
+    need_root "install docker.io/debootstrap and start dockerd"
     if ! command -v docker >/dev/null || ! command -v debootstrap >/dev/null; then
         say "installing docker.io and debootstrap"
         command -v apt-get >/dev/null || cannot "no apt-get to install docker.io/debootstrap"
@@ -60,6 +68,7 @@ make_base() {
     fi
     mkdir -p "$CACHE"
     if [ ! -s "$CACHE/bookworm.tar" ]; then
+        need_root "debootstrap the base image"
         say "debootstrapping a Debian 12 base with python3 (cached in $CACHE)"
         local root="$WORK/rootfs"
         debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
@@ -126,7 +135,8 @@ say "the stand-in API on 127.0.0.1:$PORT (alertd standin, PID 1, no --init)"
 docker run -d --name "$NAME-api" --network host --read-only "$IMAGE" \
     standin --port "$PORT" --every 2 >/dev/null
 for _ in $(seq 30); do
-    docker logs "$NAME-api" 2>&1 | grep -q "stand-in OpenTrain API on" && break
+    docker logs "$NAME-api" >"$WORK/api.log" 2>&1
+    grep -q "stand-in OpenTrain API on" "$WORK/api.log" && break
     sleep 0.5
 done
 cat >"$WORK/alerts.yaml" <<YAML
@@ -171,8 +181,9 @@ for each in "$NAME" "$NAME-api"; do
     [ "$took" -lt 10 ] || die "$each took ${took}s to stop: it was killed, not stopped"
     echo "$each stopped in ${took}s, exit status 0"
 done
-docker logs "$NAME" 2>&1 | grep -q "cycle 1 in" || die "no cycle line in the log"
-docker logs "$NAME" 2>&1 | grep -q "alertd stopped after" || die "no clean stop in the log"
+docker logs "$NAME" >"$WORK/run.log" 2>&1 # to a file: grep -q would cut a pipe short
+grep -q "cycle 1 in" "$WORK/run.log" || die "no cycle line in the log"
+grep -q "alertd stopped after" "$WORK/run.log" || die "no clean stop in the log"
 
 say "a /data alertd cannot write: one line naming uid 10001, exit 1"
 mkdir -p "$WORK/root-owned"
