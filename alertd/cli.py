@@ -29,6 +29,8 @@ from alertd.models import Job, Pay, Target, parse_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
+from alertd.scaffold import init
+from alertd.serve import standin
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
 from alertd.store import Store
 from alertd.targets import RedactingFilter
@@ -172,6 +174,7 @@ def cli(config_path: str | None) -> None:
 
     \b
     Try it with nothing set up:   alertd demo
+    Start a config:               alertd init alerts.yaml
     Check your config:            alertd validate -c alerts.yaml --online
     Run it for real:              alertd run -c alerts.yaml
 
@@ -603,7 +606,11 @@ def health(
     Example:
       alertd health -c /data/alerts.yaml
     """
-    config = read_config(config_path, need_secrets=False)
+    try:  # Docker reserves exit 2 in a health check: every failure here is a 1
+        config = check_config(config_path, need_secrets=False)
+    except ConfigError as exc:
+        unhealthy(f"config error: {exc.describe()}")
+    setup_logging(config.log_level, config.secrets)
     limit = max_age if max_age is not None else 3 * config.poll_interval + 60
     path = config.state_dir / HEARTBEAT_FILE
     try:
@@ -674,6 +681,10 @@ def demo(duration: float, every: float, seed: int | None) -> None:
 
     setup_logging("INFO")
     run_demo(duration, every, seed, announce=lambda line: click.echo(line, err=True))
+
+
+cli.add_command(init)
+cli.add_command(standin)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from types import FrameType
 from alertd.errors import ConfigError
 from alertd.models import SavedSearch, format_time
 from alertd.pipeline import CycleReport, utc_now
+from alertd.sdnotify import Notifier
 from alertd.settings import Config
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Daemon:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], object] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.cycle = cycle
@@ -101,6 +103,7 @@ class Daemon:
         self.cycles = 0
         self.unreachable = 0  # cycles in a row in which the API could not be reached
         self.searches_failing = 0  # cycles in a row that asked queries and got no answer
+        self.notifier = notifier or Notifier.from_environ()  # systemd's, when it runs us
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: first stops gracefully, a second exits at once; SIGHUP reloads."""
@@ -127,6 +130,7 @@ class Daemon:
             self.config.state_dir,
         )
         while not self.stop.is_set():
+            self.notifier.watchdog()
             if self.reload_requested:
                 self.reload_requested = False
                 self.fresh = True
@@ -137,6 +141,7 @@ class Daemon:
                 self.wait(min(idle, MAX_IDLE_STEP))
                 continue
             self._tick()
+        self.notifier.stopping()
         log.info("alertd stopped after %d cycles", self.cycles)
 
     def reload_config(self) -> None:
@@ -181,6 +186,7 @@ class Daemon:
             next_at.astimezone(self.config.tz).strftime("%H:%M:%S %Z"),
         )
         self.write_heartbeat(report)
+        self.notifier.cycle_ended(f"cycle {self.cycles}: {report.summary()}")
 
     def write_heartbeat(self, report: CycleReport) -> None:
         """``heartbeat.json`` in the state dir: when the last cycle ended, how it went, for

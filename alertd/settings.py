@@ -56,6 +56,7 @@ from alertd.yamlsource import (
     field_name,
     find_includes,
     line_for,
+    named_values,
     parse_yaml,
     read_yaml,
     substitute,
@@ -740,7 +741,7 @@ def parse_config(
 def _without_secrets(exc: ConfigError, secrets: set[str]) -> ConfigError:
     names = {
         value: f"${{{name}}}"
-        for name, value in os.environ.items()
+        for name, value in named_values().items()
         if value in secrets and len(value) >= MIN_SECRET_LENGTH
     }
     message = exc.message
@@ -830,9 +831,9 @@ def load_config(path: Path, *, need_secrets: bool = True) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            "no such file; write one with `alertd init`, or pass --config PATH (without "
-            "-c, alertd looks for ./alerts.yaml, $XDG_CONFIG_HOME/alertd/alerts.yaml and "
-            "/etc/alertd/alerts.yaml)",
+            f"no such file; `alertd init {path}` writes a commented example there, or "
+            "pass --config PATH (without -c, alertd looks for ./alerts.yaml, "
+            "$XDG_CONFIG_HOME/alertd/alerts.yaml and /etc/alertd/alerts.yaml)",
             source=source,
         ) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,5 +1,8 @@
 """YAML files as data that remembers where each value was written, with ``${VAR}`` filled in.
 
+``${VAR}`` comes from the environment or, when the variable is unset, from the systemd
+credential of that name (alertd.service loads /etc/alertd/credentials/VAR).
+
 This is the only module that imports yaml. A file becomes a ``YamlDoc``: its data,
 and the line of every key and list item, so that any later mistake can name the
 file and the line. ``include:`` patterns become the files they match here too.
@@ -7,6 +10,7 @@ file and the line. ``include:`` patterns become the files they match here too.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import glob
 import os
@@ -21,6 +25,7 @@ import yaml
 from alertd.errors import ConfigError
 
 Loc = tuple[str | int, ...]
+CREDENTIAL_PREFIX = "alertd_"  # LoadCredential=alertd:/etc/alertd/credentials names them so
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -134,7 +139,7 @@ SECRETS_OPTIONAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
-    """``value`` with every ``${VAR}`` replaced from the environment; each value is a secret."""
+    """``value`` with every ``${VAR}`` replaced by ``lookup``; each value is a secret."""
     if isinstance(value, dict):
         return {k: substitute(v, (*loc, str(k)), doc, secrets) for k, v in value.items()}
     if isinstance(value, list):
@@ -144,18 +149,70 @@ def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name not in os.environ and SECRETS_OPTIONAL.get():
+        try:
+            found = lookup(name)
+        except ConfigError as exc:
+            raise doc.error(exc.message, loc) from None
+        if found is None and SECRETS_OPTIONAL.get():
             return match.group(0)
-        if name not in os.environ:
-            raise doc.error(
-                f"environment variable {name} is not set (referenced as ${{{name}}}); "
-                "export it, or put it in the service's environment file",
-                loc,
-            )
-        secrets.add(os.environ[name])
-        return os.environ[name]
+        if found is None:
+            raise doc.error(missing_reference(name), loc)
+        secrets.add(found)
+        return found
 
     return _ENV_REF.sub(replace, value)
+
+
+def lookup(name: str) -> str | None:
+    """``${NAME}``: the environment variable, else the systemd credential (the file that
+    ``LoadCredential=`` put in ``$CREDENTIALS_DIRECTORY``: ``NAME``, or ``alertd_NAME``
+    when the unit loads a whole folder as ``alertd``), one trailing newline dropped;
+    None when there is neither. ConfigError when the credential cannot be read."""
+    if name in os.environ:
+        return os.environ[name]
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        return None
+    for path in (Path(folder) / name, Path(folder) / f"{CREDENTIAL_PREFIX}{name}"):
+        try:  # safe as a path: NAME matched [A-Za-z_][A-Za-z0-9_]*
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read credential {name} ({path}): {reason}") from None
+        return text.removesuffix("\n").removesuffix("\r")
+    return None
+
+
+def missing_reference(name: str) -> str:
+    """Why ``${NAME}`` has no value, and where to give it one."""
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        return (
+            f"${{{name}}} is neither an environment variable nor a credential; put it in "
+            f"the file {name} in the folder the unit's LoadCredential= loads "
+            "(/etc/alertd/credentials), or set the variable"
+        )
+    return (
+        f"environment variable {name} is not set (referenced as ${{{name}}}); "
+        "export it, or put it in the service's environment file or credentials"
+    )
+
+
+def named_values() -> dict[str, str]:
+    """Every value ``${NAME}`` can take, by NAME: the credentials, then the environment,
+    which wins as in ``lookup``; for naming a secret in a message instead of showing it."""
+    found: dict[str, str] = {}
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if folder and os.path.isdir(folder):
+        for entry in os.scandir(folder):
+            name = entry.name.removeprefix(CREDENTIAL_PREFIX)
+            if not _ENV_REF.fullmatch(f"${{{name}}}"):
+                continue
+            with contextlib.suppress(ConfigError):  # unreadable: it is in no message either
+                if value := lookup(name):
+                    found[name] = value
+    return found | dict(os.environ)
 
 
 def find_includes(patterns: object, base: Path, doc: YamlDoc) -> list[Path]:

@@ -152,7 +152,7 @@ def test_channel_with_several_urls_and_shared_targets_are_deduplicated() -> None
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "nope.yaml")
-    assert "alertd init" in caught.value.describe()
+    assert f"`alertd init {tmp_path / 'nope.yaml'}`" in caught.value.describe()
 
 
 def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path, run_cli: RunCli) -> None:
@@ -169,7 +169,7 @@ def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path, run_cli: Run
 
 
 def test_example_config_validates(monkeypatch: pytest.MonkeyPatch, run_cli: RunCli) -> None:
-    example = Path(__file__).parent.parent / "alerts.example.yaml"
+    example = Path(__file__).parent.parent / "alertd" / "alerts.example.yaml"
     for name in ("SLACK_WEBHOOK", "TELEGRAM_BOT_TOKEN", "SMTP_PASSWORD", "DISCORD_WEBHOOK"):
         monkeypatch.setenv(name, "placeholder-value")
     monkeypatch.setenv("SLACK_WEBHOOK", "T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ")
