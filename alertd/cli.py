@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +34,7 @@ from alertd.serve import standin
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
 from alertd.store import Store
 from alertd.targets import RedactingFilter
+from alertd.words import plural
 
 log = logging.getLogger("alertd")
 
@@ -54,11 +55,44 @@ def fail(exc: AlertdError) -> NoReturn:
     raise click.ClickException(str(exc)) from None
 
 
-def setup_logging(level: str, secrets: frozenset[str] = frozenset()) -> RedactingFilter:
+class LogFormatter(logging.Formatter):
+    """A log line with its time in the config's zone (the zone "next poll" is shown in),
+    as text or as one JSON object (``log_format: json``) with the cycle's numbers as
+    fields, for a log collector."""
+
+    def __init__(self, tz: tzinfo | None, as_json: bool) -> None:
+        super().__init__(LOG_FORMAT)
+        self.tz = tz
+        self.as_json = as_json
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, self.tz).strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.as_json:
+            return super().format(record)
+        doc: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def setup_logging(
+    level: str,
+    secrets: frozenset[str] = frozenset(),
+    tz: tzinfo | None = None,
+    log_format: str = "text",
+) -> RedactingFilter:
     """One line per event on stderr, secrets masked, library chatter kept below DEBUG."""
     redactor = RedactingFilter(secrets)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(LogFormatter(tz, log_format == "json"))
     handler.addFilter(redactor)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -97,7 +131,7 @@ def read_config(path: str, need_searches: bool = False, need_secrets: bool = Tru
         config = check_config(path, need_searches, need_secrets)
     except ConfigError as exc:
         fail(exc)
-    setup_logging(config.log_level, config.secrets)
+    setup_logging(config.log_level, config.secrets, config.tz, config.log_format)
     return config
 
 
@@ -151,6 +185,24 @@ config_option = click.option(
     help=CONFIG_HELP + " [default: ./alerts.yaml, then $XDG_CONFIG_HOME/alertd/alerts.yaml, then"
     " /etc/alertd/alerts.yaml: the first that exists]",
 )
+
+
+def _log_format(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:  # as ALERTD_LOG_FORMAT would: the command line wins over the file
+        os.environ["ALERTD_LOG_FORMAT"] = value
+    return value
+
+
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    callback=_log_format,
+    expose_value=False,
+    is_eager=True,
+    help="Log lines as text, or one JSON object each (for a log collector)"
+    " [default: log_format in the config, else text].",
+)
 dry_run_option = click.option(
     "--dry-run",
     is_flag=True,
@@ -185,6 +237,7 @@ def cli(config_path: str | None) -> None:
 @cli.command()
 @config_option
 @dry_run_option
+@log_format_option
 def run(config_path: str, dry_run: bool) -> None:
     """Run the daemon: poll at start, then every poll_interval, until stopped.
 
@@ -200,7 +253,7 @@ def run(config_path: str, dry_run: bool) -> None:
         config = check_config(config_path, need_searches=True)
     except ConfigError as exc:
         fail(exc)
-    redactor = setup_logging(config.log_level, config.secrets)
+    redactor = setup_logging(config.log_level, config.secrets, config.tz, config.log_format)
 
     def reload() -> Config:
         new = check_config(config_path, need_searches=True)
@@ -234,6 +287,7 @@ def run(config_path: str, dry_run: bool) -> None:
 @cli.command()
 @config_option
 @dry_run_option
+@log_format_option
 def once(config_path: str, dry_run: bool) -> None:
     """Run one full cycle, then exit (for cron and for trying a config).
 
@@ -253,7 +307,13 @@ def once(config_path: str, dry_run: bool) -> None:
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
-    log.log(logging.INFO if report.ok else logging.WARNING, "%scycle: %s", prefix, report.summary())
+    log.log(
+        logging.INFO if report.ok else logging.WARNING,
+        "%scycle: %s",
+        prefix,
+        report.summary(),
+        extra={"fields": {"dry_run": dry_run, **report.fields()}},
+    )
     if not report.ok:
         sys.exit(1)
 
@@ -562,7 +622,7 @@ def status(config_path: str) -> None:
         click.echo(
             f"  {label}: job {defang(row.job_id, 64)} "
             f"({defang(alert.job.title, 120)}){held}, "
-            f"{row.attempts} attempts, next "
+            f"{plural(row.attempts, 'attempt')}, next "
             f"{show_time(upcoming, config.tz)}, "
             f"last error: {row.last_error or '-'}"
         )

@@ -22,11 +22,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
 
+from alertd import __version__
 from alertd.errors import ConfigError
 from alertd.models import SavedSearch, format_time
 from alertd.pipeline import CycleReport, utc_now
 from alertd.sdnotify import Notifier
 from alertd.settings import Config
+from alertd.words import duration, plural
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +126,12 @@ class Daemon:
     def run(self) -> None:
         """Poll now, then every ``poll_interval`` from each cycle's start, until stopped."""
         log.info(
-            "alertd running: %d searches, polling every %s, state in %s",
-            len(self.config.searches),
-            timedelta(seconds=round(self.config.poll_interval)),
+            "alertd %s running: %s, polling every %s; API %s, config %s, state %s",
+            __version__,
+            plural(len(self.config.searches), "search", "searches"),
+            duration(self.config.poll_interval),
+            self.config.api_url,
+            self.config.source,
             self.config.state_dir,
         )
         while not self.stop.is_set():
@@ -142,7 +147,7 @@ class Daemon:
                 continue
             self._tick()
         self.notifier.stopping()
-        log.info("alertd stopped after %d cycles", self.cycles)
+        log.info("alertd stopped after %s", plural(self.cycles, "cycle"))
 
     def reload_config(self) -> None:
         """Read the config again; use it from the next cycle on, or keep the running one."""
@@ -177,6 +182,7 @@ class Daemon:
         due = next_start(started, self.config.poll_interval, now)
         next_at = utc_now() + timedelta(seconds=due - now)
         level = logging.INFO if report.ok else logging.WARNING
+        fields = {"cycle": self.cycles, "seconds": round(now - started, 3), **report.fields()}
         log.log(
             level,
             "cycle %d in %.1fs: %s; next poll %s",
@@ -184,6 +190,7 @@ class Daemon:
             now - started,
             report.summary(),
             next_at.astimezone(self.config.tz).strftime("%H:%M:%S %Z"),
+            extra={"fields": {**fields, "next_poll": next_at.isoformat(timespec="seconds")}},
         )
         self.write_heartbeat(report)
         self.notifier.cycle_ended(f"cycle {self.cycles}: {report.summary()}")

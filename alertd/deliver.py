@@ -95,9 +95,13 @@ def send_apprise(
     collector = _Collect()
     logger = logging.getLogger("apprise")
     logger.addHandler(collector)
+    # apprise's own lines ("Notifying 1 service(s).", its failure that ours repeats) go
+    # to the log at DEBUG only; otherwise only the collector hears them.
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    propagated, logger.propagate = logger.propagate, debug
     started = time.monotonic()
     try:
-        with quiet_apprise(logging.getLogger().getEffectiveLevel()):
+        with quiet_apprise(logging.DEBUG if debug else logging.WARNING):
             plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
             if plugin is None:
                 return Outcome(False, "apprise cannot use this URL", permanent=True)
@@ -112,6 +116,7 @@ def send_apprise(
         return Outcome(False, f"{type(exc).__name__}: {exc}")
     finally:
         logger.removeHandler(collector)
+        logger.propagate = propagated
     if accepted:
         return Outcome(True)
     reason = "; ".join(collector.messages[-2:]) or "the service did not accept the message"

@@ -33,6 +33,7 @@ from alertd.plan import Query, Verdict
 from alertd.render import Channel, Item, Message, channel_for
 from alertd.settings import Config
 from alertd.store import Store
+from alertd.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +94,54 @@ class CycleReport:
         """True when nothing failed: every query answered and every due alert accepted."""
         return not (self.failed_searches or self.failed_sends or self.error or self.held)
 
+    def fields(self) -> dict[str, object]:
+        """The cycle's numbers, named as in ``summary``: a JSON log line's fields."""
+        return {
+            "searches": self.searches,
+            "failed_searches": list(self.failed_searches),
+            "requests": self.requests,
+            "changes": self.events,
+            "jobs_read": self.jobs_read,
+            "queries_asked": self.asked,
+            "queries": self.queries,
+            "new_matches": self.new_jobs,
+            "alerts_sent": self.sent,
+            "sends_failed": self.failed_sends,
+            "sends_unanswered": self.unknown_sends,
+            "withdrawn": self.withdrawn,
+            "malformed_jobs_skipped": self.skipped_jobs,
+            "owed": self.owed,
+            "primed": list(self.primed),
+            "ok": self.ok,
+        }
+
     def summary(self) -> str:
         """One line: the whole cycle at a glance."""
         failed = f" ({len(self.failed_searches)} failed: {', '.join(self.failed_searches)})"
         parts = [
-            f"{self.searches} searches" + (failed if self.failed_searches else ""),
-            f"{self.requests} requests",
+            plural(self.searches, "search", "searches") + (failed if self.failed_searches else ""),
+            plural(self.requests, "request"),
         ]
         if self.events or self.asked:
             parts.append(
-                f"{self.events} changes, {self.jobs_read} jobs read, "
-                f"{self.asked} of {self.queries} queries asked"
+                f"{plural(self.events, 'change')}, {plural(self.jobs_read, 'job')} read, "
+                f"{self.asked:,} of {plural(self.queries, 'query', 'queries')} asked"
             )
-        parts += [f"{self.new_jobs} new matches", f"{self.sent} alerts sent"]
+        parts += [
+            plural(self.new_jobs, "new match", "new matches"),
+            f"{plural(self.sent, 'alert')} sent",
+        ]
         if self.primed:
             shown = ", ".join(self.primed[:5]) + (" …" if len(self.primed) > 5 else "")
             parts.append(f"primed silently: {shown}")
         if self.skipped_jobs:
-            parts.append(f"{self.skipped_jobs} malformed jobs skipped")
+            parts.append(f"{plural(self.skipped_jobs, 'malformed job')} skipped")
         if self.withdrawn:
-            parts.append(f"{self.withdrawn} withdrawn (job closed or expired)")
+            parts.append(f"{self.withdrawn:,} withdrawn (job closed or expired)")
         if self.held:
             parts.append("deliveries held (change feed unreadable)")
         if self.failed_sends:
-            parts.append(f"{self.failed_sends} sends failed (will retry)")
+            parts.append(f"{plural(self.failed_sends, 'send')} failed (will retry)")
         if self.unknown_sends:
             parts.append(f"{self.unknown_sends} of them unanswered (target slow; may have it)")
         parts.append(f"{self.owed} owed")

@@ -104,6 +104,10 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
@@ -254,6 +258,7 @@ class AlertdSettings(BaseSettings):
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
         "INFO"
     )
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     timezone: str | None = None
     retry_schedule: list[Duration] = Field(
         default_factory=lambda: [60.0, 300.0, 1800.0, 3600.0], min_length=1
@@ -383,6 +388,7 @@ class Config:
     log_level: str
     tz: tzinfo
     searches: tuple[SavedSearch, ...]
+    log_format: str = "text"
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 1800.0, 3600.0)
     refresh_interval: float = 6 * 3600.0
     request_timeout: float = 30.0  # one whole API request, headers and body
@@ -527,6 +533,14 @@ class _Resolver:
         return {t.key: t for t in self.by_url.values()}
 
 
+def _list_label(channel: str, urls: list[str], index: int) -> str:
+    """How a person reads one URL of a channel's list: by its service
+    (``everywhere: discord``), numbered only when the list has that service twice."""
+    scheme = urls[index].split("://", 1)[0].lower()
+    same = [i for i, url in enumerate(urls) if url.split("://", 1)[0].lower() == scheme]
+    return f"{channel}: {scheme}" + (f" #{same.index(index) + 1}" if len(same) > 1 else "")
+
+
 def _resolve_channels(
     file: Destinations, doc: YamlDoc, resolver: _Resolver
 ) -> dict[str, tuple[Target, ...]]:
@@ -554,7 +568,7 @@ def _resolve_channels(
                 doc,
                 locs[i],
                 name if len(urls) == 1 else f"{name}:{Target.for_url(url, name).key[4:]}",
-                label=name if len(urls) == 1 else f"{name}[{i}]",
+                label=name if len(urls) == 1 else _list_label(name, urls, i),
                 pace=spec.pace(),
             )
             for i, url in enumerate(urls)
@@ -796,6 +810,7 @@ def _build_config(
         poll_interval=settings.poll_interval,
         requests_per_minute=settings.requests_per_minute,
         log_level=settings.log_level,
+        log_format=settings.log_format,
         tz=_zone(settings.timezone, source, doc.lines),
         searches=tuple(searches),
         retry_schedule=tuple(settings.retry_schedule),

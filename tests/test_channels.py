@@ -392,7 +392,7 @@ def test_a_down_target_gets_the_job_once_when_back_and_the_others_never_again(
     first = run_cli("once", "-c", config)
 
     assert first.exit_code == 1, first.output
-    assert "1 sends failed" in first.stderr
+    assert "1 send failed" in first.stderr
     assert len(tls_proxy.accepted(SLACK_HOST)) == 1
     assert len(tls_proxy.accepted(DISCORD_HOST)) == 1
     assert [r.status for r in tls_proxy.requests(TELEGRAM_HOST)] == [500]

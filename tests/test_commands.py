@@ -51,7 +51,7 @@ def test_status_shows_what_is_owed_and_why(
     result = run_cli("status", "-c", config)
     assert result.exit_code == 0, result.output
     assert "sent: 0  owed: 1" in result.output
-    assert "team: job " in result.output and "(Waiting job), 1 attempts" in result.output
+    assert "team: job " in result.output and "(Waiting job), 1 attempt" in result.output
     assert "last error: " in result.output and "last error: -" not in result.output
 
 

@@ -120,7 +120,7 @@ def test_a_pattern_matching_nothing_is_fine_but_a_non_string_is_not(
     config = write_config("include: [nobody-yet/*.yaml]\nsearches:\n  - name: a\n")
     result = run_cli("validate", "-c", config)
     assert result.exit_code == 0, result.output
-    assert "1 searches" in result.output
+    assert "1 search" in result.output
 
     beside = write_config("include: '*.yaml'\nsearches:\n  - name: a\n")  # matches itself
     assert [s.name for s in load_config(beside).searches] == ["a"]

@@ -186,7 +186,7 @@ def test_malformed_jobs_are_skipped_with_a_warning(
     assert alerts_in(result.stdout) == ["Pay is odd"]
     assert "Pay: not stated" in result.stdout
     assert "malformed pay dropped" in result.output
-    assert "1 malformed jobs skipped" in result.output
+    assert "1 malformed job skipped" in result.output
 
 
 def test_dry_run_sends_and_records_nothing(

@@ -247,7 +247,7 @@ def test_a_closure_seen_earlier_still_stops_a_cached_listing(
         config.write_text(config.read_text() + "refresh_interval: 0.1\n")
         cached = run_cli("once", "-c", config)
         assert cached.exit_code == 0, cached.output
-        assert "1 of 1 queries asked" in cached.output
+        assert "1 of 1 query asked" in cached.output
         assert alerts_in(cached.stdout) == []
     finally:
         server.stop()

@@ -83,7 +83,7 @@ def test_ready_after_first_cycle_with_its_summary_then_watchdog_and_stopping(
     assert len(ready) == 1, messages
     first = messages[ready[0]].splitlines()
     # READY comes with the first cycle's summary: the cycle ran before it was sent.
-    assert first[1].startswith("STATUS=cycle 1: 1 searches, "), first
+    assert first[1].startswith("STATUS=cycle 1: 1 search, "), first
     assert "primed silently: all" in first[1]
     assert (state_dir / "heartbeat.json").exists()
     assert not any("READY=1" in m for m in messages[: ready[0]])
