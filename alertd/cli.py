@@ -6,7 +6,6 @@ Exit status: 0 all went well; 1 something failed at run time and will be retried
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -24,8 +23,15 @@ from alertd.api import OpenTrainClient
 from alertd.daemon import HEARTBEAT_FILE, Daemon, use_utc
 from alertd.deliver import dry_run_sender, send, sender_for
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
+from alertd.health import (
+    DEFAULT_MAX_OWED_AGE,
+    DEFAULT_MAX_UNREACHABLE,
+    HealthLimits,
+    judge_health,
+    read_heartbeat,
+)
 from alertd.match import is_open, why_dropped
-from alertd.models import Job, Pay, Target, parse_time
+from alertd.models import Job, Pay, Target
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
@@ -580,7 +586,7 @@ def status(config_path: str) -> None:
 @click.option(
     "--max-unreachable",
     type=click.IntRange(min=1),
-    default=3,
+    default=DEFAULT_MAX_UNREACHABLE,
     show_default=True,
     help="Cycles in a row without an answer from the API (or with every search asked "
     "failing) that still count as healthy.",
@@ -588,7 +594,7 @@ def status(config_path: str) -> None:
 @click.option(
     "--max-owed-age",
     type=float,
-    default=24 * 3600.0,
+    default=DEFAULT_MAX_OWED_AGE,
     show_default=True,
     help="Seconds an alert may stay owed (its target down or refusing) and still be healthy.",
 )
@@ -611,39 +617,14 @@ def health(
     except ConfigError as exc:
         unhealthy(f"config error: {exc.describe()}")
     setup_logging(config.log_level, config.secrets)
-    limit = max_age if max_age is not None else 3 * config.poll_interval + 60
+    defaults = HealthLimits.for_interval(config.poll_interval)
+    limits = HealthLimits(
+        max_age if max_age is not None else defaults.max_age, max_unreachable, max_owed_age
+    )
     path = config.state_dir / HEARTBEAT_FILE
-    try:
-        beat = json.loads(path.read_text(encoding="utf-8"))
-        at = parse_time(beat.get("at"))
-    except (OSError, ValueError, AttributeError):
-        at = None
-    if at is None:
-        unhealthy(f"no heartbeat in {path} (is `alertd run` running?)")
-    now = datetime.now(UTC)
-    age = (now - at).total_seconds()
-    if age > limit:
-        unhealthy(f"the last cycle ended {age:.0f}s ago (limit {limit:.0f}s): stopped or stuck?")
-    unreachable = int(beat.get("unreachable_cycles") or 0)
-    if unreachable >= max_unreachable:
-        unhealthy(f"the API did not answer in the last {unreachable} cycles (see the log)")
-    failing = int(beat.get("searches_failed_cycles") or 0)
-    if failing >= max_unreachable:
-        unhealthy(
-            f"every search asked failed in the last {failing} cycles that asked the API "
-            "(see the log for why)"
-        )
-    refusing = beat.get("refusing") or []
-    if refusing:
-        unhealthy(
-            f"{', '.join(map(str, refusing))} refused alerts for good (revoked token? deleted "
-            "webhook?): fix the URL, then `alertd status`"
-        )
-    oldest = parse_time(beat.get("oldest_owed"))
-    if oldest is not None and (now - oldest).total_seconds() > max_owed_age:
-        since = show_time(oldest, config.tz)
-        unhealthy(f"an alert has been owed since {since}: see `alertd status` for the target")
-    click.echo(f"healthy: cycle {beat.get('cycles')} ended {age:.0f}s ago")
+    verdict = judge_health(read_heartbeat(path), path, datetime.now(UTC), limits, config.tz)
+    click.echo(verdict.line)
+    sys.exit(0 if verdict.healthy else 1)
 
 
 def unhealthy(reason: str) -> NoReturn:
