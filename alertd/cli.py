@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ import click
 
 from alertd import __version__
 from alertd.api import OpenTrainClient
-from alertd.daemon import HEARTBEAT_FILE, Daemon, use_utc
+from alertd.daemon import HEARTBEAT_FILE, CycleRunner, Daemon, use_utc
 from alertd.deliver import dry_run_sender, send, sender_for
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.health import (
@@ -31,6 +31,7 @@ from alertd.health import (
     read_heartbeat,
 )
 from alertd.match import is_open, why_dropped
+from alertd.metrics import DEFAULT_HOST, MetricsServer, bind_metrics, serve_metrics
 from alertd.models import Job, Pay, Target
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
@@ -188,10 +189,40 @@ def cli(config_path: str | None) -> None:
     """
 
 
+def metrics_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--metrics-port`` and ``--metrics-host``, for ``run``."""
+    port = click.option(
+        "--metrics-port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="Serve Prometheus /metrics and /healthz on this port "
+        "[env: ALERTD_METRICS_PORT; default: off].",
+    )
+    host = click.option(
+        "--metrics-host",
+        default=DEFAULT_HOST,
+        show_default=True,
+        help="Address the metrics port listens on; 0.0.0.0 only in a container "
+        "(anywhere else it shows your targets' names and failures to the network).",
+    )
+    return port(host(command))
+
+
+def open_metrics_port(config: Config, port: int | None, host: str) -> MetricsServer | None:
+    """The metrics port, listening (the option wins over ``metrics_port``), or exit 2."""
+    option = "--metrics-port" if port is not None else "metrics_port"
+    port = config.metrics_port if port is None else port
+    try:
+        return None if port is None else bind_metrics(port, host, option)
+    except ConfigError as exc:
+        fail(exc)
+
+
 @cli.command()
 @config_option
 @dry_run_option
-def run(config_path: str, dry_run: bool) -> None:
+@metrics_options
+def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the daemon: poll at start, then every poll_interval, until stopped.
 
     SIGTERM or Ctrl-C stops it after the current step; a second one stops it at once.
@@ -214,6 +245,7 @@ def run(config_path: str, dry_run: bool) -> None:
         set_log_level(new.log_level)
         return new
 
+    listener = open_metrics_port(config, metrics_port, metrics_host)
     use_utc()
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
@@ -224,12 +256,18 @@ def run(config_path: str, dry_run: bool) -> None:
         if dry_run
         else sender_for(config.send_timeout, config.tz)
     )
-    with open_store(config, dry_run) as store, make_client(config, stop) as client:
+    with (
+        open_store(config, dry_run) as store,
+        make_client(config, stop) as client,
+        serve_metrics(listener, config, client) as metrics,
+    ):
+        send = sender if metrics is None else metrics.watch_sends(sender)
+        cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
+            current, client, store, send, stop=stop, retry_refused=fresh
+        )
         daemon = Daemon(
             config,
-            lambda current, fresh: run_once(
-                current, client, store, sender, stop=stop, retry_refused=fresh
-            ),
+            cycle if metrics is None else metrics.watch_cycles(cycle, store),
             reload=reload,
             stop=stop,
         )
