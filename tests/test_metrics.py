@@ -15,7 +15,9 @@ from alertd.api import OpenTrainClient
 from alertd.errors import ApiError
 from alertd.health import HealthLimits, judge_health
 from alertd.market import Market
+from alertd.metrics import bind_metrics, serve_metrics
 from alertd.models import format_time
+from alertd.settings import load_config
 from alertd.standin import Fault, StandInServer
 from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
@@ -172,3 +174,15 @@ def test_the_health_verdict(heartbeat: dict[str, object] | None, healthy: bool, 
     assert verdict.healthy is healthy
     assert says in verdict.line
     assert verdict.line.startswith("healthy: " if healthy else "unhealthy: ")
+
+
+def test_the_metrics_port_closes_when_the_run_ends(
+    write_config: WriteConfig, standin: StandInServer
+) -> None:
+    config = load_config(write_config("searches:\n  - name: a\n"))
+    server = bind_metrics(0)
+    port = server.server_address[1]
+    with OpenTrainClient(standin.url) as client, serve_metrics(server, config, client):
+        assert healthz(port).status_code == 503  # no cycle yet: no heartbeat
+    with pytest.raises(httpx.ConnectError):
+        healthz(port)
