@@ -367,6 +367,9 @@ class OpenTrainClient:
             },
             transport=transport or _deadline_transport(self.deadline_backend),
         )
+        # Told (endpoint, HTTP status or error kind) after each request: metrics.py's hook.
+        self.on_request: Callable[[str, str], None] | None = None
+        self.status: int | None = None  # of the last answer whose headers arrived
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -383,8 +386,12 @@ class OpenTrainClient:
         """How many requests this client has sent (for the per-cycle log line)."""
         return self.budget.requests
 
-    def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+    def get_json(
+        self, path: str, params: dict[str, str] | None = None, *, endpoint: str | None = None
+    ) -> dict[str, Any]:
         """GET ``path`` and return its JSON object, retrying what retrying can fix.
+
+        ``endpoint`` names ``path`` for ``on_request`` without what varies (``jobs/{id}``).
 
         5xx, timeouts and unparseable bodies back off along ``retry_delays``; a 429
         waits for ``Retry-After`` (up to ``MAX_RATE_LIMITED_TRIES`` times). 4xx raise at once.
@@ -392,7 +399,7 @@ class OpenTrainClient:
         failures = limited = 0
         while True:
             with self.budget.slot():
-                outcome, retry_after = self._attempt(path, params)
+                outcome, retry_after = self._attempt_told(endpoint or path, path, params)
             if isinstance(outcome, dict):
                 return outcome
             if retry_after is not None:
@@ -410,6 +417,30 @@ class OpenTrainClient:
             log.debug("API /%s: %s; retrying in %.1fs", path, outcome, delay)
             self.budget.pause(delay)
 
+    def _attempt_told(
+        self, endpoint: str, path: str, params: dict[str, str] | None
+    ) -> tuple[dict[str, Any] | str, float | None]:
+        """``_attempt``, its outcome told to ``on_request``: the HTTP status when the answer
+        was whole, else ``bad_body``, ``unreachable`` (no answer) or ``error``. A stop is
+        no outcome."""
+        self.status = None
+        kind: str | None = "unreachable"
+        try:
+            outcome, retry_after = self._attempt(path, params)
+            if self.status is not None:
+                whole = isinstance(outcome, dict) or self.status >= 400
+                kind = str(self.status) if whole else "bad_body"
+            return outcome, retry_after
+        except StopRequestedError:
+            kind = None
+            raise
+        except ApiError as exc:
+            kind = "error" if exc.status is None else str(exc.status)
+            raise
+        finally:
+            if kind is not None and self.on_request is not None:
+                self.on_request(endpoint, kind)
+
     def _attempt(
         self, path: str, params: dict[str, str] | None
     ) -> tuple[dict[str, Any] | str, float | None]:
@@ -422,6 +453,7 @@ class OpenTrainClient:
         self.deadline_backend.set(started + self.deadline)
         try:
             with self.http.stream("GET", path, params=params) as response:
+                self.status = response.status_code
                 content = self._read_body(response, started)
         except _BodyError as exc:
             return str(exc), None
@@ -594,7 +626,7 @@ class OpenTrainClient:
         # One path segment whatever the id holds: '/', '?', and '.', so '..' is not the parent.
         segment = quote(job_id, safe="").replace(".", "%2E")
         try:
-            body = self.get_json(f"jobs/{segment}")
+            body = self.get_json(f"jobs/{segment}", endpoint="jobs/{id}")
         except ApiError as exc:
             if exc.status == 404 and exc.code == CLOSED_CODE:
                 return None

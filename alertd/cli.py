@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -21,11 +21,19 @@ import click
 
 from alertd import __version__
 from alertd.api import OpenTrainClient
-from alertd.daemon import HEARTBEAT_FILE, Daemon, use_utc
+from alertd.daemon import HEARTBEAT_FILE, CycleRunner, Daemon, use_utc
 from alertd.deliver import dry_run_sender, send, sender_for
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
+from alertd.health import (
+    DEFAULT_MAX_OWED_AGE,
+    DEFAULT_MAX_UNREACHABLE,
+    HealthLimits,
+    judge_health,
+    read_heartbeat,
+)
 from alertd.match import is_open, why_dropped
-from alertd.models import Job, Pay, Target, parse_time
+from alertd.metrics import DEFAULT_HOST, MetricsServer, bind_metrics, serve_metrics
+from alertd.models import Job, Pay, Target
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
@@ -234,11 +242,41 @@ def cli(config_path: str | None) -> None:
     """
 
 
+def metrics_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--metrics-port`` and ``--metrics-host``, for ``run``."""
+    port = click.option(
+        "--metrics-port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="Serve Prometheus /metrics and /healthz on this port "
+        "[env: ALERTD_METRICS_PORT; default: off].",
+    )
+    host = click.option(
+        "--metrics-host",
+        default=DEFAULT_HOST,
+        show_default=True,
+        help="Address the metrics port listens on; 0.0.0.0 only in a container "
+        "(anywhere else it shows your targets' names and failures to the network).",
+    )
+    return port(host(command))
+
+
+def open_metrics_port(config: Config, port: int | None, host: str) -> MetricsServer | None:
+    """The metrics port, listening (the option wins over ``metrics_port``), or exit 2."""
+    option = "--metrics-port" if port is not None else "metrics_port"
+    port = config.metrics_port if port is None else port
+    try:
+        return None if port is None else bind_metrics(port, host, option)
+    except ConfigError as exc:
+        fail(exc)
+
+
 @cli.command()
 @config_option
 @dry_run_option
 @log_format_option
-def run(config_path: str, dry_run: bool) -> None:
+@metrics_options
+def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the daemon: poll at start, then every poll_interval, until stopped.
 
     SIGTERM or Ctrl-C stops it after the current step; a second one stops it at once.
@@ -261,6 +299,7 @@ def run(config_path: str, dry_run: bool) -> None:
         set_log_level(new.log_level)
         return new
 
+    listener = open_metrics_port(config, metrics_port, metrics_host)
     use_utc()
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
@@ -271,12 +310,18 @@ def run(config_path: str, dry_run: bool) -> None:
         if dry_run
         else sender_for(config.send_timeout, config.tz)
     )
-    with open_store(config, dry_run) as store, make_client(config, stop) as client:
+    with (
+        open_store(config, dry_run) as store,
+        make_client(config, stop) as client,
+        serve_metrics(listener, config, client) as metrics,
+    ):
+        send = sender if metrics is None else metrics.watch_sends(sender)
+        cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
+            current, client, store, send, stop=stop, retry_refused=fresh
+        )
         daemon = Daemon(
             config,
-            lambda current, fresh: run_once(
-                current, client, store, sender, stop=stop, retry_refused=fresh
-            ),
+            cycle if metrics is None else metrics.watch_cycles(cycle, store),
             reload=reload,
             stop=stop,
         )
@@ -640,7 +685,7 @@ def status(config_path: str) -> None:
 @click.option(
     "--max-unreachable",
     type=click.IntRange(min=1),
-    default=3,
+    default=DEFAULT_MAX_UNREACHABLE,
     show_default=True,
     help="Cycles in a row without an answer from the API (or with every search asked "
     "failing) that still count as healthy.",
@@ -648,7 +693,7 @@ def status(config_path: str) -> None:
 @click.option(
     "--max-owed-age",
     type=float,
-    default=24 * 3600.0,
+    default=DEFAULT_MAX_OWED_AGE,
     show_default=True,
     help="Seconds an alert may stay owed (its target down or refusing) and still be healthy.",
 )
@@ -671,39 +716,14 @@ def health(
     except ConfigError as exc:
         unhealthy(f"config error: {exc.describe()}")
     setup_logging(config.log_level, config.secrets)
-    limit = max_age if max_age is not None else 3 * config.poll_interval + 60
+    defaults = HealthLimits.for_interval(config.poll_interval)
+    limits = HealthLimits(
+        max_age if max_age is not None else defaults.max_age, max_unreachable, max_owed_age
+    )
     path = config.state_dir / HEARTBEAT_FILE
-    try:
-        beat = json.loads(path.read_text(encoding="utf-8"))
-        at = parse_time(beat.get("at"))
-    except (OSError, ValueError, AttributeError):
-        at = None
-    if at is None:
-        unhealthy(f"no heartbeat in {path} (is `alertd run` running?)")
-    now = datetime.now(UTC)
-    age = (now - at).total_seconds()
-    if age > limit:
-        unhealthy(f"the last cycle ended {age:.0f}s ago (limit {limit:.0f}s): stopped or stuck?")
-    unreachable = int(beat.get("unreachable_cycles") or 0)
-    if unreachable >= max_unreachable:
-        unhealthy(f"the API did not answer in the last {unreachable} cycles (see the log)")
-    failing = int(beat.get("searches_failed_cycles") or 0)
-    if failing >= max_unreachable:
-        unhealthy(
-            f"every search asked failed in the last {failing} cycles that asked the API "
-            "(see the log for why)"
-        )
-    refusing = beat.get("refusing") or []
-    if refusing:
-        unhealthy(
-            f"{', '.join(map(str, refusing))} refused alerts for good (revoked token? deleted "
-            "webhook?): fix the URL, then `alertd status`"
-        )
-    oldest = parse_time(beat.get("oldest_owed"))
-    if oldest is not None and (now - oldest).total_seconds() > max_owed_age:
-        since = show_time(oldest, config.tz)
-        unhealthy(f"an alert has been owed since {since}: see `alertd status` for the target")
-    click.echo(f"healthy: cycle {beat.get('cycles')} ended {age:.0f}s ago")
+    verdict = judge_health(read_heartbeat(path), path, datetime.now(UTC), limits, config.tz)
+    click.echo(verdict.line)
+    sys.exit(0 if verdict.healthy else 1)
 
 
 def unhealthy(reason: str) -> NoReturn:

@@ -2,6 +2,7 @@
 
     AlertdError
     ├── ConfigError          the YAML or the environment is wrong; exit status 2
+    │   └── PortError             the metrics port cannot be listened on (in use)
     ├── StoreError           the state file cannot be read, written or locked
     │   └── StateDamagedError     a state file is empty, unreadable, missing or foreign
     ├── ApiError             the OpenTrain API refused a request (4xx other than 429)
@@ -51,6 +52,14 @@ class ConfigError(AlertdError):
         if self.field:
             return f"{where}: {self.field}: {self.message}"
         return f"{where}: {self.message}"
+
+
+class PortError(ConfigError):
+    """The metrics port cannot be listened on: in use, or not ours to open."""
+
+    def describe(self) -> str:
+        """One line naming the option and the port: ``--metrics-port 9108 is in use``."""
+        return self.message
 
 
 class StoreError(AlertdError):

@@ -264,6 +264,9 @@ class AlertdSettings(BaseSettings):
         default_factory=lambda: [60.0, 300.0, 1800.0, 3600.0], min_length=1
     )
     broken_state: Literal["stop", "move_aside"] = "stop"
+    metrics_port: Annotated[int, BeforeValidator(_not_bool)] | None = Field(
+        default=None, ge=1, le=65535
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -395,6 +398,7 @@ class Config:
     send_timeout: float = 30.0  # how long a target may take to answer a delivery
     max_response_mb: float = 10.0  # one decoded API answer
     broken_state: str = "stop"  # or "move_aside": a damaged state is moved aside at start
+    metrics_port: int | None = None  # serve /metrics and /healthz on 127.0.0.1 (metrics.py)
     owner: str = ""  # the file's resolved path: what it forgets, it forgets of its own searches
     targets: dict[str, Target] = field(default_factory=dict)
     channels: dict[str, tuple[Target, ...]] = field(default_factory=dict)
@@ -819,6 +823,7 @@ def _build_config(
         send_timeout=settings.send_timeout,
         max_response_mb=settings.max_response_mb,
         broken_state=settings.broken_state,
+        metrics_port=settings.metrics_port,
         owner=owner,
         targets=dict(resolver.targets),
         channels=channels,
