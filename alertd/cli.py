@@ -29,6 +29,7 @@ from alertd.health import (
     DEFAULT_MAX_UNREACHABLE,
     HealthLimits,
     judge_health,
+    process_running,
     read_heartbeat,
 )
 from alertd.match import is_open, why_dropped
@@ -721,7 +722,8 @@ def health(
         max_age if max_age is not None else defaults.max_age, max_unreachable, max_owed_age
     )
     path = config.state_dir / HEARTBEAT_FILE
-    verdict = judge_health(read_heartbeat(path), path, datetime.now(UTC), limits, config.tz)
+    beat = read_heartbeat(path)
+    verdict = judge_health(beat, path, datetime.now(UTC), limits, config.tz, process_running)
     click.echo(verdict.line)
     sys.exit(0 if verdict.healthy else 1)
 

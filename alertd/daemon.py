@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +107,7 @@ class Daemon:
         self.cycles = 0
         self.unreachable = 0  # cycles in a row in which the API could not be reached
         self.searches_failing = 0  # cycles in a row that asked queries and got no answer
+        self.last_beat: dict[str, object] | None = None  # what the last cycle wrote
         self.notifier = notifier or Notifier.from_environ()  # systemd's, when it runs us
 
     def install_signal_handlers(self) -> None:
@@ -148,6 +150,8 @@ class Daemon:
                 continue
             self._tick()
         self.notifier.stopping()
+        if self.last_beat is not None:  # health says "stopped" now, not minutes from now
+            self._write_beat({**self.last_beat, "stopped_at": format_time(utc_now())})
         log.info("alertd stopped after %s", plural(self.cycles, "cycle"))
 
     def reload_config(self) -> None:
@@ -206,7 +210,6 @@ class Daemon:
             self.searches_failing += 1
         elif report.asked:
             self.searches_failing = 0
-        path = self.config.state_dir / HEARTBEAT_FILE
         beat = {
             "at": format_time(utc_now()),
             "ok": report.ok,
@@ -216,7 +219,13 @@ class Daemon:
             "searches_failed_cycles": self.searches_failing,
             "oldest_owed": None if report.oldest_owed is None else format_time(report.oldest_owed),
             "refusing": report.refusing,
+            "host": socket.gethostname(),  # where "pid" means something
         }
+        self.last_beat = beat
+        self._write_beat(beat)
+
+    def _write_beat(self, beat: dict[str, object]) -> None:
+        path = self.config.state_dir / HEARTBEAT_FILE
         try:
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -8,6 +8,9 @@ cycle (``Daemon.write_heartbeat``) and ask ``judge_health``, so they never disag
 from __future__ import annotations
 
 import json
+import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -57,13 +60,42 @@ def read_heartbeat(path: Path) -> dict[str, Any] | None:
     return beat if isinstance(beat, dict) else None
 
 
+def process_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (or in this container)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or not ours to ask): assume it is there
+    return True
+
+
 def judge_health(
-    beat: dict[str, Any] | None, path: Path, now: datetime, limits: HealthLimits, tz: tzinfo
+    beat: dict[str, Any] | None,
+    path: Path,
+    now: datetime,
+    limits: HealthLimits,
+    tz: tzinfo,
+    running: Callable[[int], bool] | None = None,
 ) -> Verdict:
-    """The verdict on the heartbeat ``beat`` (read from ``path``) at ``now``."""
+    """The verdict on the heartbeat ``beat`` (read from ``path``) at ``now``.
+
+    ``running`` (``process_running`` for ``alertd health``) lets a daemon that is gone be
+    said at once: it stopped (its last heartbeat says so), or the process that wrote the
+    heartbeat on this host no longer exists (a kill -9, a crash), instead of only once
+    the heartbeat is three poll intervals old.
+    """
     at = parse_time(beat.get("at")) if beat is not None else None
     if beat is None or at is None:
         return Verdict(False, f"no heartbeat in {path} (is `alertd run` running?)")
+    stopped = parse_time(beat.get("stopped_at"))
+    if stopped is not None:
+        return Verdict(False, f"alertd stopped at {show_time(stopped, tz)}")
+    pid = beat.get("pid")
+    here = beat.get("host") == socket.gethostname()
+    if running is not None and here and isinstance(pid, int) and not running(pid):
+        return Verdict(False, f"the daemon that wrote {path.name} (pid {pid}) is not running")
     age = (now - at).total_seconds()
     if age > limits.max_age:
         return Verdict(

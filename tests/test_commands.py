@@ -190,3 +190,23 @@ def test_a_refused_query_is_not_an_unreachable_api() -> None:
 
     assert not CycleReport(failed_searches=["bad"], asked=0).api_unreachable
     assert CycleReport(held=True).api_unreachable
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_health_is_unhealthy_as_soon_as_the_daemon_is_gone(
+    write_config: WriteConfig,
+    run_cli: RunCli,
+    start_daemon: StartDaemon,
+    state_dir: Path,
+    how: str,
+) -> None:
+    config = write_config("poll_interval: 1h\nsearches:\n  - name: all\n")
+    daemon = start_daemon(config)
+    wait_for(lambda: (state_dir / "heartbeat.json").exists())
+    assert run_cli("health", "-c", config).exit_code == 0
+    daemon.send_signal(getattr(signal, how))
+    daemon.wait(timeout=15)
+    gone = run_cli("health", "-c", config)  # not an hour (3 poll intervals) later: now
+    assert gone.exit_code == 1
+    said = "alertd stopped at" if how == "SIGTERM" else "is not running"
+    assert said in gone.output, gone.output
