@@ -87,7 +87,9 @@ class LogFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         doc.update(getattr(record, "fields", None) or {})
-        if record.exc_info:
+        if record.exc_text:  # the masked text the filter left
+            doc["exception"] = record.exc_text
+        elif record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False, default=str)
 
@@ -190,7 +192,6 @@ config_option = click.option(
     "config_path",
     default=None,
     callback=find_config,
-    type=click.Path(dir_okay=False),
     help=CONFIG_HELP + " [default: ./alerts.yaml, then $XDG_CONFIG_HOME/alertd/alerts.yaml, then"
     " /etc/alertd/alerts.yaml: the first that exists]",
 )
@@ -227,7 +228,6 @@ dry_run_option = click.option(
     "config_path",
     default=None,
     envvar="ALERTD_CONFIG",
-    type=click.Path(dir_okay=False),
     help=CONFIG_HELP + " Accepted before or after the command.",
 )
 def cli(config_path: str | None) -> None:
@@ -298,6 +298,10 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         new = check_config(config_path, need_searches=True)
         redactor.add(new.secrets)  # before anything of the new config can reach a log line
         set_log_level(new.log_level)
+        for handler in logging.getLogger().handlers:  # times in the new zone, the new format
+            if isinstance(handler.formatter, LogFormatter):
+                handler.formatter.tz = new.tz
+                handler.formatter.as_json = new.log_format == "json"
         return new
 
     listener = open_metrics_port(config, metrics_port, metrics_host)
@@ -325,6 +329,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
             cycle if metrics is None else metrics.watch_cycles(cycle, store),
             reload=reload,
             stop=stop,
+            heartbeat=not dry_run,
         )
         daemon.install_signal_handlers()
         daemon.run()
@@ -629,7 +634,19 @@ def status(config_path: str) -> None:
       alertd status -c alerts.yaml
     """
     config = read_config(config_path, need_secrets=False)
-    if not (config.state_dir / "feed.json").exists():
+    try:
+        (config.state_dir / "feed.json").stat()
+        has_state = True
+    except FileNotFoundError:
+        has_state = False
+    except OSError as exc:  # e.g. the daemon's 0700 state dir, asked as another user
+        fail(
+            StoreError(
+                f"cannot read the state in {config.state_dir}: {exc.strerror}; "
+                "ask as the user alertd runs as, or as root"
+            )
+        )
+    if not has_state:
         click.echo(
             f"no state in {config.state_dir} yet: alertd has not completed a cycle with "
             "this state_dir (start it with `alertd run`, or check state_dir / "
@@ -638,6 +655,14 @@ def status(config_path: str) -> None:
         sys.exit(1)
     targets = {t.key: t for s in config.searches for t in s.targets}
     labels = {key: t.label for key, t in targets.items()}
+    # An inline URL is known by a digest of it, ${VAR} included: without the variable
+    # (an operator's shell) its rows cannot be matched to it.
+    unset = any(t.url and "${" in t.url and t.key.startswith("url:") for t in targets.values())
+    gone = (
+        "(an inline URL whose ${VAR} is not set here, or a target no longer in config)"
+        if unset
+        else "(target no longer in config)"
+    )
     with open_store(config, dry_run=True) as store:  # a snapshot: works beside a running daemon
         counts = store.counts()
         rows = store.owed_rows()
@@ -651,7 +676,7 @@ def status(config_path: str) -> None:
             "(its 'quarantine' table), kept for you to inspect; they are not sent"
         )
     for row, alert in zip(rows, alerts, strict=True):
-        label = labels.get(row.target, "(target no longer in config)")
+        label = labels.get(row.target, gone)
         held = " (held: job changed, confirming it is still open)" if row.status == "held" else ""
         if row.refused_by:
             held += (
@@ -722,7 +747,10 @@ def health(
         max_age if max_age is not None else defaults.max_age, max_unreachable, max_owed_age
     )
     path = config.state_dir / HEARTBEAT_FILE
-    beat = read_heartbeat(path)
+    try:
+        beat = read_heartbeat(path)
+    except PermissionError:
+        unhealthy(f"cannot read {path}: permission denied; ask as the user alertd runs as")
     verdict = judge_health(beat, path, datetime.now(UTC), limits, config.tz, process_running)
     click.echo(verdict.line)
     sys.exit(0 if verdict.healthy else 1)

@@ -94,8 +94,10 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], object] | None = None,
         notifier: Notifier | None = None,
+        heartbeat: bool = True,
     ) -> None:
         self.config = config
+        self.heartbeat = heartbeat  # False for a dry run: it records nothing, health included
         self.cycle = cycle
         self.reload = reload
         self.stop = stop or threading.Event()
@@ -137,6 +139,7 @@ class Daemon:
             self.config.source,
             self.config.state_dir,
         )
+        self._mark_started()
         while not self.stop.is_set():
             self.notifier.watchdog()
             if self.reload_requested:
@@ -224,7 +227,22 @@ class Daemon:
         self.last_beat = beat
         self._write_beat(beat)
 
+    def _mark_started(self) -> None:
+        """A heartbeat left by a daemon that stopped says so; this one is running now
+        (its first cycle may take a while): the old "stopped at" must not stand."""
+        if not self.heartbeat:
+            return
+        try:
+            beat = json.loads((self.config.state_dir / HEARTBEAT_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(beat, dict) and "stopped_at" in beat:
+            beat.pop("stopped_at")
+            self._write_beat({**beat, "pid": os.getpid(), "host": socket.gethostname()})
+
     def _write_beat(self, beat: dict[str, object]) -> None:
+        if not self.heartbeat:
+            return
         path = self.config.state_dir / HEARTBEAT_FILE
         try:
             tmp = path.with_suffix(".tmp")

@@ -52,9 +52,14 @@ class Verdict:
 
 
 def read_heartbeat(path: Path) -> dict[str, Any] | None:
-    """The heartbeat as written, or None when it is missing or unreadable."""
+    """The heartbeat as written, or None when it is missing or unreadable.
+
+    PermissionError is raised: "no heartbeat" would hide that the asker cannot read it.
+    """
     try:
         beat = json.loads(path.read_text(encoding="utf-8"))
+    except PermissionError:
+        raise
     except (OSError, ValueError):
         return None
     return beat if isinstance(beat, dict) else None

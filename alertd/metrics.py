@@ -183,7 +183,11 @@ class Metrics:
         config = self.config
         path = config.state_dir / HEARTBEAT_FILE
         limits = HealthLimits.for_interval(config.poll_interval)
-        return judge_health(read_heartbeat(path), path, datetime.now(UTC), limits, config.tz)
+        try:
+            beat = read_heartbeat(path)
+        except PermissionError:  # the daemon's own file: only if someone chmod-ed it
+            beat = None
+        return judge_health(beat, path, datetime.now(UTC), limits, config.tz)
 
     def app(self) -> Wsgi:
         """The WSGI app: ``/metrics``, ``/healthz`` (200 or 503 with the verdict), else 404."""

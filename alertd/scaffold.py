@@ -47,6 +47,10 @@ def init(path: Path, force: bool) -> None:
     try:
         write_example(path, force)
     except FileExistsError:
+        if not path.parent.is_dir():  # a file where a folder of the path should be
+            raise click.ClickException(
+                f"could not write {path}: a file is in the way of its folder"
+            ) from None
         raise click.ClickException(
             f"{path} exists; alertd init will not overwrite it (--force would)"
         ) from None

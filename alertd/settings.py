@@ -218,6 +218,8 @@ def _check_api_url(value: str) -> str:
 def _state_dir(value: object) -> object:
     if isinstance(value, str | Path) and not str(value).strip():
         raise ValueError("is empty; name a directory, e.g. /data or ~/.local/state/alertd")
+    if isinstance(value, str | Path) and "${" in str(value):  # only without the secrets
+        raise ValueError(f"{str(value)!r} needs an environment variable that is not set")
     if isinstance(value, str | Path) and "\0" in str(value):
         raise ValueError(f"{str(value)!r} holds a NUL character, which no path can")
     try:

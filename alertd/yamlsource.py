@@ -158,6 +158,7 @@ def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
         if found is None:
             raise doc.error(missing_reference(name), loc)
         secrets.add(found)
+        secrets.add(found.strip())  # printed without the line breaks it may end in
         return found
 
     return _ENV_REF.sub(replace, value)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +15,7 @@ from click.testing import CliRunner
 
 from alertd.cli import cli
 from alertd.market import Market
-from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
+from tests.conftest import ALERTD, RunCli, StartDaemon, WriteConfig, wait_for
 
 WITH_SECRETS = (
     "channels:\n  tg: tgram://${ALERTD_TEST_TG}/987654321/\n"
@@ -122,3 +127,126 @@ def test_validate_online_without_the_api_says_the_offline_checks_passed(
     assert result.exit_code == 1
     assert "the offline checks passed, but the facets could not be fetched" in result.output
     assert "tries" not in result.output  # one try: a person is waiting
+
+
+# -- what a review of the above found ------------------------------------------------
+
+
+def test_a_dry_run_beside_a_running_daemon_leaves_its_heartbeat_alone(
+    write_config: WriteConfig, start_daemon: StartDaemon, state_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config("poll_interval: 1h\nsearches:\n  - name: all\n")
+    daemon = start_daemon(config)
+    beat = state_dir / "heartbeat.json"
+    wait_for(beat.exists)
+    before = beat.read_bytes()
+    dry = subprocess.Popen(
+        [*ALERTD, "run", "-c", str(config), "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(2)  # its first cycle has run
+    dry.send_signal(signal.SIGTERM)
+    dry.wait(timeout=15)
+    assert beat.read_bytes() == before  # health still judges the real daemon
+    daemon.terminate()
+    daemon.wait(timeout=15)
+
+
+def test_a_json_log_line_masks_secrets_in_a_traceback_too() -> None:
+    import io
+    import logging
+
+    from alertd.cli import setup_logging
+
+    setup_logging("INFO", frozenset({"SECRETTOKEN123"}), None, "json")
+    stream = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    try:
+        raise RuntimeError("posting to hooks.example/SECRETTOKEN123 failed")
+    except RuntimeError:
+        logging.getLogger("alertd").exception("send failed")
+    line = json.loads(stream.getvalue())
+    assert "SECRETTOKEN123" not in stream.getvalue() and "hooks.example/***" in line["exception"]
+
+
+def test_status_without_the_secret_says_why_an_inline_urls_rows_are_unmatched(
+    write_config: WriteConfig, run_cli: RunCli, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALERTD_TEST_HOOK", "h00kT0ken99")
+    config = write_config(
+        "searches:\n  - name: all\n    notify: ['json://127.0.0.1:9/${ALERTD_TEST_HOOK}']\n"
+    )
+    run_cli("once", "-c", config)
+    market.add_job(title="Owed to the inline URL")
+    run_cli("once", "-c", config)
+    monkeypatch.delenv("ALERTD_TEST_HOOK")
+    status = run_cli("status", "-c", config)
+    assert "an inline URL whose ${VAR} is not set here" in status.output
+
+
+def test_a_secret_ending_in_a_line_break_is_masked_as_it_is_printed(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alertd.settings import load_config
+    from alertd.targets import RedactingFilter
+
+    monkeypatch.setenv("ALERTD_TEST_TOKEN", "plainword\n")  # a credential file's extra line
+    config = load_config(
+        write_config(
+            "searches:\n  - name: a\n    notify: ['json://127.0.0.1:9/${ALERTD_TEST_TOKEN}']\n"
+        )
+    )
+    (target,) = config.searches[0].targets
+    assert "plainword" not in target.label
+    assert RedactingFilter(config.secrets).redact("sent to /plainword") == "sent to /***"
+
+
+def test_health_on_a_directory_given_as_the_config_exits_1_not_2(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    folder = tmp_path / "alerts.yaml"  # what Docker makes of a bind mount of a missing file
+    folder.mkdir()
+    result = run_cli("health", "-c", folder)
+    assert result.exit_code == 1 and "Is a directory" in result.output
+
+
+def test_a_restarted_daemon_is_not_reported_as_the_old_one_stopped(
+    write_config: WriteConfig, state_dir: Path
+) -> None:
+    from alertd.daemon import Daemon
+    from alertd.health import HealthLimits, judge_health, process_running, read_heartbeat
+    from alertd.pipeline import CycleReport
+    from alertd.settings import load_config
+
+    config = load_config(write_config("searches:\n  - name: all\n"))
+    state_dir.mkdir(parents=True)
+    first = Daemon(config, lambda c, fresh: CycleReport())
+    first.write_heartbeat(CycleReport())
+    first.stop.set()
+    first.run()  # stops at once: its heartbeat says "stopped at"
+    seen: list[str] = []
+
+    def cycle(current: object, fresh: bool) -> CycleReport:
+        path = state_dir / "heartbeat.json"
+        limits = HealthLimits(max_age=3600)
+        verdict = judge_health(
+            read_heartbeat(path), path, datetime.now(UTC), limits, UTC, process_running
+        )
+        seen.append(verdict.line)
+        second.stop.set()
+        return CycleReport()
+
+    second = Daemon(config, cycle)
+    second.run()
+    assert seen and "stopped" not in seen[0], seen
+
+
+def test_init_says_when_a_file_is_in_the_way_of_the_folder(tmp_path: Path, run_cli: RunCli) -> None:
+    (tmp_path / "x.yaml").write_text("a file")
+    result = run_cli("init", tmp_path / "x.yaml" / "sub.yaml", "--force")
+    assert result.exit_code == 1
+    assert "a file is in the way of its folder" in result.output and "--force" not in result.output
