@@ -75,7 +75,8 @@ class LogFormatter(logging.Formatter):
         self.as_json = as_json
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, self.tz).strftime("%Y-%m-%dT%H:%M:%S%z")
+        moment = datetime.fromtimestamp(record.created, self.tz or UTC).astimezone(self.tz)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def format(self, record: logging.LogRecord) -> str:
         if not self.as_json:

@@ -84,6 +84,8 @@ def test_demo_shows_alerts_offline_and_ends_by_itself(tmp_path: Path) -> None:
         any(w in b.split("\n")[0] for w in ("audio", "podcasts")) for b in audio
     ), audio
     assert "http://127.0.0.1:" in blocks[0]
+    stamps = [line.split(" ", 1)[0] for line in result.stderr.splitlines() if " INFO " in line]
+    assert stamps and all(s[-5] in "+-" for s in stamps)  # a log time says its zone
 
 
 def test_run_dry_run_sends_nothing(
