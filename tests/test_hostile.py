@@ -40,7 +40,8 @@ class Sender:
     def __call__(self, target: Target, message: Message) -> Outcome:
         if not self.up:
             return Outcome(False, error="down")
-        self.sent.append((target.label, message.items[0].job.title.split()[0]))
+        # every job a message carries (a burst over the cap is one message listing them)
+        self.sent += [(target.label, item.job.title.split()[0]) for item in message.items]
         return Outcome(True)
 
 
