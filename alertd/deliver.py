@@ -57,6 +57,9 @@ class Outcome:
     permanent: bool = False
     unknown: bool = False
     retry_after: float | None = None  # the service asked to wait this long (a 429)
+    # The service refused this message for what it holds (400, 413, 422): the target's
+    # next message may go; this one is retried on the schedule like any failure.
+    refused_message: bool = False
 
 
 class _Collect(logging.Handler):
@@ -71,6 +74,8 @@ class _Collect(logging.Handler):
 
 
 _PERMANENT = re.compile(r"error=(401|403|404)\b|Unauthorized|Forbidden|Not Found", re.I)
+_MESSAGE_REFUSED = re.compile(r"error=(400|413|422)\b")  # how apprise reports the status
+MESSAGE_REFUSED = (400, 413, 422)
 
 
 SEND_TIMEOUT = 30.0  # seconds a target may take to answer (apprise's own default is 4)
@@ -128,7 +133,12 @@ def send_apprise(
     answered = re.search(r"error=\d{3}\b", reason) is not None  # the service said no
     if read and not answered and time.monotonic() - started >= 0.9 * read:
         return Outcome(False, f"no answer within {read:g}s (it may have arrived)", unknown=True)
-    return Outcome(False, reason, permanent=bool(_PERMANENT.search(reason)))
+    return Outcome(
+        False,
+        reason,
+        permanent=bool(_PERMANENT.search(reason)),
+        refused_message=bool(_MESSAGE_REFUSED.search(reason)),
+    )
 
 
 @dataclass(frozen=True)
@@ -200,6 +210,7 @@ def post_webhook(
         False,
         f"{hook.service} refused the message: error={response.status_code}; {detail}",
         permanent=response.status_code in (401, 403, 404),
+        refused_message=response.status_code in MESSAGE_REFUSED,
     )
 
 

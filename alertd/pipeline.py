@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -507,7 +506,7 @@ def deliver_due(
             del queues[key]
         target = targets[key]
         outcome = send_message(config, target, alerts, store, send, clock, report)
-        if not outcome.accepted and not _refused_this_message(outcome):
+        if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
 
@@ -515,14 +514,6 @@ def deliver_due(
 # Seconds between two messages to one target, as each service tolerates a burst:
 # Telegram about one a second per chat, Slack one a second, a Discord webhook 5 per 2 s.
 SERVICE_GAP = {Channel.TELEGRAM: 1.0, Channel.SLACK: 1.0, Channel.DISCORD: 0.5}
-
-
-def _refused_this_message(outcome: Outcome) -> bool:
-    """The service answered, and refused this message for what it holds (400, 413, 422),
-    not every message (401/403/404) nor for now (429, 5xx): the next may go."""
-    return (
-        outcome.error is not None and re.search(r"error=(400|413|422)\b", outcome.error) is not None
-    )
 
 
 def send_message(

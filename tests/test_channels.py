@@ -667,11 +667,19 @@ def test_a_refused_webhook_is_permanent_and_its_token_is_masked(
     outcome = send(Target.for_url(DISCORD_URL, "discord"), message, timeout=5)
 
     assert not outcome.accepted and outcome.permanent and not outcome.unknown
+    assert not outcome.refused_message  # every message is refused, not this one
     assert outcome.error is not None and "error=404" in outcome.error
     assert DISCORD_TOKEN not in outcome.error and DISCORD_ID not in outcome.error
     tls_proxy.down(SLACK_HOST, 500)
     slack = send(Target.for_url(SLACK_URL, "slack"), message, timeout=5)
     assert not slack.accepted and not slack.permanent and "error=500" in (slack.error or "")
+    assert not slack.refused_message
+    tls_proxy.set_reply(DISCORD_HOST, Reply.json(400, {"message": "Invalid Form Body"}))
+    bad = send(Target.for_url(DISCORD_URL, "discord"), message, timeout=5)
+    assert bad.refused_message and not bad.permanent  # this message; the next may go
+    tls_proxy.down(TELEGRAM_HOST, 400)  # through apprise: its "error=400"
+    telegram = send(Target.for_url(TELEGRAM_URL, "telegram"), message, timeout=5)
+    assert telegram.refused_message and not telegram.permanent
 
 
 def test_a_webhook_that_answers_too_late_may_have_the_message(

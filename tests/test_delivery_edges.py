@@ -202,7 +202,7 @@ class Picky(Titles):
 
     def __call__(self, target: Target, message: Message) -> Outcome:
         if any(item.job.id == "BAD" for item in message.items):
-            return Outcome(False, "error=400 bad request")
+            return Outcome(False, "error=400 bad request", refused_message=True)
         return super().__call__(target, message)
 
 
