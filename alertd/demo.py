@@ -9,12 +9,10 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 from alertd.daemon import Daemon
 from alertd.deliver import send
 from alertd.market import CATEGORIES, LANGUAGES, Market
-from alertd.models import format_time
 from alertd.pipeline import make_client, run_once
 from alertd.settings import USE_ENVIRONMENT, parse_config
 from alertd.standin import StandInServer
@@ -49,8 +47,7 @@ def run_demo(
     market = Market(seed=seed)
     server = StandInServer(market, cache_ttl=0).start()  # a demo can't wait out a 5-min cache
     market.link_base = server.url  # the jobs' links lead to the stand-in, not to nowhere
-    for hour in range(1, SEEDED_JOBS + 1):
-        market.add_job(datePosted=format_time(datetime.now(UTC) - timedelta(hours=hour)))
+    market.add_past_jobs(SEEDED_JOBS)
     stop = threading.Event()
     try:
         with tempfile.TemporaryDirectory(prefix="alertd-demo-") as state:

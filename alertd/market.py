@@ -178,6 +178,13 @@ class Market:
             self.events.append((now, job["id"], "PUBLISHED"))
             return dict(job)
 
+    def add_past_jobs(self, count: int) -> None:
+        """Publish ``count`` jobs posted an hour apart before now: a market that is
+        already open when the demo or the stand-in starts."""
+        now = self.clock()
+        for hour in range(1, count + 1):
+            self.add_job(datePosted=format_time(now - timedelta(hours=hour)))
+
     def add_raw(self, raw: Any, job_id: str) -> None:
         """Publish a job exactly as given, malformed or not (for bad-data tests)."""
         with self.lock:

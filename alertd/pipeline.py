@@ -289,9 +289,8 @@ class Cycle:
         state = self.store.search_state(search)
         if state is not None and state.primed:
             if search.also:  # a raise (or a reopening) of a job this search listed before
-                seen = self.store.seen_ids(search.name)
                 for job in jobs:
-                    if job.id in seen and passes(job, search.filters):
+                    if self.store.has_seen(search.name, job.id) and passes(job, search.filters):
                         self.owe_changes(search, job, now, reopened=job.id in self.reopened)
             self.record(search, jobs, now)
             return
@@ -331,9 +330,8 @@ class Cycle:
             jobs = [job for job in jobs if passes(job, search.filters)]
         if search.also:
             # A job this search alerted, closed and forgotten since, that it lists again.
-            seen = self.store.seen_ids(search.name)
             for job in jobs:
-                if job.id not in seen:
+                if not self.store.has_seen(search.name, job.id):
                     self.owe_changes(search, job, now, reopened=True)
         self.report.new_jobs += self.store.record_matches(search, jobs, now)
 

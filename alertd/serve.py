@@ -11,23 +11,13 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 import click
 
 from alertd.demo import publish_every
 from alertd.market import Market
-from alertd.models import format_time
 from alertd.standin import StandInServer
-
-
-def open_market(jobs: int, seed: int | None) -> Market:
-    """A market with ``jobs`` open jobs, posted an hour apart before now."""
-    market = Market(seed=seed)
-    for hour in range(1, jobs + 1):
-        market.add_job(datePosted=format_time(datetime.now(UTC) - timedelta(hours=hour)))
-    return market
 
 
 @click.command()
@@ -58,7 +48,8 @@ def standin(host: str, port: int, every: float, jobs: int, seed: int | None) -> 
       alertd standin --port 8080 --every 5
       # then, in alerts.yaml:  api_url: http://127.0.0.1:8080
     """
-    market = open_market(jobs, seed)
+    market = Market(seed=seed)
+    market.add_past_jobs(jobs)
     server = StandInServer(market, host=host, port=port, cache_ttl=0).start()
     stop = threading.Event()
 

@@ -624,9 +624,15 @@ class Store:
         return state
 
     def seen_ids(self, search: str) -> set[str]:
-        """Job ids this search has already matched."""
+        """Job ids this search has already matched (a copy)."""
         state = self.searches.get(search)
         return set() if state is None else set(state.seen)
+
+    def has_seen(self, search: str, job_id: str) -> bool:
+        """Whether this search has matched the job before (no copy of its seen set: this
+        is asked per job, per event, and a search may have seen thousands)."""
+        state = self.searches.get(search)
+        return state is not None and job_id in state.seen
 
     def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
         """Record jobs as seen by a search without owing any alert for them."""
