@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from alertd.models import Filters, Job, Pay
+from alertd.render import strip_hidden
 
 
 def is_open(job: Job, now: datetime) -> bool:
@@ -39,15 +40,11 @@ def select_open(jobs: Iterable[Job], now: datetime) -> list[Job]:
 # -- the client-side filters: what the API cannot ask ------------------------------
 
 
-# Characters that render as nothing (format characters, soft hyphen): a poster cannot
-# hide "transcription" from an exclude by writing "tran\u200bscription".
-_INVISIBLE = re.compile(r"[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
-
-
 def _folded(text: str) -> str:
-    """Text compared without regard to case or width: ``STRASSE`` finds ``straße``,
-    fullwidth ``ｍｅｄｉｃａｌ`` finds ``medical``."""
-    return unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)).casefold()
+    """Text compared without regard to case, width or hidden characters: ``STRASSE``
+    finds ``straße``, fullwidth ``ｍｅｄｉｃａｌ`` finds ``medical``, and a poster cannot
+    hide "transcription" from an exclude by writing "tran\u200bscription"."""
+    return unicodedata.normalize("NFKC", strip_hidden(text)).casefold()
 
 
 @functools.lru_cache(maxsize=4096)

@@ -39,7 +39,7 @@ CLEAN_INPUT = 10_000  # characters of one field read at all
 # C0 and C1 controls, and every bidi mark, embedding, override and isolate.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Invisible characters that can hide or split words (the emoji joiner U+200D stays).
-_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b\u200c\u2060-\u2064\ufeff]")
+_INVISIBLE = re.compile(r"[\u00ad\u034f\u180e\u200b\u200c\u2060-\u2064\ufeff]")
 _SPACES = re.compile(r"\s+")
 # Characters that start a mention, a tag or an entity somewhere we deliver.
 _DEFANG = str.maketrans({"<": "‹", ">": "›", "&": "＆"})
@@ -91,6 +91,12 @@ def as_text(value: object) -> str:
     return ""
 
 
+def strip_hidden(text: str) -> str:
+    """``text`` without control, bidi and invisible characters: what a reader sees (and
+    what a filter must match: "tran\u200bscription" is "transcription")."""
+    return _INVISIBLE.sub("", _CONTROL.sub("", text))
+
+
 def defang(text: str, limit: int) -> str:
     """Third-party text made inert for any channel, on one line, at most ``limit`` characters.
 
@@ -101,7 +107,7 @@ def defang(text: str, limit: int) -> str:
     and control, bidi and invisible characters go.
     """
     text = unicodedata.normalize("NFKC", as_text(text)[:CLEAN_INPUT])
-    text = _INVISIBLE.sub("", _CONTROL.sub("", text))
+    text = strip_hidden(text)
     text = _SPACES.sub(" ", text).strip()
     text = text.translate(_DEFANG).replace("@", "@" + ZERO_WIDTH_SPACE)
     # Discord renders Markdown in plain content: break [text](url) links that hide their address.
@@ -120,7 +126,7 @@ def clean(value: object) -> str:
     characters, no ping and no ``scheme://`` or bare-domain link. Not yet escaped."""
     # No renderer shows more than a few thousand characters: do not clean 50,000.
     text = unicodedata.normalize("NFKC", as_text(value)[:CLEAN_INPUT])
-    text = _INVISIBLE.sub("", _CONTROL.sub("", text))
+    text = strip_hidden(text)
     text = _SPACES.sub(" ", text).strip()
     text = text.replace("@", "@" + ZERO_WIDTH_SPACE)
     text = _SCHEME.sub(":" + ZERO_WIDTH_SPACE, text)
