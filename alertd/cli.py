@@ -425,11 +425,13 @@ def check_state_dir(config: Config) -> None:
 FACET_FIELDS = (("category", "categories"), ("language", "languages"), ("country", "countries"))
 
 
-def quick_client(config: Config, api_url: str | None = None) -> OpenTrainClient:
+def quick_client(api_url: str, config: Config | None = None) -> OpenTrainClient:
     """A client for one question a person waits on (facets): one try, a short deadline,
     so an offline machine says so in seconds, not after the daemon's patient retries."""
+    if config is None:
+        return OpenTrainClient(api_url, deadline=QUICK_DEADLINE, retry_delays=())
     return OpenTrainClient(
-        api_url or config.api_url,
+        api_url,
         requests_per_minute=config.requests_per_minute,
         deadline=min(config.request_timeout, QUICK_DEADLINE),
         retry_delays=(),
@@ -459,7 +461,7 @@ def facet_problems(
 def check_online(config: Config) -> None:
     """Check filter values against the live facets; exit 2 naming the first unknown one."""
     try:
-        with quick_client(config) as client:
+        with quick_client(config.api_url, config) as client:
             facets = client.facet_counts()
     except ApiError as exc:
         raise click.ClickException(
@@ -476,7 +478,7 @@ def warn_unknown_filters(config: Config) -> None:
     """At start: a filter value the API does not know matches nothing, for ever; say so
     (one request; if the API cannot answer now, the daemon just starts)."""
     try:
-        with quick_client(config) as client:
+        with quick_client(config.api_url, config) as client:
             facets = client.facet_counts()
     except ApiError as exc:
         log.debug("facets not checked at start: %s", exc)
@@ -613,9 +615,7 @@ def facets(config_path: str, api_url: str | None) -> None:
     else:
         setup_logging("WARNING")
     try:
-        with OpenTrainClient(
-            url or DEFAULT_API_URL, deadline=QUICK_DEADLINE, retry_delays=()
-        ) as client:
+        with quick_client(url or DEFAULT_API_URL) as client:
             counts = client.facet_counts()
     except ApiError as exc:
         raise click.ClickException(f"could not fetch facets: {exc}") from None
