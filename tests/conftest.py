@@ -166,6 +166,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
 StartDaemon = Callable[[Path], subprocess.Popen[str]]
 
 
+def log_until(start_daemon: StartDaemon, config: Path, log: Path, text: str) -> str:
+    """Start ``alertd run`` on ``config``, stop it once its log (``log``) says ``text``;
+    the whole log."""
+    daemon = start_daemon(config)
+    wait_for(lambda: text in log.read_text())
+    daemon.terminate()
+    daemon.wait(timeout=15)
+    return log.read_text()
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
     """Start ``alertd run`` as a process (log in daemon-N.log); killed at teardown if still up."""

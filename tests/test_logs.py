@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alertd.market import Market
 from alertd.settings import load_config
-from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
+from tests.conftest import RunCli, StartDaemon, WriteConfig, log_until
 from tests.webhook import WebhookCollector
 
 
@@ -63,12 +63,8 @@ def test_the_start_line_names_the_api_the_config_and_the_state(
     write_config: WriteConfig, start_daemon: StartDaemon, tmp_path: Path, state_dir: Path
 ) -> None:
     config = write_config("poll_interval: 90\nsearches:\n  - name: all\n")
-    daemon = start_daemon(config)
-    log = tmp_path / "daemon-0.log"
-    wait_for(lambda: "running:" in log.read_text())
-    daemon.terminate()
-    daemon.wait(timeout=15)
-    start = next(line for line in log.read_text().splitlines() if "running:" in line)
+    log = log_until(start_daemon, config, tmp_path / "daemon-0.log", "running:")
+    start = next(line for line in log.splitlines() if "running:" in line)
     api = load_config(config).api_url
     assert "1 search, polling every 1 min 30 s;" in start
     assert f"API {api}, config {config}, state {state_dir}" in start

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from alertd.cli import cli
 from alertd.market import Market
-from tests.conftest import ALERTD, RunCli, StartDaemon, WriteConfig, wait_for
+from tests.conftest import ALERTD, RunCli, StartDaemon, WriteConfig, log_until, wait_for
 
 WITH_SECRETS = (
     "channels:\n  tg: tgram://${ALERTD_TEST_TG}/987654321/\n"
@@ -111,12 +111,8 @@ def test_a_filter_value_in_the_wrong_case_is_caught_online_and_warned_at_start(
     assert online.exit_code == 2
     assert "'audio annotation' is not a category on OpenTrain now" in online.output
     assert "did you mean 'Audio Annotation'?" in online.output
-    daemon = start_daemon(config)
-    log = tmp_path / "daemon-0.log"
-    wait_for(lambda: "did you mean 'Audio Annotation'" in log.read_text())
-    daemon.terminate()
-    daemon.wait(timeout=15)
-    assert "WARNING search 'audio'" in log.read_text()
+    log = log_until(start_daemon, config, tmp_path / "daemon-0.log", "did you mean 'Audio")
+    assert "WARNING search 'audio'" in log
 
 
 def test_validate_online_without_the_api_says_the_offline_checks_passed(

@@ -32,6 +32,7 @@ from alertd.render import (
     units,
 )
 from tests.hostile_jobs import HOSTILE_JOBS, SEARCHES
+from tests.test_channels import strings_in
 
 JOB = Job(
     id="j-7",
@@ -44,16 +45,6 @@ JOB = Job(
     pay=Pay(payment_type="PAY_PER_HOUR", currency="USD", hourly_min=27, hourly_max=33),
 )
 ONE = Message((Item(JOB, ("german-audio",)),))
-
-
-def strings_in(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in strings_in(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in strings_in(v)]
-    return []
 
 
 def several(job: Job, count: int, more: int = 0) -> Message:
