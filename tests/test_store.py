@@ -237,3 +237,21 @@ def test_a_crash_between_the_two_steps_of_a_move_loses_and_repeats_nothing(
     with Store.open(tmp_path) as again:
         assert again.retarget(replaced, {NEW.key, OTHER.key}, NOW) == 1
         assert [(a.target_key, a.job.id) for a in again.due(NOW)] == [(NEW.key, "j1")]
+
+
+def test_every_state_file_is_a_tinydb_database_anyone_can_open(tmp_path: Path) -> None:
+    """README: each state file is a TinyDB database that ``tinydb.TinyDB`` opens and reads."""
+    from tinydb import Query, TinyDB
+
+    with Store.open(tmp_path) as store:
+        store.mark_primed(SEARCH, NOW)
+        store.record_matches(SEARCH, [Job(id="j1", title="One", status="OPEN")], NOW)
+        store.commit()
+    with TinyDB(tmp_path / "outbox.json", access_mode="r") as db:
+        (row,) = db.table("rows").search(Query().job_id == "j1")
+        assert row["status"] == "pending" and row["target"] == HOOK.key
+    for name in ("feed", "queries", "done", "searches"):
+        with TinyDB(tmp_path / f"{name}.json", access_mode="r") as db:
+            assert db.tables(), name
+    with TinyDB(tmp_path / "searches.json", access_mode="r") as db:
+        assert [doc["name"] for doc in db.table("searches").all()] == ["all"]
