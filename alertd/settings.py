@@ -58,6 +58,7 @@ from alertd.yamlsource import (
     line_for,
     named_values,
     parse_yaml,
+    read_text,
     read_yaml,
     substitute,
 )
@@ -849,15 +850,11 @@ def load_config(path: Path, *, need_secrets: bool = True) -> Config:
         finally:
             SECRETS_OPTIONAL.reset(token)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no such file; `alertd init {path}` writes a commented example there, or "
-            "pass --config PATH (without -c, alertd looks for ./alerts.yaml, "
-            "$XDG_CONFIG_HOME/alertd/alerts.yaml and /etc/alertd/alerts.yaml)",
-            source=source,
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
+    text = read_text(
+        path,
+        source,
+        missing=f"no such file; `alertd init {path}` writes a commented example there, or "
+        "pass --config PATH (without -c, alertd looks for ./alerts.yaml, "
+        "$XDG_CONFIG_HOME/alertd/alerts.yaml and /etc/alertd/alerts.yaml)",
+    )
     return parse_config(text, source, owner=str(path.resolve()), base=path.parent)

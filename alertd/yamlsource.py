@@ -96,12 +96,85 @@ def _index_lines(
 # on a config of 10,000 searches. Both give the same nodes, marks and errors.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# What one file may cost, whoever wrote it (an included file may be a member's): its
+# size, and how far its aliases (``*name``) may repeat what it holds. An alias is one
+# node shared in the tree PyYAML composes; everything after (``${VAR}``, validation)
+# walks it as copies, so a few hundred bytes of nested aliases ("billion laughs")
+# would become billions of values.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_EXPANSION = 4  # the values aliases may add, as a multiple of the file's own...
+MIN_EXPANDED_VALUES = 100_000  # ...or this many in all, whichever is more
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def check_expansion(root: yaml.Node, source: str) -> None:
+    """ConfigError when aliases would expand ``root`` past the bound (or into itself).
+
+    Counts, without expanding anything, how many values the tree holds once every alias
+    is copied out: each node's count is one plus its children's, once per node.
+    """
+    counts: dict[int, int] = {}
+    on_path: set[int] = set()
+    first_over: yaml.Node | None = None
+    cap = 1 << 62  # counts stop growing here: a bomb's would have hundreds of digits
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            counts[key] = min(cap, 1 + sum(counts[id(c)] for c in _children(node)))
+            if first_over is None and counts[key] > MIN_EXPANDED_VALUES:
+                first_over = node  # the smallest part that is over: where to look
+            continue
+        if key in counts:
+            continue
+        if key in on_path:
+            raise ConfigError(
+                "an alias (*name) inside the value it names (&name) repeats forever; "
+                "write the value out",
+                source=source,
+                line=node.start_mark.line + 1,
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(_children(node)))
+    own = len(counts)
+    limit = max(MIN_EXPANDED_VALUES, own * (1 + MAX_EXPANSION))
+    if counts[id(root)] > limit:
+        where = first_over or root
+        raise ConfigError(
+            f"aliases (*name) expand this file's {own:,} values to more than {limit:,}; "
+            "write the repeated values out, or repeat less",
+            source=source,
+            line=where.start_mark.line + 1,
+        )
+
+
+def _too_large(source: str) -> ConfigError:
+    return ConfigError(
+        f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB, more than a config "
+        "needs; split its searches over files with include:",
+        source=source,
+    )
+
 
 def parse_yaml(text: str, source: str) -> YamlDoc:
     """Parse ``text`` once: the node tree gives the lines, the same tree gives the data."""
+    if len(text) > MAX_FILE_BYTES:  # characters: never fewer than the bytes they came from
+        raise _too_large(source)
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            check_expansion(node, source)
         data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -120,15 +193,27 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
     return YamlDoc(source, data, lines)
 
 
-def read_yaml(path: Path, source: str, missing: str = "no such file") -> YamlDoc:
-    """Read and parse the file at ``path``; ``missing`` says what to do when it is not there."""
+def read_text(path: Path, source: str, missing: str = "no such file") -> str:
+    """The text of the YAML file at ``path``, at most ``MAX_FILE_BYTES`` of it read;
+    ``missing`` says what to do when it is not there."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(missing, source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc}", source=source) from None
-    return parse_yaml(text, source)
+    if len(raw) > MAX_FILE_BYTES:
+        raise _too_large(source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
+
+
+def read_yaml(path: Path, source: str, missing: str = "no such file") -> YamlDoc:
+    """Read and parse the file at ``path``; ``missing`` says what to do when it is not there."""
+    return parse_yaml(read_text(path, source, missing), source)
 
 
 # Set while a config is read for a command that needs no secrets (``status``, ``health``,
