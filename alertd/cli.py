@@ -41,9 +41,11 @@ from alertd.render import Item, Message, defang, describe_pay, safe_link, show_t
 from alertd.scaffold import init
 from alertd.serve import standin
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
+from alertd.start import exit_for_tz
 from alertd.store import Store
 from alertd.targets import RedactingFilter
 from alertd.words import plural
+from alertd.zones import tz_problem
 
 log = logging.getLogger("alertd")
 
@@ -799,7 +801,11 @@ cli.add_command(standin)
 
 
 def main() -> None:
-    """Entry point of the ``alertd`` script."""
+    """Entry point of the ``alertd`` script (after ``start``'s TZ check, which is
+    asked again here for an install whose script still starts here)."""
+    problem = tz_problem()
+    if problem is not None:
+        exit_for_tz(problem, sys.argv[1:])
     try:
         cli(standalone_mode=True)
     except StoreError as exc:  # pragma: no cover - commands translate their own

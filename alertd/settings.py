@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, tzinfo
+from datetime import time, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -62,6 +62,7 @@ from alertd.yamlsource import (
     read_yaml,
     substitute,
 )
+from alertd.zones import local_zone
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -689,21 +690,6 @@ def _read_includes(
         for path in find_includes(patterns, base, main)
         if path.resolve() != itself  # "*.yaml" beside the main file need not exclude it
     ]
-
-
-def local_zone() -> tzinfo:
-    """The machine's time zone, as a named zone when it can be found (DST-aware)."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    link = os.path.realpath("/etc/localtime")
-    if "zoneinfo/" in link:
-        candidates.append(link.split("zoneinfo/", 1)[1])
-    for name in candidates:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
 def _zone(name: str | None, source: str, lines: Mapping[Loc, int]) -> tzinfo:
