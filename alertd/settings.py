@@ -52,10 +52,12 @@ from alertd.targets import (
 from alertd.yamlsource import (
     SECRETS_OPTIONAL,
     Loc,
+    Missing,
     YamlDoc,
     field_name,
     find_includes,
     line_for,
+    missing_error,
     named_values,
     parse_yaml,
     read_text,
@@ -657,8 +659,11 @@ def _check_unique_names(sections: Iterable[_Section]) -> None:
 # -- included files -----------------------------------------------------------
 
 
-def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
-    """The searches of one included file; anything but ``searches:`` is a mistake."""
+def _read_included(
+    path: Path, allowed: frozenset[str], main: YamlDoc, secrets: set[str], missing: Missing
+) -> tuple[YamlDoc, dict[str, Any]]:
+    """One included file's data, its ``${VAR}``s (only ``allowed`` ones) filled in;
+    anything but ``searches:`` is a mistake."""
     doc = read_yaml(path, str(path))
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
@@ -672,7 +677,10 @@ def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
                 f"settings and channels belong in {main.source}",
                 (str(key),),
             )
-    data = substitute(data, (), doc, secrets)
+    return doc, substitute(data, (), doc, secrets, missing, allowed)
+
+
+def _included_section(doc: YamlDoc, data: dict[str, Any]) -> _Section:
     try:
         return _Section(doc, Destinations(**data).searches)
     except ValidationError as exc:
@@ -680,14 +688,14 @@ def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
 
 
 def _read_includes(
-    patterns: object, base: Path, main: YamlDoc, owner: str, secrets: set[str]
-) -> list[_Section]:
-    if patterns is None:
+    entries: object, base: Path, main: YamlDoc, owner: str, secrets: set[str], missing: Missing
+) -> list[tuple[YamlDoc, dict[str, Any]]]:
+    if entries is None:
         return []
     itself = Path(owner).resolve()
     return [
-        _read_included(path, main, secrets)
-        for path in find_includes(patterns, base, main)
+        _read_included(path, allowed, main, secrets, missing)
+        for path, allowed in find_includes(entries, base, main)
         if path.resolve() != itself  # "*.yaml" beside the main file need not exclude it
     ]
 
@@ -774,8 +782,13 @@ def _build_config(
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
     owner = owner or source
-    data = substitute(data, (), doc, secrets)
+    missing: Missing = []
+    data = substitute(data, (), doc, secrets, missing)
     _check_known_keys(data, doc)
+    base = Path(source).parent if base is None else base
+    included = _read_includes(data.get("include"), base, doc, owner, secrets, missing)
+    if (unset := missing_error(missing)) is not None:  # every one, in every file, at once
+        raise unset
     try:
         settings = AlertdSettings(**{k: v for k, v in data.items() if k in SETTING_KEYS})
         file = Destinations(**{k: v for k, v in data.items() if k in FILE_KEYS})
@@ -783,9 +796,8 @@ def _build_config(
         raise _translate(exc, doc.lines, source) from None
     except SettingsError as exc:
         raise _env_error(exc) from None
-    base = Path(source).parent if base is None else base
     sections = [_Section(doc, file.searches)]
-    sections += _read_includes(data.get("include"), base, doc, owner, secrets)
+    sections += [_included_section(at, each) for at, each in included]
     _check_unique_names(sections)
     resolver = _Resolver(secrets)
     with quiet_apprise():  # checking thousands of URLs: silence apprise once, not each time

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import glob
 import os
 import re
@@ -223,30 +224,105 @@ SECRETS_OPTIONAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
-    """``value`` with every ``${VAR}`` replaced by ``lookup``; each value is a secret."""
+Missing = list[tuple[str, YamlDoc, Loc]]  # each ${VAR} without a value, and where
+
+
+def substitute(
+    value: Any,
+    loc: Loc,
+    doc: YamlDoc,
+    secrets: set[str],
+    missing: Missing,
+    allowed: frozenset[str] | None = None,
+) -> Any:
+    """``value`` with every ``${VAR}`` replaced by ``lookup``; each value is a secret.
+
+    Only the names in ``allowed`` may be used (None: any, as in the main file); another
+    is a ConfigError that names it, never its value. A ``${VAR}`` with no value is added
+    to ``missing`` and left as written, so that one error can name them all
+    (``missing_error``).
+    """
     if isinstance(value, dict):
-        return {k: substitute(v, (*loc, str(k)), doc, secrets) for k, v in value.items()}
+        return {
+            k: substitute(v, (*loc, str(k)), doc, secrets, missing, allowed)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [substitute(v, (*loc, i), doc, secrets) for i, v in enumerate(value)]
+        return [
+            substitute(v, (*loc, i), doc, secrets, missing, allowed) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str):
         return value
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
+        if allowed is not None and name not in allowed:
+            raise doc.error(not_allowed(name, allowed), loc)
         try:
             found = lookup(name)
         except ConfigError as exc:
             raise doc.error(exc.message, loc) from None
-        if found is None and SECRETS_OPTIONAL.get():
-            return match.group(0)
         if found is None:
-            raise doc.error(missing_reference(name), loc)
+            if not SECRETS_OPTIONAL.get():
+                missing.append((name, doc, loc))
+            return match.group(0)
         secrets.add(found)
         secrets.add(found.strip())  # printed without the line breaks it may end in
         return found
 
     return _ENV_REF.sub(replace, value)
+
+
+def not_allowed(name: str, allowed: frozenset[str]) -> str:
+    """Why an included file may not use ``${NAME}``, and who can allow it."""
+    may = ", ".join(sorted(allowed)) if allowed else "none"
+    return (
+        f"${{{name}}} is not allowed in this included file (allowed: {may}); the main "
+        f"config file allows it in its include: entry, e.g. "
+        f"- {{files: members/*.yaml, variables: [{name}]}}"
+    )
+
+
+def _places(lines: list[str], others: list[str]) -> str:
+    """``lines 7, 8, members/bob.yaml:3``"""
+    shown = [f"{'line' if len(lines) == 1 else 'lines'} {', '.join(lines)}"] if lines else []
+    return ", ".join(shown + others)
+
+
+def missing_error(missing: Missing) -> ConfigError | None:
+    """One error naming every ``${VAR}`` in ``missing`` with where each is used; None
+    when there is none. One variable gets the longer advice of ``missing_reference``."""
+    if not missing:
+        return None
+    name, doc, loc = missing[0]
+    here: dict[str, list[str]] = {}  # lines in the first one's file, by name
+    elsewhere: dict[str, list[str]] = {}  # file:line in others
+    for each, at, where in missing:
+        same = at.source == doc.source
+        shown = f"{at.line_of(where)}" if same else f"{at.source}:{at.line_of(where)}"
+        here.setdefault(each, [])
+        places = (here if same else elsewhere).setdefault(each, [])
+        if shown not in places:
+            places.append(shown)
+    if len(here) == 1:
+        return doc.error(missing_reference(name), loc)
+    listed = ", ".join(
+        f"${{{each}}} ({_places(lines, elsewhere.get(each, []))})" for each, lines in here.items()
+    )
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        state = "are neither environment variables nor credentials"
+        todo = (
+            "put each in the file of its name in the folder the unit's LoadCredential= "
+            "loads (/etc/alertd/credentials), or set the variables"
+        )
+    else:
+        state = "are not set"
+        todo = "export them, or put them in the service's environment file or credentials"
+    return ConfigError(
+        f"{len(here)} variables {state}: {listed}; {todo}",
+        source=doc.source,
+        line=doc.line_of(loc),
+    )
 
 
 def lookup(name: str) -> str | None:
@@ -301,20 +377,63 @@ def named_values() -> dict[str, str]:
     return found | dict(os.environ)
 
 
-def find_includes(patterns: object, base: Path, doc: YamlDoc) -> list[Path]:
-    """The files ``include:`` names: each pattern's matches in sorted order, each file once.
+INCLUDE_KEYS = ("files", "variables")
+Include = tuple[Path, frozenset[str]]  # a file, and the ${VAR}s it may use
 
-    Relative patterns are relative to ``base`` (the main file's folder). A pattern that
-    matches nothing is fine: a folder of per-person files may be empty.
+
+def find_includes(entries: object, base: Path, doc: YamlDoc) -> list[Include]:
+    """The files ``include:`` names, each with the ``${VAR}`` names it may use.
+
+    An entry is a glob pattern (its files may use no ``${VAR}``), or a mapping
+    ``{files: PATTERN(S), variables: [NAME, ...]}`` whose files may use those names.
+    Each pattern's matches come in sorted order, each file once (a file two entries
+    match may use the names of both). Relative patterns are relative to ``base`` (the
+    main file's folder). A pattern that matches nothing is fine: a folder of
+    per-person files may be empty.
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    if not isinstance(patterns, list):
+    if isinstance(entries, str | dict):
+        entries = [entries]
+    if not isinstance(entries, list):
         raise doc.error("a glob pattern or a list of them, e.g. [members/*.yaml]", ("include",))
-    found: list[Path] = []
-    for index, pattern in enumerate(patterns):
-        if not isinstance(pattern, str) or not pattern.strip():
-            raise doc.error("a glob pattern (a string), e.g. members/*.yaml", ("include", index))
-        matches = glob.glob(str(base / pattern), recursive=True)
-        found.extend(Path(m) for m in sorted(matches) if Path(m) not in found)
-    return [path for path in found if path.is_file()]
+    found: dict[Path, frozenset[str]] = {}
+    for index, entry in enumerate(entries):
+        patterns, allowed = _include_entry(entry, ("include", index), doc)
+        for pattern in patterns:
+            matches = glob.glob(str(base / pattern), recursive=True)
+            for path in (Path(m) for m in sorted(matches)):
+                found[path] = found.get(path, frozenset()) | allowed
+    return [(path, allowed) for path, allowed in found.items() if path.is_file()]
+
+
+def _include_entry(entry: object, loc: Loc, doc: YamlDoc) -> tuple[list[str], frozenset[str]]:
+    """The patterns and the allowed names of one ``include:`` entry."""
+    if not isinstance(entry, dict):
+        return [_pattern(entry, loc, doc)], frozenset()
+    for key in entry:
+        if key not in INCLUDE_KEYS:
+            hint = difflib.get_close_matches(str(key), INCLUDE_KEYS, n=1)
+            hint_text = f" — did you mean {hint[0]!r}?" if hint else ""
+            raise doc.error(
+                f"unknown key {key!r}{hint_text}; an include: entry has files: and variables:",
+                (*loc, str(key)),
+            )
+    if "files" not in entry:
+        raise doc.error("give the files as files: PATTERN, e.g. files: team/*.yaml", loc)
+    files = entry["files"] if isinstance(entry["files"], list) else [entry["files"]]
+    patterns = [_pattern(p, (*loc, "files", i), doc) for i, p in enumerate(files)]
+    names = entry.get("variables") or []
+    names = names if isinstance(names, list) else [names]
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not _ENV_REF.fullmatch(f"${{{name}}}"):
+            raise doc.error(
+                f"{name!r} is not a variable name; write the names without ${{ }}, "
+                "e.g. variables: [TEAM_SLACK_TOKEN]",
+                (*loc, "variables", i),
+            )
+    return patterns, frozenset(names)
+
+
+def _pattern(pattern: object, loc: Loc, doc: YamlDoc) -> str:
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise doc.error("a glob pattern (a string), e.g. members/*.yaml", loc)
+    return pattern
