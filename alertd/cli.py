@@ -35,6 +35,7 @@ from alertd.health import (
 from alertd.match import is_open, why_dropped
 from alertd.metrics import DEFAULT_HOST, MetricsServer, bind_metrics, serve_metrics
 from alertd.models import Job, Pay, Target
+from alertd.owners import refuse_shared_names
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
@@ -147,6 +148,15 @@ def read_config(path: str, need_searches: bool = False, need_secrets: bool = Tru
         fail(exc)
     setup_logging(config.log_level, config.secrets, config.tz, config.log_format)
     return config
+
+
+def refuse_shared_names_or_exit(config: Config, store: Store) -> None:
+    """Exit 2 when another config file sharing the state directory has one of the
+    config's search names (``owners.py``)."""
+    try:
+        refuse_shared_names(config, store)
+    except ConfigError as exc:
+        fail(exc)
 
 
 @contextmanager
@@ -299,6 +309,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
 
     def reload() -> Config:
         new = check_config(config_path, need_searches=True)
+        refuse_shared_names(new, store)  # the store is open by the time a SIGHUP comes
         redactor.add(new.secrets)  # before anything of the new config can reach a log line
         set_log_level(new.log_level)
         for handler in logging.getLogger().handlers:  # times in the new zone, the new format
@@ -323,6 +334,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         make_client(config, stop) as client,
         serve_metrics(listener, config, client) as metrics,
     ):
+        refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
         cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
             current, client, store, send, stop=stop, retry_refused=fresh
@@ -359,6 +371,7 @@ def once(config_path: str, dry_run: bool) -> None:
         else sender_for(config.send_timeout, config.tz)
     )
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
+        refuse_shared_names_or_exit(config, store)
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
     log.log(
