@@ -46,7 +46,7 @@ from alertd.start import exit_for_tz
 from alertd.store import Store
 from alertd.targets import RedactingFilter
 from alertd.words import plural
-from alertd.zones import tz_problem
+from alertd.zones import keep_machine_zone, tz_problem
 
 log = logging.getLogger("alertd")
 
@@ -319,6 +319,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         return new
 
     listener = open_metrics_port(config, metrics_port, metrics_host)
+    keep_machine_zone()  # a reload still shows times in the machine's zone
     use_utc()
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)

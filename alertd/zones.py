@@ -9,10 +9,11 @@ one line what to do. Only the standard library here, for that reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY = 24 * 3600
@@ -90,19 +91,47 @@ def named_zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone {name!r}; use {ZONE_HINT}") from None
 
 
+# TZ as the daemon found it, before it set TZ=UTC for its own clock (daemon.use_utc).
+_MACHINE_TZ: dict[str, str] = {}
+
+
+def keep_machine_zone() -> None:
+    """Remember TZ as it is now, for ``local_zone`` after the daemon sets it to UTC: a
+    config read again at SIGHUP then shows times in the same zone as at the start."""
+    _MACHINE_TZ.setdefault("TZ", os.environ.get("TZ", ""))
+
+
 def local_zone() -> tzinfo:
-    """The machine's time zone, as a named zone when it can be found (DST-aware)."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    """The machine's time zone: the one TZ names (a zone name, a zone file, or a POSIX
+    string's standard offset), else /etc/localtime's, as a named zone when it has one
+    (DST-aware)."""
+    name = _MACHINE_TZ.get("TZ", os.environ.get("TZ", "")).removeprefix(":")
+    if name:
+        return _zone_of(name)
     link = os.path.realpath("/etc/localtime")
     if "zoneinfo/" in link:
-        candidates.append(link.split("zoneinfo/", 1)[1])
-    for name in candidates:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(link.split("zoneinfo/", 1)[1])
     try:
         return datetime.now().astimezone().tzinfo or UTC
     except ValueError:  # a TZ of a day or more; the command said so at start
         return UTC
+
+
+def _zone_of(name: str) -> tzinfo:
+    """The zone a usable TZ value names; UTC for one ``tz_problem`` refuses."""
+    if name.startswith("/"):
+        try:
+            with open(name, "rb") as file:
+                return ZoneInfo.from_file(file, key=name)
+        except (OSError, ValueError):
+            return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    match = _POSIX_TZ.fullmatch(name)
+    if match is None or _posix_problem(name):
+        return UTC
+    std = name[: match.start(1)].strip("<>")
+    return timezone(timedelta(seconds=-_seconds(match[1])), std)  # POSIX counts westward

@@ -7,13 +7,15 @@ is one Python cannot represent, and importing apprise used to end in a traceback
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALERTD
+from tests.conftest import ALERTD, StartDaemon, WriteConfig, wait_for
 
 SCRIPT = Path(sys.executable).parent / "alertd"  # the installed console script
 
@@ -94,3 +96,46 @@ def test_a_bad_timezone_setting_is_one_line_and_exit_2(
         assert result.returncode == 2
         (line,) = result.stderr.splitlines()
         assert "timezone: unknown time zone" in line and "use an IANA name" in line
+
+
+def test_a_reload_keeps_showing_times_in_the_machines_zone(
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # no timezone: in the file: the machine's zone
+    config = write_config("poll_interval: 0.3\nsearches:\n  - name: a\n")
+    log = tmp_path / "daemon-0.log"
+    proc = start_daemon(config)
+    wait_for(lambda: "cycle 1 " in log.read_text())
+    config.write_text(config.read_text() + "  - name: b\n")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in log.read_text())
+    time.sleep(1.0)  # a few cycles after the reload
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    after = log.read_text().split("config reloaded", 1)[1].splitlines()[1:]
+    stamps = [line.split(" ", 1)[0] for line in after if line[:4].isdigit()]
+    assert stamps and all(stamp.endswith("+0900") for stamp in stamps), stamps
+
+
+@pytest.mark.parametrize(
+    ("tz", "offset"),
+    [("JST-9", "+0900"), ("UTC+3", "-0300"), ("<+0530>-5:30", "+0530"), ("Asia/Tokyo", "+0900")],
+)
+def test_the_machines_zone_is_the_one_tz_names(tz: str, offset: str) -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from alertd.zones import local_zone; from datetime import "
+            "datetime; print(datetime.now(local_zone()).strftime('%z'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TZ": tz},
+        check=True,
+    )
+    assert shown.stdout.strip() == offset
