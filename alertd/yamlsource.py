@@ -65,32 +65,71 @@ def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     return None
 
 
-def _index_lines(
-    node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str, done: set[int]
-) -> None:
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.CollectionNode):
-        if id(node) in done:  # an alias: indexed where it was defined (no alias bombs)
-            return
-        done.add(id(node))
-    if isinstance(node, yaml.MappingNode):
+@dataclass
+class _Index:
+    """What one walk of the node tree finds: the line of every key and item, and how many
+    values each collection stands for once its aliases are copied out (a shared node, an
+    alias, is walked once and counted as often as it is used)."""
+
+    source: str
+    lines: dict[Loc, int] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)  # by id(node); -1 while walked
+    own: int = 0  # the values the file writes out, each once
+    first_over: yaml.Node | None = None  # the smallest part past the bound: where to look
+
+    def walk(self, node: yaml.Node, loc: Loc) -> int:
+        """Index ``node`` at ``loc``; the number of values it stands for."""
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):  # most of a file; one value, alias or not
+            self.own += 1
+            return 1
+        key = id(node)
+        known = self.counts.get(key)
+        if known == -1:
+            raise ConfigError(
+                "an alias (*name) inside the value it names (&name) repeats forever; "
+                "write the value out",
+                source=self.source,
+                line=node.start_mark.line + 1,
+            )
+        if known is not None:
+            return known  # an alias: indexed where it was defined
+        self.counts[key] = -1
+        self.own += 1
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += self._walk_mapping(node, loc)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                total += self.walk(item, (*loc, index))
+        total = min(total, 1 << 62)  # a bomb's count would have hundreds of digits
+        if self.first_over is None and total > MIN_EXPANDED_VALUES:
+            self.first_over = node
+        self.counts[key] = total
+        return total
+
+    def _walk_mapping(self, node: yaml.MappingNode, loc: Loc) -> int:
         keys: set[str] = set()
+        total = 0
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = (*loc, key)
             if key in keys:
                 raise ConfigError(
                     "this key appears twice in the same mapping",
-                    source=source,
+                    source=self.source,
                     line=key_node.start_mark.line + 1,
                     field=field_name(child),
                 )
             keys.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, source, done)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines, source, done)
+            self.lines[child] = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                total += 1
+                self.own += 1
+            else:  # a list or mapping as a key (? [a, b]): it may hold aliases too
+                total += self.walk(key_node, child)
+            total += self.walk(value_node, child)
+        return total
 
 
 # libyaml's loader when PyYAML was built with it: the pure-Python composer takes seconds
@@ -107,55 +146,18 @@ MAX_EXPANSION = 4  # the values aliases may add, as a multiple of the file's own
 MIN_EXPANDED_VALUES = 100_000  # ...or this many in all, whichever is more
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def check_expansion(root: yaml.Node, source: str) -> None:
-    """ConfigError when aliases would expand ``root`` past the bound (or into itself).
-
-    Counts, without expanding anything, how many values the tree holds once every alias
-    is copied out: each node's count is one plus its children's, once per node.
-    """
-    counts: dict[int, int] = {}
-    on_path: set[int] = set()
-    first_over: yaml.Node | None = None
-    cap = 1 << 62  # counts stop growing here: a bomb's would have hundreds of digits
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if children_done:
-            on_path.discard(key)
-            counts[key] = min(cap, 1 + sum(counts[id(c)] for c in _children(node)))
-            if first_over is None and counts[key] > MIN_EXPANDED_VALUES:
-                first_over = node  # the smallest part that is over: where to look
-            continue
-        if key in counts:
-            continue
-        if key in on_path:
-            raise ConfigError(
-                "an alias (*name) inside the value it names (&name) repeats forever; "
-                "write the value out",
-                source=source,
-                line=node.start_mark.line + 1,
-            )
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in reversed(_children(node)))
-    own = len(counts)
+def check_expansion(index: _Index, total: int) -> None:
+    """ConfigError when aliases expand the file past the bound: more than
+    ``MAX_EXPANSION`` times its own values added, and more than ``MIN_EXPANDED_VALUES``."""
+    own = index.own
     limit = max(MIN_EXPANDED_VALUES, own * (1 + MAX_EXPANSION))
-    if counts[id(root)] > limit:
-        where = first_over or root
+    if total > limit:
+        where = index.first_over
         raise ConfigError(
             f"aliases (*name) expand this file's {own:,} values to more than {limit:,}; "
             "write the repeated values out, or repeat less",
-            source=source,
-            line=where.start_mark.line + 1,
+            source=index.source,
+            line=None if where is None else where.start_mark.line + 1,
         )
 
 
@@ -174,8 +176,9 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()
-        if node is not None:
-            check_expansion(node, source)
+        index = _Index(source)
+        if node is not None:  # before the data is built: merge keys (<<: *a) copy
+            check_expansion(index, index.walk(node, ()))
         data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -188,10 +191,7 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
         raise ConfigError(f"YAML error: {exc}", source=source) from None
     finally:
         loader.dispose()
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _index_lines(node, (), lines, source, set())
-    return YamlDoc(source, data, lines)
+    return YamlDoc(source, data, index.lines)
 
 
 def read_text(path: Path, source: str, missing: str = "no such file") -> str:
