@@ -177,7 +177,7 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
     try:
         node = loader.get_single_node()
         index = _Index(source)
-        if node is not None:  # before the data is built: merge keys (<<: *a) copy
+        if node is not None:  # on the nodes: nothing is copied out to count
             check_expansion(index, index.walk(node, ()))
         data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:

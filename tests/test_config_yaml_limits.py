@@ -155,14 +155,3 @@ def test_sighup_with_a_bomb_keeps_the_old_config_and_answers(
     text = log.read_text()
     assert text.count("config reload refused") == 1
     assert f"config reload refused: {member}:" in text and "Traceback" not in text
-
-
-def test_merge_keys_are_counted_as_the_aliases_they_are() -> None:
-    lines = ["x0: &a0 {k0: 1, k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1}"]
-    for i in range(1, 9):  # each merges the one before nine times: PyYAML copies the pairs
-        lines.append(f"x{i}: &a{i} {{<<: [" + ", ".join([f"*a{i - 1}"] * 9) + "]}")
-    started = time.monotonic()
-    with pytest.raises(ConfigError) as caught:
-        parse_config("\n".join(lines) + "\n", "merge.yaml")
-    assert time.monotonic() - started < 1.0
-    assert caught.value.line == 5 and "aliases (*name) expand" in caught.value.message
