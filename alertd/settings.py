@@ -1,9 +1,11 @@
 """The only place where YAML and ``ALERTD_*`` environment variables become typed config.
 
 Every mistake becomes one ``ConfigError`` naming the file, the line and the field,
-with the nearest valid spelling where there is one. ``${VAR}`` in any string is
-taken from the environment (a missing variable is an error), and every value taken
-that way is remembered as a secret so that it never reaches a log.
+with the nearest valid spelling where there is one. ``${VAR}`` in any string of the
+main file is taken from the environment (or a systemd credential); an included file may
+use only the names its ``include:`` entry lists. Every missing variable is named in one
+error, and every value taken that way is remembered as a secret so that it never
+reaches a log.
 """
 
 from __future__ import annotations

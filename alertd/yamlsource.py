@@ -5,7 +5,9 @@ credential of that name (alertd.service loads /etc/alertd/credentials/VAR).
 
 This is the only module that imports yaml. A file becomes a ``YamlDoc``: its data,
 and the line of every key and list item, so that any later mistake can name the
-file and the line. ``include:`` patterns become the files they match here too.
+file and the line. Every file is bounded (``MAX_FILE_BYTES``, and how far its aliases
+may expand) before its data is built. ``include:`` entries become the files they match
+here too, each with the ``${VAR}`` names the main file lets it use.
 """
 
 from __future__ import annotations
