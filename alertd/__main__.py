@@ -1,5 +1,5 @@
 """Allow ``python -m alertd``."""
 
-from alertd.cli import main
+from alertd.start import main
 
 main()

@@ -35,15 +35,18 @@ from alertd.health import (
 from alertd.match import is_open, why_dropped
 from alertd.metrics import DEFAULT_HOST, MetricsServer, bind_metrics, serve_metrics
 from alertd.models import Job, Pay, Target
+from alertd.owners import refuse_shared_names
 from alertd.pipeline import make_client, run_once
 from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
 from alertd.scaffold import init
 from alertd.serve import standin
 from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
+from alertd.start import exit_for_tz
 from alertd.store import Store
 from alertd.targets import RedactingFilter
 from alertd.words import plural
+from alertd.zones import keep_machine_zone, tz_problem
 
 log = logging.getLogger("alertd")
 
@@ -145,6 +148,15 @@ def read_config(path: str, need_searches: bool = False, need_secrets: bool = Tru
         fail(exc)
     setup_logging(config.log_level, config.secrets, config.tz, config.log_format)
     return config
+
+
+def refuse_shared_names_or_exit(config: Config, store: Store) -> None:
+    """Exit 2 when another config file sharing the state directory has one of the
+    config's search names (``owners.py``)."""
+    try:
+        refuse_shared_names(config, store)
+    except ConfigError as exc:
+        fail(exc)
 
 
 @contextmanager
@@ -297,6 +309,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
 
     def reload() -> Config:
         new = check_config(config_path, need_searches=True)
+        refuse_shared_names(new, store)  # the store is open by the time a SIGHUP comes
         redactor.add(new.secrets)  # before anything of the new config can reach a log line
         set_log_level(new.log_level)
         for handler in logging.getLogger().handlers:  # times in the new zone, the new format
@@ -306,6 +319,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         return new
 
     listener = open_metrics_port(config, metrics_port, metrics_host)
+    keep_machine_zone()  # a reload still shows times in the machine's zone
     use_utc()
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
@@ -321,6 +335,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         make_client(config, stop) as client,
         serve_metrics(listener, config, client) as metrics,
     ):
+        refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
         cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
             current, client, store, send, stop=stop, retry_refused=fresh
@@ -357,6 +372,7 @@ def once(config_path: str, dry_run: bool) -> None:
         else sender_for(config.send_timeout, config.tz)
     )
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
+        refuse_shared_names_or_exit(config, store)
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
     log.log(
@@ -799,7 +815,11 @@ cli.add_command(standin)
 
 
 def main() -> None:
-    """Entry point of the ``alertd`` script."""
+    """Entry point of the ``alertd`` script (after ``start``'s TZ check, which is
+    asked again here for an install whose script still starts here)."""
+    problem = tz_problem()
+    if problem is not None:
+        exit_for_tz(problem, sys.argv[1:])
     try:
         cli(standalone_mode=True)
     except StoreError as exc:  # pragma: no cover - commands translate their own

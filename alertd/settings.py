@@ -1,9 +1,11 @@
 """The only place where YAML and ``ALERTD_*`` environment variables become typed config.
 
 Every mistake becomes one ``ConfigError`` naming the file, the line and the field,
-with the nearest valid spelling where there is one. ``${VAR}`` in any string is
-taken from the environment (a missing variable is an error), and every value taken
-that way is remembered as a secret so that it never reaches a log.
+with the nearest valid spelling where there is one. ``${VAR}`` in any string of the
+main file is taken from the environment (or a systemd credential); an included file may
+use only the names its ``include:`` entry lists. Every missing variable is named in one
+error, and every value taken that way is remembered as a secret so that it never
+reaches a log.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, tzinfo
+from datetime import time, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -52,15 +54,19 @@ from alertd.targets import (
 from alertd.yamlsource import (
     SECRETS_OPTIONAL,
     Loc,
+    Missing,
     YamlDoc,
     field_name,
     find_includes,
     line_for,
+    missing_error,
     named_values,
     parse_yaml,
+    read_text,
     read_yaml,
     substitute,
 )
+from alertd.zones import local_zone
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -655,8 +661,11 @@ def _check_unique_names(sections: Iterable[_Section]) -> None:
 # -- included files -----------------------------------------------------------
 
 
-def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
-    """The searches of one included file; anything but ``searches:`` is a mistake."""
+def _read_included(
+    path: Path, allowed: frozenset[str], main: YamlDoc, secrets: set[str], missing: Missing
+) -> tuple[YamlDoc, dict[str, Any]]:
+    """One included file's data, its ``${VAR}``s (only ``allowed`` ones) filled in;
+    anything but ``searches:`` is a mistake."""
     doc = read_yaml(path, str(path))
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
@@ -670,7 +679,10 @@ def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
                 f"settings and channels belong in {main.source}",
                 (str(key),),
             )
-    data = substitute(data, (), doc, secrets)
+    return doc, substitute(data, (), doc, secrets, missing, allowed)
+
+
+def _included_section(doc: YamlDoc, data: dict[str, Any]) -> _Section:
     try:
         return _Section(doc, Destinations(**data).searches)
     except ValidationError as exc:
@@ -678,31 +690,16 @@ def _read_included(path: Path, main: YamlDoc, secrets: set[str]) -> _Section:
 
 
 def _read_includes(
-    patterns: object, base: Path, main: YamlDoc, owner: str, secrets: set[str]
-) -> list[_Section]:
-    if patterns is None:
+    entries: object, base: Path, main: YamlDoc, owner: str, secrets: set[str], missing: Missing
+) -> list[tuple[YamlDoc, dict[str, Any]]]:
+    if entries is None:
         return []
     itself = Path(owner).resolve()
     return [
-        _read_included(path, main, secrets)
-        for path in find_includes(patterns, base, main)
+        _read_included(path, allowed, main, secrets, missing)
+        for path, allowed in find_includes(entries, base, main)
         if path.resolve() != itself  # "*.yaml" beside the main file need not exclude it
     ]
-
-
-def local_zone() -> tzinfo:
-    """The machine's time zone, as a named zone when it can be found (DST-aware)."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    link = os.path.realpath("/etc/localtime")
-    if "zoneinfo/" in link:
-        candidates.append(link.split("zoneinfo/", 1)[1])
-    for name in candidates:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
 def _zone(name: str | None, source: str, lines: Mapping[Loc, int]) -> tzinfo:
@@ -787,8 +784,13 @@ def _build_config(
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of settings", source=source, line=1)
     owner = owner or source
-    data = substitute(data, (), doc, secrets)
+    missing: Missing = []
+    data = substitute(data, (), doc, secrets, missing)
     _check_known_keys(data, doc)
+    base = Path(source).parent if base is None else base
+    included = _read_includes(data.get("include"), base, doc, owner, secrets, missing)
+    if (unset := missing_error(missing)) is not None:  # every one, in every file, at once
+        raise unset
     try:
         settings = AlertdSettings(**{k: v for k, v in data.items() if k in SETTING_KEYS})
         file = Destinations(**{k: v for k, v in data.items() if k in FILE_KEYS})
@@ -796,9 +798,8 @@ def _build_config(
         raise _translate(exc, doc.lines, source) from None
     except SettingsError as exc:
         raise _env_error(exc) from None
-    base = Path(source).parent if base is None else base
     sections = [_Section(doc, file.searches)]
-    sections += _read_includes(data.get("include"), base, doc, owner, secrets)
+    sections += [_included_section(at, each) for at, each in included]
     _check_unique_names(sections)
     resolver = _Resolver(secrets)
     with quiet_apprise():  # checking thousands of URLs: silence apprise once, not each time
@@ -849,15 +850,11 @@ def load_config(path: Path, *, need_secrets: bool = True) -> Config:
         finally:
             SECRETS_OPTIONAL.reset(token)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no such file; `alertd init {path}` writes a commented example there, or "
-            "pass --config PATH (without -c, alertd looks for ./alerts.yaml, "
-            "$XDG_CONFIG_HOME/alertd/alerts.yaml and /etc/alertd/alerts.yaml)",
-            source=source,
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
+    text = read_text(
+        path,
+        source,
+        missing=f"no such file; `alertd init {path}` writes a commented example there, or "
+        "pass --config PATH (without -c, alertd looks for ./alerts.yaml, "
+        "$XDG_CONFIG_HOME/alertd/alerts.yaml and /etc/alertd/alerts.yaml)",
+    )
     return parse_config(text, source, owner=str(path.resolve()), base=path.parent)

@@ -5,13 +5,16 @@ credential of that name (alertd.service loads /etc/alertd/credentials/VAR).
 
 This is the only module that imports yaml. A file becomes a ``YamlDoc``: its data,
 and the line of every key and list item, so that any later mistake can name the
-file and the line. ``include:`` patterns become the files they match here too.
+file and the line. Every file is bounded (``MAX_FILE_BYTES``, and how far its aliases
+may expand) before its data is built. ``include:`` entries become the files they match
+here too, each with the ``${VAR}`` names the main file lets it use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import glob
 import os
 import re
@@ -64,44 +67,120 @@ def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     return None
 
 
-def _index_lines(
-    node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str, done: set[int]
-) -> None:
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.CollectionNode):
-        if id(node) in done:  # an alias: indexed where it was defined (no alias bombs)
-            return
-        done.add(id(node))
-    if isinstance(node, yaml.MappingNode):
+@dataclass
+class _Index:
+    """What one walk of the node tree finds: the line of every key and item, and how many
+    values each collection stands for once its aliases are copied out (a shared node, an
+    alias, is walked once and counted as often as it is used)."""
+
+    source: str
+    lines: dict[Loc, int] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)  # by id(node); -1 while walked
+    own: int = 0  # the values the file writes out, each once
+    first_over: yaml.Node | None = None  # the smallest part past the bound: where to look
+
+    def walk(self, node: yaml.Node, loc: Loc) -> int:
+        """Index ``node`` at ``loc``; the number of values it stands for."""
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):  # most of a file; one value, alias or not
+            self.own += 1
+            return 1
+        key = id(node)
+        known = self.counts.get(key)
+        if known == -1:
+            raise ConfigError(
+                "an alias (*name) inside the value it names (&name) repeats forever; "
+                "write the value out",
+                source=self.source,
+                line=node.start_mark.line + 1,
+            )
+        if known is not None:
+            return known  # an alias: indexed where it was defined
+        self.counts[key] = -1
+        self.own += 1
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += self._walk_mapping(node, loc)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                total += self.walk(item, (*loc, index))
+        total = min(total, 1 << 62)  # a bomb's count would have hundreds of digits
+        if self.first_over is None and total > MIN_EXPANDED_VALUES:
+            self.first_over = node
+        self.counts[key] = total
+        return total
+
+    def _walk_mapping(self, node: yaml.MappingNode, loc: Loc) -> int:
         keys: set[str] = set()
+        total = 0
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = (*loc, key)
             if key in keys:
                 raise ConfigError(
                     "this key appears twice in the same mapping",
-                    source=source,
+                    source=self.source,
                     line=key_node.start_mark.line + 1,
                     field=field_name(child),
                 )
             keys.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, source, done)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines, source, done)
+            self.lines[child] = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode):
+                total += 1
+                self.own += 1
+            else:  # a list or mapping as a key (? [a, b]): it may hold aliases too
+                total += self.walk(key_node, child)
+            total += self.walk(value_node, child)
+        return total
 
 
 # libyaml's loader when PyYAML was built with it: the pure-Python composer takes seconds
 # on a config of 10,000 searches. Both give the same nodes, marks and errors.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# What one file may cost, whoever wrote it (an included file may be a member's): its
+# size, and how far its aliases (``*name``) may repeat what it holds. An alias is one
+# node shared in the tree PyYAML composes; everything after (``${VAR}``, validation)
+# walks it as copies, so a few hundred bytes of nested aliases ("billion laughs")
+# would become billions of values.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_EXPANSION = 4  # the values aliases may add, as a multiple of the file's own...
+MIN_EXPANDED_VALUES = 100_000  # ...or this many in all, whichever is more
+
+
+def check_expansion(index: _Index, total: int) -> None:
+    """ConfigError when aliases expand the file past the bound: more than
+    ``MAX_EXPANSION`` times its own values added, and more than ``MIN_EXPANDED_VALUES``."""
+    own = index.own
+    limit = max(MIN_EXPANDED_VALUES, own * (1 + MAX_EXPANSION))
+    if total > limit:
+        where = index.first_over
+        raise ConfigError(
+            f"aliases (*name) expand this file's {own:,} values to more than {limit:,}; "
+            "write the repeated values out, or repeat less",
+            source=index.source,
+            line=None if where is None else where.start_mark.line + 1,
+        )
+
+
+def _too_large(source: str) -> ConfigError:
+    return ConfigError(
+        f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB, more than a config "
+        "needs; split its searches over files with include:",
+        source=source,
+    )
+
 
 def parse_yaml(text: str, source: str) -> YamlDoc:
     """Parse ``text`` once: the node tree gives the lines, the same tree gives the data."""
+    if len(text) > MAX_FILE_BYTES:  # characters: never fewer than the bytes they came from
+        raise _too_large(source)
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()
+        index = _Index(source)
+        if node is not None:  # on the nodes: nothing is copied out to count
+            check_expansion(index, index.walk(node, ()))
         data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -114,21 +193,30 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
         raise ConfigError(f"YAML error: {exc}", source=source) from None
     finally:
         loader.dispose()
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _index_lines(node, (), lines, source, set())
-    return YamlDoc(source, data, lines)
+    return YamlDoc(source, data, index.lines)
+
+
+def read_text(path: Path, source: str, missing: str = "no such file") -> str:
+    """The text of the YAML file at ``path``, at most ``MAX_FILE_BYTES`` of it read;
+    ``missing`` says what to do when it is not there."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(missing, source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _too_large(source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
 
 
 def read_yaml(path: Path, source: str, missing: str = "no such file") -> YamlDoc:
     """Read and parse the file at ``path``; ``missing`` says what to do when it is not there."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(missing, source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the file: {exc}", source=source) from None
-    return parse_yaml(text, source)
+    return parse_yaml(read_text(path, source, missing), source)
 
 
 # Set while a config is read for a command that needs no secrets (``status``, ``health``,
@@ -138,30 +226,105 @@ SECRETS_OPTIONAL: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def substitute(value: Any, loc: Loc, doc: YamlDoc, secrets: set[str]) -> Any:
-    """``value`` with every ``${VAR}`` replaced by ``lookup``; each value is a secret."""
+Missing = list[tuple[str, YamlDoc, Loc]]  # each ${VAR} without a value, and where
+
+
+def substitute(
+    value: Any,
+    loc: Loc,
+    doc: YamlDoc,
+    secrets: set[str],
+    missing: Missing,
+    allowed: frozenset[str] | None = None,
+) -> Any:
+    """``value`` with every ``${VAR}`` replaced by ``lookup``; each value is a secret.
+
+    Only the names in ``allowed`` may be used (None: any, as in the main file); another
+    is a ConfigError that names it, never its value. A ``${VAR}`` with no value is added
+    to ``missing`` and left as written, so that one error can name them all
+    (``missing_error``).
+    """
     if isinstance(value, dict):
-        return {k: substitute(v, (*loc, str(k)), doc, secrets) for k, v in value.items()}
+        return {
+            k: substitute(v, (*loc, str(k)), doc, secrets, missing, allowed)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [substitute(v, (*loc, i), doc, secrets) for i, v in enumerate(value)]
+        return [
+            substitute(v, (*loc, i), doc, secrets, missing, allowed) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str):
         return value
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
+        if allowed is not None and name not in allowed:
+            raise doc.error(not_allowed(name, allowed), loc)
         try:
             found = lookup(name)
         except ConfigError as exc:
             raise doc.error(exc.message, loc) from None
-        if found is None and SECRETS_OPTIONAL.get():
-            return match.group(0)
         if found is None:
-            raise doc.error(missing_reference(name), loc)
+            if not SECRETS_OPTIONAL.get():
+                missing.append((name, doc, loc))
+            return match.group(0)
         secrets.add(found)
         secrets.add(found.strip())  # printed without the line breaks it may end in
         return found
 
     return _ENV_REF.sub(replace, value)
+
+
+def not_allowed(name: str, allowed: frozenset[str]) -> str:
+    """Why an included file may not use ``${NAME}``, and who can allow it."""
+    may = ", ".join(sorted(allowed)) if allowed else "none"
+    return (
+        f"${{{name}}} is not allowed in this included file (allowed: {may}); the main "
+        f"config file allows it in its include: entry, e.g. "
+        f"- {{files: members/*.yaml, variables: [{name}]}}"
+    )
+
+
+def _places(lines: list[str], others: list[str]) -> str:
+    """``lines 7, 8, members/bob.yaml:3``"""
+    shown = [f"{'line' if len(lines) == 1 else 'lines'} {', '.join(lines)}"] if lines else []
+    return ", ".join(shown + others)
+
+
+def missing_error(missing: Missing) -> ConfigError | None:
+    """One error naming every ``${VAR}`` in ``missing`` with where each is used; None
+    when there is none. One variable gets the longer advice of ``missing_reference``."""
+    if not missing:
+        return None
+    name, doc, loc = missing[0]
+    here: dict[str, list[str]] = {}  # lines in the first one's file, by name
+    elsewhere: dict[str, list[str]] = {}  # file:line in others
+    for each, at, where in missing:
+        same = at.source == doc.source
+        shown = f"{at.line_of(where)}" if same else f"{at.source}:{at.line_of(where)}"
+        here.setdefault(each, [])
+        places = (here if same else elsewhere).setdefault(each, [])
+        if shown not in places:
+            places.append(shown)
+    if len(here) == 1:
+        return doc.error(missing_reference(name), loc)
+    listed = ", ".join(
+        f"${{{each}}} ({_places(lines, elsewhere.get(each, []))})" for each, lines in here.items()
+    )
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        state = "are neither environment variables nor credentials"
+        todo = (
+            "put each in the file of its name in the folder the unit's LoadCredential= "
+            "loads (/etc/alertd/credentials), or set the variables"
+        )
+    else:
+        state = "are not set"
+        todo = "export them, or put them in the service's environment file or credentials"
+    return ConfigError(
+        f"{len(here)} variables {state}: {listed}; {todo}",
+        source=doc.source,
+        line=doc.line_of(loc),
+    )
 
 
 def lookup(name: str) -> str | None:
@@ -216,20 +379,63 @@ def named_values() -> dict[str, str]:
     return found | dict(os.environ)
 
 
-def find_includes(patterns: object, base: Path, doc: YamlDoc) -> list[Path]:
-    """The files ``include:`` names: each pattern's matches in sorted order, each file once.
+INCLUDE_KEYS = ("files", "variables")
+Include = tuple[Path, frozenset[str]]  # a file, and the ${VAR}s it may use
 
-    Relative patterns are relative to ``base`` (the main file's folder). A pattern that
-    matches nothing is fine: a folder of per-person files may be empty.
+
+def find_includes(entries: object, base: Path, doc: YamlDoc) -> list[Include]:
+    """The files ``include:`` names, each with the ``${VAR}`` names it may use.
+
+    An entry is a glob pattern (its files may use no ``${VAR}``), or a mapping
+    ``{files: PATTERN(S), variables: [NAME, ...]}`` whose files may use those names.
+    Each pattern's matches come in sorted order, each file once (a file two entries
+    match may use the names of both). Relative patterns are relative to ``base`` (the
+    main file's folder). A pattern that matches nothing is fine: a folder of
+    per-person files may be empty.
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    if not isinstance(patterns, list):
+    if isinstance(entries, str | dict):
+        entries = [entries]
+    if not isinstance(entries, list):
         raise doc.error("a glob pattern or a list of them, e.g. [members/*.yaml]", ("include",))
-    found: list[Path] = []
-    for index, pattern in enumerate(patterns):
-        if not isinstance(pattern, str) or not pattern.strip():
-            raise doc.error("a glob pattern (a string), e.g. members/*.yaml", ("include", index))
-        matches = glob.glob(str(base / pattern), recursive=True)
-        found.extend(Path(m) for m in sorted(matches) if Path(m) not in found)
-    return [path for path in found if path.is_file()]
+    found: dict[Path, frozenset[str]] = {}
+    for index, entry in enumerate(entries):
+        patterns, allowed = _include_entry(entry, ("include", index), doc)
+        for pattern in patterns:
+            matches = glob.glob(str(base / pattern), recursive=True)
+            for path in (Path(m) for m in sorted(matches)):
+                found[path] = found.get(path, frozenset()) | allowed
+    return [(path, allowed) for path, allowed in found.items() if path.is_file()]
+
+
+def _include_entry(entry: object, loc: Loc, doc: YamlDoc) -> tuple[list[str], frozenset[str]]:
+    """The patterns and the allowed names of one ``include:`` entry."""
+    if not isinstance(entry, dict):
+        return [_pattern(entry, loc, doc)], frozenset()
+    for key in entry:
+        if key not in INCLUDE_KEYS:
+            hint = difflib.get_close_matches(str(key), INCLUDE_KEYS, n=1)
+            hint_text = f" — did you mean {hint[0]!r}?" if hint else ""
+            raise doc.error(
+                f"unknown key {key!r}{hint_text}; an include: entry has files: and variables:",
+                (*loc, str(key)),
+            )
+    if "files" not in entry:
+        raise doc.error("give the files as files: PATTERN, e.g. files: team/*.yaml", loc)
+    files = entry["files"] if isinstance(entry["files"], list) else [entry["files"]]
+    patterns = [_pattern(p, (*loc, "files", i), doc) for i, p in enumerate(files)]
+    names = entry.get("variables") or []
+    names = names if isinstance(names, list) else [names]
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not _ENV_REF.fullmatch(f"${{{name}}}"):
+            raise doc.error(
+                f"{name!r} is not a variable name; write the names without ${{ }}, "
+                "e.g. variables: [TEAM_SLACK_TOKEN]",
+                (*loc, "variables", i),
+            )
+    return patterns, frozenset(names)
+
+
+def _pattern(pattern: object, loc: Loc, doc: YamlDoc) -> str:
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise doc.error("a glob pattern (a string), e.g. members/*.yaml", loc)
+    return pattern

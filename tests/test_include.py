@@ -95,6 +95,8 @@ def test_a_mistake_in_an_included_file_names_that_file_and_line(
 
     monkeypatch.delenv("BOB_HOOK", raising=False)
     write(bob, "searches:\n  - name: a\n    notify: ['json://${BOB_HOOK}']\n")
+    allowing = "include: {files: members/*.yaml, variables: [BOB_HOOK]}\n"
+    config.write_text(config.read_text().replace("include: members/*.yaml\n", allowing))
     err = error_of(config)
     assert (err.source, err.line) == (str(bob), 3)
     assert "BOB_HOOK is not set" in err.message

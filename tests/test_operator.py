@@ -38,7 +38,7 @@ def test_status_and_health_need_none_of_the_daemons_secrets(
     health = run_cli("health", "-c", config)
     assert health.exit_code == 1 and "heartbeat" in health.output  # no daemon: said so
     validate = run_cli("validate", "-c", config)  # what run needs: the secrets
-    assert validate.exit_code == 2 and "ALERTD_TEST_TG is not set" in validate.output
+    assert validate.exit_code == 2 and "variables are not set: ${ALERTD_TEST_TG}" in validate.output
 
 
 def test_status_says_plainly_when_there_is_no_state(

@@ -754,6 +754,16 @@ class Store:
         """Where the config file ``owner`` last read the change feed up to (its ``until``)."""
         return self.positions.get(owner)
 
+    def kept_for_others(self, names: Iterable[str], owner: str) -> dict[str, str]:
+        """Of ``names``, those kept here for another config file that still exists, each
+        with that file (its owner key): a search ``adopt`` would take from it."""
+        held = {}
+        for name in names:
+            state = self.searches.get(name)
+            if state is not None and state.owner not in (owner, "") and Path(state.owner).exists():
+                held[name] = state.owner
+        return held
+
     def adopt(self, names: Iterable[str], owner: str) -> int:
         """The config file ``owner`` has these searches: any kept under another owner become
         its own (names are unique in a state directory). An owner whose file is gone (the
