@@ -28,7 +28,13 @@ import httpcore
 import httpx
 
 from alertd import __version__
-from alertd.errors import ApiDataError, ApiError, ApiUnavailableError, StopRequestedError
+from alertd.errors import (
+    ApiDataError,
+    ApiError,
+    ApiUnavailableError,
+    ConfigError,
+    StopRequestedError,
+)
 from alertd.models import MAX_JOB_ID, Job, format_time, parse_job, parse_time
 
 log = logging.getLogger(__name__)
@@ -422,16 +428,24 @@ class OpenTrainClient:
         self.deadline = deadline
         self.max_body = max_body
         self.deadline_backend = _Deadline(self.budget.stop)
-        client = httpx.Client(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
-            headers={
-                "User-Agent": f"alertd/{__version__}",
-                "Accept": "application/json",
-                "Accept-Encoding": "gzip",  # what _read_body inflates itself
-            },
-            transport=transport,  # None: httpx's own, with the environment's proxies
-        )
+        try:
+            client = httpx.Client(
+                base_url=base_url.rstrip("/") + "/",
+                timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
+                headers={
+                    "User-Agent": f"alertd/{__version__}",
+                    "Accept": "application/json",
+                    "Accept-Encoding": "gzip",  # what _read_body inflates itself
+                },
+                transport=transport,  # None: httpx's own, with the environment's proxies
+            )
+        except (ImportError, ValueError) as exc:  # a proxy httpx cannot use (socks5://, ftp://)
+            raise ConfigError(
+                f"{' '.join(str(exc).split()).rstrip('.')}; the API cannot be reached "
+                "through it: fix or unset it",
+                source="environment",
+                field="HTTP_PROXY/HTTPS_PROXY/ALL_PROXY",
+            ) from exc
         self.http = (
             client if transport is not None else _bind_sockets(client, self.deadline_backend)
         )

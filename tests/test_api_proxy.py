@@ -8,7 +8,9 @@ go through the proxy fails, and the loopback guard in conftest says so.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from alertd.errors import ApiUnavailableError, StopRequestedError
 from alertd.market import Market
 from alertd.models import format_time
 from alertd.standin import Fault, StandInServer
-from tests.conftest import RunCli, WriteConfig
+from tests.conftest import ALERTD, RunCli, WriteConfig
 from tests.rawserver import RawServer
 from tests.relay import Relay
 from tests.servers import CapturedRequest, Reply, TLSInterceptProxy
@@ -156,3 +158,22 @@ def test_a_proxied_request_stops_within_a_second(
     assert isinstance(stopped, StopRequestedError), stopped
     assert time.monotonic() - started < 2.5
     assert json.dumps(proxy.targets).count("/jobs/changes") == 1
+
+
+@pytest.mark.parametrize("value", ["socks5://user:pw-secret@127.0.0.1:1", "ftp://127.0.0.1:1"])
+def test_a_proxy_httpx_cannot_use_is_one_line_and_exit_2(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    config = write_config("searches:\n  - name: all\n")
+    env = {**os.environ, "ALL_PROXY": value}
+    done = subprocess.run(
+        [*ALERTD, "once", "-c", str(config), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ALL_PROXY" in lines[0], done.stderr
+    assert "pw-secret" not in done.stderr
