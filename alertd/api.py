@@ -579,7 +579,7 @@ class OpenTrainClient:
                 f"{path}: {text}; not tried again before the next cycle", code=LIMIT_CODE
             ) from exc
         if failure is Failure.UNREACHABLE:
-            self.unreachable_at = self.budget.requests
+            self.unreachable_at = self.requests_sent
             raise ApiUnavailableError(f"{path}: {text}", code=UNREACHABLE_CODE) from exc
         return text, None
 
