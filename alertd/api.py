@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import json
 import logging
 import math
@@ -27,7 +28,13 @@ import httpcore
 import httpx
 
 from alertd import __version__
-from alertd.errors import ApiDataError, ApiError, ApiUnavailableError, StopRequestedError
+from alertd.errors import (
+    ApiDataError,
+    ApiError,
+    ApiUnavailableError,
+    ConfigError,
+    StopRequestedError,
+)
 from alertd.models import MAX_JOB_ID, Job, format_time, parse_job, parse_time
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,10 @@ MAX_RATE_LIMITED_TRIES = 6
 CHANGES_CAP = 5000  # events per answer of GET /jobs/changes
 MAX_CHANGE_CALLS = 10
 CLOSED_CODE = "CLOSED"  # our name for GET /jobs/{id}'s 404 {"id", "status": "closed"}
+# Our codes for failures that are not tried again in the same cycle (ApiError.code):
+UNREACHABLE_CODE = "UNREACHABLE"  # no connection at all: the cycle asks nothing more
+LIMIT_CODE = "LIMIT"  # the whole deadline or the size limit spent: this query, next cycle
+MAX_LIMIT_BACKOFF = 3600.0  # seconds: the longest a query that keeps failing so is left alone
 STOP_CHECK = 1.0  # seconds: how soon a request in flight notices a stop (SIGTERM)
 
 T = TypeVar("T")
@@ -174,7 +185,11 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 class _BodyError(Exception):
-    """The answer broke a limit while it was being read (too slow, too large)."""
+    """The answer could not be read: cut short, junk after its end, an unknown encoding."""
+
+
+class _LimitError(_BodyError):
+    """The answer broke a limit while it was being read: too slow, or too large."""
 
 
 class _Deadline(httpcore.NetworkBackend):
@@ -278,14 +293,17 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self.inner.get_extra_info(info)
 
 
-def _deadline_transport(backend: _Deadline) -> httpx.HTTPTransport:
-    """httpx's own transport over sockets that ``backend`` bounds."""
-    transport = httpx.HTTPTransport()
-    # httpx takes no network backend; its pool is the one place to give it ours.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=backend
-    )
-    return transport
+def _bind_sockets(client: httpx.Client, backend: _Deadline) -> httpx.Client:
+    """``client`` with every connection pool it built opening its sockets through
+    ``backend``: the direct one and one per proxy httpx read from the environment
+    (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), so a proxied request
+    keeps the whole deadline and stops within a second too. httpx takes no network
+    backend, and a transport of our own would turn its environment proxies off; its
+    pools are the one place to give it ours."""
+    for transport in (client._transport, *client._mounts.values()):
+        if isinstance(transport, httpx.HTTPTransport):
+            transport._pool._network_backend = backend
+    return client
 
 
 def _inflater(encoding: str, first: bytes) -> Any:
@@ -302,25 +320,41 @@ def _inflater(encoding: str, first: bytes) -> Any:
     raise _BodyError(f"the answer is compressed as {encoding!r}, which alertd does not accept")
 
 
-# Every httpx error becomes a sentence here, in one place, by class (most specific first):
-# retrying fixes a timeout or a dropped connection; it does not fix a URL httpx refuses.
-_HTTPX_ERRORS: tuple[tuple[type[Exception], str, bool], ...] = (
-    (httpx.TimeoutException, "timed out", True),
-    (httpx.DecodingError, "the body could not be decoded (corrupt compression?)", True),
-    (httpx.TooManyRedirects, "too many redirects", True),
-    (httpx.TransportError, "connection failed", True),
-    (httpx.StreamError, "the answer stream broke", True),
-    (httpx.HTTPError, "the request failed", True),
-    (httpx.InvalidURL, "the URL is not valid (check api_url)", False),
+class Failure(enum.Enum):
+    """What a failed request means for what comes next."""
+
+    RETRY = "retry"  # a 5xx, a reset, a bad body: tried again soon, in this cycle
+    LATER = "later"  # ran its whole deadline or size limit: this query waits for the next cycle
+    UNREACHABLE = "unreachable"  # no connection at all: the cycle asks nothing more
+    FATAL = "fatal"  # retrying cannot help (a URL httpx refuses)
+
+
+# Every failure a request can have becomes a sentence here, in one place, by class (most
+# specific first). Not reaching the API (refused, no route, no such name, the proxy said
+# no) is not retried at once: nothing else in the cycle will reach it either. Anything
+# not listed is a bug of ours, and is raised as one.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], str, Failure], ...] = (
+    (httpx.ConnectTimeout, "could not connect in time", Failure.UNREACHABLE),
+    (httpx.ConnectError, "could not connect", Failure.UNREACHABLE),
+    (httpx.ProxyError, "the proxy would not connect us", Failure.UNREACHABLE),
+    (httpx.TimeoutException, "timed out", Failure.RETRY),
+    (httpx.DecodingError, "the body could not be decoded (corrupt compression?)", Failure.RETRY),
+    (httpx.TooManyRedirects, "too many redirects", Failure.RETRY),
+    (httpx.TransportError, "connection failed", Failure.RETRY),
+    (httpx.StreamError, "the answer stream broke", Failure.RETRY),
+    (httpx.HTTPError, "the request failed", Failure.RETRY),
+    (httpx.InvalidURL, "the URL is not valid (check api_url)", Failure.FATAL),
+    (OSError, "connection failed", Failure.RETRY),  # a socket or TLS error httpx left as it was
 )
+REQUEST_ERRORS = tuple(kind for kind, _text, _failure in _HTTPX_ERRORS)
 
 
-def describe_httpx_error(exc: Exception) -> tuple[str, bool]:
-    """(what went wrong, whether retrying can help) for any exception httpx raises."""
-    for kind, text, retryable in _HTTPX_ERRORS:
+def describe_httpx_error(exc: Exception) -> tuple[str, Failure]:
+    """(what went wrong, what it means) for a failure ``REQUEST_ERRORS`` lists."""
+    for kind, text, failure in _HTTPX_ERRORS:
         if isinstance(exc, kind):
-            return f"{text} ({type(exc).__name__}: {exc})", retryable
-    return f"{type(exc).__name__}: {exc}", True
+            return f"{text} ({type(exc).__name__}: {exc})", failure
+    return f"{type(exc).__name__}: {exc}", Failure.RETRY
 
 
 def _error_code(body: object) -> str | None:
@@ -333,6 +367,42 @@ def _error_code(body: object) -> str | None:
         if isinstance(body.get("code"), str):
             return str(body["code"])
     return None
+
+
+class LimitBackoff:
+    """Queries whose answers ran their whole deadline or size limit, left alone a while.
+
+    The first such failure costs one try and the next cycle asks again; each further one
+    in a row doubles the pause, from ``base`` (a poll interval: one cycle skipped) up to
+    ``MAX_LIMIT_BACKOFF``. An answer ends it. Kept in memory: the daemon's client lives
+    as long as the daemon; a new process (``alertd once``) starts over at one try.
+    """
+
+    def __init__(self, base: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base = base
+        self.clock = clock
+        self.failing: dict[str, tuple[int, float]] = {}  # key → (failures in a row, until)
+
+    def check(self, key: str) -> None:
+        """Raise (``LIMIT_CODE``) while ``key`` is left alone; a request may go otherwise."""
+        failures, until = self.failing.get(key, (0, 0.0))
+        left = until - self.clock()
+        if left > 0:
+            raise ApiUnavailableError(
+                f"jobs: not asked for another {left:.0f}s: its last {failures} answers "
+                "ran past the deadline or the size limit",
+                code=LIMIT_CODE,
+            )
+
+    def failed(self, key: str) -> None:
+        """One more answer of ``key`` spent its deadline or size limit."""
+        failures = self.failing.get(key, (0, 0.0))[0] + 1
+        pause = min(self.base * (2 ** min(failures - 1, 30) - 1), MAX_LIMIT_BACKOFF)
+        self.failing[key] = (failures, self.clock() + pause)
+
+    def answered(self, key: str) -> None:
+        """``key`` was answered whole: it is asked as usual again."""
+        self.failing.pop(key, None)
 
 
 class OpenTrainClient:
@@ -349,6 +419,7 @@ class OpenTrainClient:
         retry_delays: Sequence[float] = RETRY_DELAYS,
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
+        limit_backoff: float = 60.0,
     ) -> None:
         # ``api_limit`` is the server's own limit: the public API's, unless a local stand-in
         # is set up with another one (benchmarks and tests of many requests).
@@ -357,19 +428,34 @@ class OpenTrainClient:
         self.deadline = deadline
         self.max_body = max_body
         self.deadline_backend = _Deadline(self.budget.stop)
-        self.http = httpx.Client(
-            base_url=base_url.rstrip("/") + "/",
-            timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
-            headers={
-                "User-Agent": f"alertd/{__version__}",
-                "Accept": "application/json",
-                "Accept-Encoding": "gzip",  # what _read_body inflates itself
-            },
-            transport=transport or _deadline_transport(self.deadline_backend),
+        try:
+            client = httpx.Client(
+                base_url=base_url.rstrip("/") + "/",
+                timeout=deadline,  # no one phase (connect, a read) outlasts the whole deadline
+                headers={
+                    "User-Agent": f"alertd/{__version__}",
+                    "Accept": "application/json",
+                    "Accept-Encoding": "gzip",  # what _read_body inflates itself
+                },
+                transport=transport,  # None: httpx's own, with the environment's proxies
+            )
+        except (ImportError, ValueError) as exc:  # a proxy httpx cannot use (socks5://, ftp://)
+            raise ConfigError(
+                f"{' '.join(str(exc).split()).rstrip('.')}; the API cannot be reached "
+                "through it: fix or unset it",
+                source="environment",
+                field="HTTP_PROXY/HTTPS_PROXY/ALL_PROXY",
+            ) from exc
+        self.http = (
+            client if transport is not None else _bind_sockets(client, self.deadline_backend)
         )
         # Told (endpoint, HTTP status or error kind) after each request: metrics.py's hook.
         self.on_request: Callable[[str, str], None] | None = None
         self.status: int | None = None  # of the last answer whose headers arrived
+        # The request (by number) that last found the API unreachable; None once one got
+        # an answer since: the cycle that sent it asks nothing more (``Cycle.can_ask``).
+        self.unreachable_at: int | None = None
+        self.limits = LimitBackoff(limit_backoff)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -393,8 +479,10 @@ class OpenTrainClient:
 
         ``endpoint`` names ``path`` for ``on_request`` without what varies (``jobs/{id}``).
 
-        5xx, timeouts and unparseable bodies back off along ``retry_delays``; a 429
-        waits for ``Retry-After`` (up to ``MAX_RATE_LIMITED_TRIES`` times). 4xx raise at once.
+        5xx, resets and unparseable bodies back off along ``retry_delays``; a 429 waits
+        for ``Retry-After`` (up to ``MAX_RATE_LIMITED_TRIES`` times). 4xx raise at once,
+        and so do a request that spent its whole deadline or size limit (``LIMIT_CODE``:
+        the next cycle tries again) and one that could not connect (``UNREACHABLE_CODE``).
         """
         failures = limited = 0
         while True:
@@ -421,8 +509,8 @@ class OpenTrainClient:
         self, endpoint: str, path: str, params: dict[str, str] | None
     ) -> tuple[dict[str, Any] | str, float | None]:
         """``_attempt``, its outcome told to ``on_request``: the HTTP status when the answer
-        was whole, else ``bad_body``, ``unreachable`` (no answer) or ``error``. A stop is
-        no outcome."""
+        was whole, else ``bad_body``, ``unreachable`` (no answer) or ``error`` (a refusal
+        without a status, or a bug of ours). A stop is no outcome."""
         self.status = None
         kind: str | None = "unreachable"
         try:
@@ -435,9 +523,17 @@ class OpenTrainClient:
             kind = None
             raise
         except ApiError as exc:
-            kind = "error" if exc.status is None else str(exc.status)
+            if exc.code in (LIMIT_CODE, UNREACHABLE_CODE):
+                kind = "unreachable" if self.status is None else "bad_body"
+            else:
+                kind = "error" if exc.status is None else str(exc.status)
+            raise
+        except Exception:
+            kind = "error"
             raise
         finally:
+            if self.status is not None:
+                self.unreachable_at = None
             if kind is not None and self.on_request is not None:
                 self.on_request(endpoint, kind)
 
@@ -447,7 +543,9 @@ class OpenTrainClient:
         """One request: (json object, None) or (what went wrong, Retry-After seconds or None).
 
         The whole request has ``deadline`` seconds and its decoded body ``max_body`` bytes:
-        a server that trickles or sends a compression bomb costs one failed attempt.
+        a server that trickles or sends a compression bomb costs one failed attempt, and
+        the query waits for the next cycle. Only the failures a request can have are
+        caught; anything else is a bug and goes up as it is.
         """
         started = time.monotonic()
         self.deadline_backend.set(started + self.deadline)
@@ -455,22 +553,35 @@ class OpenTrainClient:
             with self.http.stream("GET", path, params=params) as response:
                 self.status = response.status_code
                 content = self._read_body(response, started)
+        except _LimitError as exc:
+            return self._failed(path, str(exc), Failure.LATER, exc)
         except _BodyError as exc:
             return str(exc), None
         except zlib.error as exc:
             return f"the body could not be decoded (corrupt compression? {exc})", None
         except StopRequestedError:
             raise  # a SIGTERM while the answer was on its way: not the server's failure
-        except Exception as exc:  # any httpx error, whatever its class: one table decides
-            if time.monotonic() - started >= self.deadline:
-                return f"the answer took longer than {self.deadline:g}s", None
-            text, retryable = describe_httpx_error(exc)
-            if not retryable:
-                raise ApiError(f"{path}: {text}") from exc
-            return text, None
+        except REQUEST_ERRORS as exc:  # one table decides what each means
+            text, failure = describe_httpx_error(exc)
+            if failure is Failure.RETRY and time.monotonic() - started >= self.deadline:
+                text, failure = f"the answer took longer than {self.deadline:g}s", Failure.LATER
+            return self._failed(path, text, failure, exc)
         finally:
             self.deadline_backend.set(None)
         return self._judge(path, response, content)
+
+    def _failed(self, path: str, text: str, failure: Failure, exc: Exception) -> tuple[str, None]:
+        """(``text``, None) for a failure worth another try now; raise for the others."""
+        if failure is Failure.FATAL:
+            raise ApiError(f"{path}: {text}") from exc
+        if failure is Failure.LATER:
+            raise ApiUnavailableError(
+                f"{path}: {text}; not tried again before the next cycle", code=LIMIT_CODE
+            ) from exc
+        if failure is Failure.UNREACHABLE:
+            self.unreachable_at = self.requests_sent
+            raise ApiUnavailableError(f"{path}: {text}", code=UNREACHABLE_CODE) from exc
+        return text, None
 
     def _read_body(self, response: httpx.Response, started: float) -> bytes:
         """The body, decompressed here (not by httpx) so that neither the bytes on the wire,
@@ -485,9 +596,9 @@ class OpenTrainClient:
                 inflate = _inflater(encoding, raw)
             received += len(raw)
             if time.monotonic() - started > self.deadline:
-                raise _BodyError(f"the answer took longer than {self.deadline:g}s")
+                raise _LimitError(f"the answer took longer than {self.deadline:g}s")
             if received > self.max_body:
-                raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+                raise _LimitError(f"the answer is larger than {self.max_body:,} bytes")
             if inflate is None:
                 body += raw
                 continue
@@ -497,7 +608,7 @@ class OpenTrainClient:
             while chunk:
                 body += inflate.decompress(chunk, self.max_body + 1 - len(body))
                 if len(body) > self.max_body:
-                    raise _BodyError(f"the answer is larger than {self.max_body:,} bytes")
+                    raise _LimitError(f"the answer is larger than {self.max_body:,} bytes")
                 if inflate.unused_data:
                     raise _BodyError("data after the end of the compressed answer")
                 chunk = inflate.unconsumed_tail
@@ -531,7 +642,23 @@ class OpenTrainClient:
         return body, None
 
     def search_jobs(self, query: dict[str, str]) -> SearchResult:
-        """Every page of GET /jobs for ``query``, following ``nextCursor`` until it is null."""
+        """Every page of GET /jobs for ``query``, following ``nextCursor`` until it is null.
+
+        A query whose answer spent its whole deadline or size limit in each of its last
+        cycles is not asked again for a while (``LimitBackoff``): it fails at once.
+        """
+        key = json.dumps(query, sort_keys=True)
+        self.limits.check(key)
+        try:
+            result = self._search_pages(query)
+        except ApiUnavailableError as exc:
+            if exc.code == LIMIT_CODE:
+                self.limits.failed(key)
+            raise
+        self.limits.answered(key)
+        return result
+
+    def _search_pages(self, query: dict[str, str]) -> SearchResult:
         result = SearchResult()
         cursor: str | None = None
         seen_cursors: set[str] = set()

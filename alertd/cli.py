@@ -822,6 +822,9 @@ def main() -> None:
         exit_for_tz(problem, sys.argv[1:])
     try:
         cli(standalone_mode=True)
+    except ConfigError as exc:  # the environment's proxy, found when the API client is made
+        click.echo(f"Error: {exc.describe()}", err=True)
+        sys.exit(2)
     except StoreError as exc:  # pragma: no cover - commands translate their own
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

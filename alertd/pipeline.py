@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from alertd import plan
-from alertd.api import RETRY_DELAYS, OpenTrainClient, SearchResult
+from alertd.api import RETRY_DELAYS, UNREACHABLE_CODE, OpenTrainClient, SearchResult
 from alertd.deliver import Outcome, Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
@@ -186,9 +186,12 @@ class Cycle:
         self.reopened: set[str] = set()  # jobs open again whose queries are asked anew
 
     def can_ask(self) -> bool:
-        """Whether the cycle may send another request (budget left, no stop asked)."""
+        """Whether the cycle may send another request (budget left, no stop asked, the
+        API not found unreachable in this cycle: then the next cycle tries again)."""
         if self.stop.is_set():
             self.report.stopped = True
+            return False
+        if (self.client.unreachable_at or 0) > self.first_request:
             return False
         if self.client.requests_sent - self.first_request >= self.budget:
             self.report.over_budget = True
@@ -205,10 +208,14 @@ class Cycle:
             answer = self.client.changes(since or now - FIRST_LOOKBACK)
         except StopRequestedError:
             raise
-        except Exception as exc:  # an ApiError, or anything else: the feed, this cycle
-            if not isinstance(exc, ApiError):
-                log.exception("reading the change feed failed unexpectedly")
-            log.warning("could not read the change feed: %s; deliveries wait for it", exc)
+        except ApiError as exc:
+            if exc.code == UNREACHABLE_CODE:
+                self.say_unreachable(exc)
+            else:
+                log.warning("could not read the change feed: %s; deliveries wait for it", exc)
+            return False
+        except Exception:  # a bug of ours: the feed, this cycle; the searches still go on
+            log.exception("reading the change feed failed unexpectedly; deliveries wait for it")
             return False
         changes = answer.events
         if since is None and not self.primed:  # a first start: the priming covers the rest
@@ -230,6 +237,15 @@ class Cycle:
         self.store.set_changes_since(self.owner, answer.until)
         return True
 
+    def say_unreachable(self, exc: ApiError) -> None:
+        """The one line a cycle logs when the API cannot be reached: it asks nothing more."""
+        log.warning(
+            "the API cannot be reached (%s): %s; nothing more is asked this cycle and "
+            "deliveries wait; the next cycle tries again",
+            self.config.api_url,
+            exc,
+        )
+
     def owe_every_query(self, since: datetime, why: str) -> None:
         """Changes may have gone unseen: every query is asked again, as the budget allows."""
         log.warning("%s; asking every query again to be sure nothing is missed", why)
@@ -249,7 +265,12 @@ class Cycle:
     # -- asking a query --------------------------------------------------------
 
     def ask(self, query: Query) -> SearchResult | None:
-        """Fetch a query whole, once per cycle; None when it failed (logged)."""
+        """Fetch a query whole, once per cycle; None when it failed (logged).
+
+        A query whose answer spent its whole deadline or size limit is not tried again
+        in this cycle; an API that cannot be reached ends the asking for this cycle. A
+        bug of ours is logged with its traceback, once, and the other searches go on.
+        """
         if query.key in self.asked or not self.can_ask():
             return None
         self.asked.add(query.key)
@@ -258,7 +279,10 @@ class Cycle:
             result = self.client.search_jobs(query.query)
         except ApiError as exc:
             self.report.failed_searches.extend(names)
-            log.warning("search %s skipped this cycle: %s", ", ".join(map(repr, names)), exc)
+            if exc.code == UNREACHABLE_CODE:
+                self.say_unreachable(exc)
+            else:
+                log.warning("search %s skipped this cycle: %s", ", ".join(map(repr, names)), exc)
             return None
         except StopRequestedError:
             raise
@@ -578,7 +602,9 @@ def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrai
     """The API client for ``config``.
 
     Back-off within a cycle never takes more than a tenth of the poll interval per step:
-    the next cycle is the real retry, and a cycle must not overrun its own schedule.
+    the next cycle is the real retry, and a cycle must not overrun its own schedule. A
+    query whose answers keep spending their whole deadline skips cycles, from one poll
+    interval on, doubling.
     """
     delays = tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
     return OpenTrainClient(
@@ -588,6 +614,7 @@ def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrai
         max_body=int(config.max_response_mb * 1_000_000),
         retry_delays=delays,
         stop=stop,
+        limit_backoff=config.poll_interval,
     )
 
 
