@@ -314,7 +314,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     sender = (
         dry_run_sender(sys.stdout, config.tz)
         if dry_run
-        else sender_for(config.send_timeout, config.tz)
+        else sender_for(config.send_timeout, config.tz, stop)
     )
     with (
         open_store(config, dry_run) as store,
@@ -354,7 +354,7 @@ def once(config_path: str, dry_run: bool) -> None:
     sender = (
         dry_run_sender(sys.stdout, config.tz)
         if dry_run
-        else sender_for(config.send_timeout, config.tz)
+        else sender_for(config.send_timeout, config.tz, stop)
     )
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         report = run_once(config, client, store, sender, stop=stop)
