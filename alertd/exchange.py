@@ -50,7 +50,7 @@ import requests.adapters
 import urllib3.exceptions
 
 MAX_ANSWER = 64 * 1024  # bytes of a target's answer kept; the rest is never read
-STOP_CHECK = 1.0  # seconds: how soon a waiting send notices a stop (SIGTERM)
+STOP_CHECK = 0.25  # seconds: how soon a waiting send notices a stop (SIGTERM)
 GRACE = 1.0  # seconds past the deadline the caller waits for an answer being cut
 CHUNK = 8192
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
