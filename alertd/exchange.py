@@ -6,8 +6,12 @@ redirect to another host. Every send runs on a worker thread under an ``Exchange
 
 - **a whole deadline**: the caller waits at most ``send_timeout`` (and a second's
   grace) for the send, in slices of ``STOP_CHECK`` so that a SIGTERM ends the wait
-  within a second; a worker still reading past that is abandoned (a daemon thread whose
-  reads its own socket timeouts and this deadline still end).
+  within a second. A worker still reading an answer then is abandoned and the socket
+  it reads is shut down, so it ends at once (apprise 2's executor threads are joined
+  when the process exits: one left reading would hold a stopping daemon). A target
+  that trickles its status line and headers is not cut that way (requests has no
+  socket to show before the headers end): its worker ends at its read timeout, and
+  alertd does not wait for it.
 - **an answer of at most ``MAX_ANSWER`` bytes**, read while the deadline lasts: a
   webhook says "ok" in a few bytes, and nothing past that is ever needed.
 - **no redirect followed**: the redirect is the outcome, a failure the operator sees.
@@ -23,7 +27,9 @@ carries a body (POST, PUT, PATCH): a login or lookup that succeeded before a mes
 that never got its answer is not the message.
 
 apprise sends with ``requests`` (``requests.post(...)`` with a new ``Session`` each
-time; apprise 2 runs it on its own executor, copying the caller's ``contextvars``).
+time; apprise 1 calls one service in the caller's thread, apprise 2 on its own
+executor, copying the caller's ``contextvars``: the ``Exchange`` is found either way;
+the tests in ``test_hostile_delivery.py`` fail if that ever stops being true).
 Two methods of ``requests`` are wrapped, once, for every session: ``Session.
 get_redirect_target`` (requests' documented place for the redirect decision) answers
 "none" and ``HTTPAdapter.build_response`` reads the answer under the limits. Both do
