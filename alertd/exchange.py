@@ -27,9 +27,9 @@ carries a body (POST, PUT, PATCH): a login or lookup that succeeded before a mes
 that never got its answer is not the message.
 
 apprise sends with ``requests`` (``requests.post(...)`` with a new ``Session`` each
-time; apprise 1 calls one service in the caller's thread, apprise 2 on its own
-executor, copying the caller's ``contextvars``: the ``Exchange`` is found either way;
-the tests in ``test_hostile_delivery.py`` fail if that ever stops being true).
+time; apprise 2.3 runs it on its own executor, copying the caller's ``contextvars``
+(its ``submit_with_context``), and one that calls it in the caller's thread keeps them
+too: the ``Exchange`` is found; ``test_hostile_delivery.py`` fails if that stops).
 Two methods of ``requests`` are wrapped, once, for every session: ``Session.
 get_redirect_target`` (requests' documented place for the redirect decision) answers
 "none" and ``HTTPAdapter.build_response`` reads the answer under the limits. Both do
