@@ -207,7 +207,9 @@ def test_a_redirected_alert_stays_owed_with_one_line_naming_the_target(
     assert "sekrit" not in result.output
     assert other.count == 0
     status = run_cli("status", "-c", config)
-    assert "1 owed" in status.output or "owed: 1" in status.output or "307" in status.output
+    assert "sent: 0  owed: 1" in status.output
+    assert f"last error: answered 307 to {other.url} (a redirect)" in status.output
+    assert "sekrit" not in status.output
 
 
 def test_sigterm_during_a_trickling_send_ends_within_a_second_and_never_resends(
