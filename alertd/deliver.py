@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import apprise
 import httpx
@@ -276,12 +276,25 @@ def send(
     url = target.url
     if url is None:
         return print_alert(sys.stdout, *render_plain(message, tz))
-    exchange = Exchange(timeout)
+    exchange = Exchange(max(timeout, _own_read_timeout(url)))
     finished = run_bounded(exchange, lambda: _send_url(url, message, timeout, tz), stop or _NEVER)
     return _judge(target, exchange, finished, stopped=stop is not None and stop.is_set())
 
 
 _NEVER = threading.Event()
+
+
+def _own_read_timeout(url: str) -> float:
+    """The read timeout a URL sets itself (apprise's ``rto=``), which the operator chose
+    for that target over ``send_timeout``; 0 when it sets none."""
+    try:
+        for key, value in parse_qsl(urlsplit(url).query):
+            if key == "rto":
+                seconds = float(value)
+                return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+    except ValueError:
+        pass
+    return 0.0
 
 
 def _send_url(url: str, message: Message, timeout: float, tz: tzinfo | None) -> Outcome:
