@@ -328,7 +328,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     sender = (
         dry_run_sender(sys.stdout, config.tz)
         if dry_run
-        else sender_for(config.send_timeout, config.tz)
+        else sender_for(config.send_timeout, config.tz, stop)
     )
     with (
         open_store(config, dry_run) as store,
@@ -369,7 +369,7 @@ def once(config_path: str, dry_run: bool) -> None:
     sender = (
         dry_run_sender(sys.stdout, config.tz)
         if dry_run
-        else sender_for(config.send_timeout, config.tz)
+        else sender_for(config.send_timeout, config.tz, stop)
     )
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         refuse_shared_names_or_exit(config, store)

@@ -11,12 +11,14 @@ overran the interval is followed at once by the next, never by a queue of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from alertd.models import SavedSearch, format_time
 from alertd.pipeline import CycleReport, utc_now
 from alertd.sdnotify import Notifier
 from alertd.settings import Config
+from alertd.store.files import TEMP_PREFIX
 from alertd.words import duration, plural
 
 log = logging.getLogger(__name__)
@@ -244,11 +247,18 @@ class Daemon:
         if not self.heartbeat:
             return
         path = self.config.state_dir / HEARTBEAT_FILE
+        # A fresh temp name made with O_EXCL (never a link planted in its place), renamed
+        # over heartbeat.json (a rename replaces a link there; it does not follow it).
+        # The store removes one a kill left behind (its prefix) at the next start.
+        tmp = None
         try:
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + "heartbeat-", suffix=".tmp",
+                                       dir=path.parent)  # fmt: skip
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(json.dumps(beat))
             os.replace(tmp, path)
         except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             log.warning("could not write heartbeat %s: %s", path, exc)

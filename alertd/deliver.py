@@ -13,22 +13,25 @@ A failed send is an outcome, never an exception: the pipeline records it and ret
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
 import re
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import apprise
 import httpx
 
+from alertd.exchange import Exchange, Finished, current, run_bounded
 from alertd.models import Target
 from alertd.render import (
     Channel,
@@ -63,14 +66,18 @@ class Outcome:
 
 
 class _Collect(logging.Handler):
-    """Keeps apprise's warnings during one send, so a failure can say why."""
+    """Keeps apprise's warnings during one send, so a failure can say why: only this
+    send's (apprise logs from its own threads, and a send abandoned at its deadline may
+    still be logging)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.messages: list[str] = []
+        self.exchange = current()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        if current() is self.exchange:
+            self.messages.append(record.getMessage())
 
 
 _PERMANENT = re.compile(r"error=(401|403|404)\b|Unauthorized|Forbidden|Not Found", re.I)
@@ -186,21 +193,30 @@ def post_webhook(
     if hook.username:
         payload = {**payload, "username": hook.username}
     wait = hook.read_timeout or timeout
+    exchange = current() or Exchange(timeout)
+    # identity: the answer is only read for a status and a few words; a compressed one
+    # could inflate far past the cap.
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     try:
-        with httpx.Client(
-            verify=_trust(), timeout=httpx.Timeout(timeout, read=wait), follow_redirects=False
-        ) as client:
-            response = client.post(hook.endpoint, json=payload, headers={"User-Agent": USER_AGENT})
+        with (
+            httpx.Client(
+                verify=_trust(), timeout=httpx.Timeout(timeout, read=wait), follow_redirects=False
+            ) as client,
+            client.stream("POST", hook.endpoint, json=payload, headers=headers) as response,
+        ):
+            status = response.status_code
+            exchange.answered("POST", status, response.headers.get("location"))
+            body = exchange.read(response.iter_raw())
     except httpx.ReadTimeout:  # the message went out; the answer did not come back
         return Outcome(False, f"no answer within {wait:g}s (it may have arrived)", unknown=True)
     except Exception as exc:  # any httpx or TLS error: a failed send, never a crash
         return Outcome(False, mask.redact(f"{hook.service}: {type(exc).__name__}: {exc}"))
-    if response.is_success:
+    if 200 <= status < 300:
         return Outcome(True)
-    detail = mask.redact(response.text[:300].strip())
-    log.debug("%s answered %d: %s", hook.service, response.status_code, detail)
-    if response.status_code == 429:
-        wait_for = _retry_after(response)
+    detail = mask.redact(body[:300].decode("utf-8", "replace").strip())
+    log.debug("%s answered %d: %s", hook.service, status, detail)
+    if status == 429:
+        wait_for = _retry_after(body, response.headers.get("Retry-After"))
         return Outcome(
             False,
             f"{hook.service} is rate limiting: asked to wait {wait_for:g}s",
@@ -208,26 +224,26 @@ def post_webhook(
         )
     return Outcome(
         False,
-        f"{hook.service} refused the message: error={response.status_code}; {detail}",
-        permanent=response.status_code in (401, 403, 404),
-        refused_message=response.status_code in MESSAGE_REFUSED,
+        f"{hook.service} refused the message: error={status}; {detail}",
+        permanent=status in (401, 403, 404),
+        refused_message=status in MESSAGE_REFUSED,
     )
 
 
 MAX_RETRY_AFTER = 900.0  # a longer wait asked by a service is taken as this
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(body: bytes, header: str | None) -> float:
     """How long a 429 asks to wait: Discord's ``retry_after`` (seconds, in the body), or
     the ``Retry-After`` header; a few seconds when neither is readable; capped."""
     seconds: object = None
     try:
-        body = response.json()
-        seconds = body.get("retry_after") if isinstance(body, dict) else None
-    except ValueError:
+        answer = json.loads(body)
+        seconds = answer.get("retry_after") if isinstance(answer, dict) else None
+    except (ValueError, RecursionError):
         pass
     if seconds is None:
-        seconds = response.headers.get("Retry-After")
+        seconds = header
     try:
         wait_for = float(seconds)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -248,12 +264,40 @@ Sender = Callable[[Target, Message], Outcome]
 
 
 def send(
-    target: Target, message: Message, timeout: float = SEND_TIMEOUT, tz: tzinfo | None = None
+    target: Target,
+    message: Message,
+    timeout: float = SEND_TIMEOUT,
+    tz: tzinfo | None = None,
+    stop: threading.Event | None = None,
 ) -> Outcome:
-    """Deliver to ``target`` for real, in the form its service renders well."""
+    """Deliver to ``target`` for real, in the form its service renders well, within
+    ``timeout`` seconds whatever the target does (``alertd.exchange``); a ``stop`` ends
+    the wait within a second."""
     url = target.url
     if url is None:
         return print_alert(sys.stdout, *render_plain(message, tz))
+    exchange = Exchange(max(timeout, _own_read_timeout(url)))
+    finished = run_bounded(exchange, lambda: _send_url(url, message, timeout, tz), stop or _NEVER)
+    return _judge(target, exchange, finished, stopped=stop is not None and stop.is_set())
+
+
+_NEVER = threading.Event()
+
+
+def _own_read_timeout(url: str) -> float:
+    """The read timeout a URL sets itself (apprise's ``rto=``), which the operator chose
+    for that target over ``send_timeout``; 0 when it sets none."""
+    try:
+        for key, value in parse_qsl(urlsplit(url).query):
+            if key == "rto":
+                seconds = float(value)
+                return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+    except ValueError:
+        pass
+    return 0.0
+
+
+def _send_url(url: str, message: Message, timeout: float, tz: tzinfo | None) -> Outcome:
     channel = channel_for(url)
     hook = webhook_for(url) if channel in (Channel.DISCORD, Channel.SLACK) else None
     if hook is not None:
@@ -269,9 +313,45 @@ def send(
     return send_apprise(url, title, body, timeout)
 
 
-def sender_for(timeout: float, tz: tzinfo | None = None) -> Sender:
-    """The real sender, giving each target ``timeout`` seconds to answer."""
-    return functools.partial(send, timeout=timeout, tz=tz)
+def _judge(target: Target, exchange: Exchange, finished: Finished, stopped: bool) -> Outcome:
+    """The outcome of a bounded send: a redirect is a failure; a 2xx to the message is
+    a send, even when its answer was cut or never ended (see ``alertd.exchange``)."""
+    if exchange.redirect is not None:
+        return Outcome(False, exchange.redirect_error(), permanent=exchange.is_permanent_redirect)
+    outcome: Outcome | None = None
+    if finished.done.is_set():
+        error = finished.error
+        outcome = finished.value if error is None else Outcome(False, f"{type(error).__name__}")
+    if outcome is not None and (outcome.accepted or exchange.cut is None):
+        return outcome
+    if exchange.accepted is not None:  # the target took it: never send it again
+        why = exchange.cut or (
+            "was still arriving when alertd stopped"
+            if stopped
+            else f"did not end within {exchange.seconds:g}s"
+        )
+        log.warning(
+            "%s accepted the message (%d) but its answer %s: counted as sent",
+            target.label,
+            exchange.accepted,
+            why,
+        )
+        return Outcome(True)
+    if outcome is not None:
+        return outcome
+    if stopped:
+        return Outcome(False, "stopped during the send (it may have arrived)", unknown=True)
+    return Outcome(
+        False, f"no answer within {exchange.seconds:g}s (it may have arrived)", unknown=True
+    )
+
+
+def sender_for(
+    timeout: float, tz: tzinfo | None = None, stop: threading.Event | None = None
+) -> Sender:
+    """The real sender, giving each target ``timeout`` seconds to answer; ``stop`` (the
+    daemon's) ends a send's wait within a second."""
+    return functools.partial(send, timeout=timeout, tz=tz, stop=stop)
 
 
 def dry_run_sender(stream: TextIO, tz: tzinfo | None = None) -> Sender:

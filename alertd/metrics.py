@@ -31,6 +31,7 @@ from alertd.daemon import HEARTBEAT_FILE, CycleRunner
 from alertd.deliver import Outcome, Sender
 from alertd.errors import PortError
 from alertd.health import HealthLimits, Verdict, judge_health, read_heartbeat
+from alertd.listen import BoundedServer
 from alertd.models import DeliveryStatus, OutboxRow, Target
 from alertd.pipeline import CycleReport, all_targets
 from alertd.render import Message
@@ -213,10 +214,10 @@ def _text(start_response: Callable[..., Any], status: str, line: str) -> list[by
     return [body]
 
 
-class MetricsServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per scrape, none of them keeping the process alive."""
-
-    daemon_threads = True
+class MetricsServer(BoundedServer, WSGIServer):
+    """One thread per scrape, none of them keeping the process alive, within
+    ``BoundedServer``'s limits: a scrape is one short request, so a few connections,
+    each for seconds, are plenty."""
 
     def server_bind(self) -> None:
         # HTTPServer's would ask the resolver for this host's full name: nothing to wait on.

@@ -36,10 +36,11 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from alertd.listen import BoundedServer
 from alertd.market import BadRequestError, Market, encode_cursor
 from alertd.models import format_time
 
@@ -370,11 +371,17 @@ def gzip_zeros(size: int) -> bytes:
     return b"".join(parts)
 
 
-class StandInServer(ThreadingHTTPServer):
-    """The stand-in API on ``host:port`` (port 0 picks a free one), served from a thread."""
+class StandInServer(BoundedServer, HTTPServer):
+    """The stand-in API on ``host:port`` (port 0 picks a free one), served from a thread.
 
-    daemon_threads = True
+    Within ``BoundedServer``'s limits, roomier than the metrics port's: alertd keeps its
+    connection to the API open between requests (no whole-connection deadline), and a
+    test may run several clients at once."""
+
     allow_reuse_address = True
+    max_connections = 64
+    idle_timeout = 60.0
+    connection_deadline = None
 
     def __init__(
         self,

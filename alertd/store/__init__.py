@@ -61,7 +61,10 @@ from alertd.store.files import (
     BufferedJSONStorage,
     damaged,
     fix_for,
+    is_trusted_link,
     iso,
+    link_error,
+    open_nofollow,
     row_doc,
     row_from_doc,
     search_doc,
@@ -154,7 +157,7 @@ class DirectoryLock:
         """
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
-            pid_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            pid_fd = open_nofollow(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StoreError(
                 f"cannot use state directory {state_dir}: {exc.strerror or exc}; {fix_for(exc)}"
@@ -182,6 +185,19 @@ class DirectoryLock:
         os.close(self.pid_fd)
         if self.fd >= 0:
             os.close(self.fd)
+
+
+def refuse_planted_links(state_dir: Path) -> None:
+    """StoreError (one line) for a link alertd would write through: the journal as a
+    link at all (it is appended and emptied in place), a state file linked by someone
+    other than alertd's user or root. Said at start, not at the first write."""
+    journal = state_dir / JOURNAL_FILE
+    if journal.is_symlink():
+        raise link_error(journal)
+    for name in FILES:
+        path = state_dir / f"{name}.json"
+        if path.is_symlink() and not is_trusted_link(path):
+            raise link_error(path)
 
 
 def move_aside(state_dir: Path, why: StateDamagedError) -> Path:
@@ -273,8 +289,9 @@ class Store:
         lock = DirectoryLock.take(state_dir)
         for stale in state_dir.glob(TEMP_PREFIX + "*.tmp"):  # a write a kill interrupted
             with contextlib.suppress(OSError):
-                stale.unlink()
+                stale.unlink()  # a link planted there goes; what it points to stays
         try:
+            refuse_planted_links(state_dir)
             try:
                 return cls._read(state_dir, lock)
             except StateDamagedError as exc:
@@ -526,7 +543,7 @@ class Store:
                 self._unsaved.clear()
         if self._journal_lines:
             with self._writing(self.journal_path):
-                os.truncate(self.journal_path, 0)
+                os.close(open_nofollow(self.journal_path, os.O_WRONLY | os.O_TRUNC))
             self._journal_lines = 0
 
     def rewrite(self) -> None:
@@ -595,7 +612,7 @@ class Store:
             return
         lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
         with self._writing(self.journal_path):
-            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_nofollow(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, lines.encode())
                 os.fsync(fd)

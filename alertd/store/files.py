@@ -103,11 +103,48 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
 TEMP_PREFIX = ".alertd-"
 
 
+def link_error(path: Path) -> StoreError:
+    """The one line for a symbolic link alertd will not write through."""
+    try:
+        to = f" (to {os.readlink(path)})"
+    except OSError:
+        to = ""
+    return StoreError(
+        f"{path} is a symbolic link{to}; alertd never writes through a link it did not "
+        "make in its state directory: remove the link (alertd then makes the file)"
+    )
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` (``link_error``) instead of
+    writing (or creating, or truncating) whatever it points to."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_error(path) from exc
+        raise
+
+
+def is_trusted_link(path: Path) -> bool:
+    """Whether a symbolic link at ``path`` was made by alertd's own user or root (an
+    operator who moved a state file to another volume), not by anyone else who can
+    write the directory. Like the kernel's ``protected_symlinks``, by the link's owner."""
+    owner = os.lstat(path).st_uid
+    return owner in (0, os.geteuid())
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: temp file, fsync, rename, fsync of the directory.
 
-    A symlinked state file stays a symlink: the file it points to is replaced.
+    A symlinked state file the operator made stays a symlink: the file it points to is
+    replaced. One made by another user is refused (``link_error``): whoever can write
+    the state directory must not be able to aim alertd's writes at another file. The
+    temp file is made with ``O_EXCL`` (``mkstemp``): a link planted in its name is never
+    followed.
     """
+    if path.is_symlink() and not is_trusted_link(path):
+        raise link_error(path)
     path = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
     try:
