@@ -156,7 +156,7 @@ def test_a_send_whose_outcome_could_not_be_recorded_is_retried_next_cycle(
     from alertd.pipeline import run_once
 
     config, send, clock = world.config, world.send, world.clock
-    assert config is not None and clock is not None
+    assert config is not None
     with (
         Store.open(config.state_dir) as store,
         OpenTrainClient(world.url, requests_per_minute=FAST, api_limit=FAST) as client,
@@ -294,7 +294,6 @@ def test_a_moved_config_file_keeps_its_searches_and_forgets_a_removed_one(
     world: World,
 ) -> None:
     tmp_path, url, clock = world.directory, world.url, world.clock
-    assert clock is not None
     both = {"audio": {"category": "Audio Annotation"}, "text": {"category": "Text Annotation"}}
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()

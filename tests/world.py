@@ -152,8 +152,9 @@ class World:
         frozen: bool = True,
     ) -> None:
         self.directory = directory
-        self.clock: Clock | None = Clock(start) if frozen else None
-        self.market = Market(clock=self.clock, seed=seed)
+        self.clock = Clock(start)
+        self.frozen = frozen
+        self.market = Market(clock=self.clock if frozen else None, seed=seed)
         self.server = StandInServer(self.market, cache_ttl=cache_ttl, rate_limit=FAST).start()
         self.send = Recorder()
         self.config: Config | None = None
@@ -175,7 +176,7 @@ class World:
 
     def advance(self, after: timedelta) -> None:
         """Move the clock on by ``after``, without a cycle."""
-        assert self.clock is not None, "a world on real time has no clock to move"
+        assert self.frozen, "a world on real time has no clock to move"
         self.clock.now += after
 
     def cycle(self, after: timedelta = timedelta(0), config: Config | None = None) -> CycleReport:
@@ -184,7 +185,13 @@ class World:
             self.advance(after)
         chosen = config or self.config
         assert chosen is not None, "give the world a config first"
-        return run(chosen, self.url, self.send, self.clock)
+        return run(chosen, self.url, self.send, self.clock if self.frozen else None)
+
+    def cycle_at(self, moment: datetime, config: Config | None = None) -> CycleReport:
+        """One cycle with the clock set to ``moment``."""
+        assert self.frozen, "a world on real time has no clock to set"
+        self.clock.now = moment
+        return self.cycle(config=config)
 
     def stop(self) -> None:
         """Stop the stand-in."""
