@@ -35,6 +35,7 @@ from tests.servers import (
     SMTPCollector,
     TLSInterceptProxy,
 )
+from tests.world import strings_in
 
 SLACK_TOKENS = ("T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ")
 SLACK_URL = "slack://" + "/".join(SLACK_TOKENS)
@@ -142,17 +143,6 @@ def one(requests: list[CapturedRequest]) -> CapturedRequest:
     """The only request in ``requests``."""
     assert len(requests) == 1, [(r.method, r.path, r.status) for r in requests]
     return requests[0]
-
-
-def strings_in(value: Any) -> list[str]:
-    """Every string anywhere inside a decoded JSON value."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in strings_in(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in strings_in(v)]
-    return []
 
 
 def mail_text(mail: Any) -> str:

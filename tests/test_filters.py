@@ -12,7 +12,7 @@ from alertd.market import Market
 from alertd.match import why_dropped
 from alertd.models import Filters, Job, MinPay, Pay, SavedSearch
 from tests.conftest import RunCli, WriteConfig
-from tests.test_once import alerts_in
+from tests.world import alerts_in
 
 
 def hourly(low: float | None, high: float | None = None, rate: float | None = None) -> Pay:

@@ -20,7 +20,7 @@ from alertd.market import Market
 from alertd.standin import Fault, StandInServer
 from tests.conftest import RunCli, WriteConfig
 from tests.rawserver import RawServer, gz
-from tests.test_once import alerts_in
+from tests.world import alerts_in
 
 NO_WAIT = (0.0, 0.0)
 

@@ -10,19 +10,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alertd.deliver import Outcome, sender_for
+from alertd.deliver import sender_for
 from alertd.market import Market
 from alertd.match import is_open
 from alertd.models import Job, format_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import HOLD_BOUND
-from alertd.render import Message, render_plain
 from alertd.settings import Config, load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig
-from tests.test_once import alerts_in
 from tests.webhook import WebhookCollector
+from tests.world import Recorder, alerts_in, run
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -43,26 +42,9 @@ def owe_while_down(run_cli: RunCli, config: Path, webhook: WebhookCollector) -> 
     assert run_cli("once", "-c", config).exit_code == 1
 
 
-class Cycles:
-    """``run_once`` on ``config`` at a moment the test chooses; records what it sends.
-
-    While ``up`` is False every send fails, as a target that is down.
-    """
-
-    def __init__(self, config: Config, state_dir: Path) -> None:
-        self.config, self.state_dir = config, state_dir
-        self.sent: list[str] = []
-        self.up = True
-
-    def send(self, target: object, message: Message) -> Outcome:
-        if not self.up:
-            return Outcome(False, "down")
-        self.sent.append(render_plain(message, None)[0])
-        return Outcome(True)
-
-    def at(self, moment: datetime) -> None:
-        with Store.open(self.state_dir) as store, make_client(self.config) as client:
-            run_once(self.config, client, store, self.send, clock=lambda: moment)
+def cycle_at(config: Config, send: Recorder, moment: datetime) -> None:
+    """One cycle of ``config`` as a new process, at a moment the test chooses."""
+    run(config, config.api_url, send, lambda: moment)
 
 
 @pytest.fixture
@@ -373,12 +355,7 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
 ) -> None:
     import threading
 
-    config = load_config(write_config("searches:\n  - name: all\n"))
-    sent: list[str] = []
-
-    def record(target: object, message: Message) -> Outcome:
-        sent.append(render_plain(message, None)[0])
-        return Outcome(True)
+    config, record = load_config(write_config("searches:\n  - name: all\n")), Recorder()
 
     with Store.open(state_dir) as store, make_client(config) as client:
         run_once(config, client, store, record)
@@ -391,7 +368,7 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
     with Store.open(state_dir) as store, make_client(config) as client:
         assert job["id"] in store.events_of(config.owner)  # the feed moved on; event kept
         run_once(config, client, store, record)
-    assert sent == ["New OpenTrain job: Read, then stopped"]
+    assert record.titles() == ["New OpenTrain job: Read, then stopped"]
 
 
 def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
@@ -456,17 +433,17 @@ def test_an_answer_shows_an_edit_by_its_updated_at_with_a_second_of_slack() -> N
 def test_a_job_edited_again_and_again_is_held_at_most_the_bound(
     market: Market, write_config: WriteConfig, state_dir: Path
 ) -> None:
-    cycles = Cycles(load_config(write_config("searches:\n  - name: all\n")), state_dir)
+    config, send = load_config(write_config("searches:\n  - name: all\n")), Recorder()
     start = datetime.now(UTC)
-    cycles.at(start)
+    cycle_at(config, send, start)
     raw = market.add_job(title="Edited often")
     for minutes in (0, 4, 8, 9):  # an edit every few minutes; the API never bumps updatedAt
         market.update_job(raw["id"], summary=f"edit {minutes}")
         market.jobs[raw["id"]]["updatedAt"] = "2020-01-01T00:00:00.000Z"
-        cycles.at(start + timedelta(minutes=minutes))
-        assert cycles.sent == [], minutes
-    cycles.at(start + HOLD_BOUND + timedelta(minutes=1))
-    assert cycles.sent == ["New OpenTrain job: Edited often"]
+        cycle_at(config, send, start + timedelta(minutes=minutes))
+        assert send.titles() == [], minutes
+    cycle_at(config, send, start + HOLD_BOUND + timedelta(minutes=1))
+    assert send.titles() == ["New OpenTrain job: Edited often"]
 
 
 @pytest.mark.parametrize("removed_through", ["relative", "absolute"])
@@ -533,20 +510,20 @@ def test_a_burst_over_the_per_cycle_cap_is_one_summary_not_a_trickle(
 def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
     market: Market, write_config: WriteConfig, standin: StandInServer, state_dir: Path
 ) -> None:
-    cycles = Cycles(load_config(write_config("searches:\n  - name: all\n")), state_dir)
-    cycles.up = False
+    config, send = load_config(write_config("searches:\n  - name: all\n")), Recorder()
+    send.up = False
     start = datetime.now(UTC)
-    cycles.at(start)
+    cycle_at(config, send, start)
     job = market.add_job(title="Edited, then unreadable")
-    cycles.at(start)  # owed; the target is down
+    cycle_at(config, send, start)  # owed; the target is down
     market.update_job(job["id"], summary="edited")  # held until the job is read again...
     standin.add_fault(Fault("status", status=503, path=f"/jobs/{job['id']}", count=1000))
-    cycles.up = True
+    send.up = True
     for minutes in (2, 5, 9, 11.9):  # ... which keeps failing; held from minute 2 on
-        cycles.at(start + timedelta(minutes=minutes))
-        assert cycles.sent == [], minutes
-    cycles.at(start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
-    assert cycles.sent == ["New OpenTrain job: Edited, then unreadable"]
+        cycle_at(config, send, start + timedelta(minutes=minutes))
+        assert send.titles() == [], minutes
+    cycle_at(config, send, start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
+    assert send.titles() == ["New OpenTrain job: Edited, then unreadable"]
 
 
 def test_a_slow_target_gets_its_alert_once(
