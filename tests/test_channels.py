@@ -471,7 +471,10 @@ def test_debug_log_never_shows_service_tokens_when_sends_fail(
     for result in (notified, polled, status):
         assert_no_secret(result)
     stored = "".join(p.read_text() for p in state_dir.iterdir() if p.suffix in (".json", ".jsonl"))
-    assert "did not accept" in stored or "500" in stored  # the errors were stored...
+    rows = json.loads((state_dir / "outbox.json").read_text())["rows"].values()
+    errors = {row["target"]: row["last_error"] for row in rows}
+    assert sorted(errors) == ["channel:discord", "channel:slack", "channel:telegram"]
+    assert all("500" in error for error in errors.values()), errors  # the errors were stored...
     for secret in SECRETS:
         assert secret not in stored  # ... masked
     assert {host: len(tls_proxy.requests(host)) for host in WEB_HOSTS} == dict.fromkeys(
