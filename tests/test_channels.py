@@ -719,3 +719,26 @@ def test_a_discord_429_is_retried_after_what_discord_asked_not_sooner(
         (row,) = store.owed_rows()
     waits = (row.next_attempt_at - before).total_seconds()
     assert 119 <= waits <= 130  # Discord's 120.5 s, not the schedule's 1 s
+
+
+def test_a_slack_429_is_retried_after_its_retry_after_header_not_sooner(
+    tls_proxy: TLSInterceptProxy,
+    market: Market,
+    state_dir: Path,
+    write_config: WriteConfig,
+    run_cli: RunCli,
+) -> None:
+    from tests.servers import Reply
+
+    config = channels_config(write_config, {"slack": SLACK_URL}, "retry_schedule: [1s]")
+    prime_and_publish(run_cli, market, config, title="Rate limited")
+    limited_reply = Reply(429, b"rate_limited", (("Retry-After", "120"),))
+    tls_proxy.set_reply(SLACK_HOST, limited_reply)
+    before = utc_now()
+    limited = run_cli("once", "-c", config)
+    assert limited.exit_code == 1
+    assert "rate limiting: asked to wait 120s" in limited.output
+    with Store.open(state_dir) as store:
+        (row,) = store.owed_rows()
+    waits = (row.next_attempt_at - before).total_seconds()
+    assert 119 <= waits <= 130  # the header's 120 s, not the schedule's 1 s

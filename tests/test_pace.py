@@ -218,3 +218,22 @@ def test_alertd_run_sends_a_batch_as_one_message(
     (message,) = webhook.received
     assert message["title"].startswith("2 new OpenTrain jobs since ")
     assert "• One " in message["message"] and "• Two " in message["message"]
+
+
+def test_slack_and_a_discord_webhook_are_paced_to_their_services(clocked: World) -> None:
+    clocked.body(
+        "channels:\n  slack: slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ\n"
+        "  discord: discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js\n"
+        "searches:\n  - name: all\n    notify: [slack, discord]\n"
+    )
+    send = clocked.send
+    clocked.cycle()
+    for i in range(3):
+        clocked.market.add_job(title=f"Job {i}")
+    clocked.cycle(timedelta(minutes=1))
+    slack = [t for name, t, _ in send.messages if name == "slack"]
+    discord = [t for name, t, _ in send.messages if name == "discord"]
+    assert len(slack) == len(discord) == 3
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(slack))  # one a second
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(discord))  # one a half second
+    assert discord[-1] < slack[-1]  # Discord was not held to Slack's pace

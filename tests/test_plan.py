@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from alertd.models import (
     SavedSearch,
 )
 from alertd.plan import Verdict
+from alertd.settings import load_config
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 AUDIO = Job(
@@ -144,3 +146,11 @@ def test_a_permanent_failure_backs_off_doubling_up_to_a_day() -> None:
     schedule = (60.0, 300.0, 3600.0)
     delays = [plan.retry_delay(schedule, n, permanent=True) for n in range(1, 8)]
     assert delays == [3600, 7200, 14400, 28800, 57600, 86400, 86400]
+
+
+def test_the_default_retry_schedule_is_1m_5m_30m_then_hourly_forever(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.yaml"
+    path.write_text(f"state_dir: {tmp_path / 'state'}\nsearches:\n  - name: s\n")
+    schedule = load_config(path).retry_schedule
+    delays = [plan.retry_delay(schedule, n) for n in (1, 2, 3, 4, 5, 50)]
+    assert delays == [60, 300, 1800, 3600, 3600, 3600]
