@@ -16,7 +16,7 @@ from alertd.market import Market
 from alertd.models import Alert, Job, Pace
 from alertd.plan import gathered_until, plan_messages, quiet_end, release_at
 from alertd.settings import Config
-from tests.conftest import StartDaemon, WriteConfig, wait_for
+from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 from tests.world import World
 
@@ -237,3 +237,17 @@ def test_slack_and_a_discord_webhook_are_paced_to_their_services(clocked: World)
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(slack))  # one a second
     assert all(b - a >= 0.45 for a, b in itertools.pairwise(discord))  # one a half second
     assert discord[-1] < slack[-1]  # Discord was not held to Slack's pace
+
+
+def test_a_gathered_alert_counts_as_owed_from_its_release_and_status_says_so(
+    clocked: World, run_cli: RunCli
+) -> None:
+    config = paced(clocked, "  paced: {url: 'json://127.0.0.1:9/p', digest: ['18:00']}\n")
+    clocked.cycle()
+    clocked.market.add_job(title="Morning job")
+    gathered = clocked.cycle_at(at(10, 5))
+    assert gathered.owed == 1 and clocked.send.messages == []
+    assert gathered.oldest_owed == at(18, 0)  # what health measures lateness from
+    status = run_cli("status", "-c", config.source).output
+    assert "(gathered for its channel's batch, digest or quiet hours)" in status
+    assert "next 27 Nov 2026, 18:00" in status, status
