@@ -154,3 +154,20 @@ def test_the_default_retry_schedule_is_1m_5m_30m_then_hourly_forever(tmp_path: P
     schedule = load_config(path).retry_schedule
     delays = [plan.retry_delay(schedule, n) for n in (1, 2, 3, 4, 5, 50)]
     assert delays == [60, 300, 1800, 3600, 3600, 3600]
+
+
+def test_the_numbers_the_readme_gives() -> None:
+    from alertd.models import Alert
+    from alertd.pipeline import KEEP_DONE
+
+    assert timedelta(minutes=65) == plan.CACHE_HORIZON  # closures are remembered 65 minutes
+    assert timedelta(minutes=10) == plan.HOLD_BOUND  # an edited job is held at most 10
+    assert timedelta(days=180) == KEEP_DONE  # delivered rows are kept 180 days
+
+    def due(count: int) -> list[Alert]:
+        return [Alert("t", Job(id=f"j{i}"), ("s",), 0, NOW) for i in range(count)]
+
+    twenty, _ = plan.plan_messages(due(20), {}, NOW, UTC)
+    assert [len(m) for m in twenty] == [1] * 20  # at most 20 to a target, a message each
+    (burst,), _ = plan.plan_messages(due(21), {}, NOW, UTC)
+    assert len(burst) == 21  # a bigger burst is one summary message
