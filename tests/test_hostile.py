@@ -77,6 +77,8 @@ def test_a_404_that_does_not_say_closed_does_not_withdraw_an_alert(world: World)
     world.market.update_job("X", title="X job (edited)")
     world.server.add_fault(Fault(kind="status", path="/jobs/X", status=404, count=1))
     _log(world.cycle().summary())
+    # read when published, then the edit: the 404 that does not say closed
+    assert [r.status for r in world.server.requests("/jobs/X")] == [200, 404]
     world.send.up = True
     for _ in range(3):
         _log(world.cycle(timedelta(minutes=5)).summary())  # not healed hours later
@@ -311,6 +313,7 @@ def test_a_moved_config_file_keeps_its_searches_and_forgets_a_removed_one(
     world.market.add_job(id="T", title="T job", category="Text Annotation")  # 'text' is gone
     world.cycle(timedelta(minutes=5), config=new)
     new = moved(both)  # added back: silent, like any new search
-    for _ in range(2):
-        world.cycle(timedelta(minutes=5), config=new)
+    back = world.cycle(timedelta(minutes=5), config=new)
+    assert back.primed == ["text"] and back.error is None
+    world.cycle(timedelta(minutes=5), config=new)
     assert world.send.sent == []

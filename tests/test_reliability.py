@@ -108,8 +108,10 @@ def test_a_job_that_expired_while_owed_is_not_sent(
     owe_while_down(run_cli, config, webhook)
     webhook.up.set()
     time.sleep(1.1)
-    run_cli("once", "-c", config)
+    result = run_cli("once", "-c", config)
+    assert result.exit_code == 0, result.output
     assert webhook.received == []
+    assert "1 withdrawn (job closed or expired)" in result.output
 
 
 def test_is_open_needs_status_open_and_a_future_valid_through() -> None:
