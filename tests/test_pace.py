@@ -176,21 +176,26 @@ def test_a_digest_goes_at_its_hour_and_quiet_hours_hold_it(clocked: World) -> No
     assert send.to("paced") == [["Morning job"], ["Evening job"]]
 
 
-def test_each_service_at_its_pace_without_holding_up_the_others(clocked: World) -> None:
-    clocked.body(
-        "channels:\n  chat: tgram://123456789:ABCdefGHIjklMNOpqr/987654321/\n"
-        "  hook: json://127.0.0.1:9/h\n"
-        "searches:\n  - name: all\n    notify: [chat, hook]\n"
-    )
-    send = clocked.send
-    clocked.cycle()
+def sent_times(world: World, channels: dict[str, str]) -> dict[str, list[float]]:
+    """Publish three jobs to one search notifying ``channels``; when each got its messages."""
+    lines = "".join(f"  {name}: {url}\n" for name, url in channels.items())
+    world.body(f"channels:\n{lines}searches:\n  - name: all\n    notify: [{', '.join(channels)}]\n")
+    world.cycle()
     for i in range(3):
-        clocked.market.add_job(title=f"Job {i}")
-    clocked.cycle(timedelta(minutes=1))
-    chat = [t for name, t, _ in send.messages if name == "chat"]
-    hook = [t for name, t, _ in send.messages if name == "hook"]
+        world.market.add_job(title=f"Job {i}")
+    world.cycle(timedelta(minutes=1))
     one_each = [["Job 0"], ["Job 1"], ["Job 2"]]  # published at one instant: any order
-    assert sorted(send.to("chat")) == sorted(send.to("hook")) == one_each
+    for name in channels:
+        assert sorted(world.send.to(name)) == one_each, name
+    return {name: [t for n, t, _ in world.send.messages if n == name] for name in channels}
+
+
+def test_each_service_at_its_pace_without_holding_up_the_others(clocked: World) -> None:
+    times = sent_times(
+        clocked,
+        {"chat": "tgram://123456789:ABCdefGHIjklMNOpqr/987654321/", "hook": "json://127.0.0.1:9/h"},
+    )
+    chat, hook = times["chat"], times["hook"]
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(chat))  # Telegram: 1 a second
     assert max(hook) < chat[1]  # the webhook was not made to wait for the chat
 
@@ -221,19 +226,14 @@ def test_alertd_run_sends_a_batch_as_one_message(
 
 
 def test_slack_and_a_discord_webhook_are_paced_to_their_services(clocked: World) -> None:
-    clocked.body(
-        "channels:\n  slack: slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ\n"
-        "  discord: discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js\n"
-        "searches:\n  - name: all\n    notify: [slack, discord]\n"
+    times = sent_times(
+        clocked,
+        {
+            "slack": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+            "discord": "discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js",
+        },
     )
-    send = clocked.send
-    clocked.cycle()
-    for i in range(3):
-        clocked.market.add_job(title=f"Job {i}")
-    clocked.cycle(timedelta(minutes=1))
-    slack = [t for name, t, _ in send.messages if name == "slack"]
-    discord = [t for name, t, _ in send.messages if name == "discord"]
-    assert len(slack) == len(discord) == 3
+    slack, discord = times["slack"], times["discord"]
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(slack))  # one a second
     assert all(b - a >= 0.45 for a, b in itertools.pairwise(discord))  # one a half second
     assert discord[-1] < slack[-1]  # Discord was not held to Slack's pace

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import Result
 
 from alertd.deliver import sender_for
 from alertd.market import Market
@@ -34,6 +35,15 @@ def hooked(write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
     )
     run_cli("once", "-c", config)
     return config
+
+
+def once_back_up(
+    run_cli: RunCli, config: Path, webhook: WebhookCollector, after: float = 0.3
+) -> Result:
+    """The webhook up again; ``after`` seconds later (past the retry delay), one ``once``."""
+    webhook.up.set()
+    time.sleep(after)
+    return run_cli("once", "-c", config)
 
 
 def owe_while_down(run_cli: RunCli, config: Path, webhook: WebhookCollector) -> None:
@@ -87,9 +97,7 @@ def test_a_job_closed_while_its_target_was_down_is_not_sent(
     job = market.add_job(title="Filled quickly")
     owe_while_down(run_cli, config, webhook)
     market.close_job(job["id"])
-    webhook.up.set()
-    time.sleep(0.3)
-    result = run_cli("once", "-c", config)
+    result = once_back_up(run_cli, config, webhook)
     assert result.exit_code == 0, result.output
     assert webhook.received == []
     assert "1 withdrawn (job closed or expired)" in result.output
@@ -106,9 +114,7 @@ def test_a_job_that_expired_while_owed_is_not_sent(
     soon = format_time(datetime.now(UTC) + timedelta(seconds=1))
     market.add_job(title="Short-lived", validThrough=soon)
     owe_while_down(run_cli, config, webhook)
-    webhook.up.set()
-    time.sleep(1.1)
-    result = run_cli("once", "-c", config)
+    result = once_back_up(run_cli, config, webhook, after=1.1)
     assert result.exit_code == 0, result.output
     assert webhook.received == []
     assert "1 withdrawn (job closed or expired)" in result.output
@@ -248,9 +254,7 @@ def test_a_job_closed_then_edited_is_not_sent(
     owe_while_down(run_cli, config, webhook)
     market.close_job(job["id"])
     market.update_job(job["id"], title="Closed, then edited (typo fixed)")
-    webhook.up.set()
-    time.sleep(0.3)
-    result = run_cli("once", "-c", config)
+    result = once_back_up(run_cli, config, webhook)
     assert webhook.received == []
     assert "1 withdrawn" in result.output
 
@@ -317,9 +321,7 @@ def test_reordering_a_channel_list_keeps_what_each_url_is_owed(
         owe_while_down(run_cli, config, webhook)
         assert len(other.received) == 1
         config = write_config(body.format(a=other.url, b=webhook.url))
-        webhook.up.set()
-        time.sleep(0.3)
-        run_cli("once", "-c", config)
+        once_back_up(run_cli, config, webhook)
         assert len(webhook.received) == 1 and len(other.received) == 1
     finally:
         other.stop()
@@ -387,9 +389,7 @@ def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
     market.close_job(closed["id"])
     market.update_job(edited["id"], summary="now with more detail")
     standin.add_fault(Fault("status", status=503, path=f"/jobs/{edited['id']}", count=4))
-    webhook.up.set()
-    time.sleep(0.3)
-    first = run_cli("once", "-c", config)
+    first = once_back_up(run_cli, config, webhook)
     assert webhook.received == []  # closed: withdrawn; edited: held, its check failed
     assert "1 withdrawn" in first.output
     run_cli("once", "-c", config)
@@ -484,9 +484,7 @@ def test_a_permanent_failure_waits_the_longest_step_of_the_schedule(
     market.add_job(title="To a deleted webhook")
     webhook.down_status = 404  # the webhook was deleted: retrying soon will not help
     owe_while_down(run_cli, config, webhook)
-    webhook.up.set()
-    time.sleep(0.3)
-    assert run_cli("once", "-c", config).exit_code == 0
+    assert once_back_up(run_cli, config, webhook).exit_code == 0
     assert webhook.received == []  # not after 0.2 s, as a passing failure would be
     assert "1 owed" in run_cli("once", "-c", config).output
 
