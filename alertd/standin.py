@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import json
 import math
+import sys
 import threading
 import time
 import zlib
@@ -398,6 +399,11 @@ class StandInServer(BoundedServer, HTTPServer):
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.cursors = itertools.count(10**9)  # for the 'endless' fault
+        self.errors: list[str] = []  # what broke a request; socketserver would print it
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Record what broke a request (a client that hung up mid-answer, say), quietly."""
+        self.errors.append(f"{client_address}: {sys.exc_info()[1]!r}")
 
     @property
     def url(self) -> str:

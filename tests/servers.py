@@ -20,6 +20,7 @@ import json
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -237,6 +238,10 @@ class _ProxyServer(socketserver.ThreadingTCPServer):
         self.proxy = proxy
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Record what broke a connection in ``proxy.unhandled``, instead of printing it."""
+        self.proxy.note_unhandled(f"{client_address}: {sys.exc_info()[1]!r}")
+
 
 class TLSInterceptProxy:
     """An HTTPS proxy on 127.0.0.1 that *is* Slack, Discord and Telegram for a test.
@@ -263,6 +268,7 @@ class TLSInterceptProxy:
         self._open: set[socket.socket] = set()
         self.refused: list[str] = []
         self.errors: list[str] = []
+        self.unhandled: list[str] = []  # what broke a connection; socketserver would print it
         self._server: _ProxyServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -356,6 +362,10 @@ class TLSInterceptProxy:
     def fail(self, what: str) -> None:
         with self._lock:
             self.errors.append(what)
+
+    def note_unhandled(self, what: str) -> None:
+        with self._lock:
+            self.unhandled.append(what)
 
     def track(self, sock: socket.socket) -> None:
         with self._lock:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from alertd.deliver import Outcome
 from alertd.market import Market
-from alertd.models import Target
-from alertd.render import Message, render_plain
-from alertd.settings import load_config
-from alertd.standin import StandInServer
 from tests.conftest import RunCli, WriteConfig
-from tests.test_community import FAST
-from tests.test_hostile import Clock, run
+from tests.world import World
 
 PAY = {"paymentType": "PAY_PER_HOUR", "currency": "USD", "hourlyMin": 12, "hourlyMax": 18}
 
@@ -68,45 +62,20 @@ def test_a_job_closed_and_open_again_alerts_once_as_reopened(
     assert titles(run_cli("once", "-c", config).stdout) == []
 
 
-class Titles:
-    """A sender that records each message's title, as standard output shows it."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def __call__(self, target: Target, message: Message) -> Outcome:
-        self.sent.append(render_plain(message, UTC)[0])
-        return Outcome(True)
-
-
 def test_a_job_reopened_long_after_it_was_forgotten_alerts_as_reopened(tmp_path: Path) -> None:
-    clock = Clock()
-    market = Market(clock=clock, seed=3)
-    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
-    try:
-        path = tmp_path / "alerts.yaml"
-        path.write_text(
-            f"api_url: {server.url}\nstate_dir: {tmp_path / 'state'}\nrequests_per_minute: 120\n"
-            "searches:\n  - name: mine\n    also: reopened\n"
-        )
-        config = load_config(path)
-        send = Titles()
-        run(config, server.url, send, clock)
-        clock.now += timedelta(minutes=1)
-        market.add_job(id="J", title="Audio review")
-        run(config, server.url, send, clock)
-        market.close_job("J")
-        clock.now += timedelta(minutes=1)
-        run(config, server.url, send, clock)
-        clock.now += timedelta(hours=3)  # the closed job is forgotten by every search
-        run(config, server.url, send, clock)
-        market.update_job("J", status="OPEN")
-        clock.now += timedelta(minutes=1)
-        run(config, server.url, send, clock)
-        run(config, server.url, send, clock)
-    finally:
-        server.stop()
-    assert send.sent == ["New OpenTrain job: Audio review", "Reopened: Audio review"]
+    with World(tmp_path, seed=3) as w:
+        w.body("searches:\n  - name: mine\n    also: reopened\n")
+        w.cycle()
+        w.advance(timedelta(minutes=1))
+        w.market.add_job(id="J", title="Audio review")
+        w.cycle()
+        w.market.close_job("J")
+        w.cycle(timedelta(minutes=1))
+        w.cycle(timedelta(hours=3))  # the closed job is forgotten by every search
+        w.market.update_job("J", status="OPEN")
+        w.cycle(timedelta(minutes=1))
+        w.cycle()
+    assert w.send.titles() == ["New OpenTrain job: Audio review", "Reopened: Audio review"]
 
 
 def test_also_takes_only_what_it_knows(write_config: WriteConfig, run_cli: RunCli) -> None:

@@ -17,39 +17,18 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from alertd.api import OpenTrainClient
-from alertd.deliver import Outcome
 from alertd.market import CATEGORIES, Market
-from alertd.models import Target
-from alertd.pipeline import CycleReport, run_once
-from alertd.render import Message
+from alertd.pipeline import CycleReport
 from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig
-
-FAST = 100_000  # a stand-in rate limit high enough that only alertd's own budget counts
-
-
-class Recorder:
-    """A sender that records (target label, job id) instead of sending."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def __call__(self, target: Target, message: Message) -> Outcome:
-        # every job a message carries (a burst over the cap is one message listing them)
-        self.sent += [(target.label, item.job.title.split()[0]) for item in message.items]
-        return Outcome(True)
+from tests.world import FAST, Recorder, community_config, run
 
 
 def cycle(config: Config, standin: StandInServer, send: Recorder) -> CycleReport:
     """One ``run_once`` against the stand-in, as ``alertd once`` runs it."""
-    with (
-        Store.open(config.state_dir) as store,
-        OpenTrainClient(standin.url, requests_per_minute=FAST, api_limit=FAST) as client,
-    ):
-        return run_once(config, client, store, send)
+    return run(config, standin.url, send)
 
 
 def settle(config: Config, standin: StandInServer, send: Recorder) -> list[CycleReport]:
@@ -67,23 +46,6 @@ def fast_standin(market: Market) -> Iterator[StandInServer]:
     server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
     yield server
     server.stop()
-
-
-def community_config(
-    tmp_path: Path, url: str, searches: dict[str, dict[str, str]], poll: str = "5m"
-) -> Config:
-    """A config whose every search notifies a channel of its own, named like the search."""
-    lines = [f"api_url: {url}", f"state_dir: {tmp_path / 'state'}", "requests_per_minute: 120"]
-    lines.append(f"poll_interval: {poll}")
-    lines.append("channels:")
-    lines += [f"  {name}: json://127.0.0.1:9/{name}" for name in searches]
-    lines.append("searches:")
-    for name, query in searches.items():
-        lines.append(f"  - name: {name}\n    notify: [{name}]")
-        lines += [f"    {key}: '{value}'" for key, value in query.items()]
-    path = tmp_path / "alerts.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return load_config(path)
 
 
 # -- one request when nothing changed ------------------------------------------------
@@ -317,11 +279,7 @@ def test_seen_ids_of_jobs_closed_past_the_edge_cache_horizon_are_pruned(
     start = datetime.now(UTC)
 
     def at(moment: datetime) -> CycleReport:
-        with (
-            Store.open(config.state_dir) as store,
-            OpenTrainClient(fast_standin.url, requests_per_minute=FAST, api_limit=FAST) as client,
-        ):
-            return run_once(config, client, store, send, clock=lambda: moment)
+        return run(config, fast_standin.url, send, lambda: moment)
 
     at(start)
     job = market.add_job(id="c1", title="c1 closes")
@@ -364,10 +322,8 @@ def test_the_full_refresh_heals_a_change_the_feed_never_showed(
     from alertd.market import make_job
 
     searches = {"audio": {"category": "Audio Annotation"}, "rlhf": {"category": "RLHF"}}
-    config = community_config(tmp_path, fast_standin.url, searches, poll="1m")
+    config = community_config(tmp_path, fast_standin.url, searches, "1m", "refresh_interval: 2m\n")
     path = Path(config.source)
-    path.write_text(path.read_text() + "refresh_interval: 2m\n")
-    config = load_config(path)
     send = Recorder()
     cycle(config, fast_standin, send)
     with market.lock:  # a job the change feed never mentions

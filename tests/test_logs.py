@@ -68,3 +68,14 @@ def test_the_start_line_names_the_api_the_config_and_the_state(
     api = load_config(config).api_url
     assert "1 search, polling every 1 min 30 s;" in start
     assert f"API {api}, config {config}, state {state_dir}" in start
+
+
+def test_the_daemons_start_says_when_a_full_refresh_takes_longer_than_refresh_interval(
+    write_config: WriteConfig, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    body = "requests_per_minute: 60\nrefresh_interval: 1m\npoll_interval: 1h\nsearches:\n"
+    body += "".join(f"  - name: s{i}\n    q: word{i}\n" for i in range(90))
+    log = log_until(start_daemon, write_config(body), tmp_path / "daemon-0.log", "running:")
+    (line,) = [line for line in log.splitlines() if "a full refresh" in line]
+    assert " WARNING " in line
+    assert "90 distinct queries at 60/min: a full refresh (and a first start) takes 2 min" in line

@@ -12,15 +12,7 @@ from alertd.models import format_time
 from alertd.standin import Fault, StandInServer
 from tests.conftest import RunCli, WriteConfig
 from tests.webhook import WebhookCollector
-
-
-def alerts_in(output: str) -> list[str]:
-    """Titles of the alerts printed to stdout."""
-    return [
-        line.removeprefix("=== New OpenTrain job: ")
-        for line in output.splitlines()
-        if line.startswith("=== New OpenTrain job: ")
-    ]
+from tests.world import alerts_in
 
 
 def test_first_run_is_silent_then_new_jobs_alert_once(

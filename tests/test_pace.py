@@ -12,17 +12,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alertd.deliver import Outcome
 from alertd.market import Market
-from alertd.models import Alert, Job, Pace, Target
+from alertd.models import Alert, Job, Pace
 from alertd.plan import gathered_until, plan_messages, quiet_end, release_at
-from alertd.render import Message
-from alertd.settings import Config, load_config
-from alertd.standin import StandInServer
-from tests.conftest import StartDaemon, WriteConfig, wait_for
-from tests.test_community import FAST
-from tests.test_hostile import Clock, run
+from alertd.settings import Config
+from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
+from tests.world import World
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # 27 Nov 2026, 10:00 in Berlin (UTC+1)
@@ -129,111 +125,77 @@ def test_an_expired_job_is_withdrawn_not_gathered() -> None:
 # -- through the cycle: a clocked market, the stand-in, a recording sender -----------
 
 
-class Recorder:
-    """A sender that records (target label, monotonic time, job titles) per message."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, float, list[str]]] = []
-
-    def __call__(self, target: Target, message: Message) -> Outcome:
-        titles = [item.job.title for item in message.items]
-        self.messages.append((target.label, time.monotonic(), titles))
-        return Outcome(True)
-
-    def to(self, label: str) -> list[list[str]]:
-        return [titles for name, _, titles in self.messages if name == label]
-
-
 @pytest.fixture
-def clocked(tmp_path: Path) -> Iterator[tuple[Market, StandInServer, Clock]]:
-    clock = Clock()
-    clock.now = at(10, 0)
-    market = Market(clock=clock, seed=5)
-    server = StandInServer(market, cache_ttl=0, rate_limit=FAST).start()
-    yield market, server, clock
-    server.stop()
+def clocked(tmp_path: Path) -> Iterator[World]:
+    """A world whose clock starts at 10:00 UTC."""
+    with World(tmp_path, seed=5, start=at(10, 0)) as made:
+        yield made
 
 
-def paced_config(tmp_path: Path, url: str, channels: str) -> Config:
-    path = tmp_path / "alerts.yaml"
-    path.write_text(
-        f"api_url: {url}\nstate_dir: {tmp_path / 'state'}\nrequests_per_minute: 120\n"
-        f"timezone: Europe/Berlin\nchannels:\n{channels}"
-        "searches:\n  - name: all\n    notify: [paced]\n"
+def paced(world: World, channels: str) -> Config:
+    """One search, 'all', notifying the channel 'paced' of ``channels``, in Berlin time."""
+    return world.body(
+        f"timezone: Europe/Berlin\nchannels:\n{channels}searches:\n  - name: all\n"
+        "    notify: [paced]\n"
     )
-    return load_config(path)
 
 
 def test_a_batched_channel_gets_one_message_when_the_batch_ends_across_restarts(
-    tmp_path: Path, clocked: tuple[Market, StandInServer, Clock]
+    clocked: World,
 ) -> None:
-    market, server, clock = clocked
-    config = paced_config(
-        tmp_path, server.url, "  paced: {url: 'json://127.0.0.1:9/p', batch: 10m}\n"
-    )
-    send = Recorder()
-    run(config, server.url, send, clock)  # primes
+    paced(clocked, "  paced: {url: 'json://127.0.0.1:9/p', batch: 10m}\n")
+    send = clocked.send
+    clocked.cycle()  # primes
     for minute, title in ((1, "First"), (4, "Second"), (9, "Third")):
-        clock.now = at(10, minute)
-        market.add_job(title=title)
-        run(config, server.url, send, clock)  # each cycle a new process: a restart
+        clocked.clock.now = at(10, minute)
+        clocked.market.add_job(title=title)
+        clocked.cycle()  # each cycle a new process: a restart
     assert send.messages == []  # gathering since 10:01
-    clock.now = at(10, 11)
-    run(config, server.url, send, clock)
+    clocked.cycle_at(at(10, 11))
     assert send.to("paced") == [["First", "Second", "Third"]]  # oldest first, once
-    run(config, server.url, send, clock)
+    clocked.cycle()
     assert len(send.messages) == 1
 
 
-def test_a_digest_goes_at_its_hour_and_quiet_hours_hold_it(
-    tmp_path: Path, clocked: tuple[Market, StandInServer, Clock]
-) -> None:
-    market, server, clock = clocked
+def test_a_digest_goes_at_its_hour_and_quiet_hours_hold_it(clocked: World) -> None:
     channel = "  paced: {url: 'json://127.0.0.1:9/p', digest: ['18:00', '23:00'], "
-    config = paced_config(tmp_path, server.url, channel + "quiet_hours: '22:00-07:00'}\n")
-    send = Recorder()
-    run(config, server.url, send, clock)
-    market.add_job(title="Morning job")
-    clock.now = at(10, 5)
-    run(config, server.url, send, clock)
-    clock.now = at(17, 59)
-    run(config, server.url, send, clock)
+    paced(clocked, channel + "quiet_hours: '22:00-07:00'}\n")
+    send = clocked.send
+    clocked.cycle()
+    clocked.market.add_job(title="Morning job")
+    clocked.cycle_at(at(10, 5))
+    clocked.cycle_at(at(17, 59))
     assert send.messages == []
-    clock.now = at(18, 0)
-    run(config, server.url, send, clock)
+    clocked.cycle_at(at(18, 0))
     assert send.to("paced") == [["Morning job"]]
-    market.add_job(title="Evening job")  # its digest is 23:00, inside the quiet hours
-    clock.now = at(19, 0)
-    run(config, server.url, send, clock)
-    clock.now = at(23, 30)
-    run(config, server.url, send, clock)
+    clocked.market.add_job(title="Evening job")  # its digest is 23:00, inside the quiet hours
+    clocked.cycle_at(at(19, 0))
+    clocked.cycle_at(at(23, 30))
     assert len(send.messages) == 1
-    clock.now = at(7, 0, day=28)
-    run(config, server.url, send, clock)
-    assert send.to("paced")[-1] == ["Evening job"]
+    clocked.cycle_at(at(7, 0, day=28))
+    assert send.to("paced") == [["Morning job"], ["Evening job"]]
 
 
-def test_each_service_at_its_pace_without_holding_up_the_others(
-    tmp_path: Path, clocked: tuple[Market, StandInServer, Clock]
-) -> None:
-    market, server, clock = clocked
-    path = tmp_path / "alerts.yaml"
-    path.write_text(
-        f"api_url: {server.url}\nstate_dir: {tmp_path / 'state'}\nrequests_per_minute: 120\n"
-        "channels:\n  chat: tgram://123456789:ABCdefGHIjklMNOpqr/987654321/\n"
-        "  hook: json://127.0.0.1:9/h\n"
-        "searches:\n  - name: all\n    notify: [chat, hook]\n"
-    )
-    config = load_config(path)
-    send = Recorder()
-    run(config, server.url, send, clock)
+def sent_times(world: World, channels: dict[str, str]) -> dict[str, list[float]]:
+    """Publish three jobs to one search notifying ``channels``; when each got its messages."""
+    lines = "".join(f"  {name}: {url}\n" for name, url in channels.items())
+    world.body(f"channels:\n{lines}searches:\n  - name: all\n    notify: [{', '.join(channels)}]\n")
+    world.cycle()
     for i in range(3):
-        market.add_job(title=f"Job {i}")
-    clock.now += timedelta(minutes=1)
-    run(config, server.url, send, clock)
-    chat = [t for name, t, _ in send.messages if name == "chat"]
-    hook = [t for name, t, _ in send.messages if name == "hook"]
-    assert len(chat) == 3 and len(hook) == 3
+        world.market.add_job(title=f"Job {i}")
+    world.cycle(timedelta(minutes=1))
+    one_each = [["Job 0"], ["Job 1"], ["Job 2"]]  # published at one instant: any order
+    for name in channels:
+        assert sorted(world.send.to(name)) == one_each, name
+    return {name: [t for n, t, _ in world.send.messages if n == name] for name in channels}
+
+
+def test_each_service_at_its_pace_without_holding_up_the_others(clocked: World) -> None:
+    times = sent_times(
+        clocked,
+        {"chat": "tgram://123456789:ABCdefGHIjklMNOpqr/987654321/", "hook": "json://127.0.0.1:9/h"},
+    )
+    chat, hook = times["chat"], times["hook"]
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(chat))  # Telegram: 1 a second
     assert max(hook) < chat[1]  # the webhook was not made to wait for the chat
 
@@ -261,3 +223,31 @@ def test_alertd_run_sends_a_batch_as_one_message(
     (message,) = webhook.received
     assert message["title"].startswith("2 new OpenTrain jobs since ")
     assert "• One " in message["message"] and "• Two " in message["message"]
+
+
+def test_slack_and_a_discord_webhook_are_paced_to_their_services(clocked: World) -> None:
+    times = sent_times(
+        clocked,
+        {
+            "slack": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+            "discord": "discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js",
+        },
+    )
+    slack, discord = times["slack"], times["discord"]
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(slack))  # one a second
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(discord))  # one a half second
+    assert discord[-1] < slack[-1]  # Discord was not held to Slack's pace
+
+
+def test_a_gathered_alert_counts_as_owed_from_its_release_and_status_says_so(
+    clocked: World, run_cli: RunCli
+) -> None:
+    config = paced(clocked, "  paced: {url: 'json://127.0.0.1:9/p', digest: ['18:00']}\n")
+    clocked.cycle()
+    clocked.market.add_job(title="Morning job")
+    gathered = clocked.cycle_at(at(10, 5))
+    assert gathered.owed == 1 and clocked.send.messages == []
+    assert gathered.oldest_owed == at(18, 0)  # what health measures lateness from
+    status = run_cli("status", "-c", config.source).output
+    assert "(gathered for its channel's batch, digest or quiet hours)" in status
+    assert "next 27 Nov 2026, 18:00" in status, status

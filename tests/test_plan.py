@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from alertd.models import (
     SavedSearch,
 )
 from alertd.plan import Verdict
+from alertd.settings import load_config
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 AUDIO = Job(
@@ -144,3 +146,28 @@ def test_a_permanent_failure_backs_off_doubling_up_to_a_day() -> None:
     schedule = (60.0, 300.0, 3600.0)
     delays = [plan.retry_delay(schedule, n, permanent=True) for n in range(1, 8)]
     assert delays == [3600, 7200, 14400, 28800, 57600, 86400, 86400]
+
+
+def test_the_default_retry_schedule_is_1m_5m_30m_then_hourly_forever(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.yaml"
+    path.write_text(f"state_dir: {tmp_path / 'state'}\nsearches:\n  - name: s\n")
+    schedule = load_config(path).retry_schedule
+    delays = [plan.retry_delay(schedule, n) for n in (1, 2, 3, 4, 5, 50)]
+    assert delays == [60, 300, 1800, 3600, 3600, 3600]
+
+
+def test_the_numbers_the_readme_gives() -> None:
+    from alertd.models import Alert
+    from alertd.pipeline import KEEP_DONE
+
+    assert timedelta(minutes=65) == plan.CACHE_HORIZON  # closures are remembered 65 minutes
+    assert timedelta(minutes=10) == plan.HOLD_BOUND  # an edited job is held at most 10
+    assert timedelta(days=180) == KEEP_DONE  # delivered rows are kept 180 days
+
+    def due(count: int) -> list[Alert]:
+        return [Alert("t", Job(id=f"j{i}"), ("s",), 0, NOW) for i in range(count)]
+
+    twenty, _ = plan.plan_messages(due(20), {}, NOW, UTC)
+    assert [len(m) for m in twenty] == [1] * 20  # at most 20 to a target, a message each
+    (burst,), _ = plan.plan_messages(due(21), {}, NOW, UTC)
+    assert len(burst) == 21  # a bigger burst is one summary message

@@ -9,20 +9,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import Result
 
-from alertd.deliver import Outcome, sender_for
+from alertd.deliver import sender_for
 from alertd.market import Market
 from alertd.match import is_open
 from alertd.models import Job, format_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import HOLD_BOUND
-from alertd.render import Message, render_plain
 from alertd.settings import Config, load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig
-from tests.test_once import alerts_in
 from tests.webhook import WebhookCollector
+from tests.world import Recorder, alerts_in, run
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -37,32 +37,24 @@ def hooked(write_config: WriteConfig, run_cli: RunCli, webhook: WebhookCollector
     return config
 
 
+def once_back_up(
+    run_cli: RunCli, config: Path, webhook: WebhookCollector, after: float = 0.3
+) -> Result:
+    """The webhook up again; ``after`` seconds later (past the retry delay), one ``once``."""
+    webhook.up.set()
+    time.sleep(after)
+    return run_cli("once", "-c", config)
+
+
 def owe_while_down(run_cli: RunCli, config: Path, webhook: WebhookCollector) -> None:
     """Run a cycle with the webhook refusing, so what it matched stays owed."""
     webhook.up.clear()
     assert run_cli("once", "-c", config).exit_code == 1
 
 
-class Cycles:
-    """``run_once`` on ``config`` at a moment the test chooses; records what it sends.
-
-    While ``up`` is False every send fails, as a target that is down.
-    """
-
-    def __init__(self, config: Config, state_dir: Path) -> None:
-        self.config, self.state_dir = config, state_dir
-        self.sent: list[str] = []
-        self.up = True
-
-    def send(self, target: object, message: Message) -> Outcome:
-        if not self.up:
-            return Outcome(False, "down")
-        self.sent.append(render_plain(message, None)[0])
-        return Outcome(True)
-
-    def at(self, moment: datetime) -> None:
-        with Store.open(self.state_dir) as store, make_client(self.config) as client:
-            run_once(self.config, client, store, self.send, clock=lambda: moment)
+def cycle_at(config: Config, send: Recorder, moment: datetime) -> None:
+    """One cycle of ``config`` as a new process, at a moment the test chooses."""
+    run(config, config.api_url, send, lambda: moment)
 
 
 @pytest.fixture
@@ -105,9 +97,7 @@ def test_a_job_closed_while_its_target_was_down_is_not_sent(
     job = market.add_job(title="Filled quickly")
     owe_while_down(run_cli, config, webhook)
     market.close_job(job["id"])
-    webhook.up.set()
-    time.sleep(0.3)
-    result = run_cli("once", "-c", config)
+    result = once_back_up(run_cli, config, webhook)
     assert result.exit_code == 0, result.output
     assert webhook.received == []
     assert "1 withdrawn (job closed or expired)" in result.output
@@ -124,10 +114,10 @@ def test_a_job_that_expired_while_owed_is_not_sent(
     soon = format_time(datetime.now(UTC) + timedelta(seconds=1))
     market.add_job(title="Short-lived", validThrough=soon)
     owe_while_down(run_cli, config, webhook)
-    webhook.up.set()
-    time.sleep(1.1)
-    run_cli("once", "-c", config)
+    result = once_back_up(run_cli, config, webhook, after=1.1)
+    assert result.exit_code == 0, result.output
     assert webhook.received == []
+    assert "1 withdrawn (job closed or expired)" in result.output
 
 
 def test_is_open_needs_status_open_and_a_future_valid_through() -> None:
@@ -264,9 +254,7 @@ def test_a_job_closed_then_edited_is_not_sent(
     owe_while_down(run_cli, config, webhook)
     market.close_job(job["id"])
     market.update_job(job["id"], title="Closed, then edited (typo fixed)")
-    webhook.up.set()
-    time.sleep(0.3)
-    result = run_cli("once", "-c", config)
+    result = once_back_up(run_cli, config, webhook)
     assert webhook.received == []
     assert "1 withdrawn" in result.output
 
@@ -333,9 +321,7 @@ def test_reordering_a_channel_list_keeps_what_each_url_is_owed(
         owe_while_down(run_cli, config, webhook)
         assert len(other.received) == 1
         config = write_config(body.format(a=other.url, b=webhook.url))
-        webhook.up.set()
-        time.sleep(0.3)
-        run_cli("once", "-c", config)
+        once_back_up(run_cli, config, webhook)
         assert len(webhook.received) == 1 and len(other.received) == 1
     finally:
         other.stop()
@@ -373,12 +359,7 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
 ) -> None:
     import threading
 
-    config = load_config(write_config("searches:\n  - name: all\n"))
-    sent: list[str] = []
-
-    def record(target: object, message: Message) -> Outcome:
-        sent.append(render_plain(message, None)[0])
-        return Outcome(True)
+    config, record = load_config(write_config("searches:\n  - name: all\n")), Recorder()
 
     with Store.open(state_dir) as store, make_client(config) as client:
         run_once(config, client, store, record)
@@ -391,7 +372,7 @@ def test_a_stopped_cycle_keeps_what_it_read_from_the_feed(
     with Store.open(state_dir) as store, make_client(config) as client:
         assert job["id"] in store.events_of(config.owner)  # the feed moved on; event kept
         run_once(config, client, store, record)
-    assert sent == ["New OpenTrain job: Read, then stopped"]
+    assert record.titles() == ["New OpenTrain job: Read, then stopped"]
 
 
 def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
@@ -408,9 +389,7 @@ def test_an_edited_job_waits_for_its_check_and_closed_ones_still_go(
     market.close_job(closed["id"])
     market.update_job(edited["id"], summary="now with more detail")
     standin.add_fault(Fault("status", status=503, path=f"/jobs/{edited['id']}", count=4))
-    webhook.up.set()
-    time.sleep(0.3)
-    first = run_cli("once", "-c", config)
+    first = once_back_up(run_cli, config, webhook)
     assert webhook.received == []  # closed: withdrawn; edited: held, its check failed
     assert "1 withdrawn" in first.output
     run_cli("once", "-c", config)
@@ -456,17 +435,17 @@ def test_an_answer_shows_an_edit_by_its_updated_at_with_a_second_of_slack() -> N
 def test_a_job_edited_again_and_again_is_held_at_most_the_bound(
     market: Market, write_config: WriteConfig, state_dir: Path
 ) -> None:
-    cycles = Cycles(load_config(write_config("searches:\n  - name: all\n")), state_dir)
+    config, send = load_config(write_config("searches:\n  - name: all\n")), Recorder()
     start = datetime.now(UTC)
-    cycles.at(start)
+    cycle_at(config, send, start)
     raw = market.add_job(title="Edited often")
     for minutes in (0, 4, 8, 9):  # an edit every few minutes; the API never bumps updatedAt
         market.update_job(raw["id"], summary=f"edit {minutes}")
         market.jobs[raw["id"]]["updatedAt"] = "2020-01-01T00:00:00.000Z"
-        cycles.at(start + timedelta(minutes=minutes))
-        assert cycles.sent == [], minutes
-    cycles.at(start + HOLD_BOUND + timedelta(minutes=1))
-    assert cycles.sent == ["New OpenTrain job: Edited often"]
+        cycle_at(config, send, start + timedelta(minutes=minutes))
+        assert send.titles() == [], minutes
+    cycle_at(config, send, start + HOLD_BOUND + timedelta(minutes=1))
+    assert send.titles() == ["New OpenTrain job: Edited often"]
 
 
 @pytest.mark.parametrize("removed_through", ["relative", "absolute"])
@@ -505,9 +484,7 @@ def test_a_permanent_failure_waits_the_longest_step_of_the_schedule(
     market.add_job(title="To a deleted webhook")
     webhook.down_status = 404  # the webhook was deleted: retrying soon will not help
     owe_while_down(run_cli, config, webhook)
-    webhook.up.set()
-    time.sleep(0.3)
-    assert run_cli("once", "-c", config).exit_code == 0
+    assert once_back_up(run_cli, config, webhook).exit_code == 0
     assert webhook.received == []  # not after 0.2 s, as a passing failure would be
     assert "1 owed" in run_cli("once", "-c", config).output
 
@@ -533,20 +510,20 @@ def test_a_burst_over_the_per_cycle_cap_is_one_summary_not_a_trickle(
 def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
     market: Market, write_config: WriteConfig, standin: StandInServer, state_dir: Path
 ) -> None:
-    cycles = Cycles(load_config(write_config("searches:\n  - name: all\n")), state_dir)
-    cycles.up = False
+    config, send = load_config(write_config("searches:\n  - name: all\n")), Recorder()
+    send.up = False
     start = datetime.now(UTC)
-    cycles.at(start)
+    cycle_at(config, send, start)
     job = market.add_job(title="Edited, then unreadable")
-    cycles.at(start)  # owed; the target is down
+    cycle_at(config, send, start)  # owed; the target is down
     market.update_job(job["id"], summary="edited")  # held until the job is read again...
     standin.add_fault(Fault("status", status=503, path=f"/jobs/{job['id']}", count=1000))
-    cycles.up = True
+    send.up = True
     for minutes in (2, 5, 9, 11.9):  # ... which keeps failing; held from minute 2 on
-        cycles.at(start + timedelta(minutes=minutes))
-        assert cycles.sent == [], minutes
-    cycles.at(start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
-    assert cycles.sent == ["New OpenTrain job: Edited, then unreadable"]
+        cycle_at(config, send, start + timedelta(minutes=minutes))
+        assert send.titles() == [], minutes
+    cycle_at(config, send, start + timedelta(minutes=2) + HOLD_BOUND + timedelta(seconds=1))
+    assert send.titles() == ["New OpenTrain job: Edited, then unreadable"]
 
 
 def test_a_slow_target_gets_its_alert_once(

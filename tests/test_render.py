@@ -32,7 +32,7 @@ from alertd.render import (
     units,
 )
 from tests.hostile_jobs import HOSTILE_JOBS, SEARCHES
-from tests.test_channels import strings_in
+from tests.world import strings_in
 
 JOB = Job(
     id="j-7",

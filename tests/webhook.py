@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,6 +47,7 @@ class WebhookCollector(ThreadingHTTPServer):
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
         self.seen: list[tuple[str, dict[str, str]]] = []  # each post's path and headers
+        self.errors: list[str] = []  # what broke a request; socketserver would print it
         threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
@@ -59,6 +61,11 @@ class WebhookCollector(ThreadingHTTPServer):
         """The message bodies accepted so far."""
         with self.lock:
             return [str(item.get("message", "")) for item in self.received]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Record what broke a request (a client that hung up, a body cut short), quietly."""
+        with self.lock:
+            self.errors.append(f"{client_address}: {sys.exc_info()[1]!r}")
 
     def stop(self) -> None:
         """Stop serving."""
