@@ -3,11 +3,10 @@
 The API counts requests per client IP, so ``requests_per_minute`` can only mean what it
 says if ``run``, ``once`` from cron, and an operator's ``preview``, ``facets`` and
 ``validate --online`` beside them count against one window. It is kept in the state
-directory, in ``api-budget``: one line, ``<crc32> <json>``, rewritten in place under an
-``fcntl`` lock for each request's start and end (a few system calls and a few hundred
-bytes: measured by ``tests/test_budget_shared.py``).
+directory, in ``api-budget``: a few hundred bytes to 2 KB (120 requests), rewritten in
+place under an ``fcntl`` lock at each request's start and end.
 
-What the line holds, all on the machine's ``CLOCK_MONOTONIC`` (one clock for every
+What it holds, all on the machine's ``CLOCK_MONOTONIC`` (one clock for every
 process on a Linux host) and tagged with the boot it belongs to:
 
 - ``ended``: when each request of the last minute got its answer (see
@@ -18,7 +17,7 @@ process on a Linux host) and tagged with the boot it belongs to:
   other, a minute later: a crash never holds the budget for ever;
 - ``hold``: until when the API asked everyone on this IP to wait (``Retry-After``).
 
-A line that cannot be read (torn, garbled, another boot's, another version's) is taken
+A file that cannot be read (torn, garbled, another boot's, another version's) is taken
 as a full window for one minute, never as an empty one: every request it counted has
 either ended within the last minute, so is out of the API's window a minute later, or
 is still in flight, and its owner stamps its end when it comes. Starting from empty
@@ -32,16 +31,18 @@ without locks), the process counts its own requests only, after one WARNING line
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import contextlib
 import errno
 import fcntl
 import itertools
-import json
 import logging
 import math
 import os
+import secrets
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -142,7 +143,8 @@ class LocalWindow:
 class Flight:
     """One request on its way, in some process: it has surely ended by ``ends_by``."""
 
-    token: str
+    pid: int
+    number: int  # one of the process's requests
     started: float
     longest: float
 
@@ -172,62 +174,70 @@ class UnreadableError(ValueError):
     """``api-budget`` holds something this alertd did not write (or a torn write)."""
 
 
-def boot_id() -> str:
-    """This boot of the machine: monotonic times from another boot mean nothing."""
+def boot_id() -> bytes:
+    """This boot of the machine (36 bytes): monotonic times from another mean nothing."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text("ascii").strip()
+        text = Path("/proc/sys/kernel/random/boot_id").read_text("ascii").strip()
     except OSError:
-        return ""
+        text = ""
+    return text.encode("ascii", "replace")[:36].ljust(36)
 
 
 BOOT = boot_id()
+MAGIC = b"alertd-budget-%d\n" % FORMAT
+# After MAGIC: crc32 of the rest, boot, hold, how many ended, how many flying; then the
+# ended times, then each flight as pid, number, started, longest. Binary, so that a
+# read and a write cost microseconds (JSON's floats took ten times as long).
+HEAD = struct.Struct("<I36sdII")
+FLIGHT = struct.Struct("<IIdd")
 
 
 def encode(state: Shared) -> bytes:
-    """The file's line for ``state``."""
-    body = json.dumps(
-        {
-            "v": FORMAT,
-            "boot": BOOT,
-            "hold": state.hold,
-            "ended": state.ended,
-            "flying": [[f.token, f.started, f.longest] for f in state.flying],
-        },
-        separators=(",", ":"),
-    ).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
+    """The file's bytes for ``state``."""
+    ended = array.array("d", state.ended).tobytes()
+    flights = b"".join(FLIGHT.pack(f.pid, f.number, f.started, f.longest) for f in state.flying)
+    rest = HEAD.pack(0, BOOT, state.hold, len(state.ended), len(state.flying))[4:]
+    rest += ended + flights
+    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
 
 
 def decode(data: bytes, now: float) -> Shared:
     """The state in ``data`` (empty: a new file); UnreadableError when it is not one this
-    alertd wrote in this boot, or says something no process of this host can have."""
+    alertd wrote in this boot, or says something no process of this host can have.
+    Bytes past the declared end are ignored (a longer state's tail, not yet truncated)."""
     if not data:
         return Shared()
-    line, newline, _ = data.partition(b"\n")  # past the line: a longer line's tail
-    crc, _, body = line.partition(b" ")
-    if not newline or crc != b"%08x" % zlib.crc32(body):
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + HEAD.size:
+        raise UnreadableError("not this alertd's format, or torn")
+    crc, boot, hold, n_ended, n_flying = HEAD.unpack_from(data, len(MAGIC))
+    start = len(MAGIC) + HEAD.size
+    end = start + 8 * n_ended + FLIGHT.size * n_flying
+    if n_ended + n_flying > MAX_ENTRIES or len(data) < end:
+        raise UnreadableError("torn")
+    if zlib.crc32(data[len(MAGIC) + 4 : end]) != crc:
         raise UnreadableError("torn or garbled")
-    try:
-        raw = json.loads(body)
-        if raw["v"] != FORMAT or raw["boot"] != BOOT:
-            raise UnreadableError("written by another version of alertd, or before a reboot")
-        state = Shared(
-            float(raw["hold"]),
-            sorted(float(t) for t in raw["ended"]),
-            [Flight(str(t), float(s), float(n)) for t, s, n in raw["flying"]],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UnreadableError(f"garbled ({type(exc).__name__})") from exc
-    times = [state.hold, *state.ended, *(f.started for f in state.flying)]
+    if boot != BOOT:
+        raise UnreadableError("written before the machine restarted")
+    ended = array.array("d")
+    ended.frombytes(data[start : start + 8 * n_ended])
+    flights = [
+        Flight(*FLIGHT.unpack_from(data, at)) for at in range(start + 8 * n_ended, end, FLIGHT.size)
+    ]
+    state = Shared(hold, sorted(ended), flights)
+    times = [hold, *state.ended, *(f.started for f in flights)]
     if (
-        len(state.ended) + len(state.flying) > MAX_ENTRIES
-        or not all(math.isfinite(t) for t in times)
-        or max(state.ended + [f.started for f in state.flying], default=now) > now + 1.0
-        or state.hold > now + MAX_HOLD
-        or not all(0 <= f.longest <= MAX_HOLD for f in state.flying)
+        not math.isfinite(sum(times))  # a NaN or an infinity anywhere
+        or max(times[1:], default=now) > now + 1.0
+        or hold > now + MAX_HOLD
+        or not all(0 <= f.longest <= MAX_HOLD for f in flights)
     ):
         raise UnreadableError("times no process of this boot can have written")
     return state
+
+
+# A request's number in this process, whichever window; from a random start, so that a
+# process reusing a dead one's pid does not take the dead one's flight for its own.
+_NUMBERS = itertools.count(secrets.randbelow(1 << 31) + 1)
 
 
 class _BusyError(Exception):
@@ -249,12 +259,11 @@ class SharedWindow:
         self.path = path
         self.longest = longest
         self.clock = clock
-        self.mine: collections.deque[str] = collections.deque()
-        self.tokens = itertools.count(1)
+        self.mine: collections.deque[int] = collections.deque()
         self.hold_until = 0.0  # ours, in case the file could not take it
         self.last = Shared()  # as last read: what a fallback starts from
         self.fallback: LocalWindow | None = None
-        self.file_ops = 0  # locked read-modify-writes (for tests and measurements)
+        self.file_ops = 0  # times the file was locked and read (for tests, measurements)
 
     def check(self) -> None:
         """Open, lock and read the file once (OSError when it cannot be used)."""
@@ -284,13 +293,14 @@ class SharedWindow:
                 )
                 state = Shared(hold=now + span)
             state.tidy(now, span)
+            self.file_ops += 1
             yield state, now
             self.last = state
             line = encode(state)
-            os.pwrite(fd, line, 0)
-            if len(data) > len(line):
-                os.ftruncate(fd, len(line))
-            self.file_ops += 1
+            if data != line:  # a wait that aged nothing out writes nothing
+                os.pwrite(fd, line, 0)
+                if len(data) > len(line):
+                    os.ftruncate(fd, len(line))
         finally:
             os.close(fd)  # and with it the lock
 
@@ -340,9 +350,9 @@ class SharedWindow:
                 held = max(0.0, state.hold - now, self.hold_until - now)
                 wait = max(held, wait_for(state.ended, len(state.flying), per_minute, now, span))
                 if wait <= 0:
-                    token = f"{os.getpid()}.{next(self.tokens)}"
-                    state.flying.append(Flight(token, now, self.longest))
-                    self.mine.append(token)
+                    number = next(_NUMBERS)
+                    state.flying.append(Flight(os.getpid(), number, now, self.longest))
+                    self.mine.append(number)
                 return wait, held
         except _BusyError:
             return BUSY_WAIT, 0.0
@@ -352,13 +362,16 @@ class SharedWindow:
     def give_back(self) -> None:
         """See ``Window.give_back``. If the file cannot be locked now, the slot still
         ends when the request's deadline has passed: late, which is the safe side."""
-        token = self.mine.popleft() if self.mine else ""
+        number = self.mine.popleft() if self.mine else 0
+        pid = os.getpid()
         if self.fallback is not None:
             self.fallback.give_back()
             return
         try:
             with self._locked(WINDOW + MARGIN) as (state, now):
-                state.flying = [f for f in state.flying if f.token != token]
+                mine = [f for f in state.flying if (f.pid, f.number) == (pid, number)]
+                if mine:
+                    state.flying.remove(mine[0])
                 bisect.insort(state.ended, now)
         except _BusyError:
             log.debug("the shared request budget was busy; a slot ends at its deadline")
