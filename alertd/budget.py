@@ -185,9 +185,10 @@ def boot_id() -> bytes:
 
 BOOT = boot_id()
 MAGIC = b"alertd-budget-%d\n" % FORMAT
-# After MAGIC: crc32 of the rest, boot, hold, how many ended, how many flying; then the
-# ended times, then each flight as pid, number, started, longest. Binary, so that a
-# read and a write cost microseconds (JSON's floats took ten times as long).
+# After MAGIC, one line of hex (text, like every file in the state directory) of:
+# crc32 of the rest, boot, hold, how many ended, how many flying; then the ended times,
+# then each flight as pid, number, started, longest. Packed, so that a read and a write
+# cost microseconds (JSON's floats took five times as long).
 HEAD = struct.Struct("<I36sdII")
 FLIGHT = struct.Struct("<IIdd")
 
@@ -198,23 +199,30 @@ def encode(state: Shared) -> bytes:
     flights = b"".join(FLIGHT.pack(f.pid, f.number, f.started, f.longest) for f in state.flying)
     rest = HEAD.pack(0, BOOT, state.hold, len(state.ended), len(state.flying))[4:]
     rest += ended + flights
-    return MAGIC + struct.pack("<I", zlib.crc32(rest)) + rest
+    return MAGIC + (struct.pack("<I", zlib.crc32(rest)) + rest).hex().encode() + b"\n"
 
 
-def decode(data: bytes, now: float) -> Shared:
-    """The state in ``data`` (empty: a new file); UnreadableError when it is not one this
+def decode(text: bytes, now: float) -> Shared:
+    """The state in ``text`` (empty: a new file); UnreadableError when it is not one this
     alertd wrote in this boot, or says something no process of this host can have.
-    Bytes past the declared end are ignored (a longer state's tail, not yet truncated)."""
-    if not data:
+    Past the line, a longer state's tail not yet cut off is ignored."""
+    if not text:
         return Shared()
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + HEAD.size:
+    line, newline, _ = text.removeprefix(MAGIC).partition(b"\n")
+    if not text.startswith(MAGIC) or not newline:
         raise UnreadableError("not this alertd's format, or torn")
-    crc, boot, hold, n_ended, n_flying = HEAD.unpack_from(data, len(MAGIC))
-    start = len(MAGIC) + HEAD.size
-    end = start + 8 * n_ended + FLIGHT.size * n_flying
-    if n_ended + n_flying > MAX_ENTRIES or len(data) < end:
+    try:
+        data = bytes.fromhex(line.decode("ascii"))
+    except ValueError as exc:
+        raise UnreadableError("garbled") from exc
+    if len(data) < HEAD.size:
         raise UnreadableError("torn")
-    if zlib.crc32(data[len(MAGIC) + 4 : end]) != crc:
+    crc, boot, hold, n_ended, n_flying = HEAD.unpack_from(data)
+    start = HEAD.size
+    end = start + 8 * n_ended + FLIGHT.size * n_flying
+    if n_ended + n_flying > MAX_ENTRIES or len(data) != end:
+        raise UnreadableError("torn")
+    if zlib.crc32(data[4:end]) != crc:
         raise UnreadableError("torn or garbled")
     if boot != BOOT:
         raise UnreadableError("written before the machine restarted")
@@ -298,7 +306,8 @@ class SharedWindow:
             self.last = state
             line = encode(state)
             if data != line:  # a wait that aged nothing out writes nothing
-                os.pwrite(fd, line, 0)
+                if os.pwrite(fd, line, 0) != len(line):  # a file size limit (ulimit -f)
+                    raise OSError(errno.EFBIG, "a short write (file size limit?)")
                 if len(data) > len(line):
                     os.ftruncate(fd, len(line))
         finally:
@@ -346,14 +355,16 @@ class SharedWindow:
         if self.fallback is not None:
             return self.fallback.take(per_minute, span)
         try:
+            number = 0
             with self._locked(span) as (state, now):
                 held = max(0.0, state.hold - now, self.hold_until - now)
                 wait = max(held, wait_for(state.ended, len(state.flying), per_minute, now, span))
                 if wait <= 0:
                     number = next(_NUMBERS)
                     state.flying.append(Flight(os.getpid(), number, now, self.longest))
-                    self.mine.append(number)
-                return wait, held
+            if number:
+                self.mine.append(number)  # once it is written
+            return wait, held
         except _BusyError:
             return BUSY_WAIT, 0.0
         except OSError as exc:
@@ -393,10 +404,14 @@ class SharedWindow:
             self._lost(exc).hold(seconds)
 
 
-def open_window(state_dir: Path, longest: float) -> Window:
-    """The request window shared through ``state_dir`` (created if need be); this
-    process's own, after one WARNING line, when the directory or file cannot be used."""
+def open_window(state_dir: Path, longest: float, *, create: bool = False) -> Window:
+    """The request window shared through ``state_dir``; this process's own, after one
+    WARNING line, when it cannot be used. A state directory that does not exist is made
+    only if ``create`` (``alertd run``); otherwise no alertd has used it yet, there is no
+    one to share with, and a command that records nothing (``preview``) leaves no trace."""
     window = SharedWindow(state_dir / BUDGET_FILE, longest)
+    if not create and not state_dir.is_dir():
+        return LocalWindow()
     try:
         window.check()
     except OSError as exc:

@@ -312,7 +312,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
     # One window for the start's facets and the cycles, whether shared or not: the
     # request the start makes counts against the first cycle's minute.
-    window = open_window(config.state_dir, config.request_timeout)
+    window = open_window(config.state_dir, config.request_timeout, create=True)
     warn_unknown_filters(config, window)
     stop = threading.Event()
     sender = (
@@ -435,7 +435,7 @@ def quick_client(
     """A client for one question a person waits on (facets): one try, a short deadline,
     so an offline machine says so in seconds, not after the daemon's patient retries.
     It counts in ``window``, by default the state directory's (``config``'s, else the
-    default one), with the daemon and everything else using it."""
+    default one if it exists), with the daemon and everything else using it."""
     if config is None:
         window = window or open_window(default_state_dir(), QUICK_DEADLINE)
         return OpenTrainClient(api_url, deadline=QUICK_DEADLINE, retry_delays=(), window=window)

@@ -8,8 +8,10 @@ the stand-in, which refuses with 429 any request past its limit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -18,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from alertd import budget
 from alertd.api import MAX_RATE_LIMITED_WAIT, OpenTrainClient, RateBudget
 from alertd.budget import BUDGET_FILE, FLIGHT_GRACE, LocalWindow, SharedWindow, open_window
+from alertd.cli import cli
 from alertd.errors import ApiUnavailableError
 from alertd.market import Market
 from alertd.standin import StandInServer
@@ -146,22 +150,57 @@ def test_the_tail_of_a_longer_state_is_ignored(tmp_path: Path) -> None:
     assert second.take(1, SPAN)[0] == pytest.approx(SPAN)  # the one stamp, as written
 
 
+@contextlib.contextmanager
+def as_another_user(state_dir: Path) -> Iterator[None]:
+    """This process as a user who can read the config but not write ``state_dir`` (an
+    operator's shell beside the daemon's user): another uid when the tests run as root
+    (root writes anything), the directory made read-only otherwise."""
+    if os.geteuid() != 0:
+        state_dir.chmod(0o500)
+        try:
+            yield
+        finally:
+            state_dir.chmod(0o700)
+        return
+    opened = {path: path.stat().st_mode for path in state_dir.parents if path != Path("/")}
+    for path, mode in opened.items():
+        path.chmod(mode | 0o005)
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        for path, mode in opened.items():
+            path.chmod(mode)
+
+
 def test_a_state_dir_that_cannot_be_used_falls_back_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("x")
-    link_dir = tmp_path / "linked"
-    link_dir.mkdir()
-    (link_dir / BUDGET_FILE).symlink_to(tmp_path / "elsewhere")
-    for state_dir in (not_a_dir / "state", link_dir):
+    theirs = tmp_path / "theirs"
+    SharedWindow(theirs / BUDGET_FILE, 30.0).check()  # the daemon's user made it
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / BUDGET_FILE).symlink_to(tmp_path / "elsewhere")
+    for state_dir, other_user in ((theirs, True), (linked, False)):
         caplog.clear()
-        with caplog.at_level(logging.WARNING):
+        with (
+            as_another_user(state_dir) if other_user else contextlib.nullcontext(),
+            caplog.at_level(logging.WARNING),
+        ):
             window = open_window(state_dir, 30.0)
         assert isinstance(window, LocalWindow)
         assert len(caplog.records) == 1
         assert "counts only its own requests" in caplog.text
     assert not (tmp_path / "elsewhere").exists()  # nothing written through the link
+
+
+def test_no_state_dir_yet_is_no_one_to_share_with_and_is_not_made(tmp_path: Path) -> None:
+    assert isinstance(open_window(tmp_path / "none", 30.0), LocalWindow)
+    assert not (tmp_path / "none").exists()  # preview, facets: nothing recorded
+    assert isinstance(open_window(tmp_path / "run", 30.0, create=True), SharedWindow)
 
 
 def test_a_window_that_breaks_mid_run_goes_on_counting_alone(
@@ -181,9 +220,40 @@ def test_a_window_that_breaks_mid_run_goes_on_counting_alone(
     assert len(caplog.records) == 1
 
 
+def test_a_file_size_limit_is_a_fallback_not_a_minute_s_wait_each_time(tmp_path: Path) -> None:
+    """Under ``ulimit -f`` a write is cut short: the process counts alone from then on,
+    with one warning, instead of finding a torn file (full for a minute) at every turn."""
+    code = (
+        "import logging, sys, time\n"
+        "from pathlib import Path\n"
+        "from alertd.budget import SharedWindow\n"
+        "logging.basicConfig()\n"
+        "window = SharedWindow(Path(sys.argv[1]), 30.0)\n"
+        "window.check()\n"
+        "for _ in range(3):\n"
+        "    assert window.take(5, 60.5)[0] == 0\n"
+        "    window.give_back()\n"
+        "assert window.fallback is not None\n"
+    )
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (140, 140))  # an empty window fits
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / BUDGET_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=small_files,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("cannot be used any more") == 1, done.stderr
+
+
 def test_the_file_stays_small_and_a_request_locks_it_twice(tmp_path: Path) -> None:
     """At the API's 120 a minute: two locked reads and writes a request (its start and
-    its end) and one for each wait, and the file never past a kilobyte."""
+    its end) and one for each wait, and the file never past 2 KB."""
     clock, first, _ = two_processes(tmp_path)
     waits = 0
     for _ in range(500):
@@ -196,7 +266,7 @@ def test_the_file_stays_small_and_a_request_locks_it_twice(tmp_path: Path) -> No
         clock.now += 0.1
     assert waits > 0
     assert first.file_ops == 2 * 500 + waits
-    assert (tmp_path / BUDGET_FILE).stat().st_size <= 1100  # 120 stamps: the API's cap
+    assert (tmp_path / BUDGET_FILE).stat().st_size <= 2100  # 120 stamps: the API's cap
 
 
 # -- real processes against the stand-in ------------------------------------------------
@@ -333,6 +403,7 @@ def test_cli_commands_count_in_the_state_dir(
 ) -> None:
     """preview, facets and validate --online each leave their request in the window."""
     config = write_config(SEARCHES)
+    state_dir.mkdir()  # a daemon's (preview and the others make none)
     for args in (["preview", "audio"], ["facets"], ["validate", "--online"]):
         result = run_cli(*args, "-c", config)
         assert result.exit_code == 0, result.output
@@ -342,24 +413,21 @@ def test_cli_commands_count_in_the_state_dir(
 
 
 def test_facets_as_another_user_falls_back_with_one_line(
-    standin: StandInServer, write_config: WriteConfig, tmp_path: Path
+    standin: StandInServer, write_config: WriteConfig, state_dir: Path
 ) -> None:
-    """A state dir this user cannot use: facets still works, with one warning line."""
-    blocked = tmp_path / "not-a-dir"
-    blocked.write_text("")
-    config = write_config(f"state_dir: {blocked / 'state'}\n" + SEARCHES)
-    result = subprocess.run(
-        [*ALERTD, "facets", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "categories:" in result.stdout
-    warnings = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(warnings) == 1 and "counts only its own requests" in warnings[0], warnings
-    assert "Traceback" not in result.stderr
+    """The daemon's state dir, which this user cannot write: facets still answers,
+    with one warning line, no traceback."""
+    config = write_config(SEARCHES)
+    config.chmod(0o644)
+    SharedWindow(state_dir / BUDGET_FILE, 30.0).check()  # made by the daemon's user
+    with as_another_user(state_dir):
+        result = CliRunner().invoke(cli, ["facets", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "categories:" in result.output
+    warnings = [line for line in result.output.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "counts only its own requests" in warnings[0], result.output
+    assert "Traceback" not in result.output
+    assert len(standin.requests()) == 1
 
 
 def test_without_a_window_a_client_counts_alone(standin: StandInServer) -> None:
