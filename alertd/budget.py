@@ -287,9 +287,10 @@ class SharedWindow:
         fd = os.open(self.path, flags, 0o600)
         try:
             self._lock(fd, blocking)
-            self._adopt(fd)
             now = self.clock()
             data = os.pread(fd, 1 << 20, 0)
+            if not data:
+                self._adopt(fd)
             try:
                 state = decode(data, now)
             except UnreadableError as exc:
@@ -325,8 +326,8 @@ class SharedWindow:
         raise _BusyError
 
     def _adopt(self, fd: int) -> None:
-        """A file root created (an operator's ``sudo alertd preview``) goes to the state
-        directory's owner, so the daemon's user can still use it."""
+        """A file root just created (an operator's ``sudo alertd preview``) goes to the
+        state directory's owner, so the daemon's user can still use it."""
         if os.geteuid() != 0:
             return
         owner = os.stat(self.path.parent)

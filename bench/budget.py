@@ -100,6 +100,13 @@ def most_in_a_minute(stamps: list[float]) -> tuple[int, float]:
     return best, start
 
 
+def endpoint(path: str) -> str:
+    """``/jobs/job_1234`` as ``/jobs/{id}``; the others as they are, without the query."""
+    path = path.split("?")[0]
+    known = ("/jobs", "/jobs/changes", "/jobs/facets")
+    return path if path in known else "/jobs/{id}"
+
+
 def publisher(server: StandInServer, until: float) -> None:
     index = 0
     while time.monotonic() < until:
@@ -179,7 +186,7 @@ def report(
 ) -> None:
     most, _ = most_in_a_minute([r.at for r in served])
     refused = sum(1 for r in served if r.status == 429)
-    paths = collections.Counter(r.path.split("?")[0] for r in served)
+    paths = collections.Counter(endpoint(r.path) for r in served)
     cycles = sum(1 for line in (folder / "run.log").read_text().splitlines() if " cycle " in line)
     wall, cpu, size = file_cost(folder)
     print(f"## One budget per state directory: {seconds:.0f} s, limit {limit}/min\n")

@@ -197,6 +197,18 @@ def test_a_state_dir_that_cannot_be_used_falls_back_with_one_warning(
     assert not (tmp_path / "elsewhere").exists()  # nothing written through the link
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root makes files for another user")
+def test_a_window_root_makes_belongs_to_the_state_dir_s_owner(tmp_path: Path) -> None:
+    """`sudo alertd preview` beside a daemon running as its own user: the file root
+    creates is handed to the directory's owner, so the daemon can still open it."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    os.chown(state_dir, 65534, 65534)
+    SharedWindow(state_dir / BUDGET_FILE, 30.0).check()
+    owner = (state_dir / BUDGET_FILE).stat()
+    assert (owner.st_uid, owner.st_gid) == (65534, 65534)
+
+
 def test_no_state_dir_yet_is_no_one_to_share_with_and_is_not_made(tmp_path: Path) -> None:
     assert isinstance(open_window(tmp_path / "none", 30.0), LocalWindow)
     assert not (tmp_path / "none").exists()  # preview, facets: nothing recorded
