@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import NoReturn
@@ -622,9 +622,12 @@ def facets(config_path: str, api_url: str | None) -> None:
       alertd facets --api-url http://127.0.0.1:8080
     """
     config = None
-    if Path(config_path).exists():  # its state_dir's budget, even for another --api-url
+    if Path(config_path).exists() and api_url is None:
         config = read_config(config_path, need_secrets=False)
-    else:
+    elif Path(config_path).exists():  # only for its state_dir's budget: may be unfinished
+        with suppress(ConfigError):
+            config = check_config(config_path, need_secrets=False)
+    if config is None or api_url is not None:
         setup_logging("WARNING")
     url = api_url or (config.api_url if config else DEFAULT_API_URL)
     try:

@@ -152,6 +152,9 @@ def run(seconds: float, limit: int, source: str | None) -> None:
     daemon = subprocess.Popen(
         [*ALERTD, "run", "-c", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
+    made = folder / "state" / "api-budget" if not source else folder / "state"
+    while not made.exists() and daemon.poll() is None:  # the others start beside it
+        time.sleep(0.05)
     tally: collections.Counter[str] = collections.Counter()
     c = str(config)
     loops = [
