@@ -276,17 +276,17 @@ class SharedWindow:
     def check(self) -> None:
         """Open, lock and read the file once (OSError when it cannot be used)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked(WINDOW + MARGIN, blocking=True):
-            pass
+        with contextlib.suppress(_BusyError), self._locked(WINDOW + MARGIN):
+            pass  # (busy: another process is using it, so it can be used)
 
     @contextlib.contextmanager
-    def _locked(self, span: float, *, blocking: bool = False) -> Iterator[tuple[Shared, float]]:
+    def _locked(self, span: float) -> Iterator[tuple[Shared, float]]:
         """The file's state and the time, locked; written back when the block ends
         without an error."""
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.path, flags, 0o600)
         try:
-            self._lock(fd, blocking)
+            self._lock(fd)
             now = self.clock()
             data = os.pread(fd, 1 << 20, 0)
             if not data:
@@ -315,11 +315,11 @@ class SharedWindow:
             os.close(fd)  # and with it the lock
 
     @staticmethod
-    def _lock(fd: int, blocking: bool) -> None:
+    def _lock(fd: int) -> None:
         """Lock ``fd``; _BusyError if another process keeps it past a write's time."""
-        for _ in range(1 if blocking else LOCK_TRIES):
+        for _ in range(LOCK_TRIES):  # never blocks for good: the holder may be stopped
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 time.sleep(0.001)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import fcntl
 import logging
 import os
 import resource
@@ -25,7 +26,14 @@ from click.testing import CliRunner
 
 from alertd import budget
 from alertd.api import MAX_RATE_LIMITED_WAIT, OpenTrainClient, RateBudget
-from alertd.budget import BUDGET_FILE, FLIGHT_GRACE, LocalWindow, SharedWindow, open_window
+from alertd.budget import (
+    BUDGET_FILE,
+    BUSY_WAIT,
+    FLIGHT_GRACE,
+    LocalWindow,
+    SharedWindow,
+    open_window,
+)
 from alertd.cli import cli
 from alertd.errors import ApiUnavailableError
 from alertd.market import Market
@@ -263,6 +271,24 @@ def test_a_file_size_limit_is_a_fallback_not_a_minute_s_wait_each_time(tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("cannot be used any more") == 1, done.stderr
+
+
+def test_a_lock_held_for_long_never_blocks(tmp_path: Path) -> None:
+    """A process stopped (Ctrl-Z) while it held the lock: the others wait on their stop
+    Event, a little at a time, instead of blocking in flock for good."""
+    clock, first, _ = two_processes(tmp_path)
+    first.check()
+    assert first.take(5, SPAN)[0] == 0.0
+    holder = os.open(tmp_path / BUDGET_FILE, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        first.give_back()  # gives up: the slot ends at its deadline instead
+        assert first.take(5, SPAN) == (BUSY_WAIT, 0.0)
+        SharedWindow(tmp_path / BUDGET_FILE, 30.0, clock).check()
+    finally:
+        os.close(holder)
+    clock.now += 30.0 + FLIGHT_GRACE
+    assert first.take(1, SPAN)[0] == pytest.approx(SPAN)  # it ended, at its deadline
 
 
 def test_the_file_stays_small_and_a_request_locks_it_twice(tmp_path: Path) -> None:
