@@ -27,8 +27,8 @@ is the cheap side.
 
 Where the file cannot be used (a state directory this user cannot write, a file system
 without locks), the process counts its own requests only, after one WARNING line. Only
-``alertd run`` makes a state directory for it; before one exists no alertd has used it,
-and ``preview`` and the like count alone rather than leave a trace.
+``run`` and ``once`` (its store) make the state directory; before it exists no alertd
+has used it, and ``preview`` and the like count alone rather than leave a trace.
 """
 
 from __future__ import annotations
