@@ -7,7 +7,6 @@ end, and no httpx exception past this module.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import enum
 import json
@@ -27,7 +26,7 @@ from urllib.parse import quote
 import httpcore
 import httpx
 
-from alertd import __version__
+from alertd import __version__, budget
 from alertd.errors import (
     ApiDataError,
     ApiError,
@@ -70,10 +69,14 @@ class RateBudget:
     ago: then any ``per_minute + 1`` arrivals span more than 60 s. A request still
     in flight holds its slot. ``Retry-After`` holds come on top.
 
+    The slots are counted in ``window``: this process's own (the default), or the one
+    every alertd process using a state directory shares (``budget.open_window``), so
+    that the limit is the host's, as the API counts it (per IP).
+
     Waiting happens on ``stop`` (a ``threading.Event``), so a signal ends a wait at once.
     """
 
-    WINDOW = 60.0
+    WINDOW = budget.WINDOW
 
     def __init__(
         self,
@@ -82,16 +85,15 @@ class RateBudget:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], bool] | None = None,
-        margin: float = 0.5,
+        margin: float = budget.MARGIN,
+        window: budget.Window | None = None,
     ) -> None:
         self.per_minute = per_minute
         self.stop = stop or threading.Event()
         self.clock = clock
         self.wait = wait or self.stop.wait
         self.margin = margin
-        self.ended: collections.deque[float] = collections.deque()  # answer-end of each request
-        self.in_flight = 0
-        self.hold_until = 0.0
+        self.window = window or budget.LocalWindow(clock)
         self.requests = 0
 
     def pause(self, seconds: float) -> None:
@@ -103,36 +105,25 @@ class RateBudget:
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (the server asked us to slow down)."""
-        self.hold_until = max(self.hold_until, self.clock() + seconds)
-
-    def wait_needed(self) -> float:
-        """Seconds until the next request may go out (0 when it may go now)."""
-        now = self.clock()
-        span = self.WINDOW + self.margin
-        while self.ended and self.ended[0] + span <= now:  # the same sum as below: no gap
-            self.ended.popleft()
-        wait = max(0.0, self.hold_until - now)
-        excess = len(self.ended) + self.in_flight - self.per_minute
-        if self.ended and excess >= 0:  # the request per_minute places back must age out
-            wait = max(wait, self.ended[min(excess, len(self.ended) - 1)] + span - now)
-        return wait
+        self.window.hold(seconds)
 
     def acquire(self) -> None:
         """Block until a request fits in the budget, then count it as in flight."""
-        while (wait := self.wait_needed()) > 0:
-            if self.hold_until - self.clock() > MAX_RATE_LIMITED_WAIT:
+        while True:
+            self.pause(0)  # before the slot is taken: a stop never leaves one in flight
+            wait, held = self.window.take(self.per_minute, self.WINDOW + self.margin)
+            if wait <= 0:
+                break
+            if held > MAX_RATE_LIMITED_WAIT:
                 raise ApiUnavailableError(
-                    f"rate limited by the API for another {wait:.0f}s", code="RATE_LIMITED"
+                    f"rate limited by the API for another {held:.0f}s", code="RATE_LIMITED"
                 )
             self.pause(wait)
-        self.pause(0)
-        self.in_flight += 1
         self.requests += 1
 
     def release(self) -> None:
         """The request ``acquire`` let out has its answer (or failed): stamp its slot now."""
-        self.in_flight -= 1
-        self.ended.append(self.clock())
+        self.window.give_back()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -420,10 +411,13 @@ class OpenTrainClient:
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
         limit_backoff: float = 60.0,
+        window: budget.Window | None = None,
     ) -> None:
         # ``api_limit`` is the server's own limit: the public API's, unless a local stand-in
-        # is set up with another one (benchmarks and tests of many requests).
-        self.budget = RateBudget(min(requests_per_minute, api_limit), stop=stop)
+        # is set up with another one (benchmarks and tests of many requests). ``window``:
+        # where the budget counts (this client's own unless given; ``budget.open_window``).
+        per_minute = min(requests_per_minute, api_limit)
+        self.budget = RateBudget(per_minute, stop=stop, window=window)
         self.retry_delays = tuple(retry_delays)
         self.deadline = deadline
         self.max_body = max_body

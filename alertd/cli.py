@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import NoReturn
@@ -21,6 +21,7 @@ import click
 
 from alertd import __version__
 from alertd.api import OpenTrainClient
+from alertd.budget import Window, open_window
 from alertd.daemon import HEARTBEAT_FILE, CycleRunner, Daemon, use_utc
 from alertd.deliver import dry_run_sender, send, sender_for
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
@@ -41,7 +42,7 @@ from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
 from alertd.scaffold import init
 from alertd.serve import standin
-from alertd.settings import DEFAULT_API_URL, Config, load_config, suggest
+from alertd.settings import DEFAULT_API_URL, Config, default_state_dir, load_config, suggest
 from alertd.start import exit_for_tz
 from alertd.store import Store
 from alertd.targets import RedactingFilter
@@ -323,7 +324,10 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     use_utc()
     text, too_slow = capacity(config)
     log.log(logging.WARNING if too_slow else logging.INFO, "%s", text)
-    warn_unknown_filters(config)
+    # One window for the start's facets and the cycles, whether shared or not: the
+    # request the start makes counts against the first cycle's minute.
+    window = open_window(config.state_dir, config.request_timeout, create=True)
+    warn_unknown_filters(config, window)
     stop = threading.Event()
     sender = (
         dry_run_sender(sys.stdout, config.tz)
@@ -332,7 +336,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     )
     with (
         open_store(config, dry_run) as store,
-        make_client(config, stop) as client,
+        make_client(config, stop, window) as client,
         serve_metrics(listener, config, client) as metrics,
     ):
         refuse_shared_names_or_exit(config, store)
@@ -441,16 +445,23 @@ def check_state_dir(config: Config) -> None:
 FACET_FIELDS = (("category", "categories"), ("language", "languages"), ("country", "countries"))
 
 
-def quick_client(api_url: str, config: Config | None = None) -> OpenTrainClient:
+def quick_client(
+    api_url: str, config: Config | None = None, window: Window | None = None
+) -> OpenTrainClient:
     """A client for one question a person waits on (facets): one try, a short deadline,
-    so an offline machine says so in seconds, not after the daemon's patient retries."""
+    so an offline machine says so in seconds, not after the daemon's patient retries.
+    It counts in ``window``, by default the state directory's (``config``'s, else the
+    default one if it exists), with the daemon and everything else using it."""
     if config is None:
-        return OpenTrainClient(api_url, deadline=QUICK_DEADLINE, retry_delays=())
+        window = window or open_window(default_state_dir(), QUICK_DEADLINE)
+        return OpenTrainClient(api_url, deadline=QUICK_DEADLINE, retry_delays=(), window=window)
+    deadline = min(config.request_timeout, QUICK_DEADLINE)
     return OpenTrainClient(
         api_url,
         requests_per_minute=config.requests_per_minute,
-        deadline=min(config.request_timeout, QUICK_DEADLINE),
+        deadline=deadline,
         retry_delays=(),
+        window=window or open_window(config.state_dir, deadline),
     )
 
 
@@ -490,11 +501,12 @@ def check_online(config: Config) -> None:
         raise ConfigClickError(config.search_error(index, message, attr).describe())
 
 
-def warn_unknown_filters(config: Config) -> None:
+def warn_unknown_filters(config: Config, window: Window) -> None:
     """At start: a filter value the API does not know matches nothing, for ever; say so
-    (one request; if the API cannot answer now, the daemon just starts)."""
+    (one request, counted in ``window``; if the API cannot answer now, the daemon just
+    starts)."""
     try:
-        with quick_client(config.api_url, config) as client:
+        with quick_client(config.api_url, config, window) as client:
             facets = client.facet_counts()
     except ApiError as exc:
         log.debug("facets not checked at start: %s", exc)
@@ -625,13 +637,17 @@ def facets(config_path: str, api_url: str | None) -> None:
     Example:
       alertd facets --api-url http://127.0.0.1:8080
     """
-    url = api_url
-    if url is None and Path(config_path).exists():
-        url = read_config(config_path, need_secrets=False).api_url
-    else:
+    config = None
+    if Path(config_path).exists() and api_url is None:
+        config = read_config(config_path, need_secrets=False)
+    elif Path(config_path).exists():  # only for its state_dir's budget: may be unfinished
+        with suppress(ConfigError):
+            config = check_config(config_path, need_secrets=False)
+    if config is None or api_url is not None:
         setup_logging("WARNING")
+    url = api_url or (config.api_url if config else DEFAULT_API_URL)
     try:
-        with quick_client(url or DEFAULT_API_URL) as client:
+        with quick_client(url, config) as client:
             counts = client.facet_counts()
     except ApiError as exc:
         raise click.ClickException(f"could not fetch facets: {exc}") from None

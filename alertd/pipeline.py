@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from alertd import plan
 from alertd.api import RETRY_DELAYS, UNREACHABLE_CODE, OpenTrainClient, SearchResult
+from alertd.budget import Window, open_window
 from alertd.deliver import Outcome, Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
@@ -598,8 +599,11 @@ def url_digest(target: Target) -> str:
     return hashlib.sha256((target.url or "").encode()).hexdigest()[:16]
 
 
-def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrainClient:
-    """The API client for ``config``.
+def make_client(
+    config: Config, stop: threading.Event | None = None, window: Window | None = None
+) -> OpenTrainClient:
+    """The API client for ``config``, counting its requests in ``window``: by default the
+    one every alertd process using ``config.state_dir`` shares.
 
     Back-off within a cycle never takes more than a tenth of the poll interval per step:
     the next cycle is the real retry, and a cycle must not overrun its own schedule. A
@@ -615,6 +619,7 @@ def make_client(config: Config, stop: threading.Event | None = None) -> OpenTrai
         retry_delays=delays,
         stop=stop,
         limit_backoff=config.poll_interval,
+        window=window or open_window(config.state_dir, config.request_timeout),
     )
 
 

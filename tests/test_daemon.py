@@ -22,7 +22,9 @@ def read_or_empty(path: Path) -> str:
 
 
 def state_files(state_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(state_dir.iterdir()) if p.suffix != ".lock"}
+    """The store's files (not its lock, nor the request window every process writes)."""
+    files = sorted(state_dir.iterdir())
+    return {p.name: p.read_bytes() for p in files if p.suffix != ".lock" and p.name != "api-budget"}
 
 
 def titles(webhook: WebhookCollector) -> list[str]:
