@@ -323,6 +323,15 @@ class QueryState:
 
     fetched_at: datetime | None = None
     owed_since: datetime | None = None
+    # When it was last asked, answered or not: a query that keeps failing goes behind
+    # the others, so it cannot take every cycle's ask window for itself.
+    tried_at: datetime | None = None
+
+    @property
+    def last_asked(self) -> datetime | None:
+        """The later of its last answer and its last try."""
+        times = [t for t in (self.fetched_at, self.tried_at) if t is not None]
+        return max(times, default=None)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ ends, but the daemon never dies of it and nothing owed is forgotten.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -278,6 +279,10 @@ class Cycle:
                 self.report.left_queries = len(self.left)
             return None
         self.asked.add(query.key)
+        tried = self.store.queries_of(self.owner).get(query.key) or QueryState()
+        self.store.set_query(
+            self.owner, query.key, dataclasses.replace(tried, tried_at=self.clock())
+        )
         names = [s.name for s in query.searches]
         try:
             result = self.client.search_jobs(query.query)
@@ -382,9 +387,15 @@ class Cycle:
 
     def prime_new_searches(self) -> None:
         """Searches not yet primed (new, edited, or still priming) ask their query now."""
-        for query in self.queries.values():
-            if any(s.name not in self.primed for s in query.searches):
-                self.ask(query)
+        states = self.store.queries_of(self.owner)
+        never = datetime.min.replace(tzinfo=UTC)
+        waiting = [
+            q for q in self.queries.values() if any(s.name not in self.primed for s in q.searches)
+        ]
+        # The one tried longest ago first: a broken query cannot hold the others back.
+        waiting.sort(key=lambda q: getattr(states.get(q.key), "last_asked", None) or never)
+        for query in waiting:
+            self.ask(query)
 
     def is_primed(self, search: SavedSearch) -> bool:
         """Whether the search's first, silent run is complete (with its current filters)."""

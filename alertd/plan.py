@@ -13,6 +13,7 @@ only in case is left to the API.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -247,7 +248,7 @@ def plan_refresh(
     so a full refresh is spread over ``every`` instead of landing in one cycle."""
     due = [k for k, state in queries.items() if is_refresh_due(state, now, every)]
     epoch = datetime.min.replace(tzinfo=now.tzinfo)
-    due.sort(key=lambda k: (getattr(queries[k], "fetched_at", None) or epoch, k))
+    due.sort(key=lambda k: (getattr(queries[k], "last_asked", None) or epoch, k))
     share = math.ceil(len(queries) * poll_interval / every) if every > 0 else len(queries)
     return due[: max(1, share)]
 
@@ -257,14 +258,15 @@ def answers(state: QueryState, generated_at: datetime | None) -> QueryState:
     owed = state.owed_since
     if owed is not None and generated_at is not None and generated_at >= owed:
         owed = None
-    return QueryState(generated_at or state.fetched_at, owed)
+    return dataclasses.replace(state, fetched_at=generated_at or state.fetched_at, owed_since=owed)
 
 
 def plan_owed(queries: Mapping[str, QueryState]) -> list[str]:
-    """Queries that owe an answer, the one asked longest ago first: when the budget
-    cannot ask them all in one cycle, it goes round them all over the next ones."""
+    """Queries that owe an answer, the one asked (or tried) longest ago first: when the
+    budget or the ask window cannot ask them all in one cycle, it goes round them all
+    over the next ones, and one that keeps failing does not stay in front."""
     never = datetime.min.replace(tzinfo=UTC)
-    owed = [(q.fetched_at or never, k) for k, q in queries.items() if q.owed_since is not None]
+    owed = [(q.last_asked or never, k) for k, q in queries.items() if q.owed_since is not None]
     return [key for _asked, key in sorted(owed)]
 
 
@@ -272,7 +274,9 @@ def owe_answer(state: QueryState | None, occurred_at: datetime) -> QueryState:
     """A query must be asked again, by a page generated at or after ``occurred_at``."""
     state = state or QueryState()
     owed = state.owed_since
-    return QueryState(state.fetched_at, occurred_at if owed is None else max(owed, occurred_at))
+    return dataclasses.replace(
+        state, owed_since=occurred_at if owed is None else max(owed, occurred_at)
+    )
 
 
 def describe_capacity(

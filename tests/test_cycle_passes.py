@@ -10,11 +10,11 @@ from alertd.api import OpenTrainClient
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Alert, Job, Pace, Target
-from alertd.pipeline import run_once
+from alertd.pipeline import make_client, run_once
 from alertd.plan import ask_window, plan_messages
 from alertd.render import Message
 from alertd.settings import load_config
-from alertd.standin import StandInServer
+from alertd.standin import Fault, StandInServer
 from alertd.store import Store
 from tests.conftest import WriteConfig
 
@@ -76,3 +76,23 @@ def test_the_cap_counts_both_deliveries_of_a_cycle(
     cycle(first + second)
     # 15 single messages, then what is left of the cap (5) cannot carry 10: one summary.
     assert send.messages == [1] * 15 + [10]
+
+
+def test_a_query_that_keeps_failing_goes_behind_the_others(
+    standin: StandInServer, write_config: WriteConfig, state_dir: Path
+) -> None:
+    # The broken search's query comes first (by its key) and costs more than the ask window (10 s):
+    # each cycle has room for it alone. Tried longest ago goes first, so the next
+    # cycle asks the other search's query before it.
+    standin.add_fault(Fault("trickle", path="/jobs?category=A-Slow&", delay=5, count=100))
+    body = (
+        "request_timeout: 11s\nsearches:\n  - name: broken\n    category: A-Slow\n"
+        "  - name: good\n    category: Audio Annotation\n"
+    )
+    config = load_config(write_config(body))
+    reports = []
+    for _ in range(2):
+        with Store.open(state_dir) as store, make_client(config) as client:
+            reports.append(run_once(config, client, store, Recorder()))
+    assert reports[0].failed_searches == ["broken"] and reports[0].left_queries == 1
+    assert reports[1].primed == ["good"], reports[1].summary()

@@ -444,7 +444,11 @@ class Store:
         self.closed[str(doc["job_id"])] = time_or(doc.get("at"), EPOCH)
 
     def _load_query(self, doc: Mapping[str, Any]) -> None:
-        state = QueryState(parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since")))
+        state = QueryState(
+            parse_time(doc.get("fetched_at")),
+            parse_time(doc.get("owed_since")),
+            parse_time(doc.get("tried_at")),
+        )
         self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = state
 
     def _load_search(self, doc: Mapping[str, Any]) -> None:
@@ -564,6 +568,7 @@ class Store:
                         "key": k,
                         "fetched_at": iso(q.fetched_at),
                         "owed_since": iso(q.owed_since),
+                        "tried_at": iso(q.tried_at),
                     }
                     for owner, queries in self.queries.items()
                     for k, q in queries.items()
