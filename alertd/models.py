@@ -323,15 +323,9 @@ class QueryState:
 
     fetched_at: datetime | None = None
     owed_since: datetime | None = None
-    # When it was last asked, answered or not: a query that keeps failing goes behind
-    # the others, so it cannot take every cycle's ask window for itself.
-    tried_at: datetime | None = None
-
-    @property
-    def last_asked(self) -> datetime | None:
-        """The later of its last answer and its last try."""
-        times = [t for t in (self.fetched_at, self.tried_at) if t is not None]
-        return max(times, default=None)
+    # When its last try failed (None once it answers): a cycle asks it only after every
+    # other query it wants, so a broken query cannot take each cycle's ask window.
+    failed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,8 @@ class Cycle:
         self.window = plan.ask_window(config.poll_interval)
         self.ask_until = time.monotonic() + self.window  # the wall clock, even with a test's
         self.left: set[str] = set()  # queries the window left unasked
+        self.failing: dict[str, Query] = {}  # put off until the others were asked
+        self.failing_turn = False
         self.api_now: datetime | None = None
         self.asked: set[str] = set()
         # What this config file reads and asks is its own, even in a shared state directory.
@@ -273,16 +275,19 @@ class Cycle:
         """Fetch a query whole, once per cycle; None when it failed (logged)."""
         if query.key in self.asked:
             return None
+        state = self.store.queries_of(self.owner).get(query.key) or QueryState()
+        if state.failed_at is not None and not self.failing_turn:
+            self.failing[query.key] = query  # a broken query must not take the window first
+            return None
         if not self.can_ask():
             if self.report.out_of_time is not None:
                 self.left.add(query.key)
                 self.report.left_queries = len(self.left)
             return None
         self.asked.add(query.key)
-        tried = self.store.queries_of(self.owner).get(query.key) or QueryState()
-        self.store.set_query(
-            self.owner, query.key, dataclasses.replace(tried, tried_at=self.clock())
-        )
+        # Failing until it answers (``plan.answers`` clears it), whatever ends the try.
+        failed = dataclasses.replace(state, failed_at=self.clock())
+        self.store.set_query(self.owner, query.key, failed)
         names = [s.name for s in query.searches]
         try:
             result = self.client.search_jobs(query.query)
@@ -387,15 +392,18 @@ class Cycle:
 
     def prime_new_searches(self) -> None:
         """Searches not yet primed (new, edited, or still priming) ask their query now."""
+        for query in self.queries.values():
+            if any(s.name not in self.primed for s in query.searches):
+                self.ask(query)
+
+    def ask_failing(self) -> None:
+        """The queries whose last try failed, put off by ``ask`` until every other query
+        this cycle wants was asked: the one that failed longest ago first."""
+        self.failing_turn = True
         states = self.store.queries_of(self.owner)
         never = datetime.min.replace(tzinfo=UTC)
-        waiting = [
-            q for q in self.queries.values() if any(s.name not in self.primed for s in q.searches)
-        ]
-        # The one tried longest ago first: a broken query cannot hold the others back.
-        waiting.sort(key=lambda q: getattr(states.get(q.key), "last_asked", None) or never)
-        for query in waiting:
-            self.ask(query)
+        for key in sorted(self.failing, key=lambda k: (states[k].failed_at or never, k)):
+            self.ask(self.failing[key])
 
     def is_primed(self, search: SavedSearch) -> bool:
         """Whether the search's first, silent run is complete (with its current filters)."""
@@ -683,8 +691,15 @@ def run_once(
         deliver_ready(feed_ok)
         # Then the refresh's small share (a floor, so it always advances), the queries
         # the changes owe; a first start or a reload with many new searches primes them
-        # with what budget and time are left, over cycles.
-        for step in (cycle.refresh_share, cycle.ask_owed_queries, cycle.prime_new_searches):
+        # with what budget and time are left, over cycles. A query whose last try
+        # failed waits until all of those were asked.
+        steps = (
+            cycle.refresh_share,
+            cycle.ask_owed_queries,
+            cycle.prime_new_searches,
+            cycle.ask_failing,
+        )
+        for step in steps:
             if not report.stopped:
                 step()
         if not report.stopped:

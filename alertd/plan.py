@@ -248,7 +248,7 @@ def plan_refresh(
     so a full refresh is spread over ``every`` instead of landing in one cycle."""
     due = [k for k, state in queries.items() if is_refresh_due(state, now, every)]
     epoch = datetime.min.replace(tzinfo=now.tzinfo)
-    due.sort(key=lambda k: (getattr(queries[k], "last_asked", None) or epoch, k))
+    due.sort(key=lambda k: (getattr(queries[k], "fetched_at", None) or epoch, k))
     share = math.ceil(len(queries) * poll_interval / every) if every > 0 else len(queries)
     return due[: max(1, share)]
 
@@ -258,15 +258,15 @@ def answers(state: QueryState, generated_at: datetime | None) -> QueryState:
     owed = state.owed_since
     if owed is not None and generated_at is not None and generated_at >= owed:
         owed = None
-    return dataclasses.replace(state, fetched_at=generated_at or state.fetched_at, owed_since=owed)
+    fetched = generated_at or state.fetched_at
+    return dataclasses.replace(state, fetched_at=fetched, owed_since=owed, failed_at=None)
 
 
 def plan_owed(queries: Mapping[str, QueryState]) -> list[str]:
-    """Queries that owe an answer, the one asked (or tried) longest ago first: when the
-    budget or the ask window cannot ask them all in one cycle, it goes round them all
-    over the next ones, and one that keeps failing does not stay in front."""
+    """Queries that owe an answer, the one asked longest ago first: when the budget
+    cannot ask them all in one cycle, it goes round them all over the next ones."""
     never = datetime.min.replace(tzinfo=UTC)
-    owed = [(q.last_asked or never, k) for k, q in queries.items() if q.owed_since is not None]
+    owed = [(q.fetched_at or never, k) for k, q in queries.items() if q.owed_since is not None]
     return [key for _asked, key in sorted(owed)]
 
 

@@ -78,12 +78,12 @@ def test_the_cap_counts_both_deliveries_of_a_cycle(
     assert send.messages == [1] * 15 + [10]
 
 
-def test_a_query_that_keeps_failing_goes_behind_the_others(
+def test_a_query_whose_last_try_failed_waits_for_the_others(
     standin: StandInServer, write_config: WriteConfig, state_dir: Path
 ) -> None:
     # The broken query comes first (by its key) and costs more than the ask window
-    # (10 s): a cycle has room for it alone. The one tried longest ago goes first, so
-    # the next cycle asks the good search's query before it.
+    # (10 s): a cycle has room for it alone. Once it has failed, the next cycle asks
+    # the good search's query before it.
     standin.add_fault(Fault("trickle", path="/jobs?category=A-Slow&", delay=5, count=100))
     body = (
         "request_timeout: 11s\nsearches:\n  - name: broken\n    category: A-Slow\n"

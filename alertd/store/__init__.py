@@ -447,7 +447,7 @@ class Store:
         state = QueryState(
             parse_time(doc.get("fetched_at")),
             parse_time(doc.get("owed_since")),
-            parse_time(doc.get("tried_at")),
+            parse_time(doc.get("failed_at")),
         )
         self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = state
 
@@ -568,7 +568,7 @@ class Store:
                         "key": k,
                         "fetched_at": iso(q.fetched_at),
                         "owed_since": iso(q.owed_since),
-                        "tried_at": iso(q.tried_at),
+                        "failed_at": iso(q.failed_at),
                     }
                     for owner, queries in self.queries.items()
                     for k, q in queries.items()
