@@ -28,6 +28,7 @@ import argparse
 import math
 import random
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -126,10 +127,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0, help="of publishing")
     parser.add_argument("--gap", type=float, default=5.0, help="mean seconds between jobs")
     parser.add_argument("--trickle", type=int, default=0, help="queries that trickle")
+    parser.add_argument("--log", type=Path, help="keep alertd's log here")
     args = parser.parse_args()
     commit = c.git_state()
     with tempfile.TemporaryDirectory(prefix="alertd-latency-") as tmp:
         row = run(args.searches, args.minutes, args.gap, args.trickle, Path(tmp))
+        if args.log:
+            shutil.copy(Path(tmp) / "alertd.log", args.log)
     print(c.machine(commit))
     print(f"\nconfig keys besides searches: {', '.join(row['settings'])} (the rest default)\n")
     print(table([row]))
