@@ -3,7 +3,7 @@ changes can have touched, and deliver what that found.
 
     feed ─▶ closures, events ─▶ read changed jobs ─▶ commit ─▶ deliver ─▶
     a share of the full refresh ─▶ ask owed queries ─▶ prime new searches ─▶ commit ─▶
-    deliver ─▶ commit
+    deliver ─▶ queries whose last try failed ─▶ commit ─▶ deliver ─▶ commit
 
 Alerts matched from the feed (and those owed from before) go out before the cycle
 spends time on queries, so one slow query delays no one's alerts; the queries stop
@@ -671,7 +671,7 @@ def run_once(
     targets = all_targets(config.searches)
     if retry_refused and (tried := store.retry_refused(targets, clock())):
         log.info("%d alerts refused for good are tried again now (start or reload)", tried)
-    spent: dict[str, int] = {}  # messages per target this cycle, over both deliveries
+    spent: dict[str, int] = {}  # messages per target this cycle, over its deliveries
 
     def deliver_ready(feed_ok: bool) -> None:
         store.commit()  # every owed row is on disk before anything is sent
@@ -691,20 +691,18 @@ def run_once(
         deliver_ready(feed_ok)
         # Then the refresh's small share (a floor, so it always advances), the queries
         # the changes owe; a first start or a reload with many new searches primes them
-        # with what budget and time are left, over cycles. A query whose last try
-        # failed waits until all of those were asked.
-        steps = (
-            cycle.refresh_share,
-            cycle.ask_owed_queries,
-            cycle.prime_new_searches,
-            cycle.ask_failing,
-        )
-        for step in steps:
+        # with what budget and time are left, over cycles.
+        for step in (cycle.refresh_share, cycle.ask_owed_queries, cycle.prime_new_searches):
             if not report.stopped:
                 step()
+        deliver_ready(feed_ok)
+        # A query whose last try failed comes last, after what the others found went
+        # out: a broken one may take its whole deadline again.
+        if cycle.failing and not report.stopped:
+            cycle.ask_failing()
+            deliver_ready(feed_ok)
         if not report.stopped:
             cycle.forget()
-        deliver_ready(feed_ok)
         store.prune(clock(), KEEP_DONE)
         store.commit()
     except StopRequestedError:

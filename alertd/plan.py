@@ -382,8 +382,8 @@ def plan_messages(
     Oldest first. A target that gathers (``batch``, ``digest``, ``quiet_hours``) gets
     everything due as one message once its pace allows; an instant one gets a message
     per job, or one summary when more than ``cap`` are due (a burst, not a trickle).
-    ``spent``: messages each target was already sent this cycle (a cycle delivers twice:
-    before its queries and after). The cap is per cycle: what is left of it decides
+    ``spent``: messages each target was already sent this cycle (a cycle delivers
+    before its queries and after them). The cap is per cycle: what is left of it decides
     between a message per job and one summary; a target with none left waits.
     """
     expired = [alert for alert in due if is_expired(alert.job, now)]

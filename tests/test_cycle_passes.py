@@ -1,5 +1,5 @@
-"""A cycle delivers twice (what is ready before its queries, what they found after); the
-per-target cap of 20 messages is per cycle, counted over both deliveries."""
+"""A cycle delivers what is ready before its queries and what they found after them; the
+per-target cap of 20 messages is per cycle, counted over all its deliveries."""
 
 from __future__ import annotations
 

@@ -121,3 +121,32 @@ def test_health_still_tells_a_daemon_whose_cycle_no_longer_ends(
     assert "stopped or stuck?" in verdict, verdict
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=10) == 0
+
+
+def test_what_a_free_text_query_found_goes_out_before_a_failing_query_is_tried(
+    market: Market,
+    standin: StandInServer,
+    write_config: WriteConfig,
+    webhook: WebhookCollector,
+    start_daemon: StartDaemon,
+    tmp_path: Path,
+) -> None:
+    # A free-text search must be asked about each new job; its answer must not wait
+    # behind the failing query's 30 s in the same cycle.
+    trickle(standin, 1)
+    config = write_config(
+        "poll_interval: 5s\nrequest_timeout: 30s\nsearches:\n"
+        f"  - name: words\n    q: violin\n    notify: ['{webhook.url}']\n"
+        "  - name: slow0\n    category: Slow0\n"
+    )
+    daemon = start_daemon(config)
+    log = tmp_path / "daemon-0.log"
+    wait_for(lambda: "search 'words' primed" in log.read_text(), timeout=45)
+    wait_for(lambda: len(standin.requests("/jobs?category=Slow0")) >= 2, timeout=70)
+    published = time.monotonic()  # the failing query's second try has begun
+    market.add_job(title="Violin recordings", category="Audio Annotation")
+    wait_for(lambda: bool(webhook.received), timeout=75)
+    took = time.monotonic() - published
+    daemon.terminate()
+    assert daemon.wait(timeout=10) == 0
+    assert took < 40, took  # the rest of this cycle, then the next one's first minute
