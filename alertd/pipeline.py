@@ -2,8 +2,8 @@
 changes can have touched, and deliver what that found.
 
     feed ─▶ closures, events ─▶ read changed jobs ─▶ commit ─▶ deliver ─▶
-    a share of the full refresh ─▶ ask owed queries ─▶ prime new searches ─▶ commit ─▶
-    deliver ─▶ queries whose last try failed ─▶ commit ─▶ deliver ─▶ commit
+    a share of the full refresh ─▶ owed queries ─▶ new searches ─▶ queries that failed
+    (after each one that found something: commit ─▶ deliver) ─▶ commit
 
 Alerts matched from the feed (and those owed from before) go out before the cycle
 spends time on queries, so one slow query delays no one's alerts; the queries stop
@@ -672,8 +672,12 @@ def run_once(
     if retry_refused and (tried := store.retry_refused(targets, clock())):
         log.info("%d alerts refused for good are tried again now (start or reload)", tried)
     spent: dict[str, int] = {}  # messages per target this cycle, over its deliveries
+    matched: list[int] = []  # new matches when the cycle last delivered
 
     def deliver_ready(feed_ok: bool) -> None:
+        if matched and matched[-1] == report.new_jobs:
+            return  # nothing new since the last delivery (what failed waits its turn)
+        matched.append(report.new_jobs)
         store.commit()  # every owed row is on disk before anything is sent
         if report.stopped:
             return
@@ -691,16 +695,19 @@ def run_once(
         deliver_ready(feed_ok)
         # Then the refresh's small share (a floor, so it always advances), the queries
         # the changes owe; a first start or a reload with many new searches primes them
-        # with what budget and time are left, over cycles.
-        for step in (cycle.refresh_share, cycle.ask_owed_queries, cycle.prime_new_searches):
+        # with what budget and time are left, over cycles; last the queries whose last
+        # try failed. What each step found goes out before the next step, which may be
+        # a query's first try or a broken one's, costing its whole deadline.
+        steps = (
+            cycle.refresh_share,
+            cycle.ask_owed_queries,
+            cycle.prime_new_searches,
+            cycle.ask_failing,
+        )
+        for step in steps:
             if not report.stopped:
                 step()
-        deliver_ready(feed_ok)
-        # A query whose last try failed comes last, after what the others found went
-        # out: a broken one may take its whole deadline again.
-        if cycle.failing and not report.stopped:
-            cycle.ask_failing()
-            deliver_ready(feed_ok)
+                deliver_ready(feed_ok)
         if not report.stopped:
             cycle.forget()
         store.prune(clock(), KEEP_DONE)
