@@ -150,3 +150,32 @@ def test_what_a_free_text_query_found_goes_out_before_a_failing_query_is_tried(
     daemon.terminate()
     assert daemon.wait(timeout=10) == 0
     assert took < 40, took  # the rest of this cycle, then the next one's first minute
+
+
+def test_what_owed_queries_found_goes_out_before_a_new_querys_first_try(
+    market: Market,
+    standin: StandInServer,
+    write_config: WriteConfig,
+    webhook: WebhookCollector,
+    start_daemon: StartDaemon,
+    tmp_path: Path,
+) -> None:
+    # slow0 fails first (cycle 1), then each cycle primes one new search whose first
+    # try costs its 30 s: the free-text job found before it must not wait for it.
+    trickle(standin, 3)
+    config = write_config(
+        "poll_interval: 5s\nrequest_timeout: 30s\nsearches:\n"
+        f"  - name: words\n    q: violin\n    notify: ['{webhook.url}']\n"
+        + "".join(f"  - name: slow{n}\n    category: Slow{n}\n" for n in range(3))
+    )
+    daemon = start_daemon(config)
+    log = tmp_path / "daemon-0.log"
+    wait_for(lambda: "search 'words' primed" in log.read_text(), timeout=45)
+    wait_for(lambda: bool(standin.requests("/jobs?category=Slow1")), timeout=45)
+    published = time.monotonic()  # slow1's first try has begun; slow2's is next cycle's
+    market.add_job(title="Violin recordings", category="Audio Annotation")
+    wait_for(lambda: bool(webhook.received), timeout=75)
+    took = time.monotonic() - published
+    daemon.terminate()
+    assert daemon.wait(timeout=10) == 0
+    assert took < 40, took
