@@ -3,7 +3,7 @@ changes can have touched, and deliver what that found.
 
     feed ─▶ closures, events ─▶ read changed jobs ─▶ commit ─▶ deliver ─▶
     a share of the full refresh ─▶ owed queries ─▶ new searches ─▶ queries that failed
-    (after each one that found something: commit ─▶ deliver) ─▶ commit
+    (after each one that asked something: commit ─▶ deliver) ─▶ commit
 
 Alerts matched from the feed (and those owed from before) go out before the cycle
 spends time on queries, so one slow query delays no one's alerts; the queries stop
@@ -672,12 +672,13 @@ def run_once(
     if retry_refused and (tried := store.retry_refused(targets, clock())):
         log.info("%d alerts refused for good are tried again now (start or reload)", tried)
     spent: dict[str, int] = {}  # messages per target this cycle, over its deliveries
-    matched: list[int] = []  # new matches when the cycle last delivered
+    progress: list[tuple[int, int]] = []  # (new matches, queries asked) at each delivery
 
     def deliver_ready(feed_ok: bool) -> None:
-        if matched and matched[-1] == report.new_jobs:
-            return  # nothing new since the last delivery (what failed waits its turn)
-        matched.append(report.new_jobs)
+        now = (report.new_jobs, len(cycle.asked))
+        if progress and progress[-1] == now:
+            return  # nothing found or asked since the last delivery
+        progress.append(now)
         store.commit()  # every owed row is on disk before anything is sent
         if report.stopped:
             return
