@@ -450,6 +450,9 @@ class OpenTrainClient:
         # an answer since: the cycle that sent it asks nothing more (``Cycle.can_ask``).
         self.unreachable_at: int | None = None
         self.limits = LimitBackoff(limit_backoff)
+        # Monotonic instant after which no retry starts (a cycle's ask window): the
+        # failed query is tried again by the next cycle, not at the cost of this one's.
+        self.retry_until: float | None = None
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -491,13 +494,21 @@ class OpenTrainClient:
                 log.info("API rate limited us on /%s; waiting %.0fs", path, retry_after)
                 self.budget.hold(retry_after)
                 continue
-            if failures >= len(self.retry_delays):
+            late = self.is_too_late_to_retry(failures)
+            if failures >= len(self.retry_delays) or late:
                 tries = f" (gave up after {failures + 1} tries)" if failures else ""
-                raise ApiUnavailableError(f"{path}: {outcome}{tries}")
+                later = "; the cycle's time is up, the next one tries again" if late else ""
+                raise ApiUnavailableError(f"{path}: {outcome}{tries}{later}")
             delay = self.retry_delays[failures]
             failures += 1
             log.debug("API /%s: %s; retrying in %.1fs", path, outcome, delay)
             self.budget.pause(delay)
+
+    def is_too_late_to_retry(self, failures: int) -> bool:
+        """Whether the next retry would start past ``retry_until``."""
+        if self.retry_until is None or failures >= len(self.retry_delays):
+            return False
+        return time.monotonic() + self.retry_delays[failures] > self.retry_until
 
     def _attempt_told(
         self, endpoint: str, path: str, params: dict[str, str] | None

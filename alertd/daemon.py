@@ -6,7 +6,15 @@ so a stop takes effect within a moment, mid-cycle included; a second
 one exits at once. SIGHUP asks for the config to be read again between cycles.
 
 Cycles start every ``poll_interval`` from the previous cycle's start; a cycle that
-overran the interval is followed at once by the next, never by a queue of them.
+overran the interval is followed at once by the next, never by a queue of them. A
+cycle's own ask window (``plan.ask_window``) keeps one slow query from making it overrun
+by more than one request's deadline.
+
+The timer is a monotonic deadline waited out on the stop ``Event``, not the
+``schedule`` library: schedule counts an interval from the end of the previous run, by
+the wall clock, and leaves the waiting to its caller; the daemon's other timed work is
+decided inside the cycle (a digest's hour, a retry's time, pruning old rows), so there
+is nothing else to schedule.
 """
 
 from __future__ import annotations

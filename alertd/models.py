@@ -323,6 +323,9 @@ class QueryState:
 
     fetched_at: datetime | None = None
     owed_since: datetime | None = None
+    # When its last try failed (None once it answers): a cycle asks it only after every
+    # other query it wants, so a broken query cannot take each cycle's ask window.
+    failed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,14 @@
-"""One cycle: read the change feed, ask again only what it can have changed, deliver.
+"""One cycle: read the change feed, deliver what is ready, then ask again only what the
+changes can have touched, and deliver what that found.
 
-    feed ─▶ closures, events ─▶ read changed jobs ─▶ a share of the full refresh ─▶
-    ask owed queries ─▶ prime new searches ─▶ commit ─▶ deliver ─▶ commit
+    feed ─▶ closures, events ─▶ read changed jobs ─▶ commit ─▶ deliver ─▶
+    a share of the full refresh ─▶ owed queries ─▶ new searches ─▶ queries that failed
+    (after each one that asked something: commit ─▶ deliver) ─▶ commit
+
+Alerts matched from the feed (and those owed from before) go out before the cycle
+spends time on queries, so one slow query delays no one's alerts; the queries stop
+starting once the cycle's ask window (``plan.ask_window``) has passed, and what they
+would have asked stays owed for the next cycle.
 
 A cycle in which nothing changed costs one request. Every decision (what to ask, what
 is new, what waits, what is due) is ``plan``'s; this module fetches, asks the plan and
@@ -13,6 +20,7 @@ ends, but the daemon never dies of it and nothing owed is forgotten.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -75,6 +83,8 @@ class CycleReport:
     requests: int = 0
     skipped_jobs: int = 0
     over_budget: bool = False
+    out_of_time: float | None = None  # the ask window, when it ran out before the work did
+    left_queries: int = 0  # queries the window left for the next cycle
     stopped: bool = False
     error: str | None = None
 
@@ -111,6 +121,7 @@ class CycleReport:
             "withdrawn": self.withdrawn,
             "malformed_jobs_skipped": self.skipped_jobs,
             "owed": self.owed,
+            "queries_left": self.left_queries,
             "primed": list(self.primed),
             "ok": self.ok,
         }
@@ -151,6 +162,10 @@ class CycleReport:
             parts.append(f"{self.waiting} changes still to confirm")
         if self.over_budget:
             parts.append("request budget spent, the rest next cycle")
+        if self.out_of_time is not None:
+            left = plural(self.left_queries, "query", "queries")
+            end = f": {left} left for the next cycle" if self.left_queries else ""
+            parts.append(f"{self.out_of_time:g}s ask window over{end}")
         if self.stopped:
             parts.append("stopped early")
         if self.error:
@@ -178,6 +193,11 @@ class Cycle:
         self.report = CycleReport(searches=len(config.searches), queries=len(self.queries))
         self.first_request = client.requests_sent
         self.budget = plan.cycle_budget(config.requests_per_minute, config.poll_interval)
+        self.window = plan.ask_window(config.poll_interval)
+        self.ask_until = time.monotonic() + self.window  # the wall clock, even with a test's
+        self.left: set[str] = set()  # queries the window left unasked
+        self.failing: dict[str, Query] = {}  # put off until the others were asked
+        self.failing_turn = False
         self.api_now: datetime | None = None
         self.asked: set[str] = set()
         # What this config file reads and asks is its own, even in a shared state directory.
@@ -196,6 +216,9 @@ class Cycle:
             return False
         if self.client.requests_sent - self.first_request >= self.budget:
             self.report.over_budget = True
+            return False
+        if time.monotonic() >= self.ask_until:
+            self.report.out_of_time = self.window
             return False
         return True
 
@@ -272,9 +295,21 @@ class Cycle:
         in this cycle; an API that cannot be reached ends the asking for this cycle. A
         bug of ours is logged with its traceback, once, and the other searches go on.
         """
-        if query.key in self.asked or not self.can_ask():
+        if query.key in self.asked:
+            return None
+        state = self.store.queries_of(self.owner).get(query.key) or QueryState()
+        if state.failed_at is not None and not self.failing_turn:
+            self.failing[query.key] = query  # a broken query must not take the window first
+            return None
+        if not self.can_ask():
+            if self.report.out_of_time is not None:
+                self.left.add(query.key)
+                self.report.left_queries = len(self.left)
             return None
         self.asked.add(query.key)
+        # Failing until it answers (``plan.answers`` clears it), whatever ends the try.
+        failed = dataclasses.replace(state, failed_at=self.clock())
+        self.store.set_query(self.owner, query.key, failed)
         names = [s.name for s in query.searches]
         try:
             result = self.client.search_jobs(query.query)
@@ -385,6 +420,15 @@ class Cycle:
         for query in self.queries.values():
             if any(s.name not in self.primed for s in query.searches):
                 self.ask(query)
+
+    def ask_failing(self) -> None:
+        """The queries whose last try failed, put off by ``ask`` until every other query
+        this cycle wants was asked: the one that failed longest ago first."""
+        self.failing_turn = True
+        states = self.store.queries_of(self.owner)
+        never = datetime.min.replace(tzinfo=UTC)
+        for key in sorted(self.failing, key=lambda k: (states[k].failed_at or never, k)):
+            self.ask(self.failing[key])
 
     def is_primed(self, search: SavedSearch) -> bool:
         """Whether the search's first, silent run is complete (with its current filters)."""
@@ -498,8 +542,14 @@ def deliver_due(
     clock: Clock,
     report: CycleReport,
     stop: threading.Event,
+    spent: dict[str, int] | None = None,
 ) -> None:
-    """Send every owed alert that is due; a target that fails is left for a later cycle."""
+    """Send every owed alert that is due; a target that fails is left for a later cycle.
+
+    ``spent`` counts the messages each target got this cycle, across the cycle's
+    deliveries (updated here): the per-target cap is per cycle, and a target that
+    failed gets nothing more until the next one."""
+    spent = {} if spent is None else spent
     now = clock()
     store.release(plan.overdue_holds(store.owed.values(), now))
     store.retry_fixed_targets({key: url_digest(t) for key, t in targets.items()}, now)
@@ -508,7 +558,9 @@ def deliver_due(
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     paces = {key: target.pace for key, target in targets.items()}
-    messages, expired = plan.plan_messages(store.due(now, targets), paces, now, config.tz)
+    messages, expired = plan.plan_messages(
+        store.due(now, targets), paces, now, config.tz, spent=spent
+    )
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
         report.withdrawn += 1
@@ -529,8 +581,10 @@ def deliver_due(
             del queues[key]
         target = targets[key]
         outcome = send_message(config, target, alerts, store, send, clock, report)
+        spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
+            spent[key] = plan.MAX_ALERTS_PER_TARGET
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
 
 
@@ -649,25 +703,46 @@ def run_once(
     targets = all_targets(config.searches)
     if retry_refused and (tried := store.retry_refused(targets, clock())):
         log.info("%d alerts refused for good are tried again now (start or reload)", tried)
+    spent: dict[str, int] = {}  # messages per target this cycle, over its deliveries
+    progress: list[tuple[int, int]] = []  # (new matches, queries asked) at each delivery
+
+    def deliver_ready(feed_ok: bool) -> None:
+        now = (report.new_jobs, len(cycle.asked))
+        if progress and progress[-1] == now:
+            return  # nothing found or asked since the last delivery
+        progress.append(now)
+        store.commit()  # every owed row is on disk before anything is sent
+        if report.stopped:
+            return
+        if not feed_ok:
+            report.held = True  # without the feed we cannot tell a closed job from an open one
+            return
+        deliver_due(config, targets, store, send, clock, report, cycle.stop, spent)
+
+    client.retry_until = cycle.ask_until
     try:
         feed_ok = cycle.read_feed()
-        # Changes to what members already follow come first, then the refresh's small
-        # share (a floor, so it always advances); a first start or a reload with many
-        # new searches primes them with what budget is left, over cycles.
-        for step in (
-            cycle.resolve_events,
+        # What the feed settled (changed jobs read and judged, closures withdrawn) and
+        # what was owed before goes out first: no query, however slow, holds it up.
+        cycle.resolve_events()
+        deliver_ready(feed_ok)
+        # Then the refresh's small share (a floor, so it always advances), the queries
+        # the changes owe; a first start or a reload with many new searches primes them
+        # with what budget and time are left, over cycles; last the queries whose last
+        # try failed. What each step found goes out before the next step, which may be
+        # a query's first try or a broken one's, costing its whole deadline.
+        steps = (
             cycle.refresh_share,
             cycle.ask_owed_queries,
             cycle.prime_new_searches,
-        ):
-            step()
+            cycle.ask_failing,
+        )
+        for step in steps:
+            if not report.stopped:
+                step()
+                deliver_ready(feed_ok)
         if not report.stopped:
             cycle.forget()
-        store.commit()  # every owed row is on disk before anything is sent
-        if feed_ok and not report.stopped:
-            deliver_due(config, targets, store, send, clock, report, cycle.stop)
-        elif not report.stopped:
-            report.held = True  # without the feed we cannot tell a closed job from an open one
         store.prune(clock(), KEEP_DONE)
         store.commit()
     except StopRequestedError:
@@ -680,6 +755,8 @@ def run_once(
     except (AlertdError, Exception) as exc:  # the one catch-all: a cycle never kills the daemon
         report.error = f"{type(exc).__name__}: {exc}"
         log.exception("cycle failed unexpectedly; the next cycle will try again")
+    finally:
+        client.retry_until = None
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
     # Owed since it should have gone out: a digest's alerts wait for its hour, not late.

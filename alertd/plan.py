@@ -13,6 +13,7 @@ only in case is left to the API.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -220,6 +221,19 @@ def cycle_budget(requests_per_minute: int, poll_interval: float) -> int:
     return max(requests_per_minute, math.floor(requests_per_minute * poll_interval / 60))
 
 
+# A cycle asks nothing new after this long, however short its poll interval: each cycle
+# pays one feed read, so a tiny interval must still leave a cycle room for its queries.
+MIN_ASK_WINDOW = 10.0
+
+
+def ask_window(poll_interval: float) -> float:
+    """Seconds into a cycle after which it starts no request (nor a retry): by then the
+    next cycle is due, and its first delivery pass must not wait on queries. A request
+    already on its way ends within ``request_timeout``, so a cycle's queries are over
+    within ``ask_window + request_timeout``; what was not asked stays owed."""
+    return max(poll_interval, MIN_ASK_WINDOW)
+
+
 def is_refresh_due(state: QueryState | None, now: datetime, every: float) -> bool:
     """Whether a query's last whole fetch is older than the refresh interval."""
     if state is None or state.fetched_at is None:
@@ -244,7 +258,8 @@ def answers(state: QueryState, generated_at: datetime | None) -> QueryState:
     owed = state.owed_since
     if owed is not None and generated_at is not None and generated_at >= owed:
         owed = None
-    return QueryState(generated_at or state.fetched_at, owed)
+    fetched = generated_at or state.fetched_at
+    return dataclasses.replace(state, fetched_at=fetched, owed_since=owed, failed_at=None)
 
 
 def plan_owed(queries: Mapping[str, QueryState]) -> list[str]:
@@ -259,7 +274,9 @@ def owe_answer(state: QueryState | None, occurred_at: datetime) -> QueryState:
     """A query must be asked again, by a page generated at or after ``occurred_at``."""
     state = state or QueryState()
     owed = state.owed_since
-    return QueryState(state.fetched_at, occurred_at if owed is None else max(owed, occurred_at))
+    return dataclasses.replace(
+        state, owed_since=occurred_at if owed is None else max(owed, occurred_at)
+    )
 
 
 def describe_capacity(
@@ -357,6 +374,7 @@ def plan_messages(
     now: datetime,
     tz: tzinfo,
     cap: int = MAX_ALERTS_PER_TARGET,
+    spent: Mapping[str, int] | None = None,
 ) -> tuple[list[list[Alert]], list[Alert]]:
     """(messages to send now, each a list of alerts to one target; alerts to withdraw as
     expired) from the due alerts.
@@ -364,6 +382,9 @@ def plan_messages(
     Oldest first. A target that gathers (``batch``, ``digest``, ``quiet_hours``) gets
     everything due as one message once its pace allows; an instant one gets a message
     per job, or one summary when more than ``cap`` are due (a burst, not a trickle).
+    ``spent``: messages each target was already sent this cycle (a cycle delivers
+    before its queries and after them). The cap is per cycle: what is left of it decides
+    between a message per job and one summary; a target with none left waits.
     """
     expired = [alert for alert in due if is_expired(alert.job, now)]
     by_target: dict[str, list[Alert]] = {}
@@ -375,13 +396,16 @@ def plan_messages(
         by_target.setdefault(alert.target_key, []).append(alert)
     messages: list[list[Alert]] = []
     for key, alerts in by_target.items():
+        room = cap - (spent or {}).get(key, 0)
+        if room <= 0:
+            continue  # this cycle's share for the target is used: the rest wait for the next
         pace = paces.get(key, Pace())
         if pace.gathers:
             oldest = min(a.created_at or now for a in alerts)
             if release_at(pace, oldest, tz) <= now and quiet_end(pace, now, tz) is None:
-                messages.extend(_one_message(alerts, cap))
-        elif len(alerts) > cap:
-            messages.extend(_one_message(alerts, cap))
+                messages.extend(_one_message(alerts, room))
+        elif len(alerts) > room:
+            messages.extend(_one_message(alerts, room))
         else:
             messages.extend([alert] for alert in alerts)
     return messages, expired

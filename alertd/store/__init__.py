@@ -461,7 +461,11 @@ class Store:
         self.closed[str(doc["job_id"])] = time_or(doc.get("at"), EPOCH)
 
     def _load_query(self, doc: Mapping[str, Any]) -> None:
-        state = QueryState(parse_time(doc.get("fetched_at")), parse_time(doc.get("owed_since")))
+        state = QueryState(
+            parse_time(doc.get("fetched_at")),
+            parse_time(doc.get("owed_since")),
+            parse_time(doc.get("failed_at")),
+        )
         self.queries.setdefault(str(doc.get("owner") or ""), {})[str(doc["key"])] = state
 
     def _load_search(self, doc: Mapping[str, Any]) -> None:
@@ -581,6 +585,7 @@ class Store:
                         "key": k,
                         "fetched_at": iso(q.fetched_at),
                         "owed_since": iso(q.owed_since),
+                        "failed_at": iso(q.failed_at),
                     }
                     for owner, queries in self.queries.items()
                     for k, q in queries.items()
