@@ -722,6 +722,11 @@ def run_once(
     client.retry_until = cycle.ask_until
     try:
         feed_ok = cycle.read_feed()
+        # The ask window counts from the feed's answer: a wait for the budget (other
+        # alertd processes spent it, or its file counts as full for a minute) is not
+        # time a slow query took, and must not leave a changed job unread.
+        cycle.ask_until = time.monotonic() + cycle.window
+        client.retry_until = cycle.ask_until
         # What the feed settled (changed jobs read and judged, closures withdrawn) and
         # what was owed before goes out first: no query, however slow, holds it up.
         cycle.resolve_events()

@@ -3,10 +3,15 @@ per-target cap of 20 messages is per cycle, counted over all its deliveries."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from alertd import plan
 from alertd.api import OpenTrainClient
+from alertd.budget import LocalWindow
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Alert, Job, Pace, Target
@@ -96,3 +101,29 @@ def test_a_query_whose_last_try_failed_waits_for_the_others(
             reports.append(run_once(config, client, store, Recorder()))
     assert reports[0].failed_searches == ["broken"] and reports[0].left_queries == 1
     assert reports[1].primed == ["good"], reports[1].summary()
+
+
+def test_a_wait_for_the_budget_before_the_feed_leaves_the_ask_window_whole(
+    market: Market,
+    standin: StandInServer,
+    write_config: WriteConfig,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The window counts from the feed's answer: a minute's wait for a budget that other
+    processes spent (or whose file counts as full) must not leave a changed job unread."""
+    monkeypatch.setattr(plan, "MIN_ASK_WINDOW", 1.0)
+    config = load_config(write_config("poll_interval: 1\nsearches:\n  - name: all\n"))
+    send = Recorder()
+    with Store.open(state_dir) as store, OpenTrainClient(standin.url) as client:
+        run_once(config, client, store, send)  # primes
+    market.add_job(title="after a wait")
+    now = time.monotonic()
+    spent = LocalWindow(ended=[now - 60.5 + 2.0] * 3)  # the next slot frees in 2 s
+    with (
+        Store.open(state_dir) as store,
+        OpenTrainClient(standin.url, requests_per_minute=3, window=spent) as client,
+    ):
+        report = run_once(config, client, store, send)
+    assert time.monotonic() - now >= 1.5  # the feed did wait past a 1 s window
+    assert send.messages == [1], report.summary()

@@ -20,7 +20,7 @@ from threading import Event
 from types import TracebackType
 from typing import Any
 
-from alertd.api import OpenTrainClient
+from alertd.api import RETRY_DELAYS, OpenTrainClient
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Target
@@ -95,9 +95,20 @@ def run(
         extra["stop"] = stop
     with (
         Store.open(config.state_dir) as store,
-        OpenTrainClient(url, requests_per_minute=FAST, api_limit=FAST) as client,
+        OpenTrainClient(
+            url,
+            requests_per_minute=FAST,
+            api_limit=FAST,
+            retry_delays=retry_delays(config),
+        ) as client,
     ):
         return run_once(config, client, store, send, **extra)
+
+
+def retry_delays(config: Config) -> tuple[float, ...]:
+    """The in-cycle back-off ``make_client`` gives ``config`` (a tenth of its poll at
+    most), for a client built here with the test budget instead."""
+    return tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
 
 
 def config_file(directory: Path, url: str, body: str, state: Path | None = None) -> Path:
