@@ -157,6 +157,37 @@ class CycleReport:
         return ", ".join(parts)
 
 
+@dataclass
+class Priming:
+    """What one cycle primed: searches done, open jobs they recorded silently, and
+    searches still waiting for an answer fresher than themselves."""
+
+    done: list[str] = field(default_factory=list)
+    jobs: int = 0
+    waiting: list[str] = field(default_factory=list)
+
+    def summary(self, unprimed: int) -> str | None:
+        """One line for the log; None when nothing was primed or began priming.
+        ``unprimed``: searches of the config not primed after this cycle."""
+        if not (self.done or self.waiting):
+            return None
+        parts = []
+        if self.done:
+            parts.append(
+                f"primed {plural(len(self.done), 'new search', 'new searches')} silently "
+                f"({plural(self.jobs, 'open match', 'open matches')} recorded as seen; "
+                "only jobs posted from now on alert)"
+            )
+        if self.waiting:
+            parts.append(
+                f"{plural(len(self.waiting), 'search', 'searches')} still silent: the API "
+                "answered from a cache older than them"
+            )
+        if unprimed:
+            parts.append(f"{plural(unprimed, 'search', 'searches')} left to prime")
+        return "; ".join(parts)
+
+
 class Cycle:
     """The state of one cycle: what it has spent, what it learnt, and its report."""
 
@@ -184,6 +215,7 @@ class Cycle:
         store.adopt((s.name for s in config.searches), self.owner)  # a moved config file
         self.primed = {s.name for s in config.searches if self.is_primed(s)}
         self.reopened: set[str] = set()  # jobs open again whose queries are asked anew
+        self.priming = Priming()  # what this cycle primed, logged once (names at DEBUG)
 
     def can_ask(self) -> bool:
         """Whether the cycle may send another request (budget left, no stop asked)."""
@@ -306,7 +338,8 @@ class Cycle:
         fits = [job for job in jobs if passes(job, search.filters)]  # see ``record``
         if split is None:
             self.store.prime(search, (job.id for job in fits), now)
-            log.info(
+            self.priming.waiting.append(search.name)
+            log.debug(
                 "search %r priming: the API answered from a cache older than the search; "
                 "staying silent until it answers fresh",
                 search.name,
@@ -317,7 +350,9 @@ class Cycle:
         self.record(search, new, now)
         self.store.mark_primed(search, now)
         self.primed.add(search.name)
-        log.info(
+        self.priming.done.append(search.name)
+        self.priming.jobs += len(silent)
+        log.debug(
             "search %r primed: %d open jobs match now; only jobs posted from here on alert",
             search.name,
             len(silent),
@@ -356,10 +391,16 @@ class Cycle:
                 )
 
     def prime_new_searches(self) -> None:
-        """Searches not yet primed (new, edited, or still priming) ask their query now."""
-        for query in self.queries.values():
-            if any(s.name not in self.primed for s in query.searches):
-                self.ask(query)
+        """Searches not yet primed (new, edited, or still priming) ask their query now;
+        what this cycle primed is one INFO line (a first start may prime thousands)."""
+        try:
+            for query in self.queries.values():
+                if any(s.name not in self.primed for s in query.searches):
+                    self.ask(query)
+        finally:
+            if line := self.priming.summary(len(self.config.searches) - len(self.primed)):
+                log.info("%s", line)
+            self.priming = Priming()
 
     def is_primed(self, search: SavedSearch) -> bool:
         """Whether the search's first, silent run is complete (with its current filters)."""

@@ -834,6 +834,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--sizes", help="A's sizes, comma-separated (default 10,100,1000,10000)")
     parser.add_argument("--profile", action="store_true", help="cProfile A's busy cycles")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -849,7 +850,8 @@ def main() -> None:
     if args.sizes:
         sizes = tuple(int(size) for size in args.sizes.split(","))
     raw: dict[str, Any] = {"commit": git_state()}
-    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as scratch:
+        tmp = str(args.keep) if args.keep else scratch
         if args.only != "live":
             raw["scale"] = run_scale(sizes, Path(tmp), args.profile)
         if args.only != "scale":
