@@ -13,6 +13,7 @@ ends, but the daemon never dies of it and nothing owed is forgotten.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -460,7 +461,11 @@ class Cycle:
             self.store.set_closed({k: v for k, v in self.store.closed.items() if k != job.id})
         self.store.refresh_owed([job])
         self.store.release([job.id])
-        for query in self.queries.values():
+        # Only the queries that may list the job: the others' exact filters rule it out.
+        candidates = self.index.candidates(job)
+        if reopened and len(candidates) < len(self.queries):
+            self.reopened.add(job.id)  # a query not listing it: its owed page will say
+        for query in candidates:
             verdict = plan.judge(job, query.query)
             if verdict is Verdict.MATCH:  # listed: a raise or a reopening counts now
                 for search in query.searches:
@@ -477,6 +482,11 @@ class Cycle:
                 owed = plan.owe_answer(state, event.occurred_at)
                 self.store.set_query(self.owner, query.key, owed)
         return True
+
+    @functools.cached_property
+    def index(self) -> plan.QueryIndex:
+        """The queries by their exact filters (built when a changed job is first judged)."""
+        return plan.QueryIndex(self.queries)
 
     def ask_owed_queries(self) -> None:
         """Queries an event may have changed, asked until a page answers for the event:
