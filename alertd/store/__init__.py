@@ -371,6 +371,7 @@ class Store:
         self._each("feed", "closed", self._load_closure)
         self._each("queries", "queries", self._load_query)
         self._each("searches", "searches", self._load_search)
+        self._storage("searches").release()  # its parsed copy goes before the next file's
         self._each("outbox", "jobs", self._load_job)
         self._each("done", "rows", self._load_done)
         self._each("outbox", "rows", self._load_owed)
