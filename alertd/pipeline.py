@@ -181,9 +181,10 @@ class Priming:
                 "only jobs posted from now on alert)"
             )
         if self.waiting:
+            many = len(self.waiting) > 1
             parts.append(
                 f"{plural(len(self.waiting), 'search', 'searches')} still silent: the API "
-                "answered from a cache older than them"
+                f"answered from a cache older than the search{'es' if many else ''}"
             )
         if unprimed:
             parts.append(f"{plural(unprimed, 'search', 'searches')} left to prime")
