@@ -230,22 +230,29 @@ class SavedSearch:
 
     def query(self) -> dict[str, str]:
         """The query parameters GET /jobs takes for this search (unset filters left out)."""
-        params = {
-            "q": self.q,
-            "category": self.category,
-            "language": self.language,
-            "country": self.country,
-            "payType": self.pay_type,
-        }
-        return {k: v for k, v in params.items() if v}
+        known = self.__dict__.get("_query")  # asked of every search every cycle
+        if known is None:
+            params = {
+                "q": self.q,
+                "category": self.category,
+                "language": self.language,
+                "country": self.country,
+                "payType": self.pay_type,
+            }
+            known = self.__dict__["_query"] = {k: v for k, v in params.items() if v}
+        return dict(known)
 
     def fingerprint(self) -> str:
         """Changes when the filters change, so an edited search starts silent again (its
         own filters count only when set: a search without them keeps its fingerprint)."""
-        described: dict[str, object] = dict(self.query())
-        if self.filters:
-            described["filters"] = self.filters.describe()
-        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+        known: str | None = self.__dict__.get("_fingerprint")  # a frozen value: once
+        if known is None:
+            described: dict[str, object] = dict(self.query())
+            if self.filters:
+                described["filters"] = self.filters.describe()
+            text = json.dumps(described, sort_keys=True).encode()
+            known = self.__dict__["_fingerprint"] = hashlib.sha256(text).hexdigest()[:16]
+        return known
 
 
 @dataclass(frozen=True)

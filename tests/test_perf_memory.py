@@ -47,3 +47,14 @@ def test_a_store_keeps_the_seen_ids_of_2000_searches_in_little_memory(tmp_path: 
     assert held < 3 * 1024 * 1024, f"{held / 2**20:.2f} MiB"
     first = snapshot.searches["s0"].seen
     assert "jobc0-000" in first and "jobc1-000" not in first
+
+
+def test_a_search_works_out_its_query_and_fingerprint_once() -> None:
+    search = SavedSearch(name="a", category="RLHF", language="Spanish")
+    first = search.query()
+    first["category"] = "changed by a caller"
+    assert search.query() == {"category": "RLHF", "language": "Spanish"}
+    assert search.fingerprint() == search.fingerprint()
+    assert search.__dict__["_fingerprint"] == search.fingerprint()  # kept, not recomputed
+    edited = SavedSearch(name="a", category="RLHF", language="German")
+    assert edited.fingerprint() != search.fingerprint() and edited != search
