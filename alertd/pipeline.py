@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import heapq
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -173,6 +175,38 @@ class CycleReport:
         return ", ".join(parts)
 
 
+@dataclass
+class Priming:
+    """What one cycle primed: searches done, open jobs they recorded silently, and
+    searches still waiting for an answer fresher than themselves."""
+
+    done: list[str] = field(default_factory=list)
+    jobs: int = 0
+    waiting: list[str] = field(default_factory=list)
+
+    def summary(self, unprimed: int) -> str | None:
+        """One line for the log; None when nothing was primed or began priming.
+        ``unprimed``: searches of the config not primed after this cycle."""
+        if not (self.done or self.waiting):
+            return None
+        parts = []
+        if self.done:
+            parts.append(
+                f"primed {plural(len(self.done), 'new search', 'new searches')} silently "
+                f"({plural(self.jobs, 'open match', 'open matches')} recorded as seen; "
+                "only jobs posted from now on alert)"
+            )
+        if self.waiting:
+            many = len(self.waiting) > 1
+            parts.append(
+                f"{plural(len(self.waiting), 'search', 'searches')} still silent: the API "
+                f"answered from a cache older than the search{'es' if many else ''}"
+            )
+        if unprimed:
+            parts.append(f"{plural(unprimed, 'search', 'searches')} left to prime")
+        return "; ".join(parts)
+
+
 class Cycle:
     """The state of one cycle: what it has spent, what it learnt, and its report."""
 
@@ -205,6 +239,7 @@ class Cycle:
         store.adopt((s.name for s in config.searches), self.owner)  # a moved config file
         self.primed = {s.name for s in config.searches if self.is_primed(s)}
         self.reopened: set[str] = set()  # jobs open again whose queries are asked anew
+        self.priming = Priming()  # what this cycle primed, logged once (names at DEBUG)
 
     def can_ask(self) -> bool:
         """Whether the cycle may send another request (budget left, no stop asked, the
@@ -366,7 +401,8 @@ class Cycle:
         fits = [job for job in jobs if passes(job, search.filters)]  # see ``record``
         if split is None:
             self.store.prime(search, (job.id for job in fits), now)
-            log.info(
+            self.priming.waiting.append(search.name)
+            log.debug(
                 "search %r priming: the API answered from a cache older than the search; "
                 "staying silent until it answers fresh",
                 search.name,
@@ -377,7 +413,9 @@ class Cycle:
         self.record(search, new, now)
         self.store.mark_primed(search, now)
         self.primed.add(search.name)
-        log.info(
+        self.priming.done.append(search.name)
+        self.priming.jobs += len(silent)
+        log.debug(
             "search %r primed: %d open jobs match now; only jobs posted from here on alert",
             search.name,
             len(silent),
@@ -416,10 +454,20 @@ class Cycle:
                 )
 
     def prime_new_searches(self) -> None:
-        """Searches not yet primed (new, edited, or still priming) ask their query now."""
-        for query in self.queries.values():
-            if any(s.name not in self.primed for s in query.searches):
-                self.ask(query)
+        """Searches not yet primed (new, edited, or still priming) ask their query now;
+        what this cycle primed is one INFO line (a first start may prime thousands)."""
+        try:
+            for query in self.queries.values():
+                if any(s.name not in self.primed for s in query.searches):
+                    self.ask(query)
+        finally:
+            self.log_priming()
+
+    def log_priming(self) -> None:
+        """One INFO line for what was primed since the last one (none when nothing was)."""
+        if line := self.priming.summary(len(self.config.searches) - len(self.primed)):
+            log.info("%s", line)
+        self.priming = Priming()
 
     def ask_failing(self) -> None:
         """The queries whose last try failed, put off by ``ask`` until every other query
@@ -427,8 +475,11 @@ class Cycle:
         self.failing_turn = True
         states = self.store.queries_of(self.owner)
         never = datetime.min.replace(tzinfo=UTC)
-        for key in sorted(self.failing, key=lambda k: (states[k].failed_at or never, k)):
-            self.ask(self.failing[key])
+        try:
+            for key in sorted(self.failing, key=lambda k: (states[k].failed_at or never, k)):
+                self.ask(self.failing[key])
+        finally:
+            self.log_priming()  # a search whose first try had failed may prime here
 
     def is_primed(self, search: SavedSearch) -> bool:
         """Whether the search's first, silent run is complete (with its current filters)."""
@@ -488,7 +539,11 @@ class Cycle:
             self.store.set_closed({k: v for k, v in self.store.closed.items() if k != job.id})
         self.store.refresh_owed([job])
         self.store.release([job.id])
-        for query in self.queries.values():
+        # Only the queries that may list the job: the others' exact filters rule it out.
+        candidates = self.index.candidates(job)
+        if reopened and len(candidates) < len(self.queries):
+            self.reopened.add(job.id)  # a query not listing it: its owed page will say
+        for query in candidates:
             verdict = plan.judge(job, query.query)
             if verdict is Verdict.MATCH:  # listed: a raise or a reopening counts now
                 for search in query.searches:
@@ -505,6 +560,11 @@ class Cycle:
                 owed = plan.owe_answer(state, event.occurred_at)
                 self.store.set_query(self.owner, query.key, owed)
         return True
+
+    @functools.cached_property
+    def index(self) -> plan.QueryIndex:
+        """The queries by their exact filters (built when a changed job is first judged)."""
+        return plan.QueryIndex(self.queries)
 
     def ask_owed_queries(self) -> None:
         """Queries an event may have changed, asked until a page answers for the event:
@@ -532,6 +592,38 @@ class Cycle:
         if gone:
             self.store.forget_seen(gone)
             self.store.set_closed({k: v for k, v in self.store.closed.items() if k not in gone})
+
+
+class Turns(dict[str, float]):
+    """When each target may be sent its next message (``time.monotonic``), and which
+    target's turn comes first: the soonest, a target not sent to yet before any other,
+    in the order the targets were queued. A heap, so thousands of targets in a cycle
+    cost a logarithm each, not a scan of every target per message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heap: list[tuple[float, int, str]] = []
+        self.count = 0
+
+    def __setitem__(self, key: str, at: float) -> None:
+        super().__setitem__(key, at)
+        self.push(key, at)
+
+    def push(self, key: str, at: float) -> None:
+        self.count += 1
+        heapq.heappush(self.heap, (at, self.count, key))
+
+    def soonest(self, queued: Mapping[str, object]) -> str:
+        """The queued target whose turn is next (``queued`` must not be empty)."""
+        if not self.heap:
+            for key in queued:
+                if key not in self:
+                    self.push(key, 0.0)
+        while True:
+            at, _count, key = self.heap[0]
+            if key in queued and at == self.get(key, 0.0):
+                return key
+            heapq.heappop(self.heap)  # a target done with, or an older turn of it
 
 
 def deliver_due(
@@ -569,9 +661,9 @@ def deliver_due(
         queues.setdefault(alerts[0].target_key, deque()).append(alerts)
     # Each target at its service's pace, the targets interleaved: a Telegram chat's
     # one message a second never holds up a webhook.
-    ready: dict[str, float] = {}
+    ready = Turns()
     while queues:
-        key = min(queues, key=lambda k: ready.get(k, 0.0))
+        key = ready.soonest(queues)
         wait = ready.get(key, 0.0) - time.monotonic()
         if stop.is_set() or (wait > 0 and stop.wait(wait)):
             report.stopped = True

@@ -91,6 +91,28 @@ def _compare(wanted: str, have: Sequence[str]) -> Verdict:
     return Verdict.NO_MATCH
 
 
+# The API's filters whose meaning is exact: a job can be judged against them locally.
+EXACT_FILTERS = ("category", "language", "country", "payType")
+
+
+def _shown(job: Job, name: str) -> tuple[str, ...] | None:
+    """What ``job`` shows for the exact filter ``name``; None when it shows nothing we can
+    read (the API decides). ``country`` on a job open to every country is the caller's."""
+    if name == "category":
+        return (job.category,) if job.category else None
+    if name == "language":
+        return job.languages or None
+    if name == "country":
+        return job.countries or None
+    paid = job.pay.payment_type if job.pay else None
+    return (paid,) if paid else None
+
+
+def _is_open_to_all(job: Job, name: str) -> bool:
+    """A job with empty ``countries`` is open to everyone: a country filter passes it."""
+    return name == "country" and job.countries == ()
+
+
 def judge(job: Job, query: Mapping[str, str]) -> Verdict:
     """Whether ``GET /jobs`` with ``query`` lists the open ``job``, as far as we can prove.
 
@@ -99,23 +121,61 @@ def judge(job: Job, query: Mapping[str, str]) -> Verdict:
     the API's to decide, never a local "no" nor a local "yes".
     """
     verdicts: list[Verdict] = []
-    if query.get("category"):
-        category = job.category
-        verdicts.append(_compare(query["category"], (category,)) if category else Verdict.ASK)
-    if query.get("language"):
-        have = job.languages
-        verdicts.append(_compare(query["language"], have) if have else Verdict.ASK)
-    if query.get("country") and job.countries != ():
-        countries = job.countries
-        verdicts.append(_compare(query["country"], countries) if countries else Verdict.ASK)
-    if query.get("payType"):
-        paid = job.pay.payment_type if job.pay else None
-        verdicts.append(_compare(query["payType"], (paid,)) if paid else Verdict.ASK)
+    for name in EXACT_FILTERS:
+        wanted = query.get(name)
+        if not wanted or _is_open_to_all(job, name):
+            continue
+        have = _shown(job, name)
+        verdicts.append(_compare(wanted, have) if have else Verdict.ASK)
     if Verdict.NO_MATCH in verdicts:
         return Verdict.NO_MATCH
     if query.get("q") or Verdict.ASK in verdicts:
         return Verdict.ASK
     return Verdict.MATCH
+
+
+class QueryIndex:
+    """The distinct queries by the values of their exact filters, so that a changed job
+    is judged only against the queries that may list it, not against every query.
+
+    ``candidates(job)`` leaves out exactly the queries that ``judge`` would rule out with
+    ``NO_MATCH``: an exact filter whose value the job does not show in any case. Values
+    are indexed case-folded, so a value that differs only in case stays a candidate
+    (``judge`` then leaves it to the API).
+    """
+
+    def __init__(self, queries: Mapping[str, Query]) -> None:
+        self.queries = queries
+        self.order = {key: position for position, key in enumerate(queries)}
+        self.unfiltered: dict[str, frozenset[str]] = {}
+        self.by_value: dict[str, dict[str, frozenset[str]]] = {}
+        for name in EXACT_FILTERS:
+            without: set[str] = set()
+            values: dict[str, set[str]] = {}
+            for key, query in queries.items():
+                wanted = dict(query.params).get(name)
+                if wanted:
+                    values.setdefault(wanted.casefold(), set()).add(key)
+                else:
+                    without.add(key)
+            self.unfiltered[name] = frozenset(without)
+            self.by_value[name] = {value: frozenset(keys) for value, keys in values.items()}
+
+    def candidates(self, job: Job) -> list[Query]:
+        """The queries that may list ``job``, in the order of ``queries``."""
+        allowed: list[set[str]] = []
+        for name in EXACT_FILTERS:
+            have = None if _is_open_to_all(job, name) else _shown(job, name)
+            if have is None:
+                continue  # this filter rules no query out for this job
+            keys = set(self.unfiltered[name])
+            for value in have:
+                keys |= self.by_value[name].get(value.casefold(), frozenset())
+            allowed.append(keys)
+        if not allowed:
+            return list(self.queries.values())
+        found = set.intersection(*allowed)
+        return [self.queries[key] for key in sorted(found, key=self.order.__getitem__)]
 
 
 # -- the change feed ----------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import difflib
+import functools
 import json
 import os
 import re
@@ -597,6 +598,12 @@ class _Section:
     doc: YamlDoc
     specs: list[SearchSpec]
 
+    @functools.cached_property
+    def where(self) -> YamlDoc:
+        """The file without its data, for naming a line later: a config keeps only this
+        (10,000 searches' parsed YAML is megabytes the running daemon never reads)."""
+        return YamlDoc(self.doc.source, None, self.doc.lines)
+
 
 def _resolve_search(
     index: int,
@@ -811,7 +818,7 @@ def _build_config(
         for section in sections:
             for index, spec in enumerate(section.specs):
                 searches.append(_resolve_search(index, spec, section, channels, resolver, owner))
-                origins.append((section.doc, index))
+                origins.append((section.where, index))
     return Config(
         source=source,
         api_url=settings.api_url,

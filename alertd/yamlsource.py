@@ -67,100 +67,13 @@ def line_for(loc: Loc, lines: Mapping[Loc, int]) -> int | None:
     return None
 
 
-@dataclass
-class _Index:
-    """What one walk of the node tree finds: the line of every key and item, and how many
-    values each collection stands for once its aliases are copied out (a shared node, an
-    alias, is walked once and counted as often as it is used)."""
-
-    source: str
-    lines: dict[Loc, int] = field(default_factory=dict)
-    counts: dict[int, int] = field(default_factory=dict)  # by id(node); -1 while walked
-    own: int = 0  # the values the file writes out, each once
-    first_over: yaml.Node | None = None  # the smallest part past the bound: where to look
-
-    def walk(self, node: yaml.Node, loc: Loc) -> int:
-        """Index ``node`` at ``loc``; the number of values it stands for."""
-        self.lines.setdefault(loc, node.start_mark.line + 1)
-        if isinstance(node, yaml.ScalarNode):  # most of a file; one value, alias or not
-            self.own += 1
-            return 1
-        key = id(node)
-        known = self.counts.get(key)
-        if known == -1:
-            raise ConfigError(
-                "an alias (*name) inside the value it names (&name) repeats forever; "
-                "write the value out",
-                source=self.source,
-                line=node.start_mark.line + 1,
-            )
-        if known is not None:
-            return known  # an alias: indexed where it was defined
-        self.counts[key] = -1
-        self.own += 1
-        total = 1
-        if isinstance(node, yaml.MappingNode):
-            total += self._walk_mapping(node, loc)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                total += self.walk(item, (*loc, index))
-        total = min(total, 1 << 62)  # a bomb's count would have hundreds of digits
-        if self.first_over is None and total > MIN_EXPANDED_VALUES:
-            self.first_over = node
-        self.counts[key] = total
-        return total
-
-    def _walk_mapping(self, node: yaml.MappingNode, loc: Loc) -> int:
-        keys: set[str] = set()
-        total = 0
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = (*loc, key)
-            if key in keys:
-                raise ConfigError(
-                    "this key appears twice in the same mapping",
-                    source=self.source,
-                    line=key_node.start_mark.line + 1,
-                    field=field_name(child),
-                )
-            keys.add(key)
-            self.lines[child] = key_node.start_mark.line + 1
-            if isinstance(key_node, yaml.ScalarNode):
-                total += 1
-                self.own += 1
-            else:  # a list or mapping as a key (? [a, b]): it may hold aliases too
-                total += self.walk(key_node, child)
-            total += self.walk(value_node, child)
-        return total
-
-
 # libyaml's loader when PyYAML was built with it: the pure-Python composer takes seconds
 # on a config of 10,000 searches. Both give the same nodes, marks and errors.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # What one file may cost, whoever wrote it (an included file may be a member's): its
-# size, and how far its aliases (``*name``) may repeat what it holds. An alias is one
-# node shared in the tree PyYAML composes; everything after (``${VAR}``, validation)
-# walks it as copies, so a few hundred bytes of nested aliases ("billion laughs")
-# would become billions of values.
+# size, and how far its aliases may repeat what it holds (``MAX_EXPANSION`` below).
 MAX_FILE_BYTES = 8 * 1024 * 1024
-MAX_EXPANSION = 4  # the values aliases may add, as a multiple of the file's own...
-MIN_EXPANDED_VALUES = 100_000  # ...or this many in all, whichever is more
-
-
-def check_expansion(index: _Index, total: int) -> None:
-    """ConfigError when aliases expand the file past the bound: more than
-    ``MAX_EXPANSION`` times its own values added, and more than ``MIN_EXPANDED_VALUES``."""
-    own = index.own
-    limit = max(MIN_EXPANDED_VALUES, own * (1 + MAX_EXPANSION))
-    if total > limit:
-        where = index.first_over
-        raise ConfigError(
-            f"aliases (*name) expand this file's {own:,} values to more than {limit:,}; "
-            "write the repeated values out, or repeat less",
-            source=index.source,
-            line=None if where is None else where.start_mark.line + 1,
-        )
 
 
 def _too_large(source: str) -> ConfigError:
@@ -171,17 +84,240 @@ def _too_large(source: str) -> ConfigError:
     )
 
 
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "<<"
+
+
+@dataclass
+class _Open:
+    """A mapping or sequence being built from the parser's events."""
+
+    value: dict[Any, Any] | list[Any]
+    loc: Loc
+    anchor: str | None
+    key: Any = None  # a mapping's key waiting for its value (``_NO_KEY`` when none)
+    key_text: str = ""
+    merging: bool = False  # the waiting key is ``<<``
+    merges: list[Any] = field(default_factory=list)  # ``<<`` values, merged at the end
+    raw_keys: set[str] = field(default_factory=set)
+    size: int = 1  # values it holds once every alias in it is copied out
+
+
+_NO_KEY = object()
+_CAP = 1 << 62  # sizes stop growing here: an alias bomb's would have hundreds of digits
+# How far aliases (``*name``) may repeat what a file holds: an alias is one shared value
+# here, but what walks the data after (``${VAR}``, validation) copies it out, so a few
+# hundred bytes of nested aliases ("billion laughs") would become billions of values.
+MAX_EXPANSION = 4  # the values aliases may add, as a multiple of the file's own...
+MIN_EXPANDED_VALUES = 100_000  # ...or this many in all, whichever is more
+
+
+def _scalar(loader: Any, event: Any) -> Any:
+    """A scalar event's value, as the safe loader constructs it."""
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == _STR:
+        return event.value
+    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    constructor = loader.yaml_constructors.get(tag, loader.yaml_constructors.get(None))
+    return constructor(loader, node)
+
+
+def _merge(mapping: dict[Any, Any], merges: list[Any], mark: Any) -> None:
+    """Apply ``<<: *base`` (or ``<<: [*a, *b]``) to ``mapping`` in place, as PyYAML's safe
+    loader does: its own keys win, then the first merged mapping; merged keys come first."""
+    merged: dict[Any, Any] = {}
+    for value in merges:
+        sources = list(reversed(value)) if isinstance(value, list) else [value]
+        for source in sources:
+            if not isinstance(source, dict):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    mark,
+                    "expected a mapping or list of mappings for merging",
+                    mark,
+                )
+            merged.update(source)
+    own = dict(mapping)
+    mapping.clear()
+    mapping.update(merged)
+    mapping.update(own)
+
+
+def _build(loader: Any, source: str) -> tuple[Any, dict[Loc, int]]:
+    """The document's data and the line of every key and item, from the parser's events.
+
+    No node tree: at 10,000 searches PyYAML's nodes (and their marks) held 44 MiB at
+    once, before the data was built from them. An alias is the value it names, shared
+    (as PyYAML shares it) and indexed where it was defined.
+    """
+    lines: dict[Loc, int] = {}
+    anchors: dict[str, tuple[Any, int, int]] = {}  # anchor: (value, line, size)
+    own = 0  # values written in the file
+    first_over: int | None = None
+    size = 0  # values once aliases are copied out (what later walks of the data see)
+    building: set[str] = set()  # anchors of values not finished yet
+    stack: list[_Open] = []
+    result: Any = None
+    loader.get_event()  # stream start
+    if loader.check_event(yaml.StreamEndEvent):
+        return None, lines
+    loader.get_event()  # document start
+
+    def place(value: Any, line: int, count: int) -> None:
+        nonlocal result, size
+        if not stack:
+            lines.setdefault((), line)
+            result, size = value, count
+            return
+        top = stack[-1]
+        top.size = min(top.size + count, _CAP)
+        if isinstance(top.value, list):
+            lines.setdefault((*top.loc, len(top.value)), line)
+            top.value.append(value)
+            return
+        if top.merging:
+            top.merges.append(value)
+        else:
+            top.value[top.key] = value
+        top.key, top.merging = _NO_KEY, False
+
+    def child_loc() -> Loc:
+        if not stack:
+            return ()
+        top = stack[-1]
+        if isinstance(top.value, list):
+            return (*top.loc, len(top.value))
+        return (*top.loc, top.key_text)
+
+    def wants_key() -> bool:
+        return bool(stack) and isinstance(stack[-1].value, dict) and stack[-1].key is _NO_KEY
+
+    while not loader.check_event(yaml.DocumentEndEvent):
+        event: Any = loader.get_event()
+        mark: Any = event.start_mark
+        line = mark.line + 1
+        if isinstance(event, yaml.ScalarEvent) and wants_key():
+            top = stack[-1]
+            text = str(event.value)
+            if text in top.raw_keys:
+                raise ConfigError(
+                    "this key appears twice in the same mapping",
+                    source=source,
+                    line=line,
+                    field=field_name((*top.loc, text)),
+                )
+            top.raw_keys.add(text)
+            own += 1
+            top.size += 1
+            top.merging = text == _MERGE and event.implicit[0]
+            top.key = _MERGE if top.merging else _scalar(loader, event)
+            top.key_text = text
+            lines[(*top.loc, text)] = line
+            if event.anchor is not None:
+                anchors[event.anchor] = (top.key, line, 1)
+        elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor in building:
+                    raise ConfigError(
+                        "an alias (*name) inside the value it names (&name) repeats "
+                        "forever; write the value out",
+                        source=source,
+                        line=anchors[event.anchor][1],
+                    )
+                if event.anchor not in anchors:
+                    raise yaml.composer.ComposerError(None, None, "found undefined alias", mark)
+                value, line, count = anchors[event.anchor]
+            else:
+                value, count = _scalar(loader, event), 1
+                own += 1
+                if event.anchor is not None:
+                    anchors[event.anchor] = (value, line, 1)
+            if wants_key():  # an alias as a key
+                top = stack[-1]
+                try:
+                    hash(value)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        None,
+                        "found unhashable key",
+                        mark,
+                    ) from None
+                top.key, top.key_text = value, str(value)
+                top.size = min(top.size + count, _CAP)
+                lines[(*top.loc, top.key_text)] = line
+            else:
+                place(value, line, count)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            if wants_key():
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", None, "found unhashable key", mark
+                )
+            mapping = isinstance(event, yaml.MappingStartEvent)
+            tag = event.tag if event.tag not in (None, "!") else (_MAP if mapping else _SEQ)
+            if tag != (_MAP if mapping else _SEQ):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the tag {tag} is not one alertd reads (a plain mapping or list)",
+                    mark,
+                )
+            loc = child_loc()
+            if stack and isinstance(stack[-1].value, list):
+                lines.setdefault(loc, line)
+            elif not stack:
+                lines.setdefault((), line)
+            opened = _Open({} if mapping else [], loc, event.anchor, key=_NO_KEY)
+            own += 1
+            if event.anchor is not None:
+                building.add(event.anchor)
+                anchors[event.anchor] = (opened.value, line, 1)
+            stack.append(opened)
+        else:  # the end of a mapping or a sequence
+            done = stack.pop()
+            if isinstance(done.value, dict) and done.merges:
+                _merge(done.value, done.merges, mark)
+                merged_at = lines.get((*done.loc, _MERGE), 0)
+                for key in done.value:
+                    lines.setdefault((*done.loc, str(key)), merged_at)
+            if first_over is None and done.size > MIN_EXPANDED_VALUES:
+                first_over = lines.get(done.loc)  # the smallest part over: where to look
+            if done.anchor is not None:
+                building.discard(done.anchor)
+                value, line, _ = anchors[done.anchor]
+                anchors[done.anchor] = (value, line, done.size)
+            place(done.value, lines.get(done.loc, 0), done.size)
+    loader.get_event()  # document end
+    limit = max(MIN_EXPANDED_VALUES, own * (1 + MAX_EXPANSION))
+    if size > limit:
+        raise ConfigError(
+            f"aliases (*name) expand this file's {own:,} values to more than {limit:,}; "
+            "write the repeated values out, or repeat less",
+            source=source,
+            line=first_over,
+        )
+    if not loader.check_event(yaml.StreamEndEvent):
+        event = loader.get_event()
+        raise yaml.composer.ComposerError(
+            "expected a single document in the stream",
+            None,
+            "but found another document",
+            event.start_mark,
+        )
+    return result, lines
+
+
 def parse_yaml(text: str, source: str) -> YamlDoc:
-    """Parse ``text`` once: the node tree gives the lines, the same tree gives the data."""
+    """Parse ``text`` once, from the parser's events: its data and the line of each part."""
     if len(text) > MAX_FILE_BYTES:  # characters: never fewer than the bytes they came from
         raise _too_large(source)
     loader = _LOADER(text)
     try:
-        node = loader.get_single_node()
-        index = _Index(source)
-        if node is not None:  # on the nodes: nothing is copied out to count
-            check_expansion(index, index.walk(node, ()))
-        data = None if node is None else loader.construct_document(node)
+        data, lines = _build(loader, source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -193,7 +329,7 @@ def parse_yaml(text: str, source: str) -> YamlDoc:
         raise ConfigError(f"YAML error: {exc}", source=source) from None
     finally:
         loader.dispose()
-    return YamlDoc(source, data, index.lines)
+    return YamlDoc(source, data, lines)
 
 
 def read_text(path: Path, source: str, missing: str = "no such file") -> str:

@@ -388,6 +388,7 @@ class Store:
         self._each("feed", "closed", self._load_closure)
         self._each("queries", "queries", self._load_query)
         self._each("searches", "searches", self._load_search)
+        self._storage("searches").release()  # its parsed copy goes before the next file's
         self._each("outbox", "jobs", self._load_job)
         self._each("done", "rows", self._load_done)
         self._each("outbox", "rows", self._load_owed)
@@ -659,11 +660,10 @@ class Store:
     def prime(self, search: SavedSearch, job_ids: Iterable[str], now: datetime) -> int:
         """Record jobs as seen by a search without owing any alert for them."""
         state = self.searches.get(search.name) or self.begin_priming(search, now)
-        fresh = set(job_ids) - state.seen
+        fresh = state.seen.update(job_ids)
         if fresh:
-            state.seen |= fresh
             self._dirty.add("searches")
-        return len(fresh)
+        return fresh
 
     def mark_primed(self, search: SavedSearch, now: datetime) -> None:
         """From now on, this search's new matches are owed as alerts."""
@@ -685,7 +685,7 @@ class Store:
         for job in new_jobs.values():
             for target in search.targets:
                 self._owe(target.key, job, search.name, now)
-        state.seen |= set(new_jobs)
+        state.seen.update(new_jobs)
         self._dirty.update(("outbox", "searches"))
         return len(new_jobs)
 
@@ -763,9 +763,7 @@ class Store:
             return 0
         dropped = 0
         for state in self.searches.values():
-            before = len(state.seen)
-            state.seen -= ids
-            dropped += before - len(state.seen)
+            dropped += state.seen.discard_all(ids)
         if dropped:
             self._dirty.add("searches")
         return dropped

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -25,6 +24,7 @@ from alertd.models import (
     OutboxRow,
     Pay,
     SearchState,
+    SeenIds,
     format_time,
     parse_time,
 )
@@ -285,22 +285,23 @@ def search_doc(state: SearchState) -> dict[str, Any]:
     }
 
 
-def pack_ids(ids: set[str]) -> str | list[str]:
+def pack_ids(ids: Iterable[str]) -> str | list[str]:
     """Seen ids as one space-separated string: loading a list of 500,000 strings costs
     several times the memory of the ids themselves. A list when an id has white space."""
     ordered = sorted(ids)
-    if any(len(i.split()) != 1 for i in ordered):
+    packed = " ".join(ordered)
+    if len(packed.split()) != len(ordered):  # an id with white space, or an empty one
         return ordered
-    return " ".join(ordered)
+    return packed
 
 
-def unpack_ids(value: object) -> set[str]:
-    """The seen ids ``_pack_ids`` wrote (or a plain list), interned: searches sharing a
+def unpack_ids(value: object) -> SeenIds:
+    """The seen ids ``pack_ids`` wrote (or a plain list), interned: searches sharing a
     query hold the same ids, once in memory."""
     items: Iterable[object] = value.split() if isinstance(value, str) else ()
     if isinstance(value, list):
         items = value
-    return {sys.intern(str(i)) for i in items}
+    return SeenIds(str(i) for i in items)
 
 
 def search_from_doc(doc: Mapping[str, Any], epoch: datetime) -> SearchState:

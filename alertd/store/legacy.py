@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alertd.errors import StoreError
-from alertd.models import DeliveryStatus, Event, Job, SearchState, parse_time
+from alertd.models import DeliveryStatus, Event, Job, SearchState, SeenIds, parse_time
 from alertd.store.files import read_json_file, row_from_doc
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def migrate_legacy(store: Store, legacy: Path) -> None:
             owner=str(doc.get("config") or ""),
             since=since or epoch,
             primed=bool(doc.get("primed")),
-            seen=seen.get(name, set()),
+            seen=SeenIds(seen.get(name, ())),
         )
     if until is not None:  # 0.1 read the feed once for every config in the directory
         for owner in {s.owner for s in store.searches.values()} or {""}:
