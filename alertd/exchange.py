@@ -38,7 +38,8 @@ urllib3's ``util.connection.create_connection`` hands the send each socket it
 connects. All three do what they did unless the current context holds an ``Exchange``, which only a
 delivery's worker sets: nothing else in the process (or using requests beside alertd)
 changes. alertd's own Discord and Slack posts (httpx) read their answer through
-``Exchange.read`` too and never follow redirects.
+``Exchange.read`` too, hand their sockets over the same way (``keep_connections``) and
+never follow redirects.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
+import httpx
 import requests
 import requests.adapters
 import urllib3.exceptions
@@ -204,6 +207,50 @@ def run_bounded(exchange: Exchange, work: Callable[[], Any], stop: threading.Eve
             exchange.abandon()
             break
     return finished
+
+
+# -- httpx, as alertd's own Discord and Slack posts use it -------------------------------
+
+
+class _KeptBackend(httpcore.NetworkBackend):
+    """httpcore's own sockets, each handed to ``exchange`` as it connects."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        sock = stream.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            self.exchange.connected(sock)
+        return stream
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return self.inner.connect_unix_socket(path, timeout, socket_options)
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+def keep_connections(client: httpx.Client, exchange: Exchange) -> httpx.Client:
+    """``client`` with every socket it connects (directly or to a proxy from the
+    environment) handed to ``exchange``, so that an abandon cuts a target trickling its
+    headers. httpx takes no network backend; its pools are the one place to give it one
+    (as ``api._bind_sockets`` does)."""
+    for transport in (client._transport, *client._mounts.values()):
+        if isinstance(transport, httpx.HTTPTransport):
+            transport._pool._network_backend = _KeptBackend(exchange)
+    return client
 
 
 # -- requests, as apprise uses it ------------------------------------------------------

@@ -8,7 +8,10 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from alertd.deliver import send
+import pytest
+
+from alertd import deliver
+from alertd.deliver import Webhook, send
 from alertd.models import Job, Target
 from alertd.render import Item, Message
 from tests.rawserver import RawServer
@@ -32,12 +35,21 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_sends_to_a_target_trickling_its_headers_leave_no_thread_or_socket() -> None:
+@pytest.mark.parametrize("kind", ["apprise", "discord"])
+def test_sends_to_a_target_trickling_its_headers_leave_no_thread_or_socket(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: each send left its worker reading the headers (and its socket open) for
-    as long as the target trickled; a daemon retrying such a target piled them up."""
+    as long as the target trickled; a daemon retrying such a target piled them up. Both
+    ways out: apprise's requests, and alertd's own httpx post to a Discord webhook."""
     server = RawServer(trickled_headers)
     try:
-        target = Target.for_url(server.url.replace("http://", "json://") + "/hook", "hook")
+        if kind == "discord":
+            hook = Webhook("Discord", f"{server.url}/api/webhooks/1/tok")
+            monkeypatch.setattr(deliver, "webhook_for", lambda url: hook)
+            target = Target.for_url("discord://1/tok", "discord")
+        else:
+            target = Target.for_url(server.url.replace("http://", "json://") + "/hook", "hook")
         send(target, MESSAGE, timeout=0.5)  # apprise loads its plugins once
         time.sleep(0.5)
         threads, fds = send_threads(), open_fds()
@@ -48,6 +60,23 @@ def test_sends_to_a_target_trickling_its_headers_leave_no_thread_or_socket() -> 
         while (send_threads(), open_fds()) > (threads, fds) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert send_threads() == threads
+        assert open_fds() <= fds
+    finally:
+        server.close()
+
+
+def test_a_webhook_post_outside_a_bounded_send_keeps_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """post_webhook called on its own (no send's exchange) closes what it kept."""
+    server = RawServer(lambda conn, stop: conn.sendall(b"HTTP/1.1 204 No\r\n\r\n"))
+    try:
+        hook = Webhook("Discord", f"{server.url}/api/webhooks/1/tok")
+        deliver.post_webhook(hook.endpoint, hook, {"content": "warm"}, 2.0)
+        fds = open_fds()
+        for _ in range(5):
+            assert deliver.post_webhook(hook.endpoint, hook, {"content": "hi"}, 2.0).accepted
+        time.sleep(0.2)
         assert open_fds() <= fds
     finally:
         server.close()
