@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 import struct
 import time
 import zlib
@@ -255,6 +256,18 @@ class _BusyError(Exception):
     """Another process held the lock longer than a write takes."""
 
 
+def _check_own(fd: int) -> None:
+    """OSError unless ``fd`` is a file of its own: a regular file with no other name.
+    Another name (a hard link planted by whoever can write the state directory, where
+    the kernel's protected_hardlinks is off) would have alertd rewrite and truncate
+    whatever file it also names."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "it is not a regular file")
+    if info.st_nlink != 1:
+        raise OSError(errno.EMLINK, "it has another name (a hard link)")
+
+
 class SharedWindow:
     """The window in ``state_dir/api-budget``, shared by every process that opens it.
 
@@ -290,6 +303,7 @@ class SharedWindow:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.path, flags, 0o600)
         try:
+            _check_own(fd)
             self._lock(fd)
             now = self.clock()
             data = os.pread(fd, 1 << 20, 0)

@@ -57,3 +57,21 @@ def test_a_lock_free_again_resets_the_busy_time(
         window.give_back()
         time.sleep(0.35)
     assert window.fallback is None
+
+
+def test_a_hard_link_planted_as_the_window_is_never_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """api-budget as a second name of another file (a hard link): alertd counts alone
+    after one WARNING and never rewrites or truncates that file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the operator's own file\n" * 100)
+    os.link(victim, state / BUDGET_FILE)
+    with caplog.at_level(logging.WARNING, logger="alertd.budget"):
+        window = budget.open_window(state, 30.0, create=True)
+        assert window.take(5, SPAN)[0] == 0.0
+    assert not isinstance(window, SharedWindow)
+    assert "hard link" in caplog.text
+    assert victim.read_text() == "the operator's own file\n" * 100
