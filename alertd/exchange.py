@@ -31,11 +31,13 @@ apprise sends with ``requests`` (``requests.post(...)`` with a new ``Session`` e
 time; apprise 2.3 runs it on its own executor, copying the caller's ``contextvars``
 (its ``submit_with_context``), and one that calls it in the caller's thread keeps them
 too: the ``Exchange`` is found; ``test_hostile_delivery.py`` fails if that stops).
-Two methods of ``requests`` are wrapped, once, for every session: ``Session.
+Three methods of ``requests`` are wrapped, once, for every session: ``Session.
 get_redirect_target`` (requests' documented place for the redirect decision) answers
-"none" and ``HTTPAdapter.build_response`` reads the answer under the limits; and
-urllib3's ``util.connection.create_connection`` hands the send each socket it
-connects. All three do what they did unless the current context holds an ``Exchange``, which only a
+"none", ``HTTPAdapter.build_response`` reads the answer under the limits, and
+``HTTPAdapter.send`` forgets what the send's previous request was answered (a login's
+2xx before a message that never got its answer is not the message's); and urllib3's
+``util.connection.create_connection`` hands the send each socket it connects. All four
+do what they did unless the current context holds an ``Exchange``, which only a
 delivery's worker sets: nothing else in the process (or using requests beside alertd)
 changes. alertd's own Discord and Slack posts (httpx) read their answer through
 ``Exchange.read`` too, hand their sockets over the same way (``keep_connections``) and
@@ -123,6 +125,13 @@ class Exchange:
             held, self.connections = self.connections, []
         for sock in held:
             sock.close()
+
+    def sending(self) -> None:
+        """Another request of the send goes out: what an earlier one was answered no
+        longer says whether the target has the message (a login's 2xx is not the
+        message's)."""
+        self.accepted = None
+        self.cut = None
 
     def answered(self, method: str, status: int, location: str | None) -> None:
         """A request got its status line: remember what it means for the send."""
@@ -316,6 +325,18 @@ def _read1(resp: Any, exchange: Exchange) -> Iterable[bytes]:
         yield chunk
 
 
+def _fresh_request(original: Callable[..., requests.Response]) -> Callable[..., Any]:
+    def send(
+        self: requests.adapters.HTTPAdapter, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
+        exchange = current()
+        if exchange is not None:
+            exchange.sending()
+        return original(self, request, **kwargs)
+
+    return send
+
+
 def _kept_connection(original: Callable[..., socket.socket]) -> Callable[..., socket.socket]:
     def create_connection(*args: Any, **kwargs: Any) -> socket.socket:
         sock = original(*args, **kwargs)
@@ -336,6 +357,7 @@ def _install() -> None:
         return
     session.get_redirect_target = _no_redirect(session.get_redirect_target)
     adapter.build_response = _bounded_answer(adapter.build_response)
+    adapter.send = _fresh_request(adapter.send)
     connection: Any = urllib3.util.connection
     connection.create_connection = _kept_connection(connection.create_connection)
     session._alertd_bounded = True

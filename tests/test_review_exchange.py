@@ -9,9 +9,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from alertd import deliver
-from alertd.deliver import Webhook, send
+from alertd.deliver import Outcome, Webhook, _judge, send
+from alertd.exchange import Exchange, run_bounded
 from alertd.models import Job, Target
 from alertd.render import Item, Message
 from tests.rawserver import RawServer
@@ -80,3 +82,53 @@ def test_a_webhook_post_outside_a_bounded_send_keeps_no_descriptor(
         assert open_fds() <= fds
     finally:
         server.close()
+
+
+def test_a_login_accepted_before_a_message_never_answered_is_not_a_send() -> None:
+    """A plugin that logs in (a POST answered 200) and then posts the message, which is
+    never answered: the login's 2xx is not the message's. Before, the alert was counted
+    as sent (lost)."""
+    login = RawServer(lambda conn, stop: conn.sendall(OK))
+    silent = RawServer(lambda conn, stop: stop.wait(30) and None)
+    try:
+
+        def plugin() -> Outcome:
+            requests.post(f"{login.url}/login", data=b"user", timeout=5)
+            requests.post(f"{silent.url}/message", data=b"the alert", timeout=5)
+            return Outcome(True)
+
+        exchange = Exchange(0.5)
+        finished = run_bounded(exchange, plugin, threading.Event())
+        outcome = _judge(Target.for_url("json://x/y", "hook"), exchange, finished, stopped=False)
+        assert not outcome.accepted and outcome.unknown, outcome
+    finally:
+        login.close()
+        silent.close()
+
+
+def test_the_message_s_own_2xx_is_still_a_send_after_a_login() -> None:
+    login = RawServer(lambda conn, stop: conn.sendall(OK))
+    trickle = RawServer(lambda conn, stop: trickled_body(conn, stop))
+    try:
+
+        def plugin() -> Outcome:
+            requests.post(f"{login.url}/login", data=b"user", timeout=5)
+            requests.post(f"{trickle.url}/message", data=b"the alert", timeout=5)
+            return Outcome(False, "the answer was not JSON")  # cut: a plugin may say so
+
+        exchange = Exchange(0.5)
+        finished = run_bounded(exchange, plugin, threading.Event())
+        outcome = _judge(Target.for_url("json://x/y", "hook"), exchange, finished, stopped=False)
+        assert outcome.accepted, outcome
+    finally:
+        login.close()
+        trickle.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+def trickled_body(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    while not stop.wait(0.2):
+        conn.sendall(b".")
