@@ -139,6 +139,10 @@ class Exchange:
         self.accepted = status if 200 <= status < 300 and method.upper() in BODY_METHODS else None
         if 300 <= status < 400 and location is not None and self.redirect is None:
             self.redirect = f"{status} to {_origin(location)}"
+        if self.accepted is not None:
+            # The message got through after a request of the plugin's was redirected
+            # (a lookup): calling the send a failure would send the message twice.
+            self.redirect = None
 
     def read(self, chunks: Iterable[bytes]) -> bytes:
         """The answer from ``chunks``, stopped at ``max_answer`` bytes or the deadline

@@ -132,3 +132,30 @@ def trickled_body(conn: socket.socket, stop: threading.Event) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
     while not stop.wait(0.2):
         conn.sendall(b".")
+
+
+def test_a_redirected_lookup_before_an_accepted_message_is_a_send() -> None:
+    """A plugin whose first request (a lookup) is redirected, and which then posts the
+    message, answered 200: the target has it. Before, the earlier redirect made the send
+    a failure, and the alert was sent again."""
+    moved = RawServer(
+        lambda conn, stop: conn.sendall(
+            b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.invalid/\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    )
+    target = RawServer(lambda conn, stop: conn.sendall(OK))
+    try:
+
+        def plugin() -> Outcome:
+            requests.get(f"{moved.url}/lookup", timeout=5)
+            answer = requests.post(f"{target.url}/message", data=b"the alert", timeout=5)
+            return Outcome(answer.ok)
+
+        exchange = Exchange(5.0)
+        finished = run_bounded(exchange, plugin, threading.Event())
+        outcome = _judge(Target.for_url("json://x/y", "hook"), exchange, finished, stopped=False)
+        assert outcome.accepted, outcome
+    finally:
+        moved.close()
+        target.close()
