@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 import struct
 import time
 import zlib
@@ -61,6 +62,7 @@ FLIGHT_GRACE = 5.0  # past a request's own deadline before a vanished owner's sl
 IN_FLIGHT_POLL = 0.25  # when other processes' requests in flight fill the window
 BUSY_WAIT = 0.05  # when another process holds the lock for long (stopped mid-write?)
 LOCK_TRIES = 20  # of a non-blocking lock, a millisecond apart, before BUSY_WAIT
+BUSY_LIMIT = 10.0  # seconds busy without a break: the holder is stuck, or not an alertd
 MAX_HOLD = 900.0 + 60.0  # the longest Retry-After honoured (api.MAX_RETRY_AFTER), plus slack
 MAX_ENTRIES = 10_000  # more than any window can hold: a file with more is not ours
 
@@ -254,6 +256,18 @@ class _BusyError(Exception):
     """Another process held the lock longer than a write takes."""
 
 
+def _check_own(fd: int) -> None:
+    """OSError unless ``fd`` is a file of its own: a regular file with no other name.
+    Another name (a hard link planted by whoever can write the state directory, where
+    the kernel's protected_hardlinks is off) would have alertd rewrite and truncate
+    whatever file it also names."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "it is not a regular file")
+    if info.st_nlink != 1:
+        raise OSError(errno.EMLINK, "it has another name (a hard link)")
+
+
 class SharedWindow:
     """The window in ``state_dir/api-budget``, shared by every process that opens it.
 
@@ -274,6 +288,7 @@ class SharedWindow:
         self.last = Shared()  # as last read: what a fallback starts from
         self.fallback: LocalWindow | None = None
         self.file_ops = 0  # times the file was locked and read (for tests, measurements)
+        self.busy_since: float | None = None  # (time.monotonic) found locked since
 
     def check(self) -> None:
         """Open, lock and read the file once (OSError when it cannot be used)."""
@@ -288,6 +303,7 @@ class SharedWindow:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.path, flags, 0o600)
         try:
+            _check_own(fd)
             self._lock(fd)
             now = self.clock()
             data = os.pread(fd, 1 << 20, 0)
@@ -367,8 +383,20 @@ class SharedWindow:
                     state.flying.append(Flight(os.getpid(), number, now, self.longest))
             if number:
                 self.mine.append(number)  # once it is written
+            self.busy_since = None
             return wait, held
         except _BusyError:
+            # A write holds the lock for microseconds. Kept for BUSY_LIMIT, it is kept by
+            # a process stopped mid-write, or by one that is not an alertd (any process
+            # that can open the file can lock it): counting alone beats waiting for good.
+            busy = time.monotonic()
+            if self.busy_since is None:
+                self.busy_since = busy
+            elif busy - self.busy_since >= BUSY_LIMIT:
+                stuck = OSError(
+                    errno.EWOULDBLOCK, f"locked by another process for {BUSY_LIMIT:.0f}s"
+                )
+                return self._lost(stuck).take(per_minute, span)
             return BUSY_WAIT, 0.0
         except OSError as exc:
             return self._lost(exc).take(per_minute, span)

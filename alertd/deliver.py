@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import apprise
 import httpx
 
-from alertd.exchange import Exchange, Finished, current, run_bounded
+from alertd.exchange import Exchange, Finished, current, keep_connections, run_bounded
 from alertd.models import Target
 from alertd.render import (
     Channel,
@@ -199,8 +199,13 @@ def post_webhook(
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     try:
         with (
-            httpx.Client(
-                verify=_trust(), timeout=httpx.Timeout(timeout, read=wait), follow_redirects=False
+            keep_connections(
+                httpx.Client(
+                    verify=_trust(),
+                    timeout=httpx.Timeout(timeout, read=wait),
+                    follow_redirects=False,
+                ),
+                exchange,
             ) as client,
             client.stream("POST", hook.endpoint, json=payload, headers=headers) as response,
         ):
@@ -211,6 +216,8 @@ def post_webhook(
         return Outcome(False, f"no answer within {wait:g}s (it may have arrived)", unknown=True)
     except Exception as exc:  # any httpx or TLS error: a failed send, never a crash
         return Outcome(False, mask.redact(f"{hook.service}: {type(exc).__name__}: {exc}"))
+    finally:
+        exchange.release()  # the connection is closed: its duplicate goes too
     if 200 <= status < 300:
         return Outcome(True)
     detail = mask.redact(body[:300].decode("utf-8", "replace").strip())
