@@ -272,7 +272,10 @@ class SharedWindow:
     """The window in ``state_dir/api-budget``, shared by every process that opens it.
 
     ``longest`` is the longest one request of this process may take (its deadline): a
-    slot left in flight by a process that died ends then. Each call opens the file by
+    slot left in flight by a process that died ends then, or ``MAX_HOLD`` after it
+    started when the deadline is longer (``request_timeout: 1h``): the API counted the
+    request when it arrived, soon after it started, so a longer hold protects nothing,
+    and a file saying more would be taken for one no process wrote. Each call opens the file by
     its path, so a file deleted or replaced is found again by every process alike, and
     reads ``clock`` once it holds the lock, so no other process's stamp is newer.
     """
@@ -281,7 +284,7 @@ class SharedWindow:
         self, path: Path, longest: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.path = path
-        self.longest = longest
+        self.longest = min(longest, MAX_HOLD)
         self.clock = clock
         self.mine: collections.deque[int] = collections.deque()
         self.hold_until = 0.0  # ours, in case the file could not take it

@@ -117,6 +117,19 @@ def test_a_killed_process_s_slot_ends_at_its_deadline(tmp_path: Path) -> None:
     assert other.take(1, SPAN)[0] == 0.0
 
 
+def test_a_request_timeout_past_the_longest_hold_is_not_taken_for_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``request_timeout: 1h`` is a valid setting: its slot in flight must not make the
+    file look like one no process wrote (which cost every process a minute)."""
+    path = tmp_path / BUDGET_FILE
+    first, second = SharedWindow(path, 3600.0), SharedWindow(path, 30.0)
+    assert first.take(5, SPAN)[0] == 0.0  # in flight, with an hour's deadline
+    with caplog.at_level(logging.WARNING):
+        assert second.take(5, SPAN)[0] == 0.0
+    assert "unreadable" not in caplog.text
+
+
 @pytest.mark.parametrize("damage", ["garbled", "torn", "empty-looking"])
 def test_an_unreadable_window_counts_as_full_for_a_minute(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
@@ -354,6 +367,7 @@ searches:
 """
 
 
+@pytest.mark.slow
 def test_run_once_preview_and_facets_together_never_pass_the_limit(
     limited: StandInServer, tmp_path: Path
 ) -> None:

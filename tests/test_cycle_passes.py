@@ -83,6 +83,7 @@ def test_the_cap_counts_both_deliveries_of_a_cycle(
     assert send.messages == [1] * 15 + [10]
 
 
+@pytest.mark.slow
 def test_a_query_whose_last_try_failed_waits_for_the_others(
     standin: StandInServer, write_config: WriteConfig, state_dir: Path
 ) -> None:

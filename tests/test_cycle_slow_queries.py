@@ -14,15 +14,20 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from alertd.market import Market
 from alertd.standin import Fault, StandInServer
 from tests.conftest import ALERTD, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 
+pytestmark = pytest.mark.slow  # each runs a daemon for 20-65 s: CI runs them apart
+
 
 def slow_config(write_config: WriteConfig, webhook: WebhookCollector, slow: int) -> Path:
     """``fast`` (an exact filter, alerted from the feed) first, then ``slow`` searches."""
     lines = [
+        "log_level: DEBUG",  # a search's own priming line, logged when it primes
         "poll_interval: 5s",
         "request_timeout: 30s",
         "searches:",
@@ -135,7 +140,7 @@ def test_what_a_free_text_query_found_goes_out_before_a_failing_query_is_tried(
     # behind the failing query's 30 s in the same cycle.
     trickle(standin, 1)
     config = write_config(
-        "poll_interval: 5s\nrequest_timeout: 30s\nsearches:\n"
+        "log_level: DEBUG\npoll_interval: 5s\nrequest_timeout: 30s\nsearches:\n"
         f"  - name: words\n    q: violin\n    notify: ['{webhook.url}']\n"
         "  - name: slow0\n    category: Slow0\n"
     )
@@ -164,7 +169,7 @@ def test_what_owed_queries_found_goes_out_before_a_new_querys_first_try(
     # try costs its 30 s: the free-text job found before it must not wait for it.
     trickle(standin, 3)
     config = write_config(
-        "poll_interval: 5s\nrequest_timeout: 30s\nsearches:\n"
+        "log_level: DEBUG\npoll_interval: 5s\nrequest_timeout: 30s\nsearches:\n"
         f"  - name: words\n    q: violin\n    notify: ['{webhook.url}']\n"
         + "".join(f"  - name: slow{n}\n    category: Slow{n}\n" for n in range(3))
     )
