@@ -128,6 +128,7 @@ def few_descriptors() -> None:  # in the daemon: what a small container or a uni
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
 
+@pytest.mark.slow
 def test_250_idle_metrics_connections_do_not_stop_the_daemon_delivering(
     write_config: WriteConfig,
     run_cli: RunCli,

@@ -99,7 +99,7 @@ def test_a_login_accepted_before_a_message_never_answered_is_not_a_send() -> Non
             requests.post(f"{silent.url}/message", data=b"the alert", timeout=5)
             return Outcome(True)
 
-        exchange = Exchange(0.5)
+        exchange = Exchange(2.0)  # room for the login on a busy machine
         finished = run_bounded(exchange, plugin, threading.Event())
         outcome = _judge(Target.for_url("json://x/y", "hook"), exchange, finished, stopped=False)
         assert not outcome.accepted and outcome.unknown, outcome
@@ -118,7 +118,7 @@ def test_the_message_s_own_2xx_is_still_a_send_after_a_login() -> None:
             requests.post(f"{trickle.url}/message", data=b"the alert", timeout=5)
             return Outcome(False, "the answer was not JSON")  # cut: a plugin may say so
 
-        exchange = Exchange(0.5)
+        exchange = Exchange(2.0)  # room for the login on a busy machine
         finished = run_bounded(exchange, plugin, threading.Event())
         outcome = _judge(Target.for_url("json://x/y", "hook"), exchange, finished, stopped=False)
         assert outcome.accepted, outcome
