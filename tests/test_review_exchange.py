@@ -102,7 +102,10 @@ def test_a_login_accepted_before_a_message_never_answered_is_not_a_send() -> Non
         exchange = Exchange(2.0)  # room for the login on a busy machine
         finished = run_bounded(exchange, plugin, threading.Event())
         outcome = _judge(Target.for_url("json://x/y", "hook"), exchange, finished, stopped=False)
-        assert not outcome.accepted and outcome.unknown, outcome
+        # Not a send (the bug: the login's 200 counted). Whether it is told "unknown" or a
+        # failed connection depends on which of the worker's read and the caller's wait
+        # ends first at the deadline: both are retried, neither is "sent".
+        assert not outcome.accepted, outcome
     finally:
         login.close()
         silent.close()
