@@ -37,6 +37,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow  # 10 s each: five sends that run out their deadline
 @pytest.mark.parametrize("kind", ["apprise", "discord"])
 def test_sends_to_a_target_trickling_its_headers_leave_no_thread_or_socket(
     kind: str, monkeypatch: pytest.MonkeyPatch
