@@ -6,7 +6,7 @@
     ├── StoreError           the state file cannot be read, written or locked
     │   └── StateDamagedError     a state file is empty, unreadable, missing or foreign
     ├── ApiError             the OpenTrain API refused a request (4xx other than 429)
-    │   ├── ApiUnavailableError   no usable answer after retries (5xx, timeouts, bad JSON, 429)
+    │   ├── ApiUnavailableError   no usable answer (after retries, or at once: deadline, unreachable)
     │   └── ApiDataError          an answer whose job cannot be used at all (no id)
     └── StopRequestedError   a signal asked us to stop while we were waiting
 
@@ -83,7 +83,9 @@ class ApiError(AlertdError):
 
 
 class ApiUnavailableError(ApiError):
-    """No usable answer after the retries we allow ourselves (5xx, timeouts, bad bodies, 429)."""
+    """No usable answer: after the retries we allow ourselves (5xx, bad bodies, 429), or at
+    once when retrying cannot help this cycle (a whole deadline or size limit spent, the
+    API unreachable: ``code`` says which)."""
 
 
 class ApiDataError(ApiError):
