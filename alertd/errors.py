@@ -6,7 +6,7 @@
     ├── StoreError           the state file cannot be read, written or locked
     │   └── StateDamagedError     a state file is empty, unreadable, missing or foreign
     ├── ApiError             the OpenTrain API refused a request (4xx other than 429)
-    │   ├── ApiUnavailableError   no usable answer (after retries, or at once: deadline, unreachable)
+    │   ├── ApiUnavailableError   no answer (retried, or at once: deadline spent, unreachable)
     │   └── ApiDataError          an answer whose job cannot be used at all (no id)
     └── StopRequestedError   a signal asked us to stop while we were waiting
 
