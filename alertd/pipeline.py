@@ -1,9 +1,9 @@
 """One cycle: read the change feed, deliver what is ready, then ask again only what the
 changes can have touched, and deliver what that found.
 
-    feed ─▶ closures, events ─▶ read changed jobs ─▶ commit ─▶ deliver ─▶
+    feed ─▶ closures, events ─▶ read changed jobs ─▶ commit the outbox ─▶ deliver ─▶
     a share of the full refresh ─▶ owed queries ─▶ new searches ─▶ queries that failed
-    (after each one that asked something: commit ─▶ deliver) ─▶ commit
+    (after each one that asked something: commit the outbox ─▶ deliver) ─▶ commit
 
 Alerts matched from the feed (and those owed from before) go out before the cycle
 spends time on queries, so one slow query delays no one's alerts; the queries stop
@@ -803,7 +803,9 @@ def run_once(
         if progress and progress[-1] == now:
             return  # nothing found or asked since the last delivery
         progress.append(now)
-        store.commit()  # every owed row is on disk before anything is sent
+        # Every owed row is on disk before anything is sent; the seen ids, queries and
+        # feed position wait for the cycle's end (one searches.json write a cycle).
+        store.commit_owed()
         if report.stopped:
             return
         if not feed_ok:

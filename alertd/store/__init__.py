@@ -13,9 +13,10 @@ change, so that what a write costs follows the change and not the size of the st
   sent a job twice and ``alertd status`` can tell what happened.
 - ``searches.json``: per saved search, its filter fingerprint, its priming and every
   job id it has matched (the large, slow-changing part).
-- ``journal.jsonl``: each delivery's ``sending`` and its outcome, appended and fsynced
-  one line at a time, so "written before the send, outcome after" costs a line, not a
-  file. The journal is folded into the files at the next commit and replayed at start.
+- ``journal.jsonl``: each delivery's ``sending`` and its outcome, appended a line at a
+  time, so "written before the send, outcome after" costs a line, not a file; one fsync
+  a message, the outcome's, which carries its ``sending`` line to the disk with it. The
+  journal is folded into the files at the next commit and replayed at start.
 
 Everything is held in memory; ``commit`` writes the files that changed, each atomically
 (temp file, fsync, rename), in an order that makes every crash safe: delivered rows
@@ -276,6 +277,7 @@ class Store:
         self._unsaved: set[Key] = set()  # owed rows not yet in outbox.json
         self._journal_lines = 0
         self._journal_bytes = 0
+        self.fsyncs = 0  # of journal lines: what a delivery costs the disk beyond writes
 
     # -- opening and closing -------------------------------------------------
 
@@ -533,10 +535,22 @@ class Store:
 
     def commit(self) -> None:
         """Write every file that changed, in crash-safe order, then empty the journal."""
+        self._write(FILES)
+
+    def commit_owed(self) -> None:
+        """Write what a send needs on disk: the delivered and the owed rows (``done`` and
+        ``outbox``). They head the commit order, so stopping after them is as safe as a
+        crash mid-``commit``; the seen ids, the queries and the feed position wait for the
+        cycle's ``commit``, and a delivery step does not rewrite ``searches.json``."""
+        self._write(FILES[:2])
+
+    def _write(self, files: Sequence[str]) -> None:
+        """Write those of ``files`` (a head of ``FILES``) that changed, in order; then
+        empty the journal, whose every line is about rows in the first two."""
         if self.read_only:
-            self._dirty.clear()
+            self._dirty.difference_update(files)
             return
-        for name in FILES:
+        for name in files:
             if name not in self._dirty:
                 continue
             self._serialize(name)
@@ -612,8 +626,17 @@ class Store:
         )
 
     def _journal(self, *entries: dict[str, Any]) -> None:
-        """Append delivery steps and fsync them once: the send waits until they are on
-        disk (a message listing 500 jobs is one write, not 500)."""
+        """Append delivery outcomes and fsync them once: they are on disk before the next
+        send (a message listing 500 jobs is one write, not 500)."""
+        self._append(entries, sync=True)
+
+    def _note(self, *entries: dict[str, Any]) -> None:
+        """Append ``sending`` lines without an fsync of their own: a kill leaves them in
+        the file, and the outcome's fsync makes them durable with it. A power loss before
+        that loses both, and the row is owed again, as a ``sending`` row would be."""
+        self._append(entries, sync=False)
+
+    def _append(self, entries: Sequence[dict[str, Any]], *, sync: bool) -> None:
         if self.read_only or not entries:
             return
         lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
@@ -621,7 +644,9 @@ class Store:
             fd = open_nofollow(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, lines.encode())
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
+                    self.fsyncs += 1
             finally:
                 os.close(fd)
         self._journal_lines += len(entries)
@@ -881,16 +906,17 @@ class Store:
         ]
 
     def mark_sending(self, alert: Alert, now: datetime) -> None:
-        """Written (a journal line, fsynced) just before the send, so a crash mid-send is
-        visible after a restart."""
+        """Written (a journal line) just before the send, so a crash mid-send is visible
+        after a restart: the row is owed again, its attempt counted."""
         self.mark_sending_all([alert], now)
 
     def mark_sending_all(self, alerts: Sequence[Alert], now: datetime) -> None:
-        """``mark_sending`` for every alert one message carries, in one fsynced write."""
+        """``mark_sending`` for every alert one message carries, in one write (no fsync of
+        its own: see ``_note``)."""
         keys = [(a.target_key, a.job.id) for a in alerts]
         if any(key in self._unsaved for key in keys):
-            self.commit()  # the rows must be on disk before their journal lines mean anything
-        self._journal(
+            self.commit_owed()  # the rows must be on disk before their journal lines mean anything
+        self._note(
             *(
                 {
                     "op": "sending",
