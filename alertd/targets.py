@@ -41,11 +41,53 @@ def _privacy_form(url: str) -> str | None:
     """The URL as apprise prints it with privacy on; None when apprise cannot use it.
 
     Instantiating an apprise plugin is the costly part of loading a config with
-    thousands of targets: it is done once per URL, whatever is asked of it.
+    thousands of targets: it is done once per URL, whatever is asked of it, and once
+    per webhook endpoint for generic webhooks that differ only in their path.
     """
+    shape = _WEBHOOK_SHAPE.fullmatch(url)
+    if shape is None:
+        return _instantiated_form(url)
+    head, path, tail = shape.group("head", "path", "tail")
+    known = _webhook_forms.get((head, tail))
+    if known is None:
+        form = _instantiated_form(url)
+        at = _path_at(form, path)
+        if form is not None and at >= 0:  # only a usable endpoint that shows the path as is
+            if len(_webhook_forms) >= 65536:  # a daemon reloaded for months: bounded
+                _webhook_forms.clear()
+            _webhook_forms[(head, tail)] = (path, form, at)
+        return form
+    first_path, form, at = known
+    return form[:at] + path + form[at + len(first_path) :]
+
+
+def _instantiated_form(url: str) -> str | None:
     with quiet_apprise():  # nothing apprise logs here is shown: skip its log-masking work
         plugin = apprise.Apprise.instantiate(url, asset=_QUIET_ASSET, suppress_exceptions=True)
     return None if plugin is None else str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+
+
+# A generic webhook whose path is plain segments (letters, digits, '-', '_', '~', a '.'
+# not first): apprise neither checks nor hides nor rewrites such a path, it keeps it as
+# written and prints it after the host. So every URL that differs only there is usable
+# or not alike, and prints alike but for the path: one instantiation per endpoint (a
+# community's 10,000 webhooks on one relay cost one, not 10,000).
+_WEBHOOK_SHAPE = re.compile(
+    r"(?P<head>(?:json|xml|form)s?://[^/?#\\]*)"
+    r"(?P<path>(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+)"
+    r"(?P<tail>(?:\?[^#]*)?)"
+)
+_webhook_forms: dict[tuple[str, str], tuple[str, str, int]] = {}
+
+
+def _path_at(form: str | None, path: str) -> int:
+    """Where ``path`` stands in a webhook's private form: right after its host and port,
+    before the query (``json://host:port/path?method=POST...``); -1 when it is not there
+    as written."""
+    if form is None:
+        return -1
+    at = form.find("/", form.find("://") + 3)
+    return at if form.startswith(path + "?", at) else -1
 
 
 def check_url(url: str) -> str | None:
@@ -85,14 +127,16 @@ def _looks_like_token(part: str) -> bool:
     return len(part) >= 8 and any(c.isalpha() for c in part) and (digits or mixed)
 
 
-def _webhook_secrets(url: str) -> set[str]:
-    """Tokens in a generic webhook URL's path, and the values of its custom headers."""
+@functools.lru_cache(maxsize=65536)
+def _webhook_secrets(url: str) -> frozenset[str]:
+    """Tokens in a generic webhook URL's path, and the values of its custom headers
+    (worked out once per URL: its label and its secrets both ask)."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return set()
+        return frozenset()
     if parts.scheme.lower() not in _WEBHOOK_SCHEMES:
-        return set()
+        return frozenset()
     found = {unquote(p) for p in parts.path.split("/") if _looks_like_token(unquote(p))}
     for pair in parts.query.split("&"):  # not parse_qsl: it reads the header's '+' as a space
         key, _, value = (unquote(side) for side in pair.partition("="))
@@ -100,7 +144,7 @@ def _webhook_secrets(url: str) -> set[str]:
             found.add(value)  # and each word of it
             found |= {w for w in value.split() if w.lower() not in _AUTH_WORDS}
     found |= {quote for quote in (p.replace(" ", "%20") for p in found) if quote not in found}
-    return {part for part in found if len(part) >= MIN_SECRET_LENGTH}
+    return frozenset(part for part in found if len(part) >= MIN_SECRET_LENGTH)
 
 
 def env_secrets_in(url: str, values: Iterable[str], hidden: set[str]) -> set[str]:
