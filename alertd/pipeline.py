@@ -659,12 +659,32 @@ def deliver_due(
     queues: dict[str, deque[list[Alert]]] = {}
     for alerts in messages:
         queues.setdefault(alerts[0].target_key, deque()).append(alerts)
-    # Each target at its service's pace, the targets interleaved: a Telegram chat's
-    # one message a second never holds up a webhook.
+    try:
+        send_queued(config, targets, store, send, clock, report, stop, spent, queues)
+    finally:
+        store.sync_journal()  # the last outcomes on disk before the cycle goes on
+
+
+def send_queued(
+    config: Config,
+    targets: dict[str, Target],
+    store: Store,
+    send: Sender,
+    clock: Clock,
+    report: CycleReport,
+    stop: threading.Event,
+    spent: dict[str, int],
+    queues: dict[str, deque[list[Alert]]],
+) -> None:
+    """Send each target's queued messages. Each target at its service's pace, the
+    targets interleaved: a Telegram chat's one message a second never holds up a
+    webhook."""
     ready = Turns()
     while queues:
         key = ready.soonest(queues)
         wait = ready.get(key, 0.0) - time.monotonic()
+        if wait > 0:
+            store.sync_journal()  # no outcome waits out a pause unsynced
         if stop.is_set() or (wait > 0 and stop.wait(wait)):
             report.stopped = True
             return
