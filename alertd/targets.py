@@ -122,6 +122,8 @@ def _looks_like_token(part: str) -> bool:
     ``a1b2c3d4e5`` and ``kLmNoPqRsT`` do not)."""
     if len(part) >= 16:
         return True
+    if len(part) < 8:  # before looking at each character: most path segments are short
+        return False
     digits = any(c.isdigit() for c in part)
     mixed = any(c.isupper() for c in part) and any(c.islower() for c in part[1:])
     return len(part) >= 8 and any(c.isalpha() for c in part) and (digits or mixed)
@@ -131,14 +133,19 @@ def _looks_like_token(part: str) -> bool:
 def _webhook_secrets(url: str) -> frozenset[str]:
     """Tokens in a generic webhook URL's path, and the values of its custom headers
     (worked out once per URL: its label and its secrets both ask)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return frozenset()
-    if parts.scheme.lower() not in _WEBHOOK_SCHEMES:
-        return frozenset()
-    found = {unquote(p) for p in parts.path.split("/") if _looks_like_token(unquote(p))}
-    for pair in parts.query.split("&"):  # not parse_qsl: it reads the header's '+' as a space
+    shape = _WEBHOOK_SHAPE.fullmatch(url)  # most webhooks: no need to split the URL again
+    if shape is not None:
+        path, query = shape["path"], shape["tail"][1:]
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return frozenset()
+        if parts.scheme.lower() not in _WEBHOOK_SCHEMES:
+            return frozenset()
+        path, query = parts.path, parts.query
+    found = {p for p in map(unquote, path.split("/")) if _looks_like_token(p)}
+    for pair in query.split("&"):  # not parse_qsl: it reads the header's '+' as a space
         key, _, value = (unquote(side) for side in pair.partition("="))
         if key.startswith(("+", "-")) and value:  # a header or a payload field: its value,
             found.add(value)  # and each word of it
@@ -152,6 +159,9 @@ def env_secrets_in(url: str, values: Iterable[str], hidden: set[str]) -> set[str
     apprise hides (``hidden``, what ``url_secrets`` found), or that its private form does
     not show, or anywhere in a webhook's path or query (it shows them whole). A host, a
     user name, a word apprise shows anyway are not: ``smtp.${DOMAIN}`` stays readable."""
+    values = [value for value in values if len(value) >= MIN_SECRET_LENGTH and value in url]
+    if not values:  # most URLs of a large config: nothing taken from the environment
+        return set()
     try:
         parts = urlsplit(url)
         host, user = parts.hostname or "", unquote(parts.username or "")
@@ -161,8 +171,6 @@ def env_secrets_in(url: str, values: Iterable[str], hidden: set[str]) -> set[str
     private = _private_url(url)
     found = set()
     for value in values:
-        if len(value) < MIN_SECRET_LENGTH or value not in url:
-            continue
         if any(value in h or h in value for h in hidden):
             found.add(value)
         elif value in host or value == user:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import functools
 import glob
 import os
 import re
@@ -114,11 +115,18 @@ MAX_EXPANSION = 4  # the values aliases may add, as a multiple of the file's own
 MIN_EXPANDED_VALUES = 100_000  # ...or this many in all, whichever is more
 
 
+@functools.lru_cache(maxsize=4096)
+def _implicit_tag(value: str, implicit: tuple[bool, bool]) -> str:
+    """The tag a plain scalar resolves to: a function of its text alone for the safe
+    loader (it has no path resolvers), and a config repeats its keys 10,000 times."""
+    return str(_LOADER.resolve(_LOADER, yaml.ScalarNode, value, implicit))
+
+
 def _scalar(loader: Any, event: Any) -> Any:
     """A scalar event's value, as the safe loader constructs it."""
     tag = event.tag
     if tag is None or tag == "!":
-        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        tag = _implicit_tag(event.value, event.implicit)
     if tag == _STR:
         return event.value
     node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
