@@ -98,6 +98,7 @@ QUARANTINE = "quarantine"
 BROKEN_PREFIX = "broken-"
 
 Key = tuple[str, str]
+_LINE = json.JSONEncoder(separators=(",", ":"))  # one journal line: made once, not per line
 ONE = timedelta(seconds=1)
 T = TypeVar("T")
 
@@ -668,7 +669,7 @@ class Store:
     def _append(self, entries: Sequence[dict[str, Any]]) -> None:
         if self.read_only or not entries:
             return
-        lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
+        lines = "".join(_LINE.encode(e) + "\n" for e in entries)
         with self._writing(self.journal_path):
             fd = open_nofollow(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
@@ -943,13 +944,14 @@ class Store:
         keys = [(a.target_key, a.job.id) for a in alerts]
         if any(key in self._unsaved for key in keys):
             self.commit_owed()  # the rows must be on disk before their journal lines mean anything
+        at = format_time(now)
         self._note(
             *(
                 {
                     "op": "sending",
                     "target": key[0],
                     "job": key[1],
-                    "at": format_time(now),
+                    "at": at,
                     "attempts": alert.attempts + 1,
                 }
                 for key, alert in zip(keys, alerts, strict=True)
