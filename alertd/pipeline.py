@@ -35,13 +35,13 @@ from datetime import UTC, datetime, timedelta
 from alertd import plan
 from alertd.api import RETRY_DELAYS, UNREACHABLE_CODE, OpenTrainClient, SearchResult
 from alertd.budget import Window, open_window
+from alertd.config import Config
 from alertd.deliver import Outcome, Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
 from alertd.render import Channel, Item, Message, channel_for
-from alertd.settings import Config
 from alertd.store import Store
 from alertd.words import plural
 

@@ -21,12 +21,12 @@ from types import TracebackType
 from typing import Any
 
 from alertd.api import RETRY_DELAYS, OpenTrainClient
+from alertd.config import Config, load_config
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Target
 from alertd.pipeline import CycleReport, run_once
 from alertd.render import Message, render_plain
-from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
 
