@@ -22,7 +22,8 @@ Everything is held in memory; ``commit`` writes the files that changed, each ato
 before the outbox that no longer holds them, owed rows before the seen ids that stop
 them being found again, the feed position last. The lock (``lock.py``, one process per
 state directory), the delivery journal (``journal.py``) and the files' format
-(``files.py``) are modules of their own. A state from alertd 0.1 (``alertd.json``) is migrated on first open.
+(``files.py``) are modules of their own. A state from alertd 0.1 (``alertd.json``) is
+migrated on first open.
 """
 
 from __future__ import annotations
