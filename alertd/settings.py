@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from alertd.models import Filters, MinPay, Pace
+from alertd.subscriptions import MEMBER_PREFIX
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -129,12 +130,21 @@ class MinPaySpec(BaseModel):
         return self
 
 
+def _not_a_member_name(value: str) -> str:
+    if value.startswith(MEMBER_PREFIX):
+        raise ValueError(
+            f"names starting with {MEMBER_PREFIX!r} are kept for members' own searches; "
+            "rename this search"
+        )
+    return value
+
+
 class SearchSpec(BaseModel):
     """One saved search as written in the YAML."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
+    name: Annotated[str, AfterValidator(_not_a_member_name)] = Field(min_length=1)
     q: str | None = None
     category: str | None = None
     language: str | None = None
