@@ -41,7 +41,7 @@ from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedErro
 from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
-from alertd.render import Channel, Item, Message, channel_for
+from alertd.render import Channel, Item, Links, Message, channel_for
 from alertd.store import Store
 from alertd.subscriptions import Subscriptions, of_config
 from alertd.words import plural
@@ -680,7 +680,8 @@ def deliver_due(
         if not queues[key]:
             del queues[key]
         target = targets[key]
-        outcome = send_message(config, target, alerts, store, send, clock, report, titles)
+        links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
@@ -702,9 +703,11 @@ def send_message(
     clock: Clock,
     report: CycleReport,
     titles: Mapping[str, str] | None = None,
+    links: Links | None = None,
 ) -> Outcome:
     """One message to ``target`` for these alerts (one job, or a list); what it did.
-    ``titles``: searches' names as a person reads them, where not their ids."""
+    ``titles``: searches' names as a person reads them, where not their ids; ``links``:
+    a member's manage and unsubscribe links."""
     shown = titles or {}
     items = tuple(
         Item(a.job, tuple(shown.get(n, n) for n in a.searches), a.change, a.old_pay) for a in alerts
@@ -716,7 +719,7 @@ def send_message(
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
     store.mark_sending_all(alerts, clock())
-    outcome = send(target, Message(items, heading=heading))
+    outcome = send(target, Message(items, heading=heading, links=links))
     if outcome.accepted:
         store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)
