@@ -77,6 +77,8 @@ class CycleReport:
     failed_sends: int = 0
     unknown_sends: int = 0
     withdrawn: int = 0
+    capped: int = 0  # due alerts a member's daily cap keeps for later
+    capped_targets: set[str] = field(default_factory=set)  # not late: capped
     held: bool = False
     held_rows: int = 0
     owed: int = 0
@@ -122,6 +124,7 @@ class CycleReport:
             "sends_failed": self.failed_sends,
             "sends_unanswered": self.unknown_sends,
             "withdrawn": self.withdrawn,
+            "capped": self.capped,
             "malformed_jobs_skipped": self.skipped_jobs,
             "owed": self.owed,
             "queries_left": self.left_queries,
@@ -152,6 +155,8 @@ class CycleReport:
             parts.append(f"{plural(self.skipped_jobs, 'malformed job')} skipped")
         if self.withdrawn:
             parts.append(f"{self.withdrawn:,} withdrawn (job closed or expired)")
+        if self.capped:
+            parts.append(f"{self.capped:,} kept for later by members' daily caps")
         if self.held:
             parts.append("deliveries held (change feed unreadable)")
         if self.failed_sends:
@@ -658,9 +663,12 @@ def deliver_due(
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     paces = {key: target.pace for key, target in targets.items()}
-    messages, expired = plan.plan_messages(
-        store.due(now, targets), paces, now, config.tz, spent=spent
-    )
+    due = store.due(now, targets)
+    if subs.cappers:
+        due, waiting = within_caps(due, subs, store, now)
+        report.capped = len(waiting)
+        report.capped_targets.update(a.target_key for a in waiting)
+    messages, expired = plan.plan_messages(due, paces, now, config.tz, spent=spent)
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
         report.withdrawn += 1
@@ -687,6 +695,33 @@ def deliver_due(
             queues.pop(key, None)  # down: the rest wait for a later cycle
             spent[key] = plan.MAX_ALERTS_PER_TARGET
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+
+
+def within_caps(
+    due: list[Alert], subs: Subscriptions, store: Store, now: datetime
+) -> tuple[list[Alert], list[Alert]]:
+    """``due`` without what would take a capped group (a member) past its alerts in the
+    last day, oldest first; and how many wait. Those stay owed and go out as the day
+    rolls on: a cap slows a member's mail, it loses nothing (their feed has it all)."""
+    caps = {a.target_key: cap for a in due if (cap := subs.cap(a.target_key)) is not None}
+    if not caps:
+        return due, []
+    groups: dict[str, int] = {}
+    for key, count in store.sent_since(caps.keys(), now - timedelta(days=1)).items():
+        group = caps[key][0]
+        groups[group] = groups.get(group, 0) + count
+    kept: list[Alert] = []
+    waiting: list[Alert] = []
+    for alert in due:
+        cap = caps.get(alert.target_key)
+        if cap is not None:
+            group, limit = cap
+            if groups.get(group, 0) >= limit:
+                waiting.append(alert)
+                continue
+            groups[group] = groups.get(group, 0) + 1
+        kept.append(alert)
+    return kept, waiting
 
 
 # Seconds between two messages to one target, as each service tolerates a burst:
@@ -875,11 +910,13 @@ def run_once(
         client.retry_until = None
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
-    # Owed since it should have gone out: a digest's alerts wait for its hour, not late.
+    # Owed since it should have gone out: a digest's alerts wait for its hour, a capped
+    # member's for their day to roll on: neither is late.
     report.oldest_owed = min(
         (
             plan.release_at(targets[key].pace, since, config.tz)
             for key, since in store.oldest_owed(targets).items()
+            if key not in report.capped_targets
         ),
         default=None,
     )
