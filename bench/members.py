@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from alertd.api import OpenTrainClient
@@ -80,7 +79,9 @@ class Members:
                 name=f"member:s{n}",
                 title="Spanish audio",
                 category="Audio Annotation",
-                targets=(Target(f"member:m{n}:now", f"member m{n}", f"{mail}&to=m{n}@example.com"),),
+                targets=(
+                    Target(f"member:m{n}:now", f"member m{n}", f"{mail}&to=m{n}@example.com"),
+                ),
                 source=MEMBERS_OWNER,
             )
             for n in range(count)
@@ -156,8 +157,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         row = fanout(args.members, Path(tmp))
-    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| members | mails at the relay | last mail after | cycle CPU | SMTP sessions | peak RSS |")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        "| members | mails at the relay | last mail after | cycle CPU | SMTP sessions | peak RSS |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {row['members']:,} | {row['delivered']:,} | {row['last_mail_s']} s | "
