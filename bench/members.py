@@ -157,9 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         row = fanout(args.members, Path(tmp))
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    python = platform.python_version()
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {python}")
     print(
         "| members | mails at the relay | last mail after | cycle CPU | SMTP sessions | peak RSS |"
     )
