@@ -663,6 +663,14 @@ def deliver_due(
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     paces = {key: target.pace for key, target in targets.items()}
+    if subs.claims:
+        names = {s.name for s in subs.searches}
+        orphans = [
+            row.key
+            for row in store.owed_rows()
+            if subs.claimed(row.target) and names.isdisjoint(row.searches)
+        ]
+        report.withdrawn += store.withdraw_rows(orphans, UNSUBSCRIBED, now)
     due = store.due(now, targets)
     if subs.cappers:
         due, waiting = within_caps(due, subs, store, now)
@@ -689,12 +697,19 @@ def deliver_due(
             del queues[key]
         target = targets[key]
         links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        if links is None and subs.claimed(key):  # unsubscribed since the cycle began
+            keys = [(a.target_key, a.job.id) for a in alerts]
+            report.withdrawn += store.withdraw_rows(keys, UNSUBSCRIBED, clock())
+            continue
         outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
             spent[key] = plan.MAX_ALERTS_PER_TARGET
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+
+
+UNSUBSCRIBED = "its member unsubscribed (or paused the search)"
 
 
 def within_caps(
