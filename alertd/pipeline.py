@@ -811,6 +811,12 @@ def url_digest(target: Target) -> str:
     return hashlib.sha256((target.url or "").encode()).hexdigest()[:16]
 
 
+def in_cycle_delays(poll_interval: float) -> tuple[float, ...]:
+    """The API client's back-off within a cycle: never more than a tenth of the poll
+    interval a step (the next cycle is the real retry)."""
+    return tuple(min(delay, poll_interval / 10) for delay in RETRY_DELAYS)
+
+
 def make_client(
     config: Config, stop: threading.Event | None = None, window: Window | None = None
 ) -> OpenTrainClient:
@@ -822,7 +828,7 @@ def make_client(
     query whose answers keep spending their whole deadline skips cycles, from one poll
     interval on, doubling.
     """
-    delays = tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
+    delays = in_cycle_delays(config.poll_interval)
     return OpenTrainClient(
         config.api_url,
         requests_per_minute=config.requests_per_minute,
