@@ -57,7 +57,7 @@ def test_fast_sends_share_fsyncs_and_a_kill_after_them_resends_nothing(
         fsyncs: list[int] = []
 
         def killed(self: Store, *args: Any) -> int:  # kill -9 once every send is done
-            fsyncs.append(self.fsyncs)
+            fsyncs.append(self.journal.fsyncs)
             raise Killed
 
         with monkeypatch.context() as patch:

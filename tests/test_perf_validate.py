@@ -13,7 +13,7 @@ import pytest
 
 import alertd.targets
 from alertd.errors import ConfigError
-from alertd.settings import load_config
+from alertd.config import load_config
 from alertd.targets import check_url, redact_url, url_secrets
 
 ENDPOINTS = [
