@@ -11,12 +11,14 @@ every value taken that way is remembered as a secret so that it never reaches a 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import gc
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -545,4 +547,20 @@ def load_config(path: Path, *, need_secrets: bool = True) -> Config:
         "pass --config PATH (without -c, alertd looks for ./alerts.yaml, "
         "$XDG_CONFIG_HOME/alertd/alerts.yaml and /etc/alertd/alerts.yaml)",
     )
-    return parse_config(text, source, owner=str(path.resolve()), base=path.parent)
+    with collector_paused():
+        return parse_config(text, source, owner=str(path.resolve()), base=path.parent)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a config is built: 10,000 searches make
+    hundreds of thousands of objects, none of them garbage, and its full passes over
+    them were a quarter of ``alertd validate``'s time. Reference counting still frees
+    what is dropped; a collector that was off stays off."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
