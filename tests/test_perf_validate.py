@@ -5,6 +5,7 @@ apprise says of that URL alone (the differential test below)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 
 import alertd.targets
-from alertd.errors import ConfigError
 from alertd.config import load_config
+from alertd.errors import ConfigError
 from alertd.targets import check_url, redact_url, url_secrets
 
 ENDPOINTS = [
@@ -105,3 +106,25 @@ def test_a_url_apprise_cannot_use_is_named_among_good_ones_on_its_host(
         load_config(config_with(tmp_path, [*good, bad]))
     assert ":10: searches[3].notify[0]: apprise cannot use" in str(caught.value)
     assert len(seen) == 2  # the good endpoint once, the bad URL itself
+
+
+def test_building_a_config_leaves_the_cycle_collector_alone_until_done(tmp_path: Path) -> None:
+    urls = [f"json://relay.example.com/m{i}" for i in range(2000)]
+    path = config_with(tmp_path, urls)
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        load_config(path)
+        assert collections == []  # 2,000 searches: not one pass over what they made
+        assert gc.isenabled()
+        gc.disable()  # a caller that turned it off finds it off
+        load_config(path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.callbacks.remove(count)
