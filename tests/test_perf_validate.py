@@ -120,7 +120,8 @@ def test_building_a_config_leaves_the_cycle_collector_alone_until_done(tmp_path:
     gc.callbacks.append(count)
     try:
         load_config(path)
-        assert collections == []  # 2,000 searches: not one pass over what they made
+        # 2,000 searches: at most the one young pass due when the collector is back on
+        assert len(collections) <= 1 and 2 not in collections, collections
         assert gc.isenabled()
         gc.disable()  # a caller that turned it off finds it off
         load_config(path)
