@@ -129,10 +129,10 @@ def _looks_like_token(part: str) -> bool:
     return len(part) >= 8 and any(c.isalpha() for c in part) and (digits or mixed)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4)
 def _webhook_secrets(url: str) -> frozenset[str]:
     """Tokens in a generic webhook URL's path, and the values of its custom headers
-    (worked out once per URL: its label and its secrets both ask)."""
+    (worked out once per URL: its label and its secrets ask one after the other)."""
     shape = _WEBHOOK_SHAPE.fullmatch(url)  # most webhooks: no need to split the URL again
     if shape is not None:
         path, query = shape["path"], shape["tail"][1:]
