@@ -222,6 +222,7 @@ class SavedSearch:
     pay_type: str | None = None
     targets: tuple[Target, ...] = ()
     notify_existing: bool = False
+    feed: bool = False  # opted in to a public Atom feed (``alertd.feeds.public_feed_slug``)
     also: frozenset[str] = frozenset()  # of CHANGES
     filters: Filters = field(default_factory=lambda: Filters())
     line: int | None = None

@@ -179,6 +179,7 @@ class SearchSpec(BaseModel):
     )
     notify: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
     notify_existing: bool = False
+    feed: bool = False  # also a public Atom feed (/feeds/<slug>.atom) of what it matches
     also: Annotated[list[Literal["pay_raised", "reopened"]], BeforeValidator(_as_list)] = Field(
         default_factory=list
     )
@@ -640,6 +641,7 @@ def _resolve_search(
         pay_type=spec.pay_type,
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
+        feed=spec.feed,
         also=frozenset(spec.also),
         filters=spec.filters(),
         line=doc.lines.get(("searches", index)),
