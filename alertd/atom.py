@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from alertd.feeds import FeedEntry
-from alertd.render import canonical_link, fit, safe_link
+from alertd.render import canonical_link, safe_link
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 ATOM_TYPE = "application/atom+xml"
@@ -28,9 +28,12 @@ NEW_JOB = "New OpenTrain job"
 
 
 def xml_text(value: object, limit: int) -> str:
-    """Text XML can carry, at most ``limit`` characters (cut with an ellipsis)."""
-    text = _NOT_XML.sub("", value if isinstance(value, str) else "")
-    return fit(text, limit)
+    """Text XML can carry, at most ``limit`` characters (cut with an ellipsis).
+
+    Characters, not ``render.fit``'s UTF-16 units: no reader limits a feed in units,
+    and counting them a character at a time made a 200-entry feed take 180 ms."""
+    text = _NOT_XML.sub("", value[: limit * 2] if isinstance(value, str) else "")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def atom_time(moment: datetime) -> str:

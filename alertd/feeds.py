@@ -145,6 +145,17 @@ class Feeds:
         """The feed's entries, newest first, and when it last changed (None: never)."""
         return self._read(feed_key)
 
+    def version(self, feed_key: str) -> str:
+        """What changes whenever the feed's file is replaced (its inode, time and size),
+        read without reading the file: a reader's repeat is answered from it alone."""
+        try:
+            info = os.stat(self.path_for(feed_key), follow_symlinks=False)
+        except FileNotFoundError:
+            return "none"
+        except OSError as exc:
+            raise StoreError(f"cannot read feed file: {exc.strerror}") from exc
+        return f"{info.st_ino}-{info.st_mtime_ns}-{info.st_size}"
+
     def drop(self, feed_key: str) -> None:
         """Delete a feed and its file (a member deleted, a search that no longer has one)."""
         path = self.path_for(feed_key)

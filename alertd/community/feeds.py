@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, request
 
+from alertd import __version__
 from alertd.atom import ATOM_TYPE, feed_id_for, render_atom
 from alertd.feeds import FeedRef, Feeds
 
@@ -69,21 +70,37 @@ def _resolve(resolver_key: str, name: str) -> FeedRef | None:
 
 
 def _feed_answer(ref: FeedRef, headers: dict[str, str]) -> Response:
+    """The feed, or a 304 when the reader has it. A repeat with the ETag is answered from
+    the file's version without reading or rendering it (a 200-entry feed takes ~18 ms)."""
     feeds: Feeds = current_app.config["ALERTD_FEEDS"]
+    self_url, alternate = _self_url(), ref.alternate_url or _page_url()
+    # The version is read before the entries: a change in between costs the reader one
+    # more download, never a 304 for a feed it does not have.
+    etag = _etag(ref, feeds.version(ref.key), self_url, alternate)
+    if request.if_none_match.contains(etag):
+        return _not_modified(etag, headers)
     entries, changed = feeds.entries(ref.key)
     body = render_atom(
-        ref.title,
-        feed_id_for(ref.key),
-        _self_url(),
-        entries,
-        changed,
-        alternate_url=ref.alternate_url or _page_url(),
+        ref.title, feed_id_for(ref.key), self_url, entries, changed, alternate_url=alternate
     )
     response = Response(body, content_type=f"{ATOM_TYPE}; charset=utf-8", headers=headers)
-    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    response.set_etag(etag)
     if changed is not None:
         response.last_modified = changed
-    response.make_conditional(request)  # a 304 without the body when the reader has it
+    response.make_conditional(request)  # If-Modified-Since: a 304 without the body
+    return response
+
+
+def _etag(ref: FeedRef, version: str, self_url: str, alternate: str) -> str:
+    """Names the exact document: the feed file's version and everything else rendered
+    into it (a renamed community, another public URL, another alertd)."""
+    parts = (__version__, ref.key, ref.title, version, self_url, alternate)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _not_modified(etag: str, headers: dict[str, str]) -> Response:
+    response = Response(status=304, headers=headers)
+    response.set_etag(etag)
     return response
 
 
