@@ -4,6 +4,7 @@ a personal feed is kept out of shared caches, search engines and Referer headers
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -89,6 +90,21 @@ def test_a_member_reads_their_feed_then_gets_304_on_repeat(
     assert since.status_code == 304
     other = site(f"/feed/{TOKEN}.atom", **{"If-None-Match": '"something-else"'})
     assert other.status_code == 200
+
+
+def test_a_repeat_is_answered_without_reading_the_feed(
+    site: Callable[..., httpx.Response], feeds: Feeds
+) -> None:
+    """Readers poll every few minutes: a repeat costs a stat, not a read and a render.
+    Shown by spoiling the file in place, same size and time: only a read would see it."""
+    first = site(f"/feed/{TOKEN}.atom")
+    path = feeds.path_for("member:1")
+    before = path.stat()
+    with path.open("r+b") as handle:
+        handle.write(b"#" * before.st_size)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = site(f"/feed/{TOKEN}.atom", **{"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
 
 
 def test_a_new_entry_is_a_new_etag_and_a_200(

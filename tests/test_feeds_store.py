@@ -80,6 +80,14 @@ def test_a_feed_keeps_its_newest_entries_of_the_last_30_days(tmp_path: Path) -> 
     assert "old" not in kept
 
 
+def test_an_entry_older_than_30_days_leaves_a_quiet_feed(tmp_path: Path) -> None:
+    feeds = Feeds.open(tmp_path)
+    feeds.add("member:1", [entry("old", NOW - timedelta(days=31))], NOW - timedelta(days=31))
+    feeds.add("member:1", [entry("recent", NOW - timedelta(days=29))], NOW - timedelta(days=29))
+    feeds.add("member:1", [entry("new")], NOW)
+    assert ids(Feeds.open(tmp_path), "member:1") == ["new", "recent"]
+
+
 def test_entries_of_a_message_say_what_the_message_says(tmp_path: Path) -> None:
     job = Job(
         id="j-1",
@@ -147,6 +155,23 @@ def test_the_cycle_adding_while_the_page_reads_and_deletes(tmp_path: Path) -> No
     assert not errors
     assert len(ids(feeds, "member:0")) == 60
     assert not list(tmp_path.joinpath("feeds").glob(".alertd-*"))  # no temp file left
+
+
+def test_two_writers_on_one_feed_lose_nothing(tmp_path: Path) -> None:
+    """The cycle adding while the page deletes, or two adds at once: each add reads,
+    merges and writes the feed; without one lock, one writer's entries vanish."""
+    feeds = Feeds.open(tmp_path)
+
+    def add(prefix: str) -> None:
+        for i in range(40):
+            feeds.add("member:0", [entry(f"{prefix}{i}")], NOW)
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(ids(feeds, "member:0")) == 120
 
 
 CHILD = textwrap.dedent(
