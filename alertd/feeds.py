@@ -26,20 +26,21 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from alertd.errors import StoreError
 from alertd.models import format_time, parse_time
 from alertd.render import Item, Message, facts_of
-from alertd.store.files import damaged, fix_for, open_nofollow, write_atomically
+from alertd.store.files import EPOCH, damaged, fix_for, open_nofollow, write_atomically
 
 FEEDS_DIR = "feeds"
 KEEP_ENTRIES = 200  # per feed: what a weekly reader of a busy search still finds
 KEEP_DAYS = 30
 SCHEMA = 1
+LOCK_STRIPES = 64
 MAX_FILE = 8 * 1024 * 1024  # bytes of one feed file read at all (200 entries are ~0.6 MB)
 
 
@@ -63,10 +64,6 @@ class FeedEntry:
     category: str = ""
     languages: str = ""
     headline: str = "New OpenTrain job"  # what happened: new, pay raised, reopened
-
-    def same_news(self, other: FeedEntry) -> bool:
-        """Whether ``other`` tells nothing this entry does not (times aside): a retry."""
-        return replace(other, published=self.published, updated=self.updated) == self
 
 
 def entry_of(item: Item, now: datetime) -> FeedEntry:
@@ -111,15 +108,18 @@ class FeedRef:
 class Feeds:
     """Every feed's recent entries, one file per feed in ``<state>/feeds/``.
 
-    Thread-safe: writes (``add``, ``drop``) take one lock, so the cycle's adds and a
-    member's deletion on the web page never lose each other's change; reads take none
-    (each file is replaced whole by a rename, so a reader sees the old or the new one).
-    Only one process writes a state directory (the store's lock file sees to that).
+    Thread-safe: a write (``add``, ``drop``) holds its feed's lock, so the cycle's adds
+    and a member's deletion on the web page never lose each other's change; reads take
+    none (each file is replaced whole by a rename, so a reader sees the old or the new
+    one). Writes to different feeds run at once (``add_many``): most of a write is its
+    fsync, and the file system commits concurrent fsyncs together. Only one process
+    writes a state directory (the store's lock file sees to that).
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._lock = threading.Lock()
+        # Striped: a lock per feed would grow with every member ever seen.
+        self._locks = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
 
     @classmethod
     def open(cls, state_dir: Path) -> Feeds:
@@ -133,17 +133,32 @@ class Feeds:
         says something new (a raised pay; it keeps its ``published``) and changes nothing
         when it does not (a retry). Returns only once the file is on disk.
         """
-        with self._lock:
-            stored, _ = self._read(feed_key)
-            merged, changed = merge_entries(stored, jobs)
-            kept = prune_entries(merged, now)
+        with self._lock_for(feed_key):
+            # Entries stay JSON documents here: building 200 typed entries to add one
+            # was most of an add's time (one job into 1,000 full feeds: 9 s).
+            stored, _ = self._read_docs(feed_key)
+            merged, changed = _merge(stored, [_entry_doc(job) for job in jobs])
+            kept = _prune(merged, format_time(now - timedelta(days=KEEP_DAYS)))
             if changed or len(kept) != len(merged):
                 self._write(feed_key, kept, now)
             return changed
 
+    def add_many(
+        self, additions: Mapping[str, Sequence[FeedEntry]], now: datetime, workers: int = 8
+    ) -> dict[str, int]:
+        """``add`` to several feeds at once (one job matching many members): each feed's
+        count, once every file is on disk. A feed that cannot be written raises after
+        the others are written (those are kept: adding them again changes nothing)."""
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feeds") as pool:
+            futures = {
+                key: pool.submit(self.add, key, jobs, now) for key, jobs in additions.items()
+            }
+        return {key: future.result() for key, future in futures.items()}
+
     def entries(self, feed_key: str) -> tuple[list[FeedEntry], datetime | None]:
         """The feed's entries, newest first, and when it last changed (None: never)."""
-        return self._read(feed_key)
+        docs, changed = self._read_docs(feed_key)
+        return [_entry_from(doc) for doc in docs], parse_time(changed)
 
     def version(self, feed_key: str) -> str:
         """What changes whenever the feed's file is replaced (its inode, time and size),
@@ -159,7 +174,7 @@ class Feeds:
     def drop(self, feed_key: str) -> None:
         """Delete a feed and its file (a member deleted, a search that no longer has one)."""
         path = self.path_for(feed_key)
-        with self._lock:
+        with self._lock_for(feed_key):
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -172,7 +187,10 @@ class Feeds:
         """The file of a feed: named by a digest, since a key is any text."""
         return self.folder / (hashlib.sha256(feed_key.encode()).hexdigest()[:32] + ".json")
 
-    def _read(self, feed_key: str) -> tuple[list[FeedEntry], datetime | None]:
+    def _lock_for(self, feed_key: str) -> threading.Lock:
+        return self._locks[hash(feed_key) % LOCK_STRIPES]
+
+    def _read_docs(self, feed_key: str) -> tuple[list[dict[str, str]], str | None]:
         path = self.path_for(feed_key)
         try:
             fd = open_nofollow(path, os.O_RDONLY)
@@ -184,13 +202,8 @@ class Feeds:
             raw = handle.read(MAX_FILE + 1)
         return _load(path, raw, feed_key)
 
-    def _write(self, feed_key: str, entries: Sequence[FeedEntry], now: datetime) -> None:
-        doc = {
-            "schema": SCHEMA,
-            "key": feed_key,
-            "changed": format_time(now),
-            "entries": [_entry_doc(e) for e in entries],
-        }
+    def _write(self, feed_key: str, entries: list[dict[str, str]], now: datetime) -> None:
+        doc = {"schema": SCHEMA, "key": feed_key, "changed": format_time(now), "entries": entries}
         try:
             self._make_folder()
             write_atomically(self.path_for(feed_key), json.dumps(doc, separators=(",", ":")))
@@ -206,29 +219,36 @@ class Feeds:
         _sync_dir(self.folder.parent)  # the new folder's name is on disk before its files
 
 
-def merge_entries(
-    stored: Sequence[FeedEntry], jobs: Iterable[FeedEntry]
-) -> tuple[list[FeedEntry], int]:
-    """(the feed with ``jobs`` in, newest first; how many were new or changed): pure."""
-    by_id = {entry.job_id: entry for entry in stored}
+def _merge(
+    stored: list[dict[str, str]], jobs: Iterable[dict[str, str]]
+) -> tuple[list[dict[str, str]], int]:
+    """(the feed's entries with ``jobs`` in, newest first; how many were new or changed)."""
+    by_id = {doc["job_id"]: doc for doc in stored}
     changed = 0
     for job in jobs:
-        old = by_id.get(job.job_id)
-        if old is not None and old.same_news(job):
+        old = by_id.get(job["job_id"])
+        if old is not None and _news(old) == _news(job):
             continue
-        by_id[job.job_id] = job if old is None else replace(job, published=old.published)
+        by_id[job["job_id"]] = job if old is None else {**job, "published": old["published"]}
         changed += 1
-    return sorted(by_id.values(), key=_newest_first), changed
+    return _newest_first(by_id.values()), changed
 
 
-def prune_entries(entries: Sequence[FeedEntry], now: datetime) -> list[FeedEntry]:
-    """The newest ``KEEP_ENTRIES`` of ``entries`` (newest first) changed in ``KEEP_DAYS``."""
-    oldest = now - timedelta(days=KEEP_DAYS)
-    return [e for e in entries if e.updated >= oldest][:KEEP_ENTRIES]
+def _news(doc: Mapping[str, str]) -> dict[str, str]:
+    """What an entry tells, its times aside: the same news added again is a retry."""
+    return {k: v for k, v in doc.items() if k not in ("published", "updated")}
 
 
-def _newest_first(entry: FeedEntry) -> tuple[float, float, str]:
-    return (-entry.updated.timestamp(), -entry.published.timestamp(), entry.job_id)
+def _newest_first(docs: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """Newest change first, then newest posted, then by job id (stable sorts; the times
+    are ``format_time``'s, which sort as text)."""
+    ordered = sorted(docs, key=lambda doc: doc["job_id"])
+    return sorted(ordered, key=lambda doc: (doc["updated"], doc["published"]), reverse=True)
+
+
+def _prune(docs: list[dict[str, str]], oldest: str) -> list[dict[str, str]]:
+    """The newest ``KEEP_ENTRIES`` of ``docs`` (newest first) changed since ``oldest``."""
+    return [doc for doc in docs if doc["updated"] >= oldest][:KEEP_ENTRIES]
 
 
 def _sync_dir(folder: Path) -> None:
@@ -254,18 +274,35 @@ def _entry_doc(entry: FeedEntry) -> dict[str, str]:
     return doc
 
 
-def _entry_from(doc: Mapping[str, Any]) -> FeedEntry:
-    updated = parse_time(doc.get("updated"))
-    if not isinstance(doc.get("job_id"), str) or updated is None:
-        raise ValueError("an entry without a job id or a time")
-    texts = {name: str(doc.get(name) or "") for name in _TEXT_FIELDS}
-    published = parse_time(doc.get("published")) or updated
-    return FeedEntry(job_id=doc["job_id"], published=published, updated=updated, **texts)
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_DOC_FIELDS = {*_TEXT_FIELDS, "job_id", "published", "updated"}
 
 
-def _load(path: Path, raw: bytes, feed_key: str) -> tuple[list[FeedEntry], datetime | None]:
-    """A feed file's entries, newest first, and its time; a file alertd did not write
-    whole is an error that names it (never read as an empty feed, which would be
+def _checked_doc(doc: object) -> dict[str, str]:
+    """One entry as written by ``_entry_doc``: every field a string, times as
+    ``format_time`` writes them (they are compared as text)."""
+    if not isinstance(doc, dict) or set(doc) != _DOC_FIELDS:
+        raise ValueError("an entry without the fields alertd writes")
+    if not all(isinstance(value, str) for value in doc.values()):
+        raise ValueError("an entry with a field that is not text")
+    if not (_TIME.fullmatch(doc["updated"]) and _TIME.fullmatch(doc["published"])):
+        raise ValueError("an entry with a time alertd does not write")
+    return doc
+
+
+def _entry_from(doc: Mapping[str, str]) -> FeedEntry:
+    texts = {name: doc[name] for name in _TEXT_FIELDS}
+    return FeedEntry(
+        job_id=doc["job_id"],
+        published=parse_time(doc["published"]) or EPOCH,
+        updated=parse_time(doc["updated"]) or EPOCH,
+        **texts,
+    )
+
+
+def _load(path: Path, raw: bytes, feed_key: str) -> tuple[list[dict[str, str]], str | None]:
+    """A feed file's entries, newest first, and when it changed; a file alertd did not
+    write whole is an error that names it (never read as an empty feed, which would be
     written back over it)."""
     if len(raw) > MAX_FILE:
         raise damaged(path, f"is over {MAX_FILE} bytes, more than any feed alertd writes")
@@ -273,10 +310,13 @@ def _load(path: Path, raw: bytes, feed_key: str) -> tuple[list[FeedEntry], datet
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("key") != feed_key:
             raise ValueError("not this feed's file")
-        entries = [_entry_from(e) for e in doc["entries"]]
+        docs = [_checked_doc(entry) for entry in doc["entries"]]
+        changed = doc.get("changed")
+        if changed is not None and not (isinstance(changed, str) and _TIME.fullmatch(changed)):
+            raise ValueError("a change time alertd does not write")
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise damaged(path, f"is not a feed alertd wrote ({exc}); move it aside") from exc
-    return sorted(entries, key=_newest_first), parse_time(doc.get("changed"))
+    return _newest_first(docs), changed
 
 
 # -- public feeds of operator searches -----------------------------------------------

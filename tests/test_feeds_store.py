@@ -174,6 +174,19 @@ def test_two_writers_on_one_feed_lose_nothing(tmp_path: Path) -> None:
     assert len(ids(feeds, "member:0")) == 120
 
 
+def test_one_job_into_many_feeds_at_once(tmp_path: Path) -> None:
+    """One job matching every member: written to each feed, in parallel, and a feed that
+    cannot be written fails after the others are on disk (a retry re-adds nothing)."""
+    feeds = Feeds.open(tmp_path)
+    feeds.add("member:broken", [entry("a")], NOW)
+    feeds.path_for("member:broken").write_text("{damaged")
+    keys = [f"member:{i}" for i in range(40)]
+    with pytest.raises(StoreError, match="not a feed alertd wrote"):
+        feeds.add_many({key: [entry("new")] for key in [*keys, "member:broken"]}, NOW)
+    assert all(ids(feeds, key) == ["new"] for key in keys)
+    assert feeds.add_many({key: [entry("new")] for key in keys}, NOW) == dict.fromkeys(keys, 0)
+
+
 CHILD = textwrap.dedent(
     """
     import os, sys
