@@ -35,6 +35,7 @@ from alertd.exchange import Exchange, Finished, current, keep_connections, run_b
 from alertd.models import Target
 from alertd.render import (
     Channel,
+    Links,
     Message,
     channel_for,
     render_discord,
@@ -315,9 +316,31 @@ def _send_url(url: str, message: Message, timeout: float, tz: tzinfo | None) -> 
         return send_apprise(url, "", html, timeout, apprise.NotifyFormat.HTML)
     if channel is Channel.EMAIL:
         subject, page = render_email(message, tz)
+        if message.links is not None:
+            url = with_list_headers(url, message.links)
         return send_apprise(url, subject, page, timeout, apprise.NotifyFormat.HTML)
     title, body = render_plain(message, tz)
     return send_apprise(url, title, body, timeout)
+
+
+_ONE_LINE = re.compile(r"[\r\n]")
+
+
+def with_list_headers(url: str, links: Links) -> str:
+    """The e-mail URL with a member's list headers (apprise's ``+Header=value``): the
+    one-click unsubscribe of RFC 8058 that mailbox providers ask of subscribed mail, and
+    the list the message belongs to."""
+    headers = {
+        "List-Unsubscribe": f"<{links.unsubscribe}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": links.list_id,
+    }
+    # Ours, but a header all the same: no line break may reach one.
+    extra = "&".join(
+        f"{quote('+' + name, safe='')}={quote(_ONE_LINE.sub('', value), safe='')}"
+        for name, value in headers.items()
+    )
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
 def _judge(target: Target, exchange: Exchange, finished: Finished, stopped: bool) -> Outcome:

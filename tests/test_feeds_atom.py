@@ -12,9 +12,9 @@ import feedparser
 import pytest
 
 from alertd.atom import feed_id_for, render_atom
+from alertd.config import parse_config
 from alertd.feeds import FeedEntry, entries_of, public_feed_slug, public_feeds
 from alertd.render import Item, Message
-from alertd.settings import parse_config
 from tests.hostile_jobs import HOSTILE_JOBS
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
