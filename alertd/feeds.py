@@ -102,6 +102,13 @@ class FeedRef:
     alternate_url: str | None = None
 
 
+def deliver_to_feed(feeds: Feeds, feed_key: str, message: Message, now: datetime) -> int:
+    """Deliver an alert message to a feed: every job of it, on disk when this returns
+    (record the alert as sent then); how many entries were new or changed. A failure is
+    a ``StoreError``, to be recorded as the delivery's outcome and retried."""
+    return feeds.add(feed_key, entries_of(message, now), now)
+
+
 # -- the store -----------------------------------------------------------------------
 
 

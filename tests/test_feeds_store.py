@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alertd.errors import StoreError
-from alertd.feeds import KEEP_ENTRIES, FeedEntry, Feeds, entries_of
+from alertd.feeds import KEEP_ENTRIES, FeedEntry, Feeds, deliver_to_feed, entries_of
 from alertd.models import Job, Pay
 from alertd.render import Item, Message
 
@@ -97,12 +97,17 @@ def test_entries_of_a_message_say_what_the_message_says(tmp_path: Path) -> None:
         date_posted=NOW - timedelta(days=1),
         pay=Pay(payment_type="PAY_PER_HOUR", currency="USD", hourly_rate=25.0),
     )
-    [made] = entries_of(Message(items=(Item(job, ("German audio",)),)), NOW)
+    message = Message(items=(Item(job, ("German audio",)),))
+    [made] = entries_of(message, NOW)
     assert made.title == "German <b>audio</b>"  # escaped by the Atom writer, not here
     assert made.summary == "Transcribe speech"  # a control character is gone
     assert made.pay == "$25/hour"
     assert made.search_title == "German audio"
     assert made.published == NOW - timedelta(days=1) and made.updated == NOW
+    feeds = Feeds.open(tmp_path)
+    assert deliver_to_feed(feeds, "member:1", message, NOW) == 1
+    assert deliver_to_feed(feeds, "member:1", message, NOW + timedelta(hours=1)) == 0
+    assert feeds.entries("member:1") == ([made], NOW)
 
 
 def test_a_damaged_feed_file_is_an_error_never_an_empty_feed(tmp_path: Path) -> None:
