@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.http import is_resource_modified
 
 from alertd import __version__
 from alertd.atom import ATOM_TYPE, feed_id_for, render_atom
@@ -71,7 +72,8 @@ def _resolve(resolver_key: str, name: str) -> FeedRef | None:
 
 def _feed_answer(ref: FeedRef, headers: dict[str, str]) -> Response:
     """The feed, or a 304 when the reader has it. A repeat with the ETag is answered from
-    the file's version without reading or rendering it (a 200-entry feed takes ~18 ms)."""
+    the file's version without reading the file; one with only If-Modified-Since without
+    rendering it (a 200-entry feed renders in ~18 ms)."""
     feeds: Feeds = current_app.config["ALERTD_FEEDS"]
     self_url, alternate = _self_url(), ref.alternate_url or _page_url()
     # The version is read before the entries: a change in between costs the reader one
@@ -80,6 +82,9 @@ def _feed_answer(ref: FeedRef, headers: dict[str, str]) -> Response:
     if request.if_none_match.contains(etag):
         return _not_modified(etag, headers)
     entries, changed = feeds.entries(ref.key)
+    # A reader sending only If-Modified-Since is answered before the render too.
+    if not is_resource_modified(request.environ, etag=etag, last_modified=changed):
+        return _not_modified(etag, headers)
     body = render_atom(
         ref.title, feed_id_for(ref.key), self_url, entries, changed, alternate_url=alternate
     )
@@ -87,7 +92,6 @@ def _feed_answer(ref: FeedRef, headers: dict[str, str]) -> Response:
     response.set_etag(etag)
     if changed is not None:
         response.last_modified = changed
-    response.make_conditional(request)  # If-Modified-Since: a 304 without the body
     return response
 
 
