@@ -32,10 +32,11 @@ import apprise
 import httpx
 
 from alertd.exchange import Exchange, Finished, current, keep_connections, run_bounded
+from alertd.mailer import send_member_mail
 from alertd.models import Target
+from alertd.outcome import Outcome as Outcome
 from alertd.render import (
     Channel,
-    Links,
     Message,
     channel_for,
     render_discord,
@@ -48,22 +49,6 @@ from alertd.targets import RedactingFilter, quiet_apprise, url_secrets
 
 log = logging.getLogger(__name__)
 USER_AGENT = "alertd"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a target did with one message. ``permanent`` failures will not fix themselves;
-    ``unknown`` ones ran out of time after the message went out, so the target may have
-    it: they are retried, but later than a plain failure."""
-
-    accepted: bool
-    error: str | None = None
-    permanent: bool = False
-    unknown: bool = False
-    retry_after: float | None = None  # the service asked to wait this long (a 429)
-    # The service refused this message for what it holds (400, 413, 422): the target's
-    # next message may go; this one is retried on the schedule like any failure.
-    refused_message: bool = False
 
 
 class _Collect(logging.Handler):
@@ -316,31 +301,13 @@ def _send_url(url: str, message: Message, timeout: float, tz: tzinfo | None) -> 
         return send_apprise(url, "", html, timeout, apprise.NotifyFormat.HTML)
     if channel is Channel.EMAIL:
         subject, page = render_email(message, tz)
-        if message.links is not None:
-            url = with_list_headers(url, message.links)
+        if message.links is not None:  # a member's: over the community's one session
+            return send_member_mail(
+                url, subject, render_plain(message, tz)[1], page, message.links, timeout
+            )
         return send_apprise(url, subject, page, timeout, apprise.NotifyFormat.HTML)
     title, body = render_plain(message, tz)
     return send_apprise(url, title, body, timeout)
-
-
-_ONE_LINE = re.compile(r"[\r\n]")
-
-
-def with_list_headers(url: str, links: Links) -> str:
-    """The e-mail URL with a member's list headers (apprise's ``+Header=value``): the
-    one-click unsubscribe of RFC 8058 that mailbox providers ask of subscribed mail, and
-    the list the message belongs to."""
-    headers = {
-        "List-Unsubscribe": f"<{links.unsubscribe}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": links.list_id,
-    }
-    # Ours, but a header all the same: no line break may reach one.
-    extra = "&".join(
-        f"{quote('+' + name, safe='')}={quote(_ONE_LINE.sub('', value), safe='')}"
-        for name, value in headers.items()
-    )
-    return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
 def _judge(target: Target, exchange: Exchange, finished: Finished, stopped: bool) -> Outcome:

@@ -41,7 +41,7 @@ from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedErro
 from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
-from alertd.render import Channel, Item, Message, channel_for
+from alertd.render import Channel, Item, Links, Message, channel_for
 from alertd.store import Store
 from alertd.subscriptions import Subscriptions, of_config
 from alertd.words import plural
@@ -77,6 +77,8 @@ class CycleReport:
     failed_sends: int = 0
     unknown_sends: int = 0
     withdrawn: int = 0
+    capped: int = 0  # due alerts a member's daily cap keeps for later
+    capped_targets: set[str] = field(default_factory=set)  # not late: capped
     held: bool = False
     held_rows: int = 0
     owed: int = 0
@@ -122,6 +124,7 @@ class CycleReport:
             "sends_failed": self.failed_sends,
             "sends_unanswered": self.unknown_sends,
             "withdrawn": self.withdrawn,
+            "capped": self.capped,
             "malformed_jobs_skipped": self.skipped_jobs,
             "owed": self.owed,
             "queries_left": self.left_queries,
@@ -152,6 +155,8 @@ class CycleReport:
             parts.append(f"{plural(self.skipped_jobs, 'malformed job')} skipped")
         if self.withdrawn:
             parts.append(f"{self.withdrawn:,} withdrawn (job closed or expired)")
+        if self.capped:
+            parts.append(f"{self.capped:,} kept for later by members' daily caps")
         if self.held:
             parts.append("deliveries held (change feed unreadable)")
         if self.failed_sends:
@@ -658,9 +663,12 @@ def deliver_due(
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     paces = {key: target.pace for key, target in targets.items()}
-    messages, expired = plan.plan_messages(
-        store.due(now, targets), paces, now, config.tz, spent=spent
-    )
+    due = store.due(now, targets)
+    if subs.cappers:
+        due, waiting = within_caps(due, subs, store, now)
+        report.capped = len(waiting)
+        report.capped_targets.update(a.target_key for a in waiting)
+    messages, expired = plan.plan_messages(due, paces, now, config.tz, spent=spent)
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
         report.withdrawn += 1
@@ -680,12 +688,40 @@ def deliver_due(
         if not queues[key]:
             del queues[key]
         target = targets[key]
-        outcome = send_message(config, target, alerts, store, send, clock, report, titles)
+        links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
             spent[key] = plan.MAX_ALERTS_PER_TARGET
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+
+
+def within_caps(
+    due: list[Alert], subs: Subscriptions, store: Store, now: datetime
+) -> tuple[list[Alert], list[Alert]]:
+    """``due`` without what would take a capped group (a member) past its alerts in the
+    last day, oldest first; and how many wait. Those stay owed and go out as the day
+    rolls on: a cap slows a member's mail, it loses nothing (their feed has it all)."""
+    caps = {a.target_key: cap for a in due if (cap := subs.cap(a.target_key)) is not None}
+    if not caps:
+        return due, []
+    groups: dict[str, int] = {}
+    for key, count in store.sent_since(caps.keys(), now - timedelta(days=1)).items():
+        group = caps[key][0]
+        groups[group] = groups.get(group, 0) + count
+    kept: list[Alert] = []
+    waiting: list[Alert] = []
+    for alert in due:
+        cap = caps.get(alert.target_key)
+        if cap is not None:
+            group, limit = cap
+            if groups.get(group, 0) >= limit:
+                waiting.append(alert)
+                continue
+            groups[group] = groups.get(group, 0) + 1
+        kept.append(alert)
+    return kept, waiting
 
 
 # Seconds between two messages to one target, as each service tolerates a burst:
@@ -702,9 +738,11 @@ def send_message(
     clock: Clock,
     report: CycleReport,
     titles: Mapping[str, str] | None = None,
+    links: Links | None = None,
 ) -> Outcome:
     """One message to ``target`` for these alerts (one job, or a list); what it did.
-    ``titles``: searches' names as a person reads them, where not their ids."""
+    ``titles``: searches' names as a person reads them, where not their ids; ``links``:
+    a member's manage and unsubscribe links."""
     shown = titles or {}
     items = tuple(
         Item(a.job, tuple(shown.get(n, n) for n in a.searches), a.change, a.old_pay) for a in alerts
@@ -716,7 +754,7 @@ def send_message(
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
     store.mark_sending_all(alerts, clock())
-    outcome = send(target, Message(items, heading=heading))
+    outcome = send(target, Message(items, heading=heading, links=links))
     if outcome.accepted:
         store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)
@@ -872,11 +910,13 @@ def run_once(
         client.retry_until = None
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
-    # Owed since it should have gone out: a digest's alerts wait for its hour, not late.
+    # Owed since it should have gone out: a digest's alerts wait for its hour, a capped
+    # member's for their day to roll on: neither is late.
     report.oldest_owed = min(
         (
             plan.release_at(targets[key].pace, since, config.tz)
             for key, since in store.oldest_owed(targets).items()
+            if key not in report.capped_targets
         ),
         default=None,
     )

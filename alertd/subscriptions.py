@@ -15,18 +15,27 @@ per owner, so nothing that forgets searches missing from the YAML touches member
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from alertd.models import SavedSearch, Target
+from alertd.render import Links
+
+# The links a message to ``target`` about these searches carries; None: not a member's.
+LinksFor = Callable[[str, Sequence[str]], Links | None]
+# The group a target's alerts count against and that group's alerts a day (a member's
+# cap), or None: not capped.
+CapOf = Callable[[str], tuple[str, int] | None]
 
 MEMBER_PREFIX = "member:"  # a member's search's name; the YAML may not use it
 MEMBERS_OWNER = "members"  # the owner of every member's search in the store
 
 
 class Provider(Protocol):
-    """Where saved searches come from."""
+    """Where saved searches come from. A provider may also have ``links`` (a
+    ``LinksFor``): the manage and unsubscribe links its targets' messages carry; and
+    ``cap`` (a ``CapOf``): how many alerts a day a group of its targets may get."""
 
     @property
     def owner(self) -> str:
@@ -55,6 +64,8 @@ class Subscriptions:
 
     searches: tuple[SavedSearch, ...] = ()
     owners: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    linkers: tuple[LinksFor, ...] = ()
+    cappers: tuple[CapOf, ...] = ()
 
     @classmethod
     def gather(cls, providers: Iterable[Provider]) -> Subscriptions:
@@ -63,7 +74,13 @@ class Subscriptions:
         searches: list[SavedSearch] = []
         owners: dict[str, set[str]] = {}
         taken: set[str] = set()
+        linkers: list[LinksFor] = []
+        cappers: list[CapOf] = []
         for provider in providers:
+            if (linker := getattr(provider, "links", None)) is not None:
+                linkers.append(linker)
+            if (capper := getattr(provider, "cap", None)) is not None:
+                cappers.append(capper)
             mine = owners.setdefault(provider.owner, set())
             for search in provider.searches():
                 if search.name in taken:
@@ -71,11 +88,27 @@ class Subscriptions:
                 taken.add(search.name)
                 mine.add(search.name)
                 searches.append(search)
-        return cls(tuple(searches), {k: frozenset(v) for k, v in owners.items()})
+        frozen = {k: frozenset(v) for k, v in owners.items()}
+        return cls(tuple(searches), frozen, tuple(linkers), tuple(cappers))
 
     def targets(self) -> dict[str, Target]:
         """Every target the searches deliver to, by key."""
         return {t.key: t for s in self.searches for t in s.targets}
+
+    def links(self, target: str, searches: Sequence[str]) -> Links | None:
+        """The links a message to ``target`` about ``searches`` carries (a member's way
+        out and around), or None for the operator's own targets."""
+        for linker in self.linkers:
+            if (found := linker(target, searches)) is not None:
+                return found
+        return None
+
+    def cap(self, target: str) -> tuple[str, int] | None:
+        """The group ``target``'s alerts count against and its alerts a day, if capped."""
+        for capper in self.cappers:
+            if (found := capper(target)) is not None:
+                return found
+        return None
 
     def titles(self) -> dict[str, str]:
         """Each search's name as a person reads it, where it differs from its id."""

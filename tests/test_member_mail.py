@@ -57,17 +57,23 @@ def test_a_summary_links_its_more_to_where_every_job_can_be_read(smtp: SMTPColle
     assert 'href="https://alerts.example.org/feed/TOKEN-feed.atom">+10 more</a>' in html
 
 
-def test_no_line_break_in_a_link_can_add_a_header(smtp: SMTPCollector) -> None:
+@pytest.mark.parametrize(
+    "forged",
+    [
+        Links(
+            manage="https://alerts.example.org/m/x",
+            unsubscribe="https://alerts.example.org/u/x\r\nBcc: victim@example.net",
+            list_id="list",
+        ),
+        Links(
+            manage="https://a.example/m", unsubscribe="https://a.example/u", list_id="l\nX-Evil: 1"
+        ),
+    ],
+)
+def test_no_line_break_in_a_link_can_add_a_header(smtp: SMTPCollector, forged: Links) -> None:
     target = Target.for_url(smtp.mailto("ana@example.com"), "member e-mail")
-    forged = Links(
-        manage="https://alerts.example.org/m/x",
-        unsubscribe="https://alerts.example.org/u/x\r\nBcc: victim@example.net",
-        list_id="list\nX-Evil: 1",
-    )
-    assert send(target, Message((Item(job(1), ("s",)),), links=forged), 10).accepted
-    (mail,) = smtp.messages
-    assert mail.rcpt_tos == ("ana@example.com",)
-    assert mail.message["Bcc"] is None and mail.message["X-Evil"] is None
+    outcome = send(target, Message((Item(job(1), ("s",)),), links=forged), 10)
+    assert not outcome.accepted and smtp.messages == []  # refused whole, never half-sent
 
 
 def test_the_operators_own_mail_carries_no_member_headers(smtp: SMTPCollector) -> None:

@@ -138,3 +138,40 @@ def test_the_yaml_may_not_take_a_members_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert "kept for members" in str(caught.value) and caught.value.line == 5
+
+
+@dataclass
+class CappedTable(Table):
+    """Members whose every target counts against one daily cap of ``limit`` alerts."""
+
+    limit: int = 3
+
+    def cap(self, target: str) -> tuple[str, int] | None:
+        members = {t.key for search in self.items for t in search.targets}
+        return ("ana", self.limit) if target in members else None
+
+
+def test_a_members_daily_cap_keeps_the_rest_for_later_and_loses_none(w: World) -> None:
+    w.searches({"ops": {"category": "RLHF"}})
+    table = CappedTable([member_search("s1", "Audio for Ana", category=AUDIO)])
+    w.cycle(subscriptions=serve(w, table))
+    for i in range(5):
+        w.market.add_job(title=f"audio{i} job", category=AUDIO)
+    report = w.cycle(timedelta(seconds=10), subscriptions=serve(w, table))
+    assert len(w.send.sent) == 3 and report.capped == 2
+    assert report.oldest_owed is None  # kept by the cap, not late: health stays green
+    assert "2 kept for later by members' daily caps" in report.summary()
+    w.cycle(timedelta(hours=1), subscriptions=serve(w, table))
+    assert len(w.send.sent) == 3  # still within the day
+    w.cycle(timedelta(days=1), subscriptions=serve(w, table))
+    assert sorted(t for _, t in w.send.sent) == [f"audio{i}" for i in range(5)]
+
+
+def test_the_operators_own_targets_have_no_member_cap(w: World) -> None:
+    w.searches({"ops": {"category": AUDIO}})
+    table = CappedTable([], limit=1)
+    w.cycle(subscriptions=serve(w, table))
+    for i in range(4):
+        w.market.add_job(title=f"audio{i} job", category=AUDIO)
+    w.cycle(timedelta(seconds=10), subscriptions=serve(w, table))
+    assert len(w.send.sent) == 4

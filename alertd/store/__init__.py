@@ -766,6 +766,19 @@ class Store:
             and (keys is None or row.target in keys)
         ]
 
+    def sent_since(self, target_keys: Collection[str], since: datetime) -> dict[str, int]:
+        """Alerts each of ``target_keys`` was sent since ``since`` (a daily cap's count)."""
+        counts: dict[str, int] = {}
+        for row in self.done.values():
+            if (
+                row.target in target_keys
+                and row.status == DeliveryStatus.SENT
+                and row.done_at is not None
+                and row.done_at >= since
+            ):
+                counts[row.target] = counts.get(row.target, 0) + 1
+        return counts
+
     def mark_sending(self, alert: Alert, now: datetime) -> None:
         """Written (a journal line, fsynced) just before the send, so a crash mid-send is
         visible after a restart."""
