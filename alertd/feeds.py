@@ -33,6 +33,7 @@ from pathlib import Path
 
 from alertd.errors import StoreError
 from alertd.models import format_time, parse_time
+from alertd.outcome import Outcome
 from alertd.render import Item, Message, facts_of
 from alertd.store.files import EPOCH, damaged, fix_for, open_nofollow, write_atomically
 
@@ -102,11 +103,16 @@ class FeedRef:
     alternate_url: str | None = None
 
 
-def deliver_to_feed(feeds: Feeds, feed_key: str, message: Message, now: datetime) -> int:
-    """Deliver an alert message to a feed: every job of it, on disk when this returns
-    (record the alert as sent then); how many entries were new or changed. A failure is
-    a ``StoreError``, to be recorded as the delivery's outcome and retried."""
-    return feeds.add(feed_key, entries_of(message, now), now)
+def deliver_to_feed(feeds: Feeds, feed_key: str, message: Message, now: datetime) -> Outcome:
+    """Deliver an alert message to a feed, as a sender does to any target: every job of
+    it, on disk when this answers accepted (record the alert as sent then). A file that
+    cannot be written is a failed outcome, retried like any other, never an exception;
+    the retry adds nothing twice."""
+    try:
+        feeds.add(feed_key, entries_of(message, now), now)
+    except StoreError as exc:
+        return Outcome(False, str(exc))
+    return Outcome(True)
 
 
 # -- the store -----------------------------------------------------------------------

@@ -105,9 +105,12 @@ def test_entries_of_a_message_say_what_the_message_says(tmp_path: Path) -> None:
     assert made.search_title == "German audio"
     assert made.published == NOW - timedelta(days=1) and made.updated == NOW
     feeds = Feeds.open(tmp_path)
-    assert deliver_to_feed(feeds, "member:1", message, NOW) == 1
-    assert deliver_to_feed(feeds, "member:1", message, NOW + timedelta(hours=1)) == 0
-    assert feeds.entries("member:1") == ([made], NOW)
+    assert deliver_to_feed(feeds, "member:1", message, NOW).accepted
+    assert deliver_to_feed(feeds, "member:1", message, NOW + timedelta(hours=1)).accepted
+    assert feeds.entries("member:1") == ([made], NOW)  # once, as first delivered
+    feeds.path_for("member:1").write_text("{damaged")
+    failed = deliver_to_feed(feeds, "member:1", message, NOW)
+    assert not failed.accepted and "not a feed alertd wrote" in (failed.error or "")
 
 
 def test_a_damaged_feed_file_is_an_error_never_an_empty_feed(tmp_path: Path) -> None:
