@@ -54,8 +54,8 @@ def personal_feed(token: str) -> Response:
 def public_feed(slug: str) -> Response:
     """The public feed of an operator search that opted in."""
     ref = _resolve("ALERTD_PUBLIC_FEEDS", slug)
-    if ref is None:
-        return _not_found(PUBLIC_HEADERS)
+    if ref is None:  # not cached: a search that opts in is there at once
+        return _not_found({})
     return _feed_answer(ref, PUBLIC_HEADERS)
 
 
