@@ -4,6 +4,7 @@ search opts in to a public feed with ``feed: true``."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,3 +133,29 @@ def test_a_saved_search_opts_in_to_a_public_feed(tmp_path: Path) -> None:
         str(tmp_path / "alerts.yaml"),
     )
     assert [s.feed for s in config.searches] == [True, False]
+
+
+A = "{http://www.w3.org/2005/Atom}"
+RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+def test_the_document_has_what_rfc_4287_requires() -> None:
+    """feedparser reads nearly anything; this checks the RFC's MUSTs one by one."""
+    body = render_atom("Guild", FEED_ID, SELF, [entry("b", 2), entry("a", 1)], NOW)
+    assert body.startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+    feed = ET.fromstring(body)
+    assert feed.tag == f"{A}feed"
+    for tag in ("id", "title", "updated"):
+        assert len(feed.findall(f"{A}{tag}")) == 1, tag
+    assert re.fullmatch(RFC3339, feed.findtext(f"{A}updated") or "")
+    assert feed.findtext(f"{A}author/{A}name")  # or every entry has one
+    [self_link] = [ln for ln in feed.findall(f"{A}link") if ln.get("rel") == "self"]
+    assert self_link.get("href") == SELF
+    for item in feed.findall(f"{A}entry"):
+        for tag in ("id", "title", "updated", "published", "summary"):
+            assert len(item.findall(f"{A}{tag}")) == 1, tag
+        assert re.fullmatch(RFC3339, item.findtext(f"{A}updated") or "")
+        alternates = [ln for ln in item.findall(f"{A}link") if ln.get("rel") == "alternate"]
+        assert len(alternates) == 1  # no content element: an alternate link is a MUST
+    ids = [item.findtext(f"{A}id") for item in feed.findall(f"{A}entry")]
+    assert len(set(ids)) == len(ids)
