@@ -297,7 +297,7 @@ def _checked_doc(doc: object) -> dict[str, str]:
     ``format_time`` writes them (they are compared as text)."""
     if not isinstance(doc, dict) or set(doc) != _DOC_FIELDS:
         raise ValueError("an entry without the fields alertd writes")
-    if not all(isinstance(value, str) for value in doc.values()):
+    if set(map(type, doc.values())) != {str}:  # a quarter of an add's time as all(...)
         raise ValueError("an entry with a field that is not text")
     if not (_TIME.fullmatch(doc["updated"]) and _TIME.fullmatch(doc["published"])):
         raise ValueError("an entry with a time alertd does not write")
