@@ -1,0 +1,1 @@
+"""The community page: members subscribe themselves (Flask, served by waitress)."""
