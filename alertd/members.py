@@ -177,7 +177,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not shape or not all(isinstance(data.get(k), dict) for k in ("members", "searches")):
         raise damaged(path, "is not an alertd members table")
     data.setdefault("pending", {})
-    return data
+    return dict(data)
 
 
 def _filters_doc(filters: Filters) -> dict[str, Any]:
@@ -370,13 +370,22 @@ class Members:
                 "created_at": format_time(member.created_at),
             },
             "searches": [
-                {"id": s.id, **_draft_doc(_as_draft(s)), "paused": s.paused,
-                 "created_at": format_time(s.created_at)}
+                {
+                    "id": s.id,
+                    **_draft_doc(_as_draft(s)),
+                    "paused": s.paused,
+                    "created_at": format_time(s.created_at),
+                }
                 for s in self.searches_of(member_id)
             ],
         }
 
     # -- links ----------------------------------------------------------------------
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (the page's CSRF and session signing) from this state's
+        key: stable across restarts, never the token key itself."""
+        return hmac.new(self._key, f"derive\0{purpose}".encode(), hashlib.sha256).digest()
 
     def _token(self, kind: str, row_id: str, nonce: str) -> str:
         mac = hmac.new(self._key, f"{kind}\0{row_id}\0{nonce}".encode(), hashlib.sha256)

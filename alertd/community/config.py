@@ -55,8 +55,7 @@ def _signup(value: str) -> str:
     if kind == "invite" and colon and re.fullmatch(r"[A-Za-z0-9_-]{8,128}", code):
         return value
     raise ValueError(
-        f"{value!r} is not open, off or invite:<code> (a code of 8 to 128 letters, "
-        "digits, - or _)"
+        f"{value!r} is not open, off or invite:<code> (a code of 8 to 128 letters, digits, - or _)"
     )
 
 
