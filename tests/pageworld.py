@@ -53,11 +53,14 @@ class PageWorld:
         assert link.startswith(PUBLIC), link
         return link[len(PUBLIC) :]
 
-    def mails_to(self, address: str, count: int = 1, wait: float = 10.0) -> list[ReceivedMail]:
-        """The mails sent to ``address``, once at least ``count`` arrived (or ``wait`` ends)."""
+    def mails_to(
+        self, address: str | None, count: int = 1, wait: float = 10.0
+    ) -> list[ReceivedMail]:
+        """The mails sent to ``address`` (None: to anyone), once at least ``count``
+        arrived (or ``wait`` ends)."""
         deadline = time.monotonic() + wait
         while True:
-            found = [m for m in self.smtp.messages if address in m.rcpt_tos]
+            found = [m for m in self.smtp.messages if address in (None, *m.rcpt_tos)]
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
@@ -100,24 +103,26 @@ def link_in(mail: ReceivedMail) -> str:
 
 
 def sign_up(
-    world: PageWorld, client: httpx.Client, email: str | None, **fields: str
+    world: PageWorld, client: httpx.Client, address: str | None, **fields: str
 ) -> httpx.Response:
     """Fill in and send the sign-up form (by e-mail when ``email``, else a feed)."""
     form = {
         "csrf_token": csrf_of(client, "/"),
         "q": "audio",
         "pace": "now",
-        "delivery": "email" if email else "feed",
-        "email": email or "",
+        "delivery": "email" if address else "feed",
+        "email": address or "",
         "action": "signup",
         **fields,
     }
     return client.post("/signup", data=form)
 
 
-def confirm_by_mail(world: PageWorld, client: httpx.Client, email: str) -> httpx.Response:
-    """Press the button of the confirmation mail's page."""
-    mail = world.mails_to(email)[-1]
+def confirm_by_mail(
+    world: PageWorld, client: httpx.Client, email: str, nth: int = 1
+) -> httpx.Response:
+    """Press the button of the ``nth`` confirmation mail's page."""
+    mail = world.mails_to(email, count=nth)[nth - 1]
     path = world.local(link_in(mail))
     token = csrf_of(client, path)
     return client.post(path, data={"csrf_token": token})

@@ -31,7 +31,6 @@ from alertd.community.rules import (
     address_key,
     clean_email,
     clean_text,
-    client_ip,
     may_sign_up,
     parse_search,
 )
@@ -133,7 +132,7 @@ def create_app(page: Page) -> Flask:
     @app.before_request
     def _bind() -> None:
         g.page = page
-        g.ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"))
+        g.ip = request.remote_addr or "?"  # the member's, from a proxy on 127.0.0.1 (serve.py)
 
     app.after_request(_secure)
     app.register_error_handler(CSRFError, _csrf_failed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import math
 import re
 import threading
@@ -173,24 +172,6 @@ def may_sign_up(mode: str, invite_code: str | None, given: str | None) -> bool:
 def address_key(email: str) -> str:
     """How the rate limits know an address without keeping it."""
     return hashlib.sha256(normalise_email(email).encode()).hexdigest()
-
-
-def client_ip(remote: str | None, forwarded: str | None) -> str:
-    """The member's address: the peer, or, when the peer is a reverse proxy on this
-    host (loopback), the address that proxy appended last to ``X-Forwarded-For``.
-    A client's own ``X-Forwarded-For`` is believed from no one else."""
-    peer = remote or "?"
-    try:
-        local = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        local = False
-    if local and forwarded:
-        last = forwarded.split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            return peer
-    return peer
 
 
 class RateLimiter:

@@ -33,6 +33,7 @@ THREADS = 4
 CONNECTION_LIMIT = 200
 CHANNEL_TIMEOUT = 30
 CLEANUP_INTERVAL = 5
+TRUSTED_PROXY = "127.0.0.1"
 HEARTBEAT_FILE = "heartbeat.json"  # daemon.HEARTBEAT_FILE (not imported: no cycle here)
 
 
@@ -71,6 +72,13 @@ class CommunityServer:
                 cleanup_interval=CLEANUP_INTERVAL,
                 max_request_body_size=64 * 1024,
                 ident="alertd",
+                # A reverse proxy on this host says who the member is: the address it
+                # appended last to X-Forwarded-For (the rate limits count by it). From
+                # anyone else the header is dropped.
+                trusted_proxy=TRUSTED_PROXY,
+                trusted_proxy_count=1,
+                trusted_proxy_headers={"x-forwarded-for"},
+                clear_untrusted_proxy_headers=True,
             )
         except OSError as exc:
             raise PortError(
