@@ -76,7 +76,7 @@ def test_guessed_and_tampered_tokens_are_not_found(world: PageWorld) -> None:
             assert client.get(f"/m/{guess}").status_code == 404
             assert client.get(f"/c/{guess}").status_code == 404
         with world.client() as provider:
-            for guess in guesses[:3] + [good]:
+            for guess in [*guesses[:3], good]:
                 answer = provider.post(f"/u/{guess}", data={"List-Unsubscribe": "One-Click"})
                 assert answer.status_code == 404
         assert world.members.active() != []
