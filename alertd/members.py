@@ -548,6 +548,9 @@ class Members:
             doc = None if parts is None else data["pending"].get(parts[0])
             if parts is None or doc is None or not _matches(token, doc.get("hash")):
                 raise TokenError("this confirmation link is unknown, used or expired")
+            expires = parse_time(doc.get("expires"))
+            if expires is None or expires <= now:  # _drop_expired's rule, checked again here
+                raise TokenError("this confirmation link is unknown, used or expired")
             del data["pending"][parts[0]]
             member_id = _member_with(data, doc["email"]) or self._add_member(
                 data, now, email=doc["email"], feed=False
