@@ -129,7 +129,7 @@ def set_log_level(level: str) -> None:
 def check_config(path: str, need_searches: bool = False, need_secrets: bool = True) -> Config:
     """Load the config; ConfigError if it is wrong (or has no search when one is needed)."""
     config = load_config(Path(path), need_secrets=need_secrets)
-    if need_searches and not config.searches:
+    if need_searches and not config.searches and config.community is None:  # members' own
         raise ConfigError(
             "no saved search yet; add one (see alerts.example.yaml)",
             source=config.source,

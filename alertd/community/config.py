@@ -41,6 +41,12 @@ def _public_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _listen_form(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):  # `listen: 8080`
+        raise ValueError(f"{value!r} is not HOST:PORT, e.g. 127.0.0.1:{value}")
+    return value
+
+
 def _listen(value: str) -> str:
     host, colon, port = value.rpartition(":")
     if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -91,7 +97,7 @@ class CommunitySpec(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_name)]
     public_url: Annotated[str, Field(max_length=500), AfterValidator(_public_url)]
-    listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_LISTEN
+    listen: Annotated[str, BeforeValidator(_listen_form), AfterValidator(_listen)] = DEFAULT_LISTEN
     signup: Annotated[str, AfterValidator(_signup)] = "open"
     mail: Annotated[str, AfterValidator(_mail)] | None = None
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
