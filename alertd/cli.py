@@ -12,10 +12,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -48,6 +48,9 @@ from alertd.store import Store
 from alertd.targets import RedactingFilter
 from alertd.words import plural
 from alertd.zones import keep_machine_zone, tz_problem
+
+if TYPE_CHECKING:
+    from alertd.community.serve import CommunityServer
 
 log = logging.getLogger("alertd")
 
@@ -334,10 +337,12 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         if dry_run
         else sender_for(config.send_timeout, config.tz, stop)
     )
+    page = start_community(config, dry_run)
     with (
         open_store(config, dry_run) as store,
         make_client(config, stop, window) as client,
         serve_metrics(listener, config, client) as metrics,
+        closing(page) if page is not None else nullcontext(),
     ):
         refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
@@ -353,6 +358,19 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         )
         daemon.install_signal_handlers()
         daemon.run()
+
+
+def start_community(config: Config, dry_run: bool) -> CommunityServer | None:
+    """The community page when the config has one (a CommunityServer: ``close()``); the
+    web stack is imported only then, so the other commands start as fast as before."""
+    if config.community is None or dry_run:
+        return None
+    from alertd.community.serve import serve_configured
+
+    try:
+        return serve_configured(config, dry_run)
+    except ConfigError as exc:
+        fail(exc)
 
 
 @cli.command()

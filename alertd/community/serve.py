@@ -26,6 +26,7 @@ from alertd.errors import PortError
 from alertd.health import read_heartbeat
 from alertd.members import Members
 from alertd.models import parse_time
+from alertd.settings import Config
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +143,20 @@ def serve_community(
     server = CommunityServer(page, spec.host, spec.port if port is None else port)
     log.info("community page on %s (members reach it at %s)", server.url, spec.public_url)
     return server.start()
+
+
+def serve_configured(config: Config, dry_run: bool = False) -> CommunityServer | None:
+    """The page ``alertd run`` serves when its config has ``community:`` (none in a dry
+    run: it would sign people up to a daemon that sends nothing). PortError if
+    ``community.listen`` cannot be opened."""
+    spec = config.community
+    if spec is None or dry_run:
+        return None
+    return serve_community(
+        spec,
+        Members.open(config.state_dir),
+        api_url=config.api_url,
+        state_dir=config.state_dir,
+        requests_per_minute=config.requests_per_minute,
+        tz_name=str(getattr(config.tz, "key", None) or config.tz),
+    )
