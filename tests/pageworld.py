@@ -67,7 +67,9 @@ class PageWorld:
 
 
 @contextmanager
-def page_world(standin: StandInServer, state_dir: Path, **fields: object) -> Iterator[PageWorld]:
+def page_world(
+    standin: StandInServer, state_dir: Path, channel_timeout: int = 30, **fields: object
+) -> Iterator[PageWorld]:
     """Serve a page with ``fields`` in its community section until the block ends."""
     with SMTPCollector() as smtp:
         members = Members.open(state_dir)
@@ -78,6 +80,7 @@ def page_world(standin: StandInServer, state_dir: Path, **fields: object) -> Ite
             state_dir=state_dir,
             requests_per_minute=60,
             port=0,  # any free port
+            channel_timeout=channel_timeout,
         )
         try:
             yield PageWorld(server, members, smtp, standin, state_dir)
