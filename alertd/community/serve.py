@@ -60,7 +60,9 @@ def heartbeat_status(state_dir: Path) -> Callable[[], DaemonStatus]:
 class CommunityServer:
     """The page, served until ``close``; ``url`` is where it listens."""
 
-    def __init__(self, page: Page, host: str, port: int) -> None:
+    def __init__(
+        self, page: Page, host: str, port: int, channel_timeout: int = CHANNEL_TIMEOUT
+    ) -> None:
         self.page = page
         try:
             self.server = create_server(
@@ -69,8 +71,8 @@ class CommunityServer:
                 port=port,
                 threads=THREADS,
                 connection_limit=CONNECTION_LIMIT,
-                channel_timeout=CHANNEL_TIMEOUT,
-                cleanup_interval=CLEANUP_INTERVAL,
+                channel_timeout=channel_timeout,
+                cleanup_interval=min(CLEANUP_INTERVAL, channel_timeout),
                 max_request_body_size=64 * 1024,
                 ident="alertd",
                 # A reverse proxy on this host says who the member is: the address it
@@ -129,6 +131,7 @@ def serve_community(
     tz_name: str = "UTC",
     send: Send = send_mail,
     port: int | None = None,
+    channel_timeout: int = CHANNEL_TIMEOUT,
 ) -> CommunityServer:
     """Serve ``spec``'s page on ``spec.listen`` (or ``port``) in a thread; ``close()``
     stops it. The page's API calls share ``state_dir``'s request window."""
@@ -140,7 +143,7 @@ def serve_community(
         status=status or heartbeat_status(state_dir),
         tz_name=tz_name,
     )
-    server = CommunityServer(page, spec.host, spec.port if port is None else port)
+    server = CommunityServer(page, spec.host, spec.port if port is None else port, channel_timeout)
     log.info("community page on %s (members reach it at %s)", server.url, spec.public_url)
     return server.start()
 
