@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import errno
 import fcntl
 import hashlib
@@ -486,20 +485,23 @@ class Members:
         """Apply ``change`` to the table as it is on disk and write it durably; what
         ``change`` returned. Nothing is written (or kept) if it raises."""
         with self._lock, self._file_lock():
-            self._seen = None
             self.refresh()
-            data = copy.deepcopy(self._data)
+            data = self._data  # changed in place (a copy of 10,000 members costs 100 ms)
             now = datetime.now(UTC)
-            _drop_expired(data, now)
-            result = change(data, now)
-            data["version"] = int(data.get("version", 0)) + 1
             try:
+                _drop_expired(data, now)
+                result = change(data, now)
+                data["version"] = int(data.get("version", 0)) + 1
                 write_atomically(self.path, json.dumps(data, separators=(",", ":")))
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot write {self.path}: {exc.strerror or exc}; {fix_for(exc)}"
-                ) from exc
-            self._data = data
+            except BaseException as exc:
+                self._seen = None  # what is in memory may be half changed: the file wins
+                self._data = _empty()
+                self._active = None
+                if isinstance(exc, OSError):
+                    raise StoreError(
+                        f"cannot write {self.path}: {exc.strerror or exc}; {fix_for(exc)}"
+                    ) from exc
+                raise
             st = os.stat(self.path)
             self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
             return result
