@@ -22,6 +22,7 @@ import click
 from alertd import __version__
 from alertd.api import OpenTrainClient
 from alertd.budget import Window, open_window
+from alertd.config import Config, load_config, suggest
 from alertd.daemon import HEARTBEAT_FILE, CycleRunner, Daemon, use_utc
 from alertd.deliver import dry_run_sender, send, sender_for
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
@@ -42,7 +43,7 @@ from alertd.plan import describe_capacity, group_queries, release_at
 from alertd.render import Item, Message, defang, describe_pay, safe_link, show_time
 from alertd.scaffold import init
 from alertd.serve import standin
-from alertd.settings import DEFAULT_API_URL, Config, default_state_dir, load_config, suggest
+from alertd.settings import DEFAULT_API_URL, default_state_dir
 from alertd.start import exit_for_tz
 from alertd.store import Store
 from alertd.targets import RedactingFilter

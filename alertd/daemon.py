@@ -34,11 +34,11 @@ from datetime import timedelta
 from types import FrameType
 
 from alertd import __version__
+from alertd.config import Config
 from alertd.errors import ConfigError
 from alertd.models import SavedSearch, format_time
 from alertd.pipeline import CycleReport, utc_now
 from alertd.sdnotify import Notifier
-from alertd.settings import Config
 from alertd.store.files import TEMP_PREFIX
 from alertd.words import duration, plural
 

@@ -32,7 +32,9 @@ import apprise
 import httpx
 
 from alertd.exchange import Exchange, Finished, current, keep_connections, run_bounded
+from alertd.mailer import send_member_mail
 from alertd.models import Target
+from alertd.outcome import Outcome as Outcome
 from alertd.render import (
     Channel,
     Message,
@@ -47,22 +49,6 @@ from alertd.targets import RedactingFilter, quiet_apprise, url_secrets
 
 log = logging.getLogger(__name__)
 USER_AGENT = "alertd"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a target did with one message. ``permanent`` failures will not fix themselves;
-    ``unknown`` ones ran out of time after the message went out, so the target may have
-    it: they are retried, but later than a plain failure."""
-
-    accepted: bool
-    error: str | None = None
-    permanent: bool = False
-    unknown: bool = False
-    retry_after: float | None = None  # the service asked to wait this long (a 429)
-    # The service refused this message for what it holds (400, 413, 422): the target's
-    # next message may go; this one is retried on the schedule like any failure.
-    refused_message: bool = False
 
 
 class _Collect(logging.Handler):
@@ -315,6 +301,10 @@ def _send_url(url: str, message: Message, timeout: float, tz: tzinfo | None) -> 
         return send_apprise(url, "", html, timeout, apprise.NotifyFormat.HTML)
     if channel is Channel.EMAIL:
         subject, page = render_email(message, tz)
+        if message.links is not None:  # a member's: over the community's one session
+            return send_member_mail(
+                url, subject, render_plain(message, tz)[1], page, message.links, timeout
+            )
         return send_apprise(url, subject, page, timeout, apprise.NotifyFormat.HTML)
     title, body = render_plain(message, tz)
     return send_apprise(url, title, body, timeout)

@@ -10,11 +10,12 @@ import tempfile
 import threading
 from collections.abc import Callable
 
+from alertd.config import parse_config
 from alertd.daemon import Daemon
 from alertd.deliver import send
 from alertd.market import CATEGORIES, LANGUAGES, Market
 from alertd.pipeline import make_client, run_once
-from alertd.settings import USE_ENVIRONMENT, parse_config
+from alertd.settings import USE_ENVIRONMENT
 from alertd.standin import StandInServer
 from alertd.store import Store
 

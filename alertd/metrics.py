@@ -27,6 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from alertd.api import OpenTrainClient, RateBudget
+from alertd.config import Config
 from alertd.daemon import HEARTBEAT_FILE, CycleRunner
 from alertd.deliver import Outcome, Sender
 from alertd.errors import PortError
@@ -35,7 +36,6 @@ from alertd.listen import BoundedServer
 from alertd.models import DeliveryStatus, OutboxRow, Target
 from alertd.pipeline import CycleReport, all_targets
 from alertd.render import Message
-from alertd.settings import Config
 from alertd.store import Store
 
 DEFAULT_HOST = "127.0.0.1"

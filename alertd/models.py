@@ -212,7 +212,8 @@ class Filters:
 
 @dataclass(frozen=True)
 class SavedSearch:
-    """A saved search from the config: the API's own filters and where its alerts go."""
+    """A saved search (the operator's or a member's): the API's own filters and where its
+    alerts go."""
 
     name: str
     q: str | None = None
@@ -225,8 +226,19 @@ class SavedSearch:
     also: frozenset[str] = frozenset()  # of CHANGES
     filters: Filters = field(default_factory=lambda: Filters())
     line: int | None = None
-    source: str = ""  # the config file it came from: state is forgotten per file
+    source: str = ""  # its owner: the config file it came from, or "members" (forgotten per owner)
     file: str = ""  # the file it is written in (an included one, or source); ``line`` is there
+    title: str = ""  # as a person reads it, where that is not ``name`` (a member's search)
+
+    @property
+    def id(self) -> str:
+        """Its stable id: the store's key (unique in a state directory)."""
+        return self.name
+
+    @property
+    def owner(self) -> str:
+        """Who it belongs to (``alertd.subscriptions``): what forgets it."""
+        return self.source
 
     def query(self) -> dict[str, str]:
         """The query parameters GET /jobs takes for this search (unset filters left out)."""

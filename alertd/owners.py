@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alertd.config import Config, load_config
 from alertd.errors import ConfigError
-from alertd.settings import Config, load_config
 from alertd.store import Store
 
 

@@ -35,14 +35,15 @@ from datetime import UTC, datetime, timedelta
 from alertd import plan
 from alertd.api import RETRY_DELAYS, UNREACHABLE_CODE, OpenTrainClient, SearchResult
 from alertd.budget import Window, open_window
+from alertd.config import Config
 from alertd.deliver import Outcome, Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
 from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
-from alertd.render import Channel, Item, Message, channel_for
-from alertd.settings import Config
+from alertd.render import Channel, Item, Links, Message, channel_for
 from alertd.store import Store
+from alertd.subscriptions import Subscriptions, of_config
 from alertd.words import plural
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class CycleReport:
     failed_sends: int = 0
     unknown_sends: int = 0
     withdrawn: int = 0
+    capped: int = 0  # due alerts a member's daily cap keeps for later
+    capped_targets: set[str] = field(default_factory=set)  # not late: capped
     held: bool = False
     held_rows: int = 0
     owed: int = 0
@@ -121,6 +124,7 @@ class CycleReport:
             "sends_failed": self.failed_sends,
             "sends_unanswered": self.unknown_sends,
             "withdrawn": self.withdrawn,
+            "capped": self.capped,
             "malformed_jobs_skipped": self.skipped_jobs,
             "owed": self.owed,
             "queries_left": self.left_queries,
@@ -151,6 +155,8 @@ class CycleReport:
             parts.append(f"{plural(self.skipped_jobs, 'malformed job')} skipped")
         if self.withdrawn:
             parts.append(f"{self.withdrawn:,} withdrawn (job closed or expired)")
+        if self.capped:
+            parts.append(f"{self.capped:,} kept for later by members' daily caps")
         if self.held:
             parts.append("deliveries held (change feed unreadable)")
         if self.failed_sends:
@@ -217,14 +223,19 @@ class Cycle:
         store: Store,
         clock: Clock,
         stop: threading.Event,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.store = store
         self.clock = clock
         self.stop = stop
-        self.queries = plan.group_queries(config.searches)
-        self.report = CycleReport(searches=len(config.searches), queries=len(self.queries))
+        # What this config file reads and asks is its own, even in a shared state directory.
+        self.owner = config.owner or config.source
+        self.subs = subscriptions or Subscriptions.gather([of_config(config.searches, self.owner)])
+        self.searches = self.subs.searches
+        self.queries = plan.group_queries(self.searches)
+        self.report = CycleReport(searches=len(self.searches), queries=len(self.queries))
         self.first_request = client.requests_sent
         self.budget = plan.cycle_budget(config.requests_per_minute, config.poll_interval)
         self.window = plan.ask_window(config.poll_interval)
@@ -234,10 +245,8 @@ class Cycle:
         self.failing_turn = False
         self.api_now: datetime | None = None
         self.asked: set[str] = set()
-        # What this config file reads and asks is its own, even in a shared state directory.
-        self.owner = config.owner or config.source
         store.adopt((s.name for s in config.searches), self.owner)  # a moved config file
-        self.primed = {s.name for s in config.searches if self.is_primed(s)}
+        self.primed = {s.name for s in self.searches if self.is_primed(s)}
         self.reopened: set[str] = set()  # jobs open again whose queries are asked anew
         self.priming = Priming()  # what this cycle primed, logged once (names at DEBUG)
 
@@ -465,7 +474,7 @@ class Cycle:
 
     def log_priming(self) -> None:
         """One INFO line for what was primed since the last one (none when nothing was)."""
-        if line := self.priming.summary(len(self.config.searches) - len(self.primed)):
+        if line := self.priming.summary(len(self.searches) - len(self.primed)):
             log.info("%s", line)
         self.priming = Priming()
 
@@ -583,10 +592,11 @@ class Cycle:
             self.ask(self.queries[key])
 
     def forget(self) -> None:
-        """Drop the state of searches and queries the config no longer has, and seen ids
-        of jobs closed for longer than any page can show them."""
-        names = (s.name for s in self.config.searches)
-        self.store.forget_searches_except(names, self.config.owner or self.config.source)
+        """Drop the state of searches and queries their providers no longer have (each
+        owner forgets only its own), and seen ids of jobs closed for longer than any page
+        can show them."""
+        for owner, names in self.subs.owners.items():
+            self.store.forget_searches_except(names, owner)
         self.store.forget_queries_except(self.owner, self.queries)
         gone = plan.forgettable(self.store.closed, self.clock())
         if gone:
@@ -635,6 +645,7 @@ def deliver_due(
     report: CycleReport,
     stop: threading.Event,
     spent: dict[str, int] | None = None,
+    subscriptions: Subscriptions | None = None,
 ) -> None:
     """Send every owed alert that is due; a target that fails is left for a later cycle.
 
@@ -645,14 +656,19 @@ def deliver_due(
     now = clock()
     store.release(plan.overdue_holds(store.owed.values(), now))
     store.retry_fixed_targets({key: url_digest(t) for key, t in targets.items()}, now)
-    for search in config.searches:
+    subs = subscriptions or Subscriptions.gather([of_config(config.searches, config.owner)])
+    titles = subs.titles()
+    for search in subs.searches:
         moved = store.retarget(search, targets, now)
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     paces = {key: target.pace for key, target in targets.items()}
-    messages, expired = plan.plan_messages(
-        store.due(now, targets), paces, now, config.tz, spent=spent
-    )
+    due = store.due(now, targets)
+    if subs.cappers:
+        due, waiting = within_caps(due, subs, store, now)
+        report.capped = len(waiting)
+        report.capped_targets.update(a.target_key for a in waiting)
+    messages, expired = plan.plan_messages(due, paces, now, config.tz, spent=spent)
     for alert in expired:
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
         report.withdrawn += 1
@@ -672,12 +688,40 @@ def deliver_due(
         if not queues[key]:
             del queues[key]
         target = targets[key]
-        outcome = send_message(config, target, alerts, store, send, clock, report)
+        links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
             spent[key] = plan.MAX_ALERTS_PER_TARGET
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+
+
+def within_caps(
+    due: list[Alert], subs: Subscriptions, store: Store, now: datetime
+) -> tuple[list[Alert], list[Alert]]:
+    """``due`` without what would take a capped group (a member) past its alerts in the
+    last day, oldest first; and how many wait. Those stay owed and go out as the day
+    rolls on: a cap slows a member's mail, it loses nothing (their feed has it all)."""
+    caps = {a.target_key: cap for a in due if (cap := subs.cap(a.target_key)) is not None}
+    if not caps:
+        return due, []
+    groups: dict[str, int] = {}
+    for key, count in store.sent_since(caps.keys(), now - timedelta(days=1)).items():
+        group = caps[key][0]
+        groups[group] = groups.get(group, 0) + count
+    kept: list[Alert] = []
+    waiting: list[Alert] = []
+    for alert in due:
+        cap = caps.get(alert.target_key)
+        if cap is not None:
+            group, limit = cap
+            if groups.get(group, 0) >= limit:
+                waiting.append(alert)
+                continue
+            groups[group] = groups.get(group, 0) + 1
+        kept.append(alert)
+    return kept, waiting
 
 
 # Seconds between two messages to one target, as each service tolerates a burst:
@@ -693,9 +737,16 @@ def send_message(
     send: Sender,
     clock: Clock,
     report: CycleReport,
+    titles: Mapping[str, str] | None = None,
+    links: Links | None = None,
 ) -> Outcome:
-    """One message to ``target`` for these alerts (one job, or a list); what it did."""
-    items = tuple(Item(a.job, a.searches, a.change, a.old_pay) for a in alerts)
+    """One message to ``target`` for these alerts (one job, or a list); what it did.
+    ``titles``: searches' names as a person reads them, where not their ids; ``links``:
+    a member's manage and unsubscribe links."""
+    shown = titles or {}
+    items = tuple(
+        Item(a.job, tuple(shown.get(n, n) for n in a.searches), a.change, a.old_pay) for a in alerts
+    )
     heading = None
     if len(alerts) > 1:
         oldest = min(a.created_at or clock() for a in alerts)
@@ -703,7 +754,7 @@ def send_message(
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
     store.mark_sending_all(alerts, clock())
-    outcome = send(target, Message(items, heading=heading))
+    outcome = send(target, Message(items, heading=heading, links=links))
     if outcome.accepted:
         store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)
@@ -783,16 +834,19 @@ def run_once(
     clock: Clock = utc_now,
     stop: threading.Event | None = None,
     retry_refused: bool = False,
+    subscriptions: Subscriptions | None = None,
 ) -> CycleReport:
     """One full cycle. Never raises for a failing search, target or disk: it reports them.
 
     ``retry_refused``: targets that refused for good are tried in this cycle, not after
     their long back-off (the daemon's first cycle, and the first after a SIGHUP).
+    ``subscriptions``: the saved searches to serve (``alertd.subscriptions``); by
+    default the config's own.
     """
     store.recover_interrupted()  # a send the last cycle could not finish is owed again
-    cycle = Cycle(config, client, store, clock, stop or threading.Event())
+    cycle = Cycle(config, client, store, clock, stop or threading.Event(), subscriptions)
     report = cycle.report
-    targets = all_targets(config.searches)
+    targets = cycle.subs.targets()
     if retry_refused and (tried := store.retry_refused(targets, clock())):
         log.info("%d alerts refused for good are tried again now (start or reload)", tried)
     spent: dict[str, int] = {}  # messages per target this cycle, over its deliveries
@@ -809,7 +863,7 @@ def run_once(
         if not feed_ok:
             report.held = True  # without the feed we cannot tell a closed job from an open one
             return
-        deliver_due(config, targets, store, send, clock, report, cycle.stop, spent)
+        deliver_due(config, targets, store, send, clock, report, cycle.stop, spent, cycle.subs)
 
     client.retry_until = cycle.ask_until
     try:
@@ -856,11 +910,13 @@ def run_once(
         client.retry_until = None
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
-    # Owed since it should have gone out: a digest's alerts wait for its hour, not late.
+    # Owed since it should have gone out: a digest's alerts wait for its hour, a capped
+    # member's for their day to roll on: neither is late.
     report.oldest_owed = min(
         (
             plan.release_at(targets[key].pace, since, config.tz)
             for key, since in store.oldest_owed(targets).items()
+            if key not in report.capped_targets
         ),
         default=None,
     )

@@ -70,13 +70,27 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Links:
+    """A member's ways out and around, carried by each message to them: their manage
+    page, the one-click link that stops the message's search, the list it belongs to
+    (``List-Id``), and where every job of a summary can be read."""
+
+    manage: str
+    unsubscribe: str
+    list_id: str
+    everything: str | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     """One alert: one item when instant, several for a batch; ``more`` jobs gathered but
-    not listed; ``heading`` (ours, e.g. "12 new OpenTrain jobs since 08:00") for several."""
+    not listed; ``heading`` (ours, e.g. "12 new OpenTrain jobs since 08:00") for several;
+    ``links`` for a member's message (None for the operator's own targets)."""
 
     items: tuple[Item, ...]
     more: int = 0
     heading: str | None = None
+    links: Links | None = None
 
 
 # -- text helpers ------------------------------------------------------------------
@@ -597,9 +611,25 @@ def render_email(message: Message, tz: tzinfo | None) -> tuple[str, str]:
         body.insert(
             0, f'<h1 style="font-size:22px">{_html(clean(summary_heading(message)), 300)}</h1>'
         )
+    links = message.links
     if len(message.items) > len(listed) or message.more:
-        body.append(f"<p>{_count(message, len(listed))}</p>")
+        count = _count(message, len(listed))
+        if links is not None and links.everything:
+            count = f'<a href="{_href(links.everything)}">{count}</a>'
+        body.append(f"<p>{count}</p>")
+    if links is not None:
+        body.append(_email_footer(links))
     return email_subject(message), _EMAIL_PAGE.format(body="\n<hr>\n".join(body))
+
+
+def _email_footer(links: Links) -> str:
+    """A member's way out, visible in every e-mail (the headers carry the one-click)."""
+    return (
+        '<p style="font-size:13px;color:#5f6368">You get this because you subscribed to '
+        "job alerts. "
+        f'<a href="{_href(links.unsubscribe)}">Unsubscribe from this search</a> · '
+        f'<a href="{_href(links.manage)}">Manage your alerts</a></p>'
+    )
 
 
 _EMAIL_PAGE = """<!DOCTYPE html>

@@ -47,12 +47,12 @@ import httpx
 import yaml
 
 from alertd.api import OpenTrainClient, SearchResult
+from alertd.config import Config, load_config
 from alertd.deliver import Outcome
 from alertd.market import CATEGORIES, LANGUAGES, Market, make_job, matches_query
 from alertd.models import PAY_TYPES, Target
 from alertd.pipeline import CycleReport, run_once
 from alertd.render import Message
-from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
 

@@ -444,6 +444,9 @@ class _EphemeralController(Controller):
         super()._trigger_server()
 
 
+EphemeralController = _EphemeralController  # for a test's own aiosmtpd handler
+
+
 class SMTPCollector:
     """A plain (no TLS, no AUTH) SMTP server on 127.0.0.1 that collects what it receives.
 

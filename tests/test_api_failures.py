@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from alertd.api import LIMIT_CODE, LimitBackoff, OpenTrainClient
+from alertd.config import load_config
 from alertd.deliver import Outcome
 from alertd.errors import ApiUnavailableError
 from alertd.market import Market
 from alertd.pipeline import Cycle, make_client, run_once
 from alertd.render import Message
-from alertd.settings import load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig

@@ -21,11 +21,11 @@ import pytest
 from click.testing import Result
 
 from alertd.api import OpenTrainClient
+from alertd.config import load_config
 from alertd.deliver import send
 from alertd.market import Market
 from alertd.models import Job
 from alertd.pipeline import run_once, utc_now
-from alertd.settings import load_config
 from alertd.store import Store
 from tests.servers import (
     DISCORD_HOST,
@@ -560,7 +560,7 @@ def test_an_encoded_password_is_masked_whole_in_its_decoded_form_too() -> None:
 def test_values_from_the_environment_are_masked_only_where_they_are_secret(
     monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
 ) -> None:
-    from alertd.settings import load_config
+    from alertd.config import load_config
     from alertd.targets import RedactingFilter
 
     monkeypatch.setenv("SMTP_USER", "alertd")

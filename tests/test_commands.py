@@ -167,9 +167,9 @@ def test_health_turns_unhealthy_when_the_api_or_a_target_stays_down(
 def test_health_turns_unhealthy_when_every_search_keeps_failing(
     write_config: WriteConfig, run_cli: RunCli, state_dir: Path
 ) -> None:
+    from alertd.config import load_config
     from alertd.daemon import Daemon
     from alertd.pipeline import CycleReport
-    from alertd.settings import load_config
 
     config = write_config("searches:\n  - name: pods\n    q: podcast\n")
     state_dir.mkdir(parents=True)

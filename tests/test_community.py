@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from alertd.config import Config, load_config
 from alertd.market import CATEGORIES, Market
 from alertd.pipeline import CycleReport
-from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config import load_config, parse_config
 from alertd.errors import ConfigError
-from alertd.settings import load_config, parse_config, parse_duration
+from alertd.settings import parse_duration
 from tests.conftest import RunCli
 
 SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"

@@ -10,8 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alertd.config import Config, parse_config
 from alertd.errors import ConfigError
-from alertd.settings import FILE_KEYS, SEARCH_KEYS, SETTING_KEYS, Config, parse_config
+from alertd.settings import FILE_KEYS, SEARCH_KEYS, SETTING_KEYS
 
 scalars = (
     st.none()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config import load_config
 from alertd.errors import ConfigError
-from alertd.settings import load_config
 from tests.conftest import ALERTD, RunCli, WriteConfig
 from tests.webhook import WebhookCollector
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config import load_config, parse_config
 from alertd.errors import ConfigError
 from alertd.market import Market
-from alertd.settings import load_config, parse_config
 from tests.conftest import ALERTD, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 

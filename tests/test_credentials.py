@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config import parse_config
 from alertd.errors import ConfigError
-from alertd.settings import parse_config
 from tests.conftest import RunCli, WriteConfig
 from tests.webhook import WebhookCollector
 

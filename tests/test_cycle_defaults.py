@@ -6,10 +6,11 @@ import math
 
 import yaml
 
+from alertd.config import parse_config
 from alertd.health import HealthLimits
 from alertd.plan import ask_window
 from alertd.scaffold import example_config
-from alertd.settings import parse_config, parse_duration
+from alertd.settings import parse_duration
 
 
 def test_the_default_and_the_example_poll_every_ten_seconds() -> None:

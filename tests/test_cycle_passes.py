@@ -12,13 +12,13 @@ import pytest
 from alertd import plan
 from alertd.api import OpenTrainClient
 from alertd.budget import LocalWindow
+from alertd.config import load_config
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Alert, Job, Pace, Target
 from alertd.pipeline import make_client, run_once
 from alertd.plan import ask_window, plan_messages
 from alertd.render import Message
-from alertd.settings import load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
 from tests.conftest import WriteConfig

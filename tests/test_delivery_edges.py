@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from alertd.config import load_config
 from alertd.deliver import Outcome
 from alertd.errors import ConfigError
 from alertd.match import why_dropped
 from alertd.models import Filters, Job, MinPay, Pay, Target
 from alertd.render import Item, Message, render_discord, render_plain, render_telegram
-from alertd.settings import load_config
 from tests.world import FAST, Recorder, World
 
 PAY = {"paymentType": "PAY_PER_HOUR", "currency": "USD", "hourlyMin": 12, "hourlyMax": 18}

@@ -18,9 +18,9 @@ import pytest
 import alertd.api
 import alertd.market
 from alertd.api import OpenTrainClient
+from alertd.config import Config, load_config
 from alertd.errors import StoreError
 from alertd.pipeline import CycleReport
-from alertd.settings import Config, load_config
 from alertd.standin import Fault
 from alertd.store import Store
 from tests.world import FAST, Clock, World, community_config, run

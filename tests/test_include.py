@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config import load_config
 from alertd.errors import ConfigError
 from alertd.market import Market
-from alertd.settings import load_config
 from tests.conftest import RunCli, WriteConfig
 from tests.webhook import WebhookCollector
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alertd.config import load_config
 from alertd.market import Market
-from alertd.settings import load_config
 from tests.conftest import RunCli, StartDaemon, WriteConfig, log_until
 from tests.webhook import WebhookCollector
 

@@ -12,12 +12,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.api import OpenTrainClient
+from alertd.config import load_config
 from alertd.errors import ApiError
 from alertd.health import HealthLimits, judge_health
 from alertd.market import Market
 from alertd.metrics import bind_metrics, serve_metrics
 from alertd.models import format_time
-from alertd.settings import load_config
 from alertd.standin import Fault, StandInServer
 from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector

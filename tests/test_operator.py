@@ -187,7 +187,7 @@ def test_status_without_the_secret_says_why_an_inline_urls_rows_are_unmatched(
 def test_a_secret_ending_in_a_line_break_is_masked_as_it_is_printed(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from alertd.settings import load_config
+    from alertd.config import load_config
     from alertd.targets import RedactingFilter
 
     monkeypatch.setenv("ALERTD_TEST_TOKEN", "plainword\n")  # a credential file's extra line
@@ -213,10 +213,10 @@ def test_health_on_a_directory_given_as_the_config_exits_1_not_2(
 def test_a_restarted_daemon_is_not_reported_as_the_old_one_stopped(
     write_config: WriteConfig, state_dir: Path
 ) -> None:
+    from alertd.config import load_config
     from alertd.daemon import Daemon
     from alertd.health import HealthLimits, judge_health, process_running, read_heartbeat
     from alertd.pipeline import CycleReport
-    from alertd.settings import load_config
 
     config = load_config(write_config("searches:\n  - name: all\n"))
     state_dir.mkdir(parents=True)

@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from alertd.config import Config
 from alertd.market import Market
 from alertd.models import Alert, Job, Pace
 from alertd.plan import gathered_until, plan_messages, quiet_end, release_at
-from alertd.settings import Config
 from tests.conftest import RunCli, StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 from tests.world import World

@@ -12,13 +12,13 @@ import pytest
 
 from alertd import plan
 from alertd.api import OpenTrainClient
+from alertd.config import load_config
 from alertd.deliver import Outcome
 from alertd.market import CATEGORIES, LANGUAGES, Market
 from alertd.models import Job, Pay, SavedSearch, Target
 from alertd.pipeline import run_once
 from alertd.plan import QueryIndex, Verdict, group_queries, judge
 from alertd.render import Message
-from alertd.settings import load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alertd import plan
+from alertd.config import load_config
 from alertd.models import (
     DeliveryStatus,
     Event,
@@ -18,7 +19,6 @@ from alertd.models import (
     SavedSearch,
 )
 from alertd.plan import Verdict
-from alertd.settings import load_config
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 AUDIO = Job(

@@ -11,13 +11,13 @@ import httpx
 import pytest
 from click.testing import Result
 
+from alertd.config import Config, load_config
 from alertd.deliver import sender_for
 from alertd.market import Market
 from alertd.match import is_open
 from alertd.models import Job, format_time
 from alertd.pipeline import make_client, run_once
 from alertd.plan import HOLD_BOUND
-from alertd.settings import Config, load_config
 from alertd.standin import Fault, StandInServer
 from alertd.store import Store
 from tests.conftest import RunCli, WriteConfig

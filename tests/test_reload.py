@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config import Config, parse_config
 from alertd.daemon import Daemon, describe_changes, keep_restart_settings, next_start
 from alertd.errors import ConfigError
 from alertd.market import Market
 from alertd.pipeline import CycleReport
-from alertd.settings import Config, parse_config
 from tests.conftest import StartDaemon, WriteConfig, wait_for
 from tests.webhook import WebhookCollector
 

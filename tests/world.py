@@ -21,14 +21,15 @@ from types import TracebackType
 from typing import Any
 
 from alertd.api import RETRY_DELAYS, OpenTrainClient
+from alertd.config import Config, load_config
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Target
 from alertd.pipeline import CycleReport, run_once
 from alertd.render import Message, render_plain
-from alertd.settings import Config, load_config
 from alertd.standin import StandInServer
 from alertd.store import Store
+from alertd.subscriptions import Subscriptions
 
 FAST = 100_000  # a stand-in rate limit high enough that only alertd's own budget counts
 
@@ -86,9 +87,11 @@ def run(
     send: Callable[[Target, Message], Outcome],
     clock: Moment | None = None,
     stop: Event | None = None,
+    subscriptions: Subscriptions | None = None,
 ) -> CycleReport:
-    """One cycle as a new process runs it: the store opened anew, a fresh client."""
-    extra: dict[str, Any] = {}
+    """One cycle as a new process runs it: the store opened anew, a fresh client;
+    ``subscriptions`` instead of the config's own searches when given."""
+    extra: dict[str, Any] = {"subscriptions": subscriptions}
     if clock is not None:
         extra["clock"] = clock
     if stop is not None:
@@ -190,13 +193,20 @@ class World:
         assert self.frozen, "a world on real time has no clock to move"
         self.clock.now += after
 
-    def cycle(self, after: timedelta = timedelta(0), config: Config | None = None) -> CycleReport:
-        """One cycle (a restart: the store is opened anew), ``after`` from the last."""
+    def cycle(
+        self,
+        after: timedelta = timedelta(0),
+        config: Config | None = None,
+        subscriptions: Subscriptions | None = None,
+    ) -> CycleReport:
+        """One cycle (a restart: the store is opened anew), ``after`` from the last;
+        ``subscriptions`` served instead of the config's own searches when given."""
         if after:
             self.advance(after)
         chosen = config or self.config
         assert chosen is not None, "give the world a config first"
-        return run(chosen, self.url, self.send, self.clock if self.frozen else None)
+        clock = self.clock if self.frozen else None
+        return run(chosen, self.url, self.send, clock, subscriptions=subscriptions)
 
     def cycle_at(self, moment: datetime, config: Config | None = None) -> CycleReport:
         """One cycle with the clock set to ``moment``."""

@@ -22,11 +22,11 @@ from alertd.community.config import CommunitySpec
 from alertd.community.lookup import Lookup
 from alertd.community.mail import send_mail
 from alertd.community.postman import Postman, Send
+from alertd.config import Config
 from alertd.errors import PortError
 from alertd.health import read_heartbeat
 from alertd.members import Members
 from alertd.models import parse_time
-from alertd.settings import Config
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,15 @@ change, so that what a write costs follows the change and not the size of the st
 Everything is held in memory; ``commit`` writes the files that changed, each atomically
 (temp file, fsync, rename), in an order that makes every crash safe: delivered rows
 before the outbox that no longer holds them, owed rows before the seen ids that stop
-them being found again, the feed position last. A lock file keeps two processes off one
-state directory. A state from alertd 0.1 (``alertd.json``) is migrated on first open.
+them being found again, the feed position last. The lock (``lock.py``, one process per
+state directory), the delivery journal (``journal.py``) and the files' format
+(``files.py``) are modules of their own. A state from alertd 0.1 (``alertd.json``) is
+migrated on first open.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import logging
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -64,20 +63,20 @@ from alertd.store.files import (
     is_trusted_link,
     iso,
     link_error,
-    open_nofollow,
     row_doc,
     row_from_doc,
     search_doc,
     search_from_doc,
     time_or,
 )
+from alertd.store.journal import JOURNAL_FILE, Journal
 from alertd.store.legacy import LEGACY_FILE, migrate_legacy
+from alertd.store.lock import LOCK_FILE as LOCK_FILE
+from alertd.store.lock import DirectoryLock
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-LOCK_FILE = "alertd.lock"
-JOURNAL_FILE = "journal.jsonl"
 # Written in this order by ``commit``: see the module docstring for why.
 FILES = ("done", "outbox", "searches", "queries", "feed")
 # Each file's own tables; every one is written, even empty (an alertd before 0.3 left
@@ -95,96 +94,6 @@ BROKEN_PREFIX = "broken-"
 Key = tuple[str, str]
 ONE = timedelta(seconds=1)
 T = TypeVar("T")
-
-
-def _flock(fd: int, state_dir: Path, *, required: bool) -> None:
-    """An exclusive, non-blocking flock; StoreError naming the holder when it is taken."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise StoreError(
-                f"state directory {state_dir} is in use by alertd (pid {_holder(state_dir)}); "
-                "stop that one first or give this one another state_dir"
-            ) from exc
-        if required:
-            raise StoreError(
-                f"cannot lock {state_dir}: {exc.strerror or exc} (a file system without "
-                "locks?); give alertd a local state_dir"
-            ) from exc
-
-
-def _holder(state_dir: Path) -> str:
-    """The pid holding ``state_dir``'s lock: ``alertd.lock`` names it; when someone
-    deleted that file (the second alertd then made it again, empty), the kernel's table
-    of locks (Linux's /proc/locks) still knows who locks the directory. '?' otherwise."""
-    with contextlib.suppress(OSError):
-        named = (state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
-        if named:
-            return named
-    try:
-        inode = str(os.stat(state_dir).st_ino)
-        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return "?"
-    pids = set()
-    for line in table.splitlines():  # "3: FLOCK  ADVISORY  WRITE 4242 08:01:123456 0 EOF"
-        fields = line.split()
-        at = fields.index("FLOCK") if "FLOCK" in fields else -1
-        if 0 <= at < len(fields) - 4 and fields[at + 4].rpartition(":")[2] == inode:
-            pids.add(fields[at + 3])
-    return pids.pop() if len(pids) == 1 else "?"
-
-
-class DirectoryLock:
-    """An exclusive lock on the state directory itself, held while the store is open.
-
-    Locking the directory (not a file in it) means deleting ``alertd.lock`` cannot let a
-    second alertd in; that file only tells the second one the first one's pid.
-    """
-
-    def __init__(self, fd: int, pid_fd: int) -> None:
-        self.fd = fd
-        self.pid_fd = pid_fd
-
-    @classmethod
-    def take(cls, state_dir: Path) -> DirectoryLock:
-        """Lock ``state_dir`` (creating it), or StoreError naming the pid that holds it.
-
-        ``alertd.lock`` is locked too, as alertd 0.1 did (so an old and a new alertd
-        exclude each other), and it stands in where a directory cannot be locked (NFS).
-        Unbuffered writes: a full disk fails the write itself, never a later close.
-        """
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            pid_fd = open_nofollow(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot use state directory {state_dir}: {exc.strerror or exc}; {fix_for(exc)}"
-            ) from exc
-        fd = -1
-        try:
-            _flock(pid_fd, state_dir, required=True)
-            fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-            _flock(fd, state_dir, required=False)
-            os.ftruncate(pid_fd, 0)
-            os.pwrite(pid_fd, str(os.getpid()).encode("ascii"), 0)
-        except BaseException as exc:
-            os.close(pid_fd)
-            if fd >= 0:
-                os.close(fd)
-            if isinstance(exc, OSError):
-                raise StoreError(
-                    f"cannot write {state_dir / LOCK_FILE}: {exc.strerror or exc}; {fix_for(exc)}"
-                ) from exc
-            raise
-        return cls(fd, pid_fd)
-
-    def close(self) -> None:
-        """Release the lock."""
-        os.close(self.pid_fd)
-        if self.fd >= 0:
-            os.close(self.fd)
 
 
 def refuse_planted_links(state_dir: Path) -> None:
@@ -260,7 +169,7 @@ class Store:
             )
             for name in FILES
         }
-        self.journal_path = state_dir / JOURNAL_FILE
+        self.journal = Journal(state_dir)
         self.searches: dict[str, SearchState] = {}
         self.owed: dict[Key, OutboxRow] = {}
         self.jobs: dict[str, Job] = {}
@@ -274,8 +183,6 @@ class Store:
         self.quarantine: dict[str, list[dict[str, Any]]] = {}  # rows that could not be read
         self._dirty: set[str] = set()
         self._unsaved: set[Key] = set()  # owed rows not yet in outbox.json
-        self._journal_lines = 0
-        self._journal_bytes = 0
 
     # -- opening and closing -------------------------------------------------
 
@@ -373,7 +280,7 @@ class Store:
     @property
     def bytes_written(self) -> int:
         """Bytes this store has written to its files (journal lines included)."""
-        return sum(self._storage(name).bytes_written for name in FILES) + self._journal_bytes
+        return sum(self._storage(name).bytes_written for name in FILES) + self.journal.bytes_written
 
     # -- loading ---------------------------------------------------------------
 
@@ -491,20 +398,9 @@ class Store:
             self.owed[row.key] = row
 
     def _replay_journal(self) -> None:
-        try:
-            lines = self.journal_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StoreError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:  # alertd writes ASCII lines: not a torn write
-            raise damaged(self.journal_path, "is not alertd's journal (not text)") from exc
-        for line in lines:
-            self._journal_lines += 1  # torn or not, the next commit empties the journal
-            try:
-                self._apply(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by a crash mid-write: its send had not happened yet
+        for entry in self.journal.entries():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self._apply(entry)  # a line without its fields: torn, its send not done
 
     def _apply(self, entry: Mapping[str, Any]) -> None:
         """One journal entry applied to the owed rows; applying it twice changes nothing."""
@@ -546,10 +442,8 @@ class Store:
             self._dirty.discard(name)
             if name == "outbox":
                 self._unsaved.clear()
-        if self._journal_lines:
-            with self._writing(self.journal_path):
-                os.close(open_nofollow(self.journal_path, os.O_WRONLY | os.O_TRUNC))
-            self._journal_lines = 0
+        with self._writing(self.journal.path):
+            self.journal.empty()
 
     def rewrite(self) -> None:
         """Write every file, changed or not (a migrated state)."""
@@ -616,16 +510,8 @@ class Store:
         disk (a message listing 500 jobs is one write, not 500)."""
         if self.read_only or not entries:
             return
-        lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
-        with self._writing(self.journal_path):
-            fd = open_nofollow(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            try:
-                os.write(fd, lines.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._journal_lines += len(entries)
-        self._journal_bytes += len(lines)
+        with self._writing(self.journal.path):
+            self.journal.append(*entries)
 
     # -- saved searches ------------------------------------------------------
 
@@ -879,6 +765,19 @@ class Store:
             and row.next_attempt_at <= now
             and (keys is None or row.target in keys)
         ]
+
+    def sent_since(self, target_keys: Collection[str], since: datetime) -> dict[str, int]:
+        """Alerts each of ``target_keys`` was sent since ``since`` (a daily cap's count)."""
+        counts: dict[str, int] = {}
+        for row in self.done.values():
+            if (
+                row.target in target_keys
+                and row.status == DeliveryStatus.SENT
+                and row.done_at is not None
+                and row.done_at >= since
+            ):
+                counts[row.target] = counts.get(row.target, 0) + 1
+        return counts
 
     def mark_sending(self, alert: Alert, now: datetime) -> None:
         """Written (a journal line, fsynced) just before the send, so a crash mid-send is

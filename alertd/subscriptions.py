@@ -1,0 +1,120 @@
+"""Subscriptions: the saved searches a cycle serves, whoever wrote them.
+
+A saved search comes from a provider: the operator's YAML (``ConfigSearches``) or the
+members table in the state (``alertd.members``, through ``MemberSearches``). The cycle
+takes one ``Subscriptions`` built from all of them each time it starts, so a member's
+sign-up is live in the next cycle without re-reading the YAML or restarting anything,
+and goes through the same planner, filters, dedup, outbox, pace and rendering as an
+operator's search (identical queries still share one fetch).
+
+Every search has a stable id (its ``name``, unique in a state directory: a member's is
+``member:<id>``, a name the YAML may not use) and an owner (its ``source``: the config
+file's resolved path, or ``MEMBERS_OWNER``). What a provider no longer has is forgotten
+per owner, so nothing that forgets searches missing from the YAML touches members'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from alertd.models import SavedSearch, Target
+from alertd.render import Links
+
+# The links a message to ``target`` about these searches carries; None: not a member's.
+LinksFor = Callable[[str, Sequence[str]], Links | None]
+# The group a target's alerts count against and that group's alerts a day (a member's
+# cap), or None: not capped.
+CapOf = Callable[[str], tuple[str, int] | None]
+
+MEMBER_PREFIX = "member:"  # a member's search's name; the YAML may not use it
+MEMBERS_OWNER = "members"  # the owner of every member's search in the store
+
+
+class Provider(Protocol):
+    """Where saved searches come from. A provider may also have ``links`` (a
+    ``LinksFor``): the manage and unsubscribe links its targets' messages carry; and
+    ``cap`` (a ``CapOf``): how many alerts a day a group of its targets may get."""
+
+    @property
+    def owner(self) -> str:
+        """Whose searches these are in the store: what it forgets, it forgets of its own."""
+        ...
+
+    def searches(self) -> Sequence[SavedSearch]:
+        """Its saved searches now (called once per cycle: cheap when nothing changed)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ConfigSearches:
+    """The operator's saved searches, as the YAML says (they change on a reload)."""
+
+    items: tuple[SavedSearch, ...]
+    owner: str
+
+    def searches(self) -> Sequence[SavedSearch]:
+        return self.items
+
+
+@dataclass(frozen=True)
+class Subscriptions:
+    """Every saved search of one cycle, operator's first, with who owns which."""
+
+    searches: tuple[SavedSearch, ...] = ()
+    owners: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    linkers: tuple[LinksFor, ...] = ()
+    cappers: tuple[CapOf, ...] = ()
+
+    @classmethod
+    def gather(cls, providers: Iterable[Provider]) -> Subscriptions:
+        """One cycle's subscriptions. A name already taken is skipped (names are the
+        store's keys; the YAML's own clash check and the member prefix keep it rare)."""
+        searches: list[SavedSearch] = []
+        owners: dict[str, set[str]] = {}
+        taken: set[str] = set()
+        linkers: list[LinksFor] = []
+        cappers: list[CapOf] = []
+        for provider in providers:
+            if (linker := getattr(provider, "links", None)) is not None:
+                linkers.append(linker)
+            if (capper := getattr(provider, "cap", None)) is not None:
+                cappers.append(capper)
+            mine = owners.setdefault(provider.owner, set())
+            for search in provider.searches():
+                if search.name in taken:
+                    continue
+                taken.add(search.name)
+                mine.add(search.name)
+                searches.append(search)
+        frozen = {k: frozenset(v) for k, v in owners.items()}
+        return cls(tuple(searches), frozen, tuple(linkers), tuple(cappers))
+
+    def targets(self) -> dict[str, Target]:
+        """Every target the searches deliver to, by key."""
+        return {t.key: t for s in self.searches for t in s.targets}
+
+    def links(self, target: str, searches: Sequence[str]) -> Links | None:
+        """The links a message to ``target`` about ``searches`` carries (a member's way
+        out and around), or None for the operator's own targets."""
+        for linker in self.linkers:
+            if (found := linker(target, searches)) is not None:
+                return found
+        return None
+
+    def cap(self, target: str) -> tuple[str, int] | None:
+        """The group ``target``'s alerts count against and its alerts a day, if capped."""
+        for capper in self.cappers:
+            if (found := capper(target)) is not None:
+                return found
+        return None
+
+    def titles(self) -> dict[str, str]:
+        """Each search's name as a person reads it, where it differs from its id."""
+        return {s.name: s.title for s in self.searches if s.title and s.title != s.name}
+
+
+def of_config(config_searches: Sequence[SavedSearch], owner: str) -> ConfigSearches:
+    """The YAML's provider."""
+    return ConfigSearches(tuple(config_searches), owner)
