@@ -1,40 +1,53 @@
 """The page's own mails: a sign-up's confirmation link, and a lost manage link.
 
-They go only through the operator's ``community.mail`` URL, with the member's checked
-address (``rules.clean_email``) as its one ``to=``. The subject holds the community's
+They go only through the operator's ``community.mail`` server, to the member's checked
+address (``rules.clean_email``) alone. The subject holds the community's
 name (checked when the config was read) and nothing a member typed; the body holds the
 link and the search's title, as plain text.
 """
 
 from __future__ import annotations
 
+import html
 import logging
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from alertd.deliver import send_apprise
+from alertd.mailer import MEMBER_ADDRESS, SmtpServer, build, mailer_for
 
 log = logging.getLogger(__name__)
 
 MAIL_TIMEOUT = 15.0  # seconds: a member is waiting for the page
 
 
-def mail_url(operator_url: str, to: str) -> str:
-    """The operator's mail URL with ``to`` as its only recipient."""
-    parts = urlsplit(operator_url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "to"]
-    query.append(("to", to))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+def html_of(text: str) -> str:
+    """The plain text as HTML: escaped, a paragraph per blank line, its link a link."""
+    paragraphs = []
+    for part in text.split("\n\n"):
+        escaped = html.escape(part)
+        if part.startswith(("https://", "http://")) or "\nhttp" in part:
+            head, _, link = escaped.rpartition("\n")
+            escaped = (
+                f'{head}<br><a href="{link}">{link}</a>' if head else f'<a href="{link}">{link}</a>'
+            )
+        paragraphs.append(f"<p>{escaped}</p>")
+    return "\n".join(paragraphs)
 
 
 def send_mail(operator_url: str | None, to: str, subject: str, body: str) -> bool:
-    """Send one plain-text mail; whether the mail server took it. Logs no address."""
-    if operator_url is None:
-        log.warning("community: a mail was not sent: the config has no community.mail")
+    """Send one mail through the community's mail server, over the session the members'
+    alerts share (``alertd.mailer``); whether the server took it. Logs no address."""
+    server = None if operator_url is None else SmtpServer.from_url(operator_url)
+    if server is None:
+        log.warning("community: a mail was not sent: community.mail is not a usable mailto URL")
         return False
-    outcome = send_apprise(mail_url(operator_url, to), subject, body, timeout=MAIL_TIMEOUT)
+    try:
+        message = build(server, to, subject, body, html_of(body), {})
+    except (ValueError, TypeError) as exc:  # a line break in a header: never sent
+        log.warning("community: a mail was not sent: %s", type(exc).__name__)
+        return False
+    outcome = mailer_for(server, MAIL_TIMEOUT).send(to, message)
     if not outcome.accepted:
-        reason = (outcome.error or "refused").replace(to, "[address]")
-        log.warning("community: a mail was not sent: %s", reason.replace(quote(to), "[address]"))
+        reason = (outcome.error or "refused").replace(to, MEMBER_ADDRESS)
+        log.warning("community: a mail was not sent: %s", reason)
     return outcome.accepted
 
 
