@@ -25,11 +25,13 @@ webdriver = pytest.importorskip("selenium.webdriver")
 By = pytest.importorskip("selenium.webdriver.common.by").By
 Select = pytest.importorskip("selenium.webdriver.support.select").Select
 WebDriverWait = pytest.importorskip("selenium.webdriver.support.wait").WebDriverWait
+Stale = pytest.importorskip("selenium.common.exceptions").StaleElementReferenceException
 
 
 def wait_for(driver: object, condition: object) -> None:
     """Until ``condition(driver)`` holds: a click returns before its page has loaded."""
-    WebDriverWait(driver, 10).until(condition)
+    # An element found while the next page loads goes stale: look again.
+    WebDriverWait(driver, 15, ignored_exceptions=(Stale,)).until(condition)
 
 
 def heading(text: str) -> object:
