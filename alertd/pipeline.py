@@ -663,6 +663,14 @@ def deliver_due(
         if moved:
             log.info("search '%s': %d owed alerts go to its new URL", search.name, moved)
     paces = {key: target.pace for key, target in targets.items()}
+    if subs.claims:
+        names = {s.name for s in subs.searches}
+        orphans = [
+            row.key
+            for row in store.owed_rows()
+            if subs.claimed(row.target) and names.isdisjoint(row.searches)
+        ]
+        report.withdrawn += store.withdraw_rows(orphans, UNSUBSCRIBED, now)
     due = store.due(now, targets)
     if subs.cappers:
         due, waiting = within_caps(due, subs, store, now)
@@ -689,12 +697,19 @@ def deliver_due(
             del queues[key]
         target = targets[key]
         links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        if links is None and subs.claimed(key):  # unsubscribed since the cycle began
+            keys = [(a.target_key, a.job.id) for a in alerts]
+            report.withdrawn += store.withdraw_rows(keys, UNSUBSCRIBED, clock())
+            continue
         outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
             spent[key] = plan.MAX_ALERTS_PER_TARGET
         ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+
+
+UNSUBSCRIBED = "its member unsubscribed (or paused the search)"
 
 
 def within_caps(
@@ -796,6 +811,12 @@ def url_digest(target: Target) -> str:
     return hashlib.sha256((target.url or "").encode()).hexdigest()[:16]
 
 
+def in_cycle_delays(poll_interval: float) -> tuple[float, ...]:
+    """The API client's back-off within a cycle: never more than a tenth of the poll
+    interval a step (the next cycle is the real retry)."""
+    return tuple(min(delay, poll_interval / 10) for delay in RETRY_DELAYS)
+
+
 def make_client(
     config: Config, stop: threading.Event | None = None, window: Window | None = None
 ) -> OpenTrainClient:
@@ -807,7 +828,7 @@ def make_client(
     query whose answers keep spending their whole deadline skips cycles, from one poll
     interval on, doubling.
     """
-    delays = tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
+    delays = in_cycle_delays(config.poll_interval)
     return OpenTrainClient(
         config.api_url,
         requests_per_minute=config.requests_per_minute,

@@ -35,7 +35,10 @@ MEMBERS_OWNER = "members"  # the owner of every member's search in the store
 class Provider(Protocol):
     """Where saved searches come from. A provider may also have ``links`` (a
     ``LinksFor``): the manage and unsubscribe links its targets' messages carry; and
-    ``cap`` (a ``CapOf``): how many alerts a day a group of its targets may get."""
+    ``cap`` (a ``CapOf``): how many alerts a day a group of its targets may get; and
+    ``claims``: the prefixes of its targets' keys whose owed alerts are withdrawn once
+    none of their searches is left (a member who unsubscribed gets nothing more), where
+    the operator's removed search still delivers what it owed."""
 
     @property
     def owner(self) -> str:
@@ -66,6 +69,7 @@ class Subscriptions:
     owners: Mapping[str, frozenset[str]] = field(default_factory=dict)
     linkers: tuple[LinksFor, ...] = ()
     cappers: tuple[CapOf, ...] = ()
+    claims: tuple[str, ...] = ()  # target key prefixes whose rows end with their searches
 
     @classmethod
     def gather(cls, providers: Iterable[Provider]) -> Subscriptions:
@@ -76,7 +80,9 @@ class Subscriptions:
         taken: set[str] = set()
         linkers: list[LinksFor] = []
         cappers: list[CapOf] = []
+        claims: list[str] = []
         for provider in providers:
+            claims += getattr(provider, "claims", ())
             if (linker := getattr(provider, "links", None)) is not None:
                 linkers.append(linker)
             if (capper := getattr(provider, "cap", None)) is not None:
@@ -89,15 +95,20 @@ class Subscriptions:
                 mine.add(search.name)
                 searches.append(search)
         frozen = {k: frozenset(v) for k, v in owners.items()}
-        return cls(tuple(searches), frozen, tuple(linkers), tuple(cappers))
+        return cls(tuple(searches), frozen, tuple(linkers), tuple(cappers), tuple(claims))
 
     def targets(self) -> dict[str, Target]:
         """Every target the searches deliver to, by key."""
         return {t.key: t for s in self.searches for t in s.targets}
 
+    def claimed(self, target: str) -> bool:
+        """Whether ``target``'s owed alerts end when their searches do (a member's)."""
+        return bool(self.claims) and target.startswith(self.claims)
+
     def links(self, target: str, searches: Sequence[str]) -> Links | None:
         """The links a message to ``target`` about ``searches`` carries (a member's way
-        out and around), or None for the operator's own targets."""
+        out and around), or None: the operator's own target, or for a claimed one, none
+        of those searches is wanted any more (asked at the moment of sending)."""
         for linker in self.linkers:
             if (found := linker(target, searches)) is not None:
                 return found

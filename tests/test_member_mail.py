@@ -80,3 +80,15 @@ def test_the_operators_own_mail_carries_no_member_headers(smtp: SMTPCollector) -
     target = Target.for_url(smtp.mailto("ops@example.com"), "ops e-mail")
     assert send(target, Message((Item(job(1), ("s",)),)), 10).accepted
     assert smtp.messages[0].message["List-Unsubscribe"] is None
+
+
+def test_a_non_ascii_title_arrives_readable(smtp: SMTPCollector) -> None:
+    target = Target.for_url(smtp.mailto("ana@example.com"), "member e-mail")
+    title = "Transcripción en español — 20 € por hora"
+    message = Message(
+        (Item(Job(id="n", title=title, url="https://x.example/j"), ("s",)),), links=LINKS
+    )
+    assert send(target, message, 10).accepted
+    (mail,) = smtp.messages
+    assert title in str(mail.message["Subject"])
+    assert any(title in part for part in mail.text_parts())

@@ -13,6 +13,8 @@ import pytest
 
 from alertd.errors import ConfigError
 from alertd.models import SavedSearch, Target
+from alertd.outcome import Outcome
+from alertd.render import Links, Message
 from alertd.store import Store
 from alertd.subscriptions import MEMBERS_OWNER, Subscriptions, of_config
 from tests.world import World, config_file
@@ -22,17 +24,26 @@ AUDIO = "Audio Annotation"
 
 @dataclass
 class Table:
-    """A provider as the members table is one: searches that change without the YAML."""
+    """A provider as the members table is one: searches that change without the YAML,
+    whose targets' owed alerts end with their searches (``claims``)."""
 
     items: list[SavedSearch] = field(default_factory=list)
     owner: str = MEMBERS_OWNER
+    claims: tuple[str, ...] = ("member:",)
 
     def searches(self) -> Sequence[SavedSearch]:
         return self.items
 
+    def links(self, target: str, searches: Sequence[str]) -> Links | None:
+        live = {s.name for s in self.items}  # asked at the moment of sending
+        if not target.startswith("member:") or live.isdisjoint(searches):
+            return None
+        return Links(manage="https://a.example/m", unsubscribe="https://a.example/u", list_id="l")
+
 
 def member_search(sid: str, title: str, **query: str) -> SavedSearch:
-    target = Target.for_url(f"json://127.0.0.1:9/member-{sid}", f"member {sid}")
+    url = f"json://127.0.0.1:9/member-{sid}"
+    target = Target(key=f"member:{sid}:now", label=f"member {sid}", url=url)
     return SavedSearch(
         name=f"member:{sid}", title=title, targets=(target,), source=MEMBERS_OWNER, **query
     )
@@ -175,3 +186,33 @@ def test_the_operators_own_targets_have_no_member_cap(w: World) -> None:
         w.market.add_job(title=f"audio{i} job", category=AUDIO)
     w.cycle(timedelta(seconds=10), subscriptions=serve(w, table))
     assert len(w.send.sent) == 4
+
+
+def test_an_unsubscribe_withdraws_what_the_member_was_still_owed(w: World) -> None:
+    w.searches({"ops": {"category": "RLHF"}})
+    table = Table([member_search("s1", "Audio for Ana", category=AUDIO)])
+    w.cycle(subscriptions=serve(w, table))
+    w.send.up = False  # the member's mail server is down: the alert stays owed
+    w.market.add_job(title="fresh audio job", category=AUDIO)
+    w.cycle(timedelta(seconds=10), subscriptions=serve(w, table))
+    table.items.clear()  # the member unsubscribes
+    w.send.up = True
+    report = w.cycle(timedelta(hours=2), subscriptions=serve(w, table))
+    assert w.send.sent == [] and report.withdrawn == 1 and report.owed == 0
+
+
+def test_an_unsubscribe_during_a_cycle_stops_that_cycles_sends(w: World) -> None:
+    w.searches({"ops": {"category": "RLHF"}})
+    table = Table([member_search(f"s{i}", f"audio {i}", category=AUDIO) for i in range(2)])
+    w.cycle(subscriptions=serve(w, table))
+    w.market.add_job(title="fresh audio job", category=AUDIO)
+    sent: list[str] = []
+
+    def send_then_the_other_leaves(target: Target, message: Message) -> Outcome:
+        sent.append(target.label)
+        table.items[:] = [s for s in table.items if s.targets[0].label == target.label]
+        return Outcome(True)
+
+    w.send = send_then_the_other_leaves  # type: ignore[assignment]
+    report = w.cycle(timedelta(seconds=10), subscriptions=serve(w, table))
+    assert len(sent) == 1 and report.withdrawn == 1, (sent, report.summary())

@@ -20,12 +20,12 @@ from threading import Event
 from types import TracebackType
 from typing import Any
 
-from alertd.api import RETRY_DELAYS, OpenTrainClient
+from alertd.api import OpenTrainClient
 from alertd.config import Config, load_config
 from alertd.deliver import Outcome
 from alertd.market import Market
 from alertd.models import Target
-from alertd.pipeline import CycleReport, run_once
+from alertd.pipeline import CycleReport, in_cycle_delays, run_once
 from alertd.render import Message, render_plain
 from alertd.standin import StandInServer
 from alertd.store import Store
@@ -109,9 +109,9 @@ def run(
 
 
 def retry_delays(config: Config) -> tuple[float, ...]:
-    """The in-cycle back-off ``make_client`` gives ``config`` (a tenth of its poll at
-    most), for a client built here with the test budget instead."""
-    return tuple(min(delay, config.poll_interval / 10) for delay in RETRY_DELAYS)
+    """The in-cycle back-off ``make_client`` gives ``config``, for a client built here
+    with the test budget instead."""
+    return in_cycle_delays(config.poll_interval)
 
 
 def config_file(directory: Path, url: str, body: str, state: Path | None = None) -> Path:

@@ -958,6 +958,13 @@ class Store:
             self._finish(row, DeliveryStatus.WITHDRAWN, now, reason)
         return len(rows)
 
+    def withdraw_rows(self, keys: Iterable[Key], reason: str, now: datetime) -> int:
+        """These owed rows (target, job) are no longer owed: their searches are gone."""
+        rows = [row for key in keys if (row := self.owed.get(key)) is not None]
+        for row in rows:
+            self._finish(row, DeliveryStatus.WITHDRAWN, now, reason)
+        return len(rows)
+
     def hold(self, job_ids: Iterable[str], now: datetime) -> int:
         """Owed rows of these jobs wait until the job is confirmed open (``release``)."""
         ids = set(job_ids)
