@@ -348,7 +348,13 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
         cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
-            current, client, store, send, stop=stop, retry_refused=fresh
+            current,
+            client,
+            store,
+            send,
+            stop=stop,
+            retry_refused=fresh,
+            subscriptions=None if page is None else page.subscriptions(current),
         )
         daemon = Daemon(
             config,

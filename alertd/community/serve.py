@@ -22,11 +22,13 @@ from alertd.community.config import CommunitySpec
 from alertd.community.lookup import Lookup
 from alertd.community.mail import send_mail
 from alertd.community.postman import Postman, Send
+from alertd.community.provider import MemberSearches
 from alertd.config import Config
 from alertd.errors import PortError
 from alertd.health import read_heartbeat
 from alertd.members import Members
 from alertd.models import parse_time
+from alertd.subscriptions import Subscriptions, of_config
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ class CommunityServer:
                 f"community.listen {host}:{port} cannot be opened: {exc.strerror or exc}"
             ) from None
         self.thread = threading.Thread(target=self._run, name="community", daemon=True)
+        self.provider = MemberSearches(page.members, page.spec)
+
+    def subscriptions(self, config: Config) -> Subscriptions:
+        """A cycle's saved searches: the YAML's, then the members' (live at the next
+        cycle after a sign-up, without a reload)."""
+        return Subscriptions.gather([of_config(config.searches, config.owner), self.provider])
 
     def _run(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # sockets closed under the loop
