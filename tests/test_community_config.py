@@ -100,3 +100,13 @@ def test_init_shows_the_section_commented_out_and_it_validates(
     result = run_cli("validate", "-c", path)
     assert result.exit_code == 2
     assert f"{path}:5: community.signup:" in result.output
+
+
+def test_a_reload_keeps_the_community_section_until_a_restart() -> None:
+    from alertd.daemon import keep_restart_settings
+
+    old = parse_config("community: {name: A, public_url: 'https://a.example'}\n", "a.yaml")
+    new = parse_config("community: {name: B, public_url: 'https://b.example'}\n", "a.yaml")
+    merged, kept = keep_restart_settings(old, new)
+    assert kept == ["community"]
+    assert merged.community == old.community  # the page serves what it started with
