@@ -376,7 +376,7 @@ def start_community(config: Config, dry_run: bool) -> CommunityServer | None:
 
     try:
         return serve_configured(config, dry_run)
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:  # the port; a damaged members.json
         fail(exc)
 
 

@@ -14,7 +14,7 @@ import httpx
 
 from alertd.market import Market
 from alertd.standin import StandInServer
-from tests.conftest import ALERTD, WriteConfig
+from tests.conftest import ALERTD, RunCli, WriteConfig
 from tests.pageworld import CSRF, link_in
 from tests.servers import SMTPCollector
 
@@ -126,3 +126,18 @@ def _answers(client: httpx.Client) -> bool:
         return client.get("/status").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_damaged_members_table_stops_the_start_with_one_line(
+    write_config: WriteConfig, run_cli: RunCli, state_dir: Path
+) -> None:
+    config = write_config(
+        "community:\n  name: G\n  public_url: https://a.example\n"
+        f"  listen: 127.0.0.1:{_free_port()}\n"
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "members.json").write_text("{not json")
+    result = run_cli("run", "-c", config)
+    assert result.exit_code == 1
+    assert "members.json is not valid JSON" in result.output
+    assert "Traceback" not in result.output
