@@ -426,8 +426,8 @@ class Members:
         return f"{public_url.rstrip('/')}/u/{self.unsubscribe_token(search_id)}"
 
     def feed_url(self, member_id: str, public_url: str) -> str:
-        """The member's personal Atom feed: ``<public_url>/feed/<token>``."""
-        return f"{public_url.rstrip('/')}/feed/{self.feed_token(member_id)}"
+        """The member's personal Atom feed: ``<public_url>/feed/<token>.atom``."""
+        return f"{public_url.rstrip('/')}/feed/{self.feed_token(member_id)}.atom"
 
     def _row_for(self, table: str, token: str, slot: str) -> str | None:
         parts = _split(token)

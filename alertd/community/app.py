@@ -55,16 +55,28 @@ def create_app(page: Page) -> Flask:
     for code in (400, 404, 405, 413, 429):
         app.register_error_handler(code, _http_error)
     _routes(app, csrf)
-    _feeds(app)
+    _feeds(app, page)
     return app
 
 
-def _feeds(app: Flask) -> None:
-    """The personal Atom feeds, when that module is there (``alertd.community.feeds``)."""
-    try:
-        from alertd.community import feeds  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+def _feeds(app: Flask, page: Page) -> None:
+    """The Atom feeds (``alertd.community.feeds``: ``/feed/<token>.atom``), when a feeds
+    store is given: a member's feed token names the feed ``member:<id>``."""
+    if page.feeds is None:
         return
+    from alertd.community import feeds  # type: ignore[attr-defined,unused-ignore]
+
+    members = page.members
+
+    def resolve(token: str) -> str | None:
+        member = members.member_for_feed(token)
+        return None if member is None else f"member:{member.id}"
+
+    app.config.update(
+        ALERTD_FEEDS=page.feeds,
+        ALERTD_FEED_RESOLVER=resolve,
+        ALERTD_PUBLIC_URL=page.spec.public_url,
+    )
     app.register_blueprint(feeds.blueprint)
 
 
@@ -77,8 +89,8 @@ def _secure(response: Response) -> Response:
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     path = request.path
     if not (path in PUBLIC_PATHS or path.startswith("/static/")):
-        headers["X-Robots-Tag"] = "noindex, nofollow"
-        headers["Cache-Control"] = "no-store"
+        headers.setdefault("X-Robots-Tag", "noindex, nofollow")
+        headers.setdefault("Cache-Control", "no-store")  # a feed's own caching stays
     return response
 
 

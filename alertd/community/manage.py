@@ -35,7 +35,7 @@ def manage(token: str) -> str:
     """GET /m/<token>: the member's searches and what they can do with them."""
     page = current_page()
     member = member_or_404(token)
-    feed = page.link(f"/feed/{page.members.feed_token(member.id)}") if member.feed else None
+    feed = page.members.feed_url(member.id, page.spec.public_url) if member.feed else None
     return render_template(
         "manage.html",
         **form_context(page, {}, None),

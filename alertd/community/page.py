@@ -54,6 +54,7 @@ class Page:
     status: Callable[[], DaemonStatus]
     tz_name: str = "UTC"
     limits: Limits = field(default_factory=Limits)
+    feeds: object | None = None  # the personal feeds' store (alertd.feeds.Feeds), if served
 
     def facets(self) -> Facets:
         """The form's choices (none when the page has no API view)."""

@@ -140,9 +140,11 @@ def serve_community(
     send: Send = send_mail,
     port: int | None = None,
     channel_timeout: int = CHANNEL_TIMEOUT,
+    feeds: object | None = None,
 ) -> CommunityServer:
     """Serve ``spec``'s page on ``spec.listen`` (or ``port``) in a thread; ``close()``
-    stops it. The page's API calls share ``state_dir``'s request window."""
+    stops it. The page's API calls share ``state_dir``'s request window; ``feeds`` (an
+    ``alertd.feeds.Feeds``) serves the members' Atom feeds at ``/feed/<token>.atom``."""
     page = Page(
         spec=spec,
         members=members,
@@ -150,6 +152,7 @@ def serve_community(
         postman=Postman(spec.mail, send),
         status=status or heartbeat_status(state_dir),
         tz_name=tz_name,
+        feeds=feeds,
     )
     server = CommunityServer(page, spec.host, spec.port if port is None else port, channel_timeout)
     log.info("community page on %s (members reach it at %s)", server.url, spec.public_url)
