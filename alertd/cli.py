@@ -24,8 +24,9 @@ from alertd.api import OpenTrainClient
 from alertd.budget import Window, open_window
 from alertd.config import Config, load_config, suggest
 from alertd.daemon import HEARTBEAT_FILE, CycleRunner, Daemon, use_utc
-from alertd.deliver import dry_run_sender, send, sender_for
+from alertd.deliver import Sender, dry_run_sender, send, sender_for, with_feeds
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
+from alertd.feeds import Feeds
 from alertd.health import (
     DEFAULT_MAX_OWED_AGE,
     DEFAULT_MAX_UNREACHABLE,
@@ -290,6 +291,15 @@ def open_metrics_port(config: Config, port: int | None, host: str) -> MetricsSer
         fail(exc)
 
 
+def make_sender(config: Config, dry_run: bool, stop: threading.Event) -> Sender:
+    """How ``run`` and ``once`` deliver: for real (feeds written in the state directory,
+    each service within ``send_timeout``), or shown on standard output (``--dry-run``)."""
+    if dry_run:
+        return dry_run_sender(sys.stdout, config.tz)
+    feeds = Feeds.open(config.state_dir)
+    return with_feeds(sender_for(config.send_timeout, config.tz, stop), feeds)
+
+
 @cli.command()
 @config_option
 @dry_run_option
@@ -333,11 +343,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     window = open_window(config.state_dir, config.request_timeout, create=True)
     warn_unknown_filters(config, window)
     stop = threading.Event()
-    sender = (
-        dry_run_sender(sys.stdout, config.tz)
-        if dry_run
-        else sender_for(config.send_timeout, config.tz, stop)
-    )
+    sender = make_sender(config, dry_run, stop)
     page = start_community(config, dry_run)
     with (
         open_store(config, dry_run) as store,
@@ -395,11 +401,7 @@ def once(config_path: str, dry_run: bool) -> None:
     """
     config = read_config(config_path, need_searches=True)
     stop = threading.Event()
-    sender = (
-        dry_run_sender(sys.stdout, config.tz)
-        if dry_run
-        else sender_for(config.send_timeout, config.tz, stop)
-    )
+    sender = make_sender(config, dry_run, stop)
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         refuse_shared_names_or_exit(config, store)
         report = run_once(config, client, store, sender, stop=stop)

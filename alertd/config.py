@@ -322,6 +322,7 @@ def _resolve_search(
         pay_type=spec.pay_type,
         targets=tuple(targets),
         notify_existing=spec.notify_existing,
+        feed=spec.feed,
         also=frozenset(spec.also),
         filters=spec.filters(),
         line=doc.lines.get(("searches", index)),

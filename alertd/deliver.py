@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -32,6 +32,7 @@ import apprise
 import httpx
 
 from alertd.exchange import Exchange, Finished, current, keep_connections, run_bounded
+from alertd.feeds import Feeds, deliver_to_feed
 from alertd.mailer import send_member_mail
 from alertd.models import Target
 from alertd.outcome import Outcome as Outcome
@@ -349,6 +350,19 @@ def sender_for(
     """The real sender, giving each target ``timeout`` seconds to answer; ``stop`` (the
     daemon's) ends a send's wait within a second."""
     return functools.partial(send, timeout=timeout, tz=tz, stop=stop)
+
+
+def with_feeds(send: Sender, feeds: Feeds) -> Sender:
+    """``send``, but a feed target's alerts are added to its feed (every job of the
+    message, on disk when it answers) instead of going to a service."""
+
+    def route(target: Target, message: Message) -> Outcome:
+        key = target.feed_key
+        if key is None:
+            return send(target, message)
+        return deliver_to_feed(feeds, key, message, datetime.now(UTC))
+
+    return route
 
 
 def dry_run_sender(stream: TextIO, tz: tzinfo | None = None) -> Sender:

@@ -23,6 +23,7 @@ MAX_JOB_ID = 64  # characters: the API's own limit (GET /jobs/{id} answers 400 p
 # What else a search may ask to be told about a job it already alerted (``also:``).
 CHANGES = ("pay_raised", "reopened")
 STDOUT_TARGET_KEY = "stdout"
+FEED_PREFIX = "feed:"  # a target key: its alerts go into that feed (alertd.feeds)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -146,7 +147,7 @@ class Pace:
 
 @dataclass(frozen=True)
 class Target:
-    """Somewhere an alert goes: an apprise URL, or standard output.
+    """Somewhere an alert goes: an apprise URL, a feed, or standard output.
 
     ``key`` identifies the destination in the store without holding its secrets;
     ``label`` is what a person reads in logs (a channel name or a redacted URL).
@@ -154,13 +155,23 @@ class Target:
 
     key: str
     label: str
-    url: str | None = field(default=None, repr=False)  # None means standard output
+    url: str | None = field(default=None, repr=False)  # None: standard output, or a feed
     pace: Pace = field(default_factory=Pace, compare=False)
 
     @classmethod
     def stdout(cls) -> Target:
         """The embedded default: print alerts, no account needed."""
         return cls(key=STDOUT_TARGET_KEY, label="stdout")
+
+    @classmethod
+    def feed(cls, feed_key: str, label: str) -> Target:
+        """A feed (``alertd.feeds``): its alerts are added to that Atom feed."""
+        return cls(key=f"{FEED_PREFIX}{feed_key}", label=label)
+
+    @property
+    def feed_key(self) -> str | None:
+        """The feed this target writes, or None for a service or standard output."""
+        return self.key.removeprefix(FEED_PREFIX) if self.key.startswith(FEED_PREFIX) else None
 
     @classmethod
     def for_url(cls, url: str, label: str) -> Target:
@@ -223,6 +234,7 @@ class SavedSearch:
     pay_type: str | None = None
     targets: tuple[Target, ...] = ()
     notify_existing: bool = False
+    feed: bool = False  # opted in to a public Atom feed (``alertd.feeds.public_feed_slug``)
     also: frozenset[str] = frozenset()  # of CHANGES
     filters: Filters = field(default_factory=lambda: Filters())
     line: int | None = None

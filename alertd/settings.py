@@ -155,6 +155,7 @@ class SearchSpec(BaseModel):
     )
     notify: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
     notify_existing: bool = False
+    feed: bool = False  # also a public Atom feed (/feeds/<slug>.atom) of what it matches
     also: Annotated[list[Literal["pay_raised", "reopened"]], BeforeValidator(_as_list)] = Field(
         default_factory=list
     )

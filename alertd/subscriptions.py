@@ -16,9 +16,10 @@ per owner, so nothing that forgets searches missing from the YAML touches member
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from alertd.feeds import public_feed_key
 from alertd.models import SavedSearch, Target
 from alertd.render import Links
 
@@ -52,13 +53,22 @@ class Provider(Protocol):
 
 @dataclass(frozen=True)
 class ConfigSearches:
-    """The operator's saved searches, as the YAML says (they change on a reload)."""
+    """The operator's saved searches, as the YAML says (they change on a reload); a
+    search with ``feed: true`` also writes its public feed."""
 
     items: tuple[SavedSearch, ...]
     owner: str
 
     def searches(self) -> Sequence[SavedSearch]:
         return self.items
+
+
+def with_public_feed(search: SavedSearch) -> SavedSearch:
+    """``search`` with its public feed as one more target, when it opted in."""
+    if not search.feed:
+        return search
+    feed = Target.feed(public_feed_key(search.name), f"{search.name} (public feed)")
+    return replace(search, targets=(*search.targets, feed))
 
 
 @dataclass(frozen=True)
@@ -128,4 +138,4 @@ class Subscriptions:
 
 def of_config(config_searches: Sequence[SavedSearch], owner: str) -> ConfigSearches:
     """The YAML's provider."""
-    return ConfigSearches(tuple(config_searches), owner)
+    return ConfigSearches(tuple(with_public_feed(s) for s in config_searches), owner)

@@ -14,6 +14,7 @@ import httpx
 
 from alertd.community.config import CommunitySpec
 from alertd.community.serve import CommunityServer, serve_community
+from alertd.feeds import Feeds
 from alertd.members import Members
 from alertd.standin import StandInServer
 from tests.servers import ReceivedMail, SMTPCollector
@@ -81,6 +82,7 @@ def page_world(
             requests_per_minute=60,
             port=0,  # any free port
             channel_timeout=channel_timeout,
+            feeds=Feeds.open(state_dir),
         )
         try:
             yield PageWorld(server, members, smtp, standin, state_dir)

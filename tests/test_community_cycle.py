@@ -13,7 +13,8 @@ import pytest
 from alertd.api import OpenTrainClient
 from alertd.community.provider import MemberSearches
 from alertd.config import Config, parse_config
-from alertd.deliver import sender_for
+from alertd.deliver import sender_for, with_feeds
+from alertd.feeds import Feeds
 from alertd.market import Market
 from alertd.members import SearchDraft
 from alertd.pipeline import run_once
@@ -44,7 +45,8 @@ def _cycle(world: PageWorld, config: Config) -> None:
     provider = MemberSearches(world.members, config.community)
     subs = Subscriptions.gather([of_config(config.searches, config.owner), provider])
     with Store.open(config.state_dir) as store, OpenTrainClient(world.standin.url) as client:
-        run_once(config, client, store, sender_for(10.0, config.tz), subscriptions=subs)
+        send = with_feeds(sender_for(10.0, config.tz), Feeds.open(config.state_dir))
+        run_once(config, client, store, send, subscriptions=subs)
 
 
 def test_a_member_alert_carries_both_unsubscribe_headers_and_one_click_stops_it(
@@ -52,7 +54,7 @@ def test_a_member_alert_carries_both_unsubscribe_headers_and_one_click_stops_it(
 ) -> None:
     _, token = world.members.start_signup("ana@example.org", SearchDraft(title="Audio", q="audio"))
     world.members.confirm(token, limit=10)
-    world.members.add_feed_member(SearchDraft(title="Feed", q="audio"))
+    reader = world.members.add_feed_member(SearchDraft(title="Feed", q="audio")).member
     config = _config(world)
     _cycle(world, config)  # primes: a new search starts silent
     market.add_job(title="Spanish audio transcription")
@@ -63,6 +65,12 @@ def test_a_member_alert_carries_both_unsubscribe_headers_and_one_click_stops_it(
     assert unsubscribe.startswith(f"{PUBLIC}/u/")
     assert mail.message["List-Id"].endswith(".alerts.example.org>")
     assert "Spanish audio transcription" in "".join(mail.text_parts())
+    feed = world.local(world.members.feed_url(reader.id, PUBLIC))  # the feed member's
+    with httpx.Client(base_url=world.server.url) as client:
+        atom = client.get(feed)
+        again = client.get(feed, headers={"If-None-Match": atom.headers["etag"]})
+    assert atom.status_code == 200 and "Spanish audio transcription" in atom.text
+    assert again.status_code == 304
 
     with httpx.Client(base_url=world.server.url) as provider:  # no cookie, no CSRF token
         answer = provider.post(world.local(unsubscribe), data={"List-Unsubscribe": "One-Click"})

@@ -5,8 +5,10 @@ A member's search is ``member:<search id>`` (a name the YAML may not use), owned
 ``MEMBERS_OWNER``. Its target is the member's address through the operator's
 ``community.mail``, one per pace: ``member:<member id>:now`` for "as it happens",
 ``member:<member id>:daily-HH`` for a daily digest at that hour (in the config's time
-zone). A feed-only member's search has no mail target (the feed reads its matches).
-The searches are built again only when the table's ``version`` moved.
+zone). Every member's search also writes the member's personal Atom feed
+(``feed:member:<member id>``, ``alertd.feeds``): all of it, never capped, so a summary's
+"+N more" and a capped day are read there. The searches are built again only when the
+table's ``version`` moved.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def saved_search(member: Member, search: MemberSearch, mail: str | None) -> Save
     """A member's search as the cycle serves it: the same planner, filters and dedup as
     an operator's; it starts silent like any new search."""
     target = target_for(member, search, mail)
+    feed = Target.feed(f"member:{member.id}", f"member {member.id}'s feed")
     return SavedSearch(
         name=f"{MEMBER_PREFIX}{search.id}",
         title=search.title,
@@ -61,7 +64,7 @@ def saved_search(member: Member, search: MemberSearch, mail: str | None) -> Save
         language=search.language,
         country=search.country,
         pay_type=search.pay_type,
-        targets=() if target is None else (target,),
+        targets=(feed,) if target is None else (target, feed),
         filters=search.filters,
         source=MEMBERS_OWNER,
     )

@@ -25,6 +25,7 @@ from alertd.community.postman import Postman, Send
 from alertd.community.provider import MemberSearches
 from alertd.config import Config
 from alertd.errors import PortError
+from alertd.feeds import Feeds
 from alertd.health import read_heartbeat
 from alertd.members import Members
 from alertd.models import parse_time
@@ -173,4 +174,5 @@ def serve_configured(config: Config, dry_run: bool = False) -> CommunityServer |
         state_dir=config.state_dir,
         requests_per_minute=config.requests_per_minute,
         tz_name=str(getattr(config.tz, "key", None) or config.tz),
+        feeds=Feeds.open(config.state_dir),
     )
