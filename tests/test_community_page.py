@@ -203,3 +203,15 @@ def test_every_answer_carries_the_security_headers(world: PageWorld) -> None:
     assert "noindex" in personal.headers["x-robots-tag"]
     assert personal.headers["cache-control"] == "no-store"
     assert "x-robots-tag" not in front.headers
+
+
+def test_without_a_mail_server_the_page_offers_feeds_only(
+    standin: StandInServer, state_dir: Path
+) -> None:
+    with page_world(standin, state_dir, mail=None) as world, world.client() as client:
+        form = client.get("/")
+        assert 'value="email"' not in form.text and 'value="feed" checked' in form.text
+        refused = sign_up(world, client, "ana@example.org")
+        assert refused.status_code == 400 and "delivery" in refused.text
+        assert sign_up(world, client, None).status_code == 303
+    assert "ana@example.org" not in (state_dir / MEMBERS_FILE).read_text()

@@ -40,10 +40,10 @@ def signup() -> Any:
             return render_template("signup.html", **context, count=count, counted=True)
         if not may_sign_up(page.spec.signup_mode, page.spec.invite_code, values.get("invite")):
             raise FormError("invite", "is not this community's invitation code")
-        delivery = values.get("delivery", "email")
-        email = clean_email(values.get("email", "")) if delivery == "email" else None
-        if delivery not in ("email", "feed"):
+        delivery = values.get("delivery", "email" if page.spec.mail else "feed")
+        if delivery not in ("email", "feed") or (delivery == "email" and not page.spec.mail):
             raise FormError("delivery", "is not one of the choices offered")
+        email = clean_email(values.get("email", "")) if delivery == "email" else None
     except FormError as exc:
         return render_template("signup.html", **form_context(page, values, exc), count=None), 400
     if not page.limits.signup_per_ip.allow(g.ip):
