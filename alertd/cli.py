@@ -12,10 +12,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -50,6 +50,9 @@ from alertd.store import Store
 from alertd.targets import RedactingFilter
 from alertd.words import plural
 from alertd.zones import keep_machine_zone, tz_problem
+
+if TYPE_CHECKING:
+    from alertd.community.serve import CommunityServer
 
 log = logging.getLogger("alertd")
 
@@ -131,7 +134,7 @@ def set_log_level(level: str) -> None:
 def check_config(path: str, need_searches: bool = False, need_secrets: bool = True) -> Config:
     """Load the config; ConfigError if it is wrong (or has no search when one is needed)."""
     config = load_config(Path(path), need_secrets=need_secrets)
-    if need_searches and not config.searches:
+    if need_searches and not config.searches and config.community is None:  # members' own
         raise ConfigError(
             "no saved search yet; add one (see alerts.example.yaml)",
             source=config.source,
@@ -341,15 +344,23 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     warn_unknown_filters(config, window)
     stop = threading.Event()
     sender = make_sender(config, dry_run, stop)
+    page = start_community(config, dry_run)
     with (
         open_store(config, dry_run) as store,
         make_client(config, stop, window) as client,
         serve_metrics(listener, config, client) as metrics,
+        closing(page) if page is not None else nullcontext(),
     ):
         refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
         cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
-            current, client, store, send, stop=stop, retry_refused=fresh
+            current,
+            client,
+            store,
+            send,
+            stop=stop,
+            retry_refused=fresh,
+            subscriptions=None if page is None else page.subscriptions(current),
         )
         daemon = Daemon(
             config,
@@ -360,6 +371,19 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
         )
         daemon.install_signal_handlers()
         daemon.run()
+
+
+def start_community(config: Config, dry_run: bool) -> CommunityServer | None:
+    """The community page when the config has one (a CommunityServer: ``close()``); the
+    web stack is imported only then, so the other commands start as fast as before."""
+    if config.community is None or dry_run:
+        return None
+    from alertd.community.serve import serve_configured
+
+    try:
+        return serve_configured(config, dry_run)
+    except (ConfigError, StoreError) as exc:  # the port; a damaged members.json
+        fail(exc)
 
 
 @cli.command()

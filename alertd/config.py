@@ -32,6 +32,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from alertd.community.config import COMMUNITY_KEYS, CommunitySpec
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, Pace, SavedSearch, Target
 from alertd.settings import (
@@ -98,6 +99,7 @@ class Config:
     lines: Mapping[Loc, int] = field(default_factory=dict, repr=False, compare=False)
     # Where each search was written (its file and its index there), in searches' order.
     origins: tuple[tuple[YamlDoc, int], ...] = field(default=(), repr=False, compare=False)
+    community: CommunitySpec | None = None  # the members' page, when the config has one
 
     def line_of(self, *loc: str | int) -> int | None:
         """The main file's line of a field, e.g. ``line_of("timezone")``."""
@@ -157,6 +159,7 @@ def _translate(exc: ValidationError, lines: Mapping[Loc, int], source: str) -> C
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = SEARCH_KEYS if len(loc) >= 3 and loc[0] == "searches" else SETTING_KEYS + FILE_KEYS
+        known = COMMUNITY_KEYS if len(loc) == 2 and loc[0] == "community" else known
         return ConfigError(
             f"unknown key {key!r}{_suggest(key, known)}",
             source=where,
@@ -495,6 +498,11 @@ def _build_config(
     resolver = _Resolver(secrets)
     with quiet_apprise():  # checking thousands of URLs: silence apprise once, not each time
         channels = _resolve_channels(file, doc, resolver)
+        if file.community is not None and file.community.mail is not None:  # masked in logs
+            resolver.secrets |= url_secrets(file.community.mail)
+            resolver.secrets |= env_secrets_in(file.community.mail, secrets, resolver.secrets)
+        if file.community is not None and file.community.invite_code:
+            resolver.secrets.add(file.community.invite_code)
         searches: list[SavedSearch] = []
         origins: list[tuple[YamlDoc, int]] = []
         for section in sections:
@@ -524,6 +532,7 @@ def _build_config(
         secrets=frozenset(s for s in resolver.secrets if s),
         lines=doc.lines,
         origins=tuple(origins),
+        community=file.community,
     )
 
 

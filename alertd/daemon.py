@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_FILE = "heartbeat.json"
 MAX_IDLE_STEP = 1.0  # seconds; how soon a SIGHUP is noticed while idle
-# The client, the store and the metrics server hold these from the start.
-RESTART_ONLY = ("api_url", "state_dir", "requests_per_minute", "metrics_port")
+# The client, the store, the metrics server and the community page hold these from the start.
+RESTART_ONLY = ("api_url", "state_dir", "requests_per_minute", "metrics_port", "community")
 
 
 def use_utc() -> None:

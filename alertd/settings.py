@@ -32,6 +32,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from alertd.community.config import CommunitySpec
 from alertd.models import Filters, MinPay, Pace
 from alertd.subscriptions import MEMBER_PREFIX
 
@@ -358,6 +359,7 @@ class Destinations(BaseModel):
         default_factory=dict
     )
     searches: list[SearchSpec] = Field(default_factory=list)
+    community: CommunitySpec | None = None  # the members' page (alertd/community/)
 
 
 SETTING_KEYS = tuple(AlertdSettings.model_fields)

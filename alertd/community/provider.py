@@ -1,0 +1,130 @@
+"""``MemberSearches``: the members table as a provider of saved searches for the cycle
+(``alertd.subscriptions``), with each member's links and daily cap.
+
+A member's search is ``member:<search id>`` (a name the YAML may not use), owned by
+``MEMBERS_OWNER``. Its target is the member's address through the operator's
+``community.mail``, one per pace: ``member:<member id>:now`` for "as it happens",
+``member:<member id>:daily-HH`` for a daily digest at that hour (in the config's time
+zone). Every member's search also writes the member's personal Atom feed
+(``feed:member:<member id>``, ``alertd.feeds``): all of it, never capped, so a summary's
+"+N more" and a capped day are read there. The searches are built again only when the
+table's ``version`` moved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from alertd.community.config import CommunitySpec
+from alertd.members import Member, Members, MemberSearch
+from alertd.models import Pace, SavedSearch, Target
+from alertd.render import Links
+from alertd.subscriptions import MEMBER_PREFIX, MEMBERS_OWNER
+
+TARGET_PREFIX = "member:"  # a member's target key: member:<member id>:<pace>
+
+
+def address_url(operator_url: str, to: str) -> str:
+    """The operator's mail URL with the member's address as its one ``to=``."""
+    parts = urlsplit(operator_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "to"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("to", to)])))
+
+
+def target_for(member: Member, search: MemberSearch, mail: str | None) -> Target | None:
+    """Where a member's search sends (None: a feed-only member, or no mail server)."""
+    if member.email is None or mail is None:
+        return None
+    if search.pace == "daily":
+        hour = search.digest_hour or 0
+        key, pace = f"daily-{hour:02d}", Pace(digest=(time(hour, 0),))
+    else:
+        key, pace = "now", Pace()
+    return Target(
+        key=f"{TARGET_PREFIX}{member.id}:{key}",
+        label=f"member {member.id}",  # never the address: labels reach the log
+        url=address_url(mail, member.email),
+        pace=pace,
+    )
+
+
+def saved_search(member: Member, search: MemberSearch, mail: str | None) -> SavedSearch:
+    """A member's search as the cycle serves it: the same planner, filters and dedup as
+    an operator's; it starts silent like any new search."""
+    target = target_for(member, search, mail)
+    feed = Target.feed(f"member:{member.id}", f"member {member.id}'s feed")
+    return SavedSearch(
+        name=f"{MEMBER_PREFIX}{search.id}",
+        title=search.title,
+        q=search.q,
+        category=search.category,
+        language=search.language,
+        country=search.country,
+        pay_type=search.pay_type,
+        targets=(feed,) if target is None else (target, feed),
+        filters=search.filters,
+        source=MEMBERS_OWNER,
+    )
+
+
+def _member_of(target: str) -> str | None:
+    if not target.startswith(TARGET_PREFIX):
+        return None
+    member_id, colon, _ = target[len(TARGET_PREFIX) :].partition(":")
+    return member_id if colon and member_id else None
+
+
+class MemberSearches:
+    """The members' searches for ``alertd.subscriptions.Subscriptions.gather``."""
+
+    owner = MEMBERS_OWNER
+    claims = (TARGET_PREFIX,)  # an unsubscribed member is owed nothing more
+
+    def __init__(self, members: Members, spec: CommunitySpec) -> None:
+        self.members = members
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._built: tuple[int, tuple[SavedSearch, ...]] | None = None
+
+    def searches(self) -> Sequence[SavedSearch]:
+        """Every confirmed member's searches that are not paused (cheap when unchanged)."""
+        version = self.members.version()
+        with self._lock:
+            if self._built is None or self._built[0] != version:
+                built = tuple(
+                    saved_search(member, search, self.spec.mail)
+                    for member, search in self.members.active()
+                )
+                self._built = (version, built)
+            return self._built[1]
+
+    def links(self, target: str, searches: Sequence[str]) -> Links | None:
+        """The manage and one-click unsubscribe links of a message to a member's
+        ``target`` about ``searches``; None when the target is not a member's or none of
+        those searches is still theirs (asked at the moment of sending)."""
+        member_id = _member_of(target)
+        if member_id is None:
+            return None
+        for name in searches:
+            search = self.members.search(name.removeprefix(MEMBER_PREFIX))
+            if search is None or search.member_id != member_id or search.paused:
+                continue
+            url = self.spec.public_url
+            host = urlsplit(url).hostname or "alertd"
+            return Links(
+                manage=self.members.manage_url(member_id, url),
+                unsubscribe=self.members.unsubscribe_url(search.id, url),
+                list_id=f"<{search.id}.{host}>",  # RFC 2919; the id is [A-Za-z0-9_-]
+                everything=self.members.feed_url(member_id, url),
+            )
+        return None
+
+    def cap(self, target: str) -> tuple[str, int] | None:
+        """A member's targets share one cap: ``alerts_per_member_per_day``."""
+        member_id = _member_of(target)
+        if member_id is None:
+            return None
+        return f"{TARGET_PREFIX}{member_id}", self.spec.limits.alerts_per_member_per_day

@@ -1,0 +1,738 @@
+"""The members table: who signed themselves up, their searches, and their links' tokens.
+
+It is its own file in the state directory, ``members.json``, apart from the store's
+files: the page writes it from its threads while the cycle runs, and the cycle only
+reads it (``active``, cheaply re-read when ``version`` changed). Every change is one
+whole-file write (temp file, fsync, rename, fsync of the directory) made before the
+page answers, so a confirmed sign-up, an edit or an unsubscribe survives ``kill -9``
+the instant after the member saw it done. Writers in other processes (a second
+``alertd`` on the same state) are kept apart by an ``fcntl`` lock on
+``members.lock``, and each write starts from the file as it is on disk.
+
+Tokens (in links only, never passwords):
+
+- a member's manage link, their feed's link and each search's unsubscribe link are
+  ``<id>.<mac>``: an HMAC-SHA256 of the id and a random nonce under this state's key
+  (``members.key``, 256 random bits, mode 0600), so that a message can carry the link
+  at any time without the file holding it. The file holds the nonce and the token's
+  SHA-256 only; a presented token is hashed and compared in constant time. Revoking
+  draws a new nonce: the old link stops working.
+- a confirmation link is 192 random bits, kept only as its SHA-256 with the pending
+  sign-up, and expires after ``CONFIRM_TTL``.
+
+Deleting a member deletes their address, their searches and their tokens from the
+file; a pending sign-up that was never confirmed is dropped when it expires. Times
+in the file are UTC.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from alertd.errors import AlertdError, StoreError
+from alertd.models import Filters, MinPay, format_time, parse_time
+from alertd.store.files import damaged, fix_for, open_nofollow, write_atomically
+
+MEMBERS_FILE = "members.json"
+KEY_FILE = "members.key"
+LOCK_FILE = "members.lock"
+FORMAT = 1
+CONFIRM_TTL = timedelta(hours=48)
+ID_BYTES = 9  # 72 bits: an id names a row; the token's MAC is what authenticates
+Pace = Literal["now", "daily"]
+
+
+class TokenError(AlertdError):
+    """A link's token is unknown, revoked or expired (the page says so, no more)."""
+
+
+class LimitError(AlertdError):
+    """A member already has as many searches as ``searches_per_member`` allows."""
+
+
+@dataclass(frozen=True)
+class SearchDraft:
+    """A search as a member asked for it on the page, checked (``community.rules``)."""
+
+    title: str
+    q: str | None = None
+    category: str | None = None
+    language: str | None = None
+    country: str | None = None
+    pay_type: str | None = None
+    filters: Filters = field(default_factory=Filters)
+    pace: Pace = "now"
+    digest_hour: int | None = None  # 0-23 in UTC, for a daily pace
+
+
+@dataclass(frozen=True)
+class MemberSearch:
+    """One member's saved search, as the cycle takes it."""
+
+    id: str
+    member_id: str
+    title: str
+    q: str | None
+    category: str | None
+    language: str | None
+    country: str | None
+    pay_type: str | None
+    filters: Filters
+    pace: Pace
+    digest_hour: int | None
+    paused: bool
+    created_at: datetime
+
+    def query(self) -> dict[str, str]:
+        """The query parameters GET /jobs takes for this search (unset ones left out)."""
+        params = {
+            "q": self.q,
+            "category": self.category,
+            "language": self.language,
+            "country": self.country,
+            "payType": self.pay_type,
+        }
+        return {k: v for k, v in params.items() if v}
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member: an address once confirmed (``None`` for a feed-only member)."""
+
+    id: str
+    email: str | None
+    feed: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """What a confirmation made: the member (new or known) and their new search."""
+
+    member: Member
+    search: MemberSearch
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    """(id, rest) of ``<id>.<rest>``; None for anything else (of any length)."""
+    if len(token) > 200:
+        return None
+    row, dot, rest = token.partition(".")
+    return (row, rest) if dot and row and rest else None
+
+
+def _matches(token: str, stored: object) -> bool:
+    """Whether ``token`` hashes to ``stored``, compared in constant time."""
+    return isinstance(stored, str) and hmac.compare_digest(_digest(token), stored)
+
+
+# -- the file ---------------------------------------------------------------------------
+
+
+def _empty() -> dict[str, Any]:
+    return {"format": FORMAT, "version": 0, "members": {}, "searches": {}, "pending": {}}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The table on disk; an empty one when there is no file yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _empty()
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}; {fix_for(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise damaged(path, "is not UTF-8 text") from exc
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise damaged(path, "is not valid JSON") from exc
+    shape = isinstance(data, dict) and data.get("format") == FORMAT
+    if not shape or not all(isinstance(data.get(k), dict) for k in ("members", "searches")):
+        raise damaged(path, "is not an alertd members table")
+    data.setdefault("pending", {})
+    return dict(data)
+
+
+def _filters_doc(filters: Filters) -> dict[str, Any]:
+    pay = filters.min_pay
+    return {
+        "min_pay": None if pay is None else dict(pay.__dict__),
+        "pay_required": filters.pay_required,
+        "exclude": list(filters.exclude),
+        "experience": list(filters.experience),
+        "countries": list(filters.countries),
+        "label_types": list(filters.label_types),
+        "data_types": list(filters.data_types),
+        "employment_types": list(filters.employment_types),
+    }
+
+
+def _filters_from(doc: dict[str, Any]) -> Filters:
+    pay = doc.get("min_pay")
+    words = {
+        k: tuple(doc.get(k) or ())
+        for k in (
+            "exclude",
+            "experience",
+            "countries",
+            "label_types",
+            "data_types",
+            "employment_types",
+        )
+    }
+    return Filters(
+        min_pay=None if not pay else MinPay(**pay),
+        pay_required=bool(doc.get("pay_required")),
+        **words,
+    )
+
+
+def _draft_doc(draft: SearchDraft) -> dict[str, Any]:
+    return {
+        "title": draft.title,
+        "q": draft.q,
+        "category": draft.category,
+        "language": draft.language,
+        "country": draft.country,
+        "pay_type": draft.pay_type,
+        "filters": _filters_doc(draft.filters),
+        "pace": draft.pace,
+        "digest_hour": draft.digest_hour,
+    }
+
+
+def _search_from(search_id: str, doc: dict[str, Any]) -> MemberSearch:
+    return MemberSearch(
+        id=search_id,
+        member_id=doc["member"],
+        title=doc["title"],
+        q=doc.get("q"),
+        category=doc.get("category"),
+        language=doc.get("language"),
+        country=doc.get("country"),
+        pay_type=doc.get("pay_type"),
+        filters=_filters_from(doc.get("filters") or {}),
+        pace="daily" if doc.get("pace") == "daily" else "now",
+        digest_hour=doc.get("digest_hour"),
+        paused=bool(doc.get("paused")),
+        created_at=parse_time(doc.get("created_at")) or datetime.fromtimestamp(0, UTC),
+    )
+
+
+def _member_from(member_id: str, doc: dict[str, Any]) -> Member:
+    return Member(
+        id=member_id,
+        email=doc.get("email"),
+        feed=bool(doc.get("feed")),
+        created_at=parse_time(doc.get("created_at")) or datetime.fromtimestamp(0, UTC),
+    )
+
+
+def normalise_email(email: str) -> str:
+    """The form an address is compared in (one member per address, whatever its case)."""
+    return email.strip().lower()
+
+
+class Members:
+    """The members table of one state directory, safe to share between threads."""
+
+    def __init__(self, state_dir: Path, key: bytes) -> None:
+        self.path = state_dir / MEMBERS_FILE
+        self.lock_path = state_dir / LOCK_FILE
+        self._key = key
+        self._lock = threading.RLock()
+        self._data: dict[str, Any] = _empty()
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) read
+        self._active: tuple[int, list[tuple[Member, MemberSearch]]] | None = None
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Members:
+        """The table in ``state_dir`` (made, with its key, if it is not there yet)."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        members = cls(state_dir, _load_key(state_dir / KEY_FILE))
+        members.refresh()
+        return members
+
+    # -- reading --------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the file again if another process (or a restore) changed it."""
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                seen = None
+            if seen != self._seen or seen is None:
+                self._data = _read(self.path)
+                self._seen = seen
+
+    def version(self) -> int:
+        """Changes on every write, so the cycle re-reads ``active`` only when it did."""
+        self.refresh()
+        with self._lock:
+            return int(self._data.get("version", 0))
+
+    def active(self) -> list[tuple[Member, MemberSearch]]:
+        """Every search of a confirmed member that is not paused, oldest first."""
+        self.refresh()
+        with self._lock:
+            version = int(self._data["version"])
+            if self._active is None or self._active[0] != version:
+                members = self._data["members"]
+                pairs = [
+                    (_member_from(doc["member"], members[doc["member"]]), _search_from(sid, doc))
+                    for sid, doc in self._data["searches"].items()
+                    if doc["member"] in members and not doc.get("paused")
+                ]
+                pairs.sort(key=lambda pair: (pair[1].created_at, pair[1].id))
+                self._active = (version, pairs)
+            return list(self._active[1])
+
+    def member(self, member_id: str) -> Member | None:
+        """The member with this id, or None."""
+        self.refresh()
+        with self._lock:
+            doc = self._data["members"].get(member_id)
+            return None if doc is None else _member_from(member_id, doc)
+
+    def member_by_email(self, email: str) -> Member | None:
+        """The confirmed member with this address (any case), or None."""
+        wanted = normalise_email(email)
+        self.refresh()
+        with self._lock:
+            for member_id, doc in self._data["members"].items():
+                if doc.get("email") and normalise_email(doc["email"]) == wanted:
+                    return _member_from(member_id, doc)
+        return None
+
+    def searches_of(self, member_id: str) -> list[MemberSearch]:
+        """A member's searches, paused ones too, oldest first."""
+        self.refresh()
+        with self._lock:
+            found = [
+                _search_from(sid, doc)
+                for sid, doc in self._data["searches"].items()
+                if doc["member"] == member_id
+            ]
+        return sorted(found, key=lambda s: (s.created_at, s.id))
+
+    def search(self, search_id: str) -> MemberSearch | None:
+        """The search with this id, or None."""
+        self.refresh()
+        with self._lock:
+            doc = self._data["searches"].get(search_id)
+            return None if doc is None else _search_from(search_id, doc)
+
+    def counts(self) -> tuple[int, int]:
+        """(members, searches): what the public status page may say."""
+        self.refresh()
+        with self._lock:
+            return len(self._data["members"]), len(self._data["searches"])
+
+    def export(self, member_id: str) -> dict[str, Any]:
+        """Everything the table holds about a member, without token material."""
+        member = self.member(member_id)
+        if member is None:
+            raise TokenError("no such member")
+        return {
+            "member": {
+                "id": member.id,
+                "email": member.email,
+                "feed": member.feed,
+                "created_at": format_time(member.created_at),
+            },
+            "searches": [
+                {
+                    "id": s.id,
+                    **_draft_doc(_as_draft(s)),
+                    "paused": s.paused,
+                    "created_at": format_time(s.created_at),
+                }
+                for s in self.searches_of(member_id)
+            ],
+        }
+
+    # -- links ----------------------------------------------------------------------
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (the page's CSRF and session signing) from this state's
+        key: stable across restarts, never the token key itself."""
+        return hmac.new(self._key, f"derive\0{purpose}".encode(), hashlib.sha256).digest()
+
+    def _token(self, kind: str, row_id: str, nonce: str) -> str:
+        mac = hmac.new(self._key, f"{kind}\0{row_id}\0{nonce}".encode(), hashlib.sha256)
+        return f"{row_id}.{base64.urlsafe_b64encode(mac.digest()).rstrip(b'=').decode()}"
+
+    def manage_token(self, member_id: str) -> str:
+        """The token of a member's manage link (TokenError for no such member)."""
+        self.refresh()
+        with self._lock:
+            doc = self._data["members"].get(member_id)
+            if doc is None:
+                raise TokenError("no such member")
+            return self._token("manage", member_id, doc["manage"]["nonce"])
+
+    def feed_token(self, member_id: str) -> str:
+        """The token of a member's personal feed link (TokenError for no such member)."""
+        self.refresh()
+        with self._lock:
+            doc = self._data["members"].get(member_id)
+            if doc is None:
+                raise TokenError("no such member")
+            return self._token("feed", member_id, doc["feed_token"]["nonce"])
+
+    def unsubscribe_token(self, search_id: str) -> str:
+        """The token of a search's one-click unsubscribe link (TokenError if it is gone)."""
+        self.refresh()
+        with self._lock:
+            doc = self._data["searches"].get(search_id)
+            if doc is None:
+                raise TokenError("no such search")
+            return self._token("unsub", search_id, doc["unsub"]["nonce"])
+
+    def manage_url(self, member_id: str, public_url: str) -> str:
+        """The member's manage page, for every message and feed: ``<public_url>/m/<token>``."""
+        return f"{public_url.rstrip('/')}/m/{self.manage_token(member_id)}"
+
+    def unsubscribe_url(self, search_id: str, public_url: str) -> str:
+        """The search's one-click link (``List-Unsubscribe``): ``<public_url>/u/<token>``."""
+        return f"{public_url.rstrip('/')}/u/{self.unsubscribe_token(search_id)}"
+
+    def feed_url(self, member_id: str, public_url: str) -> str:
+        """The member's personal Atom feed: ``<public_url>/feed/<token>.atom``."""
+        return f"{public_url.rstrip('/')}/feed/{self.feed_token(member_id)}.atom"
+
+    def _row_for(self, table: str, token: str, slot: str) -> str | None:
+        parts = _split(token)
+        if parts is None:
+            return None
+        self.refresh()
+        with self._lock:
+            doc = self._data[table].get(parts[0])
+            stored = None if doc is None else (doc.get(slot) or {}).get("hash")
+        return parts[0] if _matches(token, stored) else None
+
+    def member_for_manage(self, token: str) -> Member | None:
+        """The member whose manage link this is, or None (unknown, revoked)."""
+        member_id = self._row_for("members", token, "manage")
+        return None if member_id is None else self.member(member_id)
+
+    def member_for_feed(self, token: str) -> Member | None:
+        """The member whose feed link this is, or None (unknown, revoked)."""
+        member_id = self._row_for("members", token, "feed_token")
+        return None if member_id is None else self.member(member_id)
+
+    def search_for_unsubscribe(self, token: str) -> MemberSearch | None:
+        """The search this unsubscribe link is for, or None (unknown, already gone)."""
+        search_id = self._row_for("searches", token, "unsub")
+        return None if search_id is None else self.search(search_id)
+
+    def revoke_links(self, member_id: str) -> None:
+        """New manage and feed links for a member: the old ones stop working."""
+
+        def change(data: dict[str, Any], now: datetime) -> None:
+            doc = data["members"].get(member_id)
+            if doc is None:
+                raise TokenError("no such member")
+            doc["manage"] = self._secret("manage", member_id)
+            doc["feed_token"] = self._secret("feed", member_id)
+
+        self._write(change)
+
+    def _secret(self, kind: str, row_id: str) -> dict[str, str]:
+        nonce = secrets.token_urlsafe(16)  # 128 bits: a new one revokes the old link
+        return {"nonce": nonce, "hash": _digest(self._token(kind, row_id, nonce))}
+
+    # -- writing --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, change: Callable[[dict[str, Any], datetime], Any]) -> Any:
+        """Apply ``change`` to the table as it is on disk and write it durably; what
+        ``change`` returned. Nothing is written (or kept) if it raises."""
+        with self._lock, self._file_lock():
+            self.refresh()
+            data = self._data  # changed in place (a copy of 10,000 members costs 100 ms)
+            now = datetime.now(UTC)
+            try:
+                _drop_expired(data, now)
+                result = change(data, now)
+                data["version"] = int(data.get("version", 0)) + 1
+                write_atomically(self.path, json.dumps(data, separators=(",", ":")))
+            except BaseException as exc:
+                self._seen = None  # what is in memory may be half changed: the file wins
+                self._data = _empty()
+                self._active = None
+                if isinstance(exc, OSError):
+                    raise StoreError(
+                        f"cannot write {self.path}: {exc.strerror or exc}; {fix_for(exc)}"
+                    ) from exc
+                raise
+            st = os.stat(self.path)
+            self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            return result
+
+    def start_signup(self, email: str, draft: SearchDraft) -> tuple[str, str]:
+        """Hold a sign-up until its address is confirmed: (pending id, confirmation
+        token). The address is kept only with the pending row, which expires."""
+
+        def change(data: dict[str, Any], now: datetime) -> tuple[str, str]:
+            pending_id = _new_id()
+            token = f"{pending_id}.{secrets.token_urlsafe(24)}"
+            data["pending"][pending_id] = {
+                "email": email,
+                "hash": _digest(token),
+                "expires": format_time(now + CONFIRM_TTL),
+                "created_at": format_time(now),
+                "search": _draft_doc(draft),
+            }
+            return pending_id, token
+
+        result: tuple[str, str] = self._write(change)
+        return result
+
+    def pending_for(self, token: str, now: datetime | None = None) -> SearchDraft | None:
+        """The search a confirmation link would add, or None (unknown or expired)."""
+        parts = _split(token)
+        if parts is None:
+            return None
+        self.refresh()
+        with self._lock:
+            doc = self._data["pending"].get(parts[0])
+        if doc is None or not _matches(token, doc.get("hash")):
+            return None
+        expires = parse_time(doc.get("expires"))
+        if expires is None or expires <= (now or datetime.now(UTC)):
+            return None
+        return _draft_from(doc["search"])
+
+    def confirm(self, token: str, limit: int) -> Confirmed:
+        """Confirm a sign-up by its link: the address becomes a member (or the known
+        member gains the search). TokenError if the link is unknown or expired,
+        LimitError if the member already has ``limit`` searches."""
+
+        def change(data: dict[str, Any], now: datetime) -> Confirmed:
+            parts = _split(token)
+            doc = None if parts is None else data["pending"].get(parts[0])
+            if parts is None or doc is None or not _matches(token, doc.get("hash")):
+                raise TokenError("this confirmation link is unknown, used or expired")
+            expires = parse_time(doc.get("expires"))
+            if expires is None or expires <= now:  # _drop_expired's rule, checked again here
+                raise TokenError("this confirmation link is unknown, used or expired")
+            del data["pending"][parts[0]]
+            member_id = _member_with(data, doc["email"]) or self._add_member(
+                data, now, email=doc["email"], feed=False
+            )
+            search_id = self._add_search(data, now, member_id, doc["search"], limit)
+            return Confirmed(
+                _member_from(member_id, data["members"][member_id]),
+                _search_from(search_id, data["searches"][search_id]),
+            )
+
+        confirmed: Confirmed = self._write(change)
+        return confirmed
+
+    def add_feed_member(self, draft: SearchDraft) -> Confirmed:
+        """A member who reads a personal feed (no address) with their first search."""
+
+        def change(data: dict[str, Any], now: datetime) -> Confirmed:
+            member_id = self._add_member(data, now, email=None, feed=True)
+            search_id = self._add_search(data, now, member_id, _draft_doc(draft), 1)
+            return Confirmed(
+                _member_from(member_id, data["members"][member_id]),
+                _search_from(search_id, data["searches"][search_id]),
+            )
+
+        confirmed: Confirmed = self._write(change)
+        return confirmed
+
+    def add_search(self, member_id: str, draft: SearchDraft, limit: int) -> MemberSearch:
+        """Another search for a member (from their manage page); LimitError past ``limit``."""
+
+        def change(data: dict[str, Any], now: datetime) -> MemberSearch:
+            if member_id not in data["members"]:
+                raise TokenError("no such member")
+            search_id = self._add_search(data, now, member_id, _draft_doc(draft), limit)
+            return _search_from(search_id, data["searches"][search_id])
+
+        search: MemberSearch = self._write(change)
+        return search
+
+    def edit_search(self, search_id: str, draft: SearchDraft) -> bool:
+        """Replace a search's terms (it keeps its id and links); False if it is gone."""
+
+        def change(data: dict[str, Any], now: datetime) -> bool:
+            doc = data["searches"].get(search_id)
+            if doc is None:
+                return False
+            doc.update(_draft_doc(draft))
+            doc["edited_at"] = format_time(now)
+            return True
+
+        edited: bool = self._write(change)
+        return edited
+
+    def set_paused(self, search_id: str, paused: bool) -> bool:
+        """Pause or resume a search; False if it is gone."""
+
+        def change(data: dict[str, Any], now: datetime) -> bool:
+            doc = data["searches"].get(search_id)
+            if doc is None:
+                return False
+            doc["paused"] = paused
+            return True
+
+        done: bool = self._write(change)
+        return done
+
+    def unsubscribe(self, search_id: str) -> bool:
+        """Delete one search (its unsubscribe link with it); False if it was gone."""
+
+        def change(data: dict[str, Any], now: datetime) -> bool:
+            return data["searches"].pop(search_id, None) is not None
+
+        done: bool = self._write(change)
+        return done
+
+    def remove_member(self, member_id: str) -> bool:
+        """Delete a member: their address, searches and links leave the file."""
+
+        def change(data: dict[str, Any], now: datetime) -> bool:
+            gone = data["members"].pop(member_id, None) is not None
+            for search_id in [k for k, v in data["searches"].items() if v["member"] == member_id]:
+                del data["searches"][search_id]
+            return gone
+
+        done: bool = self._write(change)
+        return done
+
+    def _add_member(
+        self, data: dict[str, Any], now: datetime, *, email: str | None, feed: bool
+    ) -> str:
+        member_id = _new_id()
+        data["members"][member_id] = {
+            "email": email,
+            "feed": feed,
+            "created_at": format_time(now),
+            "manage": self._secret("manage", member_id),
+            "feed_token": self._secret("feed", member_id),
+        }
+        return member_id
+
+    def _add_search(
+        self, data: dict[str, Any], now: datetime, member_id: str, draft: dict[str, Any], limit: int
+    ) -> str:
+        have = sum(1 for doc in data["searches"].values() if doc["member"] == member_id)
+        if have >= limit:
+            raise LimitError(f"a member may have {limit} searches")
+        search_id = _new_id()
+        data["searches"][search_id] = {
+            "member": member_id,
+            **draft,
+            "paused": False,
+            "created_at": format_time(now),
+            "unsub": self._secret("unsub", search_id),
+        }
+        return search_id
+
+
+def _member_with(data: dict[str, Any], email: str) -> str | None:
+    wanted = normalise_email(email)
+    for member_id, doc in data["members"].items():
+        if doc.get("email") and normalise_email(doc["email"]) == wanted:
+            return str(member_id)
+    return None
+
+
+def _drop_expired(data: dict[str, Any], now: datetime) -> None:
+    """Forget sign-ups never confirmed in time: their address leaves the file."""
+    for pending_id, doc in list(data["pending"].items()):
+        expires = parse_time(doc.get("expires"))
+        if expires is None or expires <= now:
+            del data["pending"][pending_id]
+
+
+def _as_draft(search: MemberSearch) -> SearchDraft:
+    return SearchDraft(
+        title=search.title,
+        q=search.q,
+        category=search.category,
+        language=search.language,
+        country=search.country,
+        pay_type=search.pay_type,
+        filters=search.filters,
+        pace=search.pace,
+        digest_hour=search.digest_hour,
+    )
+
+
+def _draft_from(doc: dict[str, Any]) -> SearchDraft:
+    return _as_draft(_search_from("", {"member": "", **doc}))
+
+
+def as_draft(search: MemberSearch) -> SearchDraft:
+    """A search's terms as a draft (the manage page's edit form starts from them)."""
+    return _as_draft(search)
+
+
+def _load_key(path: Path) -> bytes:
+    """This state's token key: 32 random bytes, made once (mode 0600, never a link)."""
+    try:
+        fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:
+        fd = open_nofollow(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as handle:
+            text = handle.read(200).strip()
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise StoreError(f"{path} vanished while it was made") from exc
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}; {fix_for(exc)}") from exc
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        key = b""
+    if len(key) < 16:
+        raise damaged(path, "is not a members key (64 hex digits)")
+    return key
