@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from alertd.community.config import CommunitySpec
 from alertd.members import Member, Members, MemberSearch
-from alertd.models import Pace, SavedSearch, Target
+from alertd.models import FEED_PREFIX, Pace, SavedSearch, Target
 from alertd.render import Links
 from alertd.subscriptions import MEMBER_PREFIX, MEMBERS_OWNER
 
@@ -71,17 +71,21 @@ def saved_search(member: Member, search: MemberSearch, mail: str | None) -> Save
 
 
 def _member_of(target: str) -> str | None:
-    if not target.startswith(TARGET_PREFIX):
+    """The member a target is theirs: their mail (``member:<id>:<pace>``) or their feed
+    (``feed:member:<id>``); None for anyone else's."""
+    key = target.removeprefix(FEED_PREFIX)
+    if not key.startswith(TARGET_PREFIX):
         return None
-    member_id, colon, _ = target[len(TARGET_PREFIX) :].partition(":")
-    return member_id if colon and member_id else None
+    member_id = key[len(TARGET_PREFIX) :].partition(":")[0]
+    return member_id or None
 
 
 class MemberSearches:
     """The members' searches for ``alertd.subscriptions.Subscriptions.gather``."""
 
     owner = MEMBERS_OWNER
-    claims = (TARGET_PREFIX,)  # an unsubscribed member is owed nothing more
+    # An unsubscribed member is owed nothing more, by mail or in their feed.
+    claims = (TARGET_PREFIX, f"{FEED_PREFIX}{TARGET_PREFIX}")
 
     def __init__(self, members: Members, spec: CommunitySpec) -> None:
         self.members = members
@@ -123,8 +127,9 @@ class MemberSearches:
         return None
 
     def cap(self, target: str) -> tuple[str, int] | None:
-        """A member's targets share one cap: ``alerts_per_member_per_day``."""
-        member_id = _member_of(target)
+        """A member's mail targets share one cap: ``alerts_per_member_per_day`` (their
+        feed has no cap: it is where the rest of a capped day is read)."""
+        member_id = None if target.startswith(FEED_PREFIX) else _member_of(target)
         if member_id is None:
             return None
         return f"{TARGET_PREFIX}{member_id}", self.spec.limits.alerts_per_member_per_day
