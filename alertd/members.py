@@ -629,13 +629,20 @@ class Members:
         return done
 
     def remove_member(self, member_id: str) -> bool:
-        """Delete a member: their address, searches and links leave the file."""
+        """Delete a member: their address, searches and links leave the file, and so do
+        their sign-ups not yet confirmed (the address is in those too, and an old
+        confirmation link must not bring the member back)."""
 
         def change(data: dict[str, Any], now: datetime) -> bool:
-            gone = data["members"].pop(member_id, None) is not None
+            doc = data["members"].pop(member_id, None)
             for search_id in [k for k, v in data["searches"].items() if v["member"] == member_id]:
                 del data["searches"][search_id]
-            return gone
+            if doc is not None and doc.get("email"):
+                wanted = normalise_email(doc["email"])
+                for pending_id, row in list(data["pending"].items()):
+                    if normalise_email(str(row.get("email", ""))) == wanted:
+                        del data["pending"][pending_id]
+            return doc is not None
 
         done: bool = self._write(change)
         return done

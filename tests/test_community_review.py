@@ -1,0 +1,66 @@
+"""A second, hostile review of the community page, served for real on 127.0.0.1: what a
+member who deletes everything leaves behind, and the attacks the first review did not
+try (cross-member links, spoofed proxy headers, replayed links, the one-click POST's
+edges)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alertd.config import Config, parse_config
+from alertd.market import Market
+from alertd.members import MEMBERS_FILE
+from alertd.standin import StandInServer
+from tests.pageworld import PageWorld, confirm_by_mail, csrf_of, link_in, page_world, sign_up
+
+
+@pytest.fixture
+def world(market: Market, standin: StandInServer, state_dir: Path) -> Iterator[PageWorld]:
+    with page_world(standin, state_dir) as world:
+        yield world
+
+
+def _member(world: PageWorld, client: httpx.Client, email: str, nth: int = 1) -> str:
+    sign_up(world, client, email)
+    return str(confirm_by_mail(world, client, email, nth).headers["location"]).split("?")[0]
+
+
+def _files_holding(state_dir: Path, text: str) -> list[str]:
+    """Every file under the state directory whose bytes hold ``text``."""
+    needle = text.encode()
+    return sorted(
+        str(path.relative_to(state_dir))
+        for path in state_dir.rglob("*")
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes()
+    )
+
+
+def _config(world: PageWorld) -> Config:
+    spec = world.server.page.spec
+    text = (
+        f"api_url: {world.standin.url}\nstate_dir: {world.state_dir}\n"
+        f"community:\n  name: {spec.name}\n  public_url: {spec.public_url}\n"
+        f"  mail: '{spec.mail}'\n"
+    )
+    return parse_config(text, str(world.state_dir.parent / "alerts.yaml"))
+
+
+def test_delete_everything_forgets_a_sign_up_not_yet_confirmed(world: PageWorld) -> None:
+    """A member asks for a second search, then deletes everything before confirming it:
+    their address must leave members.json now (not in 48 hours), and the old link must
+    not bring them back."""
+    address = "ha@example.org"
+    with world.client() as client:
+        manage = _member(world, client, address)
+        assert sign_up(world, client, address, q="german").status_code == 200
+        second = world.local(link_in(world.mails_to(address, count=2)[1]))
+        token = csrf_of(client, second)
+        answer = client.post(f"{manage}/delete", data={"csrf_token": csrf_of(client, manage)})
+        assert "Everything about you is deleted" in answer.text
+        assert _files_holding(world.state_dir, address) == []
+        assert client.post(second, data={"csrf_token": token}).status_code == 404
+    assert world.members.member_by_email(address) is None
