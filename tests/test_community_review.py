@@ -11,10 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alertd.api import OpenTrainClient
+from alertd.community.provider import MemberSearches
 from alertd.config import Config, parse_config
+from alertd.deliver import sender_for, with_feeds
+from alertd.feeds import Feeds
 from alertd.market import Market
-from alertd.members import MEMBERS_FILE
+from alertd.pipeline import run_once
 from alertd.standin import StandInServer
+from alertd.store import Store
+from alertd.subscriptions import Subscriptions, of_config
 from tests.pageworld import PageWorld, confirm_by_mail, csrf_of, link_in, page_world, sign_up
 
 
@@ -49,6 +55,15 @@ def _config(world: PageWorld) -> Config:
     return parse_config(text, str(world.state_dir.parent / "alerts.yaml"))
 
 
+def _cycle(world: PageWorld, config: Config) -> None:
+    assert config.community is not None
+    provider = MemberSearches(world.members, config.community)
+    subs = Subscriptions.gather([of_config(config.searches, config.owner), provider])
+    with Store.open(config.state_dir) as store, OpenTrainClient(world.standin.url) as client:
+        send = with_feeds(sender_for(10.0, config.tz), Feeds.open(config.state_dir))
+        run_once(config, client, store, send, subscriptions=subs)
+
+
 def test_delete_everything_forgets_a_sign_up_not_yet_confirmed(world: PageWorld) -> None:
     """A member asks for a second search, then deletes everything before confirming it:
     their address must leave members.json now (not in 48 hours), and the old link must
@@ -64,3 +79,14 @@ def test_delete_everything_forgets_a_sign_up_not_yet_confirmed(world: PageWorld)
         assert _files_holding(world.state_dir, address) == []
         assert client.post(second, data={"csrf_token": token}).status_code == 404
     assert world.members.member_by_email(address) is None
+
+
+
+def test_sub_addresses_of_one_mailbox_share_its_mail_limit(world: PageWorld) -> None:
+    """victim+1@, victim+2@ ... land in one mailbox (RFC 5233 sub-addressing): they must
+    not each get the page's three mails a day, or one client mails anyone 10 an hour."""
+    with world.client() as client:
+        for n in range(6):
+            assert sign_up(world, client, f"Victim+{n}@example.org").status_code == 200
+    sent = world.mails_to(None, count=4, wait=3)
+    assert len(sent) == 3

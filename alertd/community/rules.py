@@ -170,8 +170,11 @@ def may_sign_up(mode: str, invite_code: str | None, given: str | None) -> bool:
 
 
 def address_key(email: str) -> str:
-    """How the rate limits know an address without keeping it."""
-    return hashlib.sha256(normalise_email(email).encode()).hexdigest()
+    """How the rate limits know an address without keeping it: by its mailbox, so
+    ``name+1@`` and ``name+2@`` (RFC 5233 sub-addresses, one inbox) share one limit."""
+    local, _, domain = normalise_email(email).rpartition("@")
+    mailbox = local.partition("+")[0] or local
+    return hashlib.sha256(f"{mailbox}@{domain}".encode()).hexdigest()
 
 
 class RateLimiter:
