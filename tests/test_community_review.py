@@ -5,6 +5,7 @@ edges)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from alertd.pipeline import run_once
 from alertd.standin import StandInServer
 from alertd.store import Store
 from alertd.subscriptions import Subscriptions, of_config
-from tests.pageworld import PageWorld, confirm_by_mail, csrf_of, link_in, page_world, sign_up
+from tests.pageworld import PUBLIC, PageWorld, confirm_by_mail, csrf_of, link_in, page_world, sign_up
 
 
 @pytest.fixture
@@ -90,3 +91,18 @@ def test_sub_addresses_of_one_mailbox_share_its_mail_limit(world: PageWorld) -> 
             assert sign_up(world, client, f"Victim+{n}@example.org").status_code == 200
     sent = world.mails_to(None, count=4, wait=3)
     assert len(sent) == 3
+
+
+def test_a_stranger_cannot_mail_a_link_of_their_own_through_the_confirmation(
+    world: PageWorld,
+) -> None:
+    """Anyone can make the page mail any address a confirmation; the search title they
+    typed is in it. It must not arrive as a link (phishing under the community's name)."""
+    title = "Your account is locked, verify at https://evil.example/login or evil.example"
+    with world.client() as client:
+        assert sign_up(world, client, "victim@example.org", title=title).status_code == 200
+    [mail] = world.mails_to("victim@example.org")
+    parts = "\n".join(mail.text_parts())
+    assert "Your account is locked" in parts  # the title is there, as text
+    assert "evil.example" not in parts and "://evil" not in parts
+    assert all(url.startswith(PUBLIC) for url in re.findall(r"https?://[^\s\"<>]+", parts))
