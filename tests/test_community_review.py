@@ -6,7 +6,7 @@ edges)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,11 +18,20 @@ from alertd.config import Config, parse_config
 from alertd.deliver import sender_for, with_feeds
 from alertd.feeds import Feeds
 from alertd.market import Market
+from alertd.members import SearchDraft
 from alertd.pipeline import run_once
 from alertd.standin import StandInServer
 from alertd.store import Store
 from alertd.subscriptions import Subscriptions, of_config
-from tests.pageworld import PUBLIC, PageWorld, confirm_by_mail, csrf_of, link_in, page_world, sign_up
+from tests.pageworld import (
+    PUBLIC,
+    PageWorld,
+    confirm_by_mail,
+    csrf_of,
+    link_in,
+    page_world,
+    sign_up,
+)
 
 
 @pytest.fixture
@@ -56,10 +65,13 @@ def _config(world: PageWorld) -> Config:
     return parse_config(text, str(world.state_dir.parent / "alerts.yaml"))
 
 
-def _cycle(world: PageWorld, config: Config) -> None:
+def _cycle(world: PageWorld, config: Config, meanwhile: Callable[[], object] | None = None) -> None:
+    """One cycle of the members' searches; ``meanwhile`` runs once it took them."""
     assert config.community is not None
     provider = MemberSearches(world.members, config.community)
     subs = Subscriptions.gather([of_config(config.searches, config.owner), provider])
+    if meanwhile is not None:
+        meanwhile()
     with Store.open(config.state_dir) as store, OpenTrainClient(world.standin.url) as client:
         send = with_feeds(sender_for(10.0, config.tz), Feeds.open(config.state_dir))
         run_once(config, client, store, send, subscriptions=subs)
@@ -80,7 +92,6 @@ def test_delete_everything_forgets_a_sign_up_not_yet_confirmed(world: PageWorld)
         assert _files_holding(world.state_dir, address) == []
         assert client.post(second, data={"csrf_token": token}).status_code == 404
     assert world.members.member_by_email(address) is None
-
 
 
 def test_sub_addresses_of_one_mailbox_share_its_mail_limit(world: PageWorld) -> None:
@@ -106,3 +117,23 @@ def test_a_stranger_cannot_mail_a_link_of_their_own_through_the_confirmation(
     assert "Your account is locked" in parts  # the title is there, as text
     assert "evil.example" not in parts and "://evil" not in parts
     assert all(url.startswith(PUBLIC) for url in re.findall(r"https?://[^\s\"<>]+", parts))
+
+
+def test_a_search_left_while_the_cycle_runs_lists_no_job_in_its_summary(
+    world: PageWorld, market: Market
+) -> None:
+    """The member leaves "German" after the cycle took its searches (its queries can
+    take minutes); 21 German jobs and one audio job are due. The audio job still comes;
+    no German one does, though a summary of all 22 would carry the audio search's links."""
+    _, token = world.members.start_signup("ana@example.org", SearchDraft(title="Audio", q="audio"))
+    member = world.members.confirm(token, limit=10).member
+    german = world.members.add_search(member.id, SearchDraft(title="German", q="german"), 10)
+    config = _config(world)
+    _cycle(world, config)  # primes
+    market.add_job(title="Audio one")
+    for n in range(21):
+        market.add_job(title=f"German {n}")
+    _cycle(world, config, meanwhile=lambda: world.members.unsubscribe(german.id))
+    [mail] = world.mails_to("ana@example.org", count=2, wait=2)
+    text = "".join(mail.text_parts())
+    assert "Audio one" in text and "German" not in text
