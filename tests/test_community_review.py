@@ -137,3 +137,15 @@ def test_a_search_left_while_the_cycle_runs_lists_no_job_in_its_summary(
     [mail] = world.mails_to("ana@example.org", count=2, wait=2)
     text = "".join(mail.text_parts())
     assert "Audio one" in text and "German" not in text
+
+
+def test_one_ipv6_network_is_one_client_to_the_rate_limits(world: PageWorld) -> None:
+    """An IPv6 host has a /64 of its own: an address per request is free, so the limits
+    count the /64 (the proxy says 2001:db8:1:2::1, ::2, ...), as they count one IPv4."""
+    answers = []
+    for n in range(12):
+        with world.client(ip=f"2001:db8:1:2::{n + 1:x}") as client:
+            answers.append(sign_up(world, client, None).status_code)
+    assert answers == [303] * 10 + [429] * 2
+    with world.client(ip="2001:db8:1:3::1") as neighbour:  # the next /64: someone else
+        assert sign_up(world, neighbour, None).status_code == 303
