@@ -40,8 +40,8 @@ def world(market: Market, standin: StandInServer, state_dir: Path) -> Iterator[P
         yield world
 
 
-def _member(world: PageWorld, client: httpx.Client, email: str, nth: int = 1) -> str:
-    sign_up(world, client, email)
+def _member(world: PageWorld, client: httpx.Client, email: str, nth: int = 1, **fields: str) -> str:
+    sign_up(world, client, email, **fields)
     return str(confirm_by_mail(world, client, email, nth).headers["location"]).split("?")[0]
 
 
@@ -149,3 +149,19 @@ def test_one_ipv6_network_is_one_client_to_the_rate_limits(world: PageWorld) -> 
     assert answers == [303] * 10 + [429] * 2
     with world.client(ip="2001:db8:1:3::1") as neighbour:  # the next /64: someone else
         assert sign_up(world, neighbour, None).status_code == 303
+
+
+def test_delete_everything_deletes_the_members_feed_too(world: PageWorld, market: Market) -> None:
+    """A member's personal feed holds what they searched for ("Matched: <their title>")
+    and the jobs it found: after "delete everything" no file in the state holds it."""
+    config = _config(world)
+    with world.client() as client:
+        manage = _member(world, client, "jo@example.org", title="Zanzibar dialects")
+        _cycle(world, config)  # primes
+        market.add_job(title="Audio transcription")
+        _cycle(world, config)
+        assert _files_holding(world.state_dir / "feeds", "Zanzibar dialects") != []
+        answer = client.post(f"{manage}/delete", data={"csrf_token": csrf_of(client, manage)})
+        assert "Everything about you is deleted" in answer.text
+    _cycle(world, config)
+    assert _files_holding(world.state_dir, "Zanzibar dialects") == []
