@@ -8,18 +8,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from alertd import mailer
 from alertd.api import OpenTrainClient
 from alertd.community.provider import MemberSearches
 from alertd.config import Config, parse_config
-from alertd.deliver import sender_for, with_feeds
+from alertd.deliver import send, sender_for, with_feeds
 from alertd.feeds import Feeds
+from alertd.mailer import MEMBER_ADDRESS
 from alertd.market import Market
 from alertd.members import SearchDraft
+from alertd.models import Job, Target
 from alertd.pipeline import run_once
+from alertd.render import Item, Links, Message
 from alertd.standin import StandInServer
 from alertd.store import Store
 from alertd.subscriptions import Subscriptions, of_config
@@ -32,6 +37,7 @@ from tests.pageworld import (
     page_world,
     sign_up,
 )
+from tests.servers import EphemeralController
 
 
 @pytest.fixture
@@ -165,3 +171,31 @@ def test_delete_everything_deletes_the_members_feed_too(world: PageWorld, market
         assert "Everything about you is deleted" in answer.text
     _cycle(world, config)
     assert _files_holding(world.state_dir, "Zanzibar dialects") == []
+
+
+class Lowering:
+    """An SMTP server that refuses every recipient, naming it as it stores it: lower case."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        return f"550 5.1.1 <{address.lower()}>: Recipient address rejected"
+
+
+def test_a_refusal_names_no_address_in_another_case() -> None:
+    """A member typed Nobody@Example.com; the server says nobody@example.com: the
+    outcome (which reaches the log) must not carry it either."""
+    controller = EphemeralController(Lowering(), hostname="127.0.0.1", port=0, ready_timeout=5)
+    controller.start()
+    try:
+        url = f"mailto://127.0.0.1:{controller.port}?from=alerts@example.org&to=Nobody@Example.com"
+        target = Target(key="member:x:now", label="member x", url=url)
+        job = Job(id="j1", title="Spanish audio", url="https://x.example/j")
+        links = Links(manage=f"{PUBLIC}/m/M", unsubscribe=f"{PUBLIC}/u/U", list_id="l")
+        refused = send(target, Message((Item(job, ("Audio",)),), links=links), 10)
+    finally:
+        mailer.close_all()
+        controller.stop()
+    assert not refused.accepted and refused.permanent
+    assert "nobody@example.com" not in (refused.error or "").lower()
+    assert MEMBER_ADDRESS in (refused.error or "")
