@@ -45,7 +45,14 @@ from typing import Any, Literal
 
 from alertd.errors import AlertdError, StoreError
 from alertd.models import Filters, MinPay, format_time, parse_time
-from alertd.store.files import damaged, fix_for, open_nofollow, write_atomically
+from alertd.store.files import (
+    damaged,
+    fix_for,
+    is_trusted_link,
+    link_error,
+    open_nofollow,
+    write_atomically,
+)
 
 MEMBERS_FILE = "members.json"
 KEY_FILE = "members.key"
@@ -159,7 +166,10 @@ def _empty() -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """The table on disk; an empty one when there is no file yet."""
+    """The table on disk; an empty one when there is no file yet. A link someone else
+    planted is refused (``link_error``): its table's addresses would get our mail."""
+    if path.is_symlink() and not is_trusted_link(path):
+        raise link_error(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

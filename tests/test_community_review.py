@@ -5,6 +5,8 @@ edges)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +20,11 @@ from alertd.api import OpenTrainClient
 from alertd.community.provider import MemberSearches
 from alertd.config import Config, parse_config
 from alertd.deliver import send, sender_for, with_feeds
+from alertd.errors import StoreError
 from alertd.feeds import Feeds
 from alertd.mailer import MEMBER_ADDRESS
 from alertd.market import Market
-from alertd.members import SearchDraft
+from alertd.members import MEMBERS_FILE, SearchDraft
 from alertd.models import Job, Target
 from alertd.pipeline import run_once
 from alertd.render import Item, Links, Message
@@ -38,6 +41,9 @@ from tests.pageworld import (
     sign_up,
 )
 from tests.servers import EphemeralController
+
+
+STRANGER = 54321  # a uid that is neither root nor the one running the tests
 
 
 @pytest.fixture
@@ -199,3 +205,21 @@ def test_a_refusal_names_no_address_in_another_case() -> None:
     assert not refused.accepted and refused.permanent
     assert "nobody@example.com" not in (refused.error or "").lower()
     assert MEMBER_ADDRESS in (refused.error or "")
+
+
+def test_a_members_table_linked_by_another_user_is_not_read(
+    market: Market, standin: StandInServer, tmp_path: Path
+) -> None:
+    """Whoever can write the state directory plants members.json as a link to a table of
+    their own (its addresses would get the operator's mail). Refused, as the store's
+    own files are, before the page serves anyone."""
+    state = tmp_path / "state"
+    state.mkdir()
+    planted = tmp_path / "theirs.json"
+    table = {"format": 1, "version": 1, "pending": {}, "searches": {}}
+    table["members"] = {"m1": {"email": "spam-target@example.org", "feed": False}}
+    planted.write_text(json.dumps(table))
+    (state / MEMBERS_FILE).symlink_to(planted)
+    os.lchown(state / MEMBERS_FILE, STRANGER, STRANGER)
+    with pytest.raises(StoreError, match="symbolic link"), page_world(standin, state):
+        pass
