@@ -42,7 +42,6 @@ from tests.pageworld import (
 )
 from tests.servers import EphemeralController
 
-
 STRANGER = 54321  # a uid that is neither root nor the one running the tests
 
 
