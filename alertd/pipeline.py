@@ -718,10 +718,11 @@ def send_queued(
             del queues[key]
         target = targets[key]
         if subs.claimed(key):  # a member's: they may have left a search since it began
-            alerts = still_wanted(key, alerts, subs, store, clock, report)
+            alerts, links = still_wanted(key, alerts, subs, store, clock, report)
             if not alerts:
                 continue
-        links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        else:
+            links = subs.links(key, alerts[0].searches) if subs.linkers else None
         outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
@@ -740,21 +741,24 @@ def still_wanted(
     store: Store,
     clock: Clock,
     report: CycleReport,
-) -> list[Alert]:
+) -> tuple[list[Alert], Links | None]:
     """The alerts of a message to a member's ``key`` whose searches the member still
-    wants, asked at the moment of sending; the others are withdrawn. A member may leave
-    a search while the cycle runs: a summary must not list its jobs because another of
-    their searches is still wanted."""
+    wants, asked at the moment of sending, and the first one's links; the others are
+    withdrawn. A member may leave a search while the cycle runs: a summary must not list
+    its jobs because another of their searches is still wanted."""
     kept: list[Alert] = []
     gone: list[tuple[str, str]] = []
+    first: Links | None = None
     for alert in alerts:
-        if subs.links(key, alert.searches) is not None:
-            kept.append(alert)
-        else:
+        links = subs.links(key, alert.searches)
+        if links is None:
             gone.append((alert.target_key, alert.job.id))
+        else:
+            kept.append(alert)
+            first = first or links
     if gone:
         report.withdrawn += store.withdraw_rows(gone, UNSUBSCRIBED, clock())
-    return kept
+    return kept, first
 
 
 def within_caps(
