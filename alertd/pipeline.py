@@ -39,7 +39,7 @@ from alertd.config import Config
 from alertd.deliver import Outcome, Sender
 from alertd.errors import AlertdError, ApiDataError, ApiError, StopRequestedError, StoreError
 from alertd.match import is_open, passes, pay_raised, select_open
-from alertd.models import Alert, Event, Job, QueryState, SavedSearch, Target
+from alertd.models import FEED_PREFIX, Alert, Event, Job, QueryState, SavedSearch, Target
 from alertd.plan import Query, Verdict
 from alertd.render import Channel, Item, Links, Message, channel_for
 from alertd.store import Store
@@ -680,7 +680,9 @@ def deliver_due(
         store.withdraw([alert.job.id], "the job expired before it could be delivered", now)
         report.withdrawn += 1
     queues: dict[str, deque[list[Alert]]] = {}
-    for alerts in messages:
+    # People waiting on a service go first; feeds are read when their reader polls, so
+    # one job for 10,000 members reaches every inbox before it is written to any feed.
+    for alerts in sorted(messages, key=lambda m: m[0].target_key.startswith(FEED_PREFIX)):
         queues.setdefault(alerts[0].target_key, deque()).append(alerts)
     try:
         send_queued(config, targets, store, send, clock, report, stop, spent, queues, subs)

@@ -11,6 +11,9 @@ import pytest
 
 from alertd.deliver import with_feeds
 from alertd.feeds import Feeds, public_feed_key
+from alertd.models import Target
+from alertd.outcome import Outcome
+from alertd.render import Message
 from tests.world import Recorder, World
 
 AUDIO = "Audio Annotation"
@@ -69,3 +72,26 @@ def test_a_burst_reaches_the_feed_whole_where_a_channel_gets_a_summary(w: World)
     assert report.owed == 0, report.summary()
     assert len(recorder.messages) == 1  # the channel: one summary listing some, "+N more"
     assert feed_titles(w, public_feed_key("audio")) == [f"audio job {i:02d}" for i in range(30)]
+
+
+def test_a_services_message_goes_before_any_feed_is_written(w: World) -> None:
+    order: list[str] = []
+    recorder = Recorder()
+    body = (
+        "searches:\n  - name: audio\n    category: Audio Annotation\n    feed: true\n"
+        "    notify: [json://127.0.0.1:9/audio]\n"
+        "  - name: more\n    category: Audio Annotation\n    feed: true\n"
+        "    notify: [json://127.0.0.1:9/more]\n"
+    )
+    config = w.body(body)
+    routed = with_feeds(recorder, Feeds.open(config.state_dir))
+
+    def watch(target: Target, message: Message) -> Outcome:
+        order.append("feed" if target.feed_key else "service")
+        return routed(target, message)
+
+    w.send = watch  # type: ignore[assignment]
+    w.cycle()
+    w.market.add_job(title="fresh audio job", category=AUDIO)
+    w.cycle(timedelta(seconds=10))
+    assert order == ["service", "service", "feed", "feed"]
