@@ -6,6 +6,7 @@ Exit status: 0 all went well; 1 something failed at run time and will be retried
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -442,6 +443,10 @@ def validate(config_path: str, online: bool) -> None:
       alertd validate -c alerts.yaml --online
     """
     config = read_config(config_path, need_searches=True)
+    # The config is built and kept until the command exits: the cycle collector's next
+    # full pass over its objects (none of them garbage) would cost 0.2 s at 10,000
+    # searches for nothing. A one-shot command can set them aside for good.
+    gc.freeze()
     check_state_dir(config)
     if online:
         check_online(config)
