@@ -6,7 +6,6 @@ Exit status: 0 all went well; 1 something failed at run time and will be retried
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from alertd import __version__
-from alertd.config import Config, load_config, suggest
+from alertd.config import Config, collector_paused, load_config, suggest
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.health import (
     DEFAULT_MAX_OWED_AGE,
@@ -443,22 +442,21 @@ def validate(config_path: str, online: bool) -> None:
       alertd validate -c alerts.yaml --online
     """
     config = read_config(config_path, need_searches=True)
-    # The config is built and kept until the command exits: the cycle collector's next
-    # full pass over its objects (none of them garbage) would cost 0.2 s at 10,000
-    # searches for nothing. A one-shot command can set them aside for good.
-    gc.freeze()
-    check_state_dir(config)
-    if online:
-        check_online(config)
-    targets = sorted({t.label for s in config.searches for t in s.targets})
-    shown = ", ".join(targets[:10]) + (
-        f", … and {len(targets) - 10:,} more" if targets[10:] else ""
-    )
-    click.echo(
-        f"{config.source} is valid: {len(config.searches):,} searches, "
-        f"{len(targets):,} targets ({shown or 'none'})"
-    )
-    click.echo(capacity(config)[0])
+    # The config is kept until the command ends: the cycle collector's next full pass
+    # over its objects (none of them garbage) cost 0.2 s at 10,000 searches, for nothing.
+    with collector_paused():
+        check_state_dir(config)
+        if online:
+            check_online(config)
+        targets = sorted({t.label for s in config.searches for t in s.targets})
+        shown = ", ".join(targets[:10]) + (
+            f", … and {len(targets) - 10:,} more" if targets[10:] else ""
+        )
+        click.echo(
+            f"{config.source} is valid: {len(config.searches):,} searches, "
+            f"{len(targets):,} targets ({shown or 'none'})"
+        )
+        click.echo(capacity(config)[0])
 
 
 def capacity(config: Config) -> tuple[str, bool]:
