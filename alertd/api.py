@@ -722,7 +722,8 @@ class OpenTrainClient:
             result.jobs.append(parsed.job)
 
     def _listed_before(self, raw: object) -> Job | None:
-        """The job an identical record (every field equal) was parsed to, if one was."""
+        """The job an identical record (every field equal, as ``==`` compares the decoded
+        JSON) was parsed to, if one was; a record with any field changed is parsed anew."""
         if not isinstance(raw, dict):
             return None
         known = self.listed.get(str(raw.get("id")))
