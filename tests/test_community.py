@@ -230,10 +230,11 @@ class Events:
                 self.reopen()
 
 
-# Seeds 1-3 in every run; 4-20 with the slow tests (CI runs them apart: -m slow).
+# Seed 1 in every run; 2-20 with the slow tests (CI runs them apart: -m slow), so that
+# the README's test command stays within three minutes.
 SEEDS = [
-    *range(1, 4),
-    *(pytest.param(seed, marks=pytest.mark.slow) for seed in range(4, 21)),
+    1,
+    *(pytest.param(seed, marks=pytest.mark.slow) for seed in range(2, 21)),
 ]
 
 
