@@ -17,6 +17,7 @@ any send whose answer never came). No header may hold a line break.
 from __future__ import annotations
 
 import functools
+import re
 import smtplib
 import ssl
 import threading
@@ -178,7 +179,7 @@ class Mailer:
             code, answer = session.rcpt(to)
             if code not in (250, 251):
                 session.rset()
-                why = _text(answer).replace(to, MEMBER_ADDRESS)
+                why = _unnamed(_text(answer), to)
                 return Outcome(
                     False, f"refused {MEMBER_ADDRESS} ({code} {why})", permanent=code >= 500
                 )
@@ -187,7 +188,7 @@ class Mailer:
             return Outcome(True)
         except smtplib.SMTPDataError as exc:
             session.rset()
-            why = _text(exc.smtp_error).replace(to, MEMBER_ADDRESS)
+            why = _unnamed(_text(exc.smtp_error), to)
             refused = exc.smtp_code >= 500
             return Outcome(
                 False, f"refused the message ({exc.smtp_code} {why})", refused_message=refused
@@ -202,6 +203,12 @@ class Mailer:
 def _text(answer: bytes | str) -> str:
     text = answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
     return " ".join(text.split())[:200]
+
+
+def _unnamed(text: str, to: str) -> str:
+    """``text`` without the address, in whatever case the server wrote it back (many
+    lower-case what they were given)."""
+    return re.sub(re.escape(to), MEMBER_ADDRESS, text, flags=re.IGNORECASE)
 
 
 def _why(exc: BaseException) -> str:

@@ -45,7 +45,14 @@ from typing import Any, Literal
 
 from alertd.errors import AlertdError, StoreError
 from alertd.models import Filters, MinPay, format_time, parse_time
-from alertd.store.files import damaged, fix_for, open_nofollow, write_atomically
+from alertd.store.files import (
+    damaged,
+    fix_for,
+    is_trusted_link,
+    link_error,
+    open_nofollow,
+    write_atomically,
+)
 
 MEMBERS_FILE = "members.json"
 KEY_FILE = "members.key"
@@ -159,7 +166,10 @@ def _empty() -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """The table on disk; an empty one when there is no file yet."""
+    """The table on disk; an empty one when there is no file yet. A link someone else
+    planted is refused (``link_error``): its table's addresses would get our mail."""
+    if path.is_symlink() and not is_trusted_link(path):
+        raise link_error(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -629,13 +639,20 @@ class Members:
         return done
 
     def remove_member(self, member_id: str) -> bool:
-        """Delete a member: their address, searches and links leave the file."""
+        """Delete a member: their address, searches and links leave the file, and so do
+        their sign-ups not yet confirmed (the address is in those too, and an old
+        confirmation link must not bring the member back)."""
 
         def change(data: dict[str, Any], now: datetime) -> bool:
-            gone = data["members"].pop(member_id, None) is not None
+            doc = data["members"].pop(member_id, None)
             for search_id in [k for k, v in data["searches"].items() if v["member"] == member_id]:
                 del data["searches"][search_id]
-            return gone
+            if doc is not None and doc.get("email"):
+                wanted = normalise_email(doc["email"])
+                for pending_id, row in list(data["pending"].items()):
+                    if normalise_email(str(row.get("email", ""))) == wanted:
+                        del data["pending"][pending_id]
+            return doc is not None
 
         done: bool = self._write(change)
         return done

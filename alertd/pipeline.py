@@ -717,11 +717,12 @@ def send_queued(
         if not queues[key]:
             del queues[key]
         target = targets[key]
-        links = subs.links(key, alerts[0].searches) if subs.linkers else None
-        if links is None and subs.claimed(key):  # unsubscribed since the cycle began
-            keys = [(a.target_key, a.job.id) for a in alerts]
-            report.withdrawn += store.withdraw_rows(keys, UNSUBSCRIBED, clock())
-            continue
+        if subs.claimed(key):  # a member's: they may have left a search since it began
+            alerts, links = still_wanted(key, alerts, subs, store, clock, report)
+            if not alerts:
+                continue
+        else:
+            links = subs.links(key, alerts[0].searches) if subs.linkers else None
         outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
@@ -731,6 +732,33 @@ def send_queued(
 
 
 UNSUBSCRIBED = "its member unsubscribed (or paused the search)"
+
+
+def still_wanted(
+    key: str,
+    alerts: list[Alert],
+    subs: Subscriptions,
+    store: Store,
+    clock: Clock,
+    report: CycleReport,
+) -> tuple[list[Alert], Links | None]:
+    """The alerts of a message to a member's ``key`` whose searches the member still
+    wants, asked at the moment of sending, and the first one's links; the others are
+    withdrawn. A member may leave a search while the cycle runs: a summary must not list
+    its jobs because another of their searches is still wanted."""
+    kept: list[Alert] = []
+    gone: list[tuple[str, str]] = []
+    first: Links | None = None
+    for alert in alerts:
+        links = subs.links(key, alert.searches)
+        if links is None:
+            gone.append((alert.target_key, alert.job.id))
+        else:
+            kept.append(alert)
+            first = first or links
+    if gone:
+        report.withdrawn += store.withdraw_rows(gone, UNSUBSCRIBED, clock())
+    return kept, first
 
 
 def within_caps(

@@ -8,7 +8,8 @@ fanout: one job matching every member's search. Each member has one search (all 
 same query, so one fetch) and gets e-mail through the community's mail URL; the mails go
 to a local SMTP relay (aiosmtpd, its own process, accepting everything). Measured: from
 the start of the cycle that sees the job to the last mail handed to the relay, the
-cycle's CPU, and how many SMTP sessions it took.
+cycle's CPU, and how many SMTP sessions it took. ``--feeds``: every member also has
+their personal feed, as on the community page (a feed write per member besides the mail).
 
 Markdown goes to stdout, progress to stderr. Nothing in ``alertd/`` is changed.
 """
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from alertd.api import OpenTrainClient
 from alertd.config import load_config
-from alertd.deliver import sender_for
+from alertd.deliver import sender_for, with_feeds
+from alertd.feeds import Feeds
 from alertd.market import Market
 from alertd.models import SavedSearch, Target
 from alertd.pipeline import run_once
@@ -72,7 +74,7 @@ class Members:
 
     owner = MEMBERS_OWNER
 
-    def __init__(self, count: int, port: int) -> None:
+    def __init__(self, count: int, port: int, feeds: bool) -> None:
         mail = f"mailto://127.0.0.1:{port}?from=alerts@example.org"
         self.items = tuple(
             SavedSearch(
@@ -81,6 +83,7 @@ class Members:
                 category="Audio Annotation",
                 targets=(
                     Target(f"member:m{n}:now", f"member m{n}", f"{mail}&to=m{n}@example.com"),
+                    *([Target.feed(f"member:m{n}", f"member m{n}'s feed")] if feeds else []),
                 ),
                 source=MEMBERS_OWNER,
             )
@@ -99,13 +102,24 @@ class Members:
         )
 
 
-def fanout(count: int, work: Path) -> dict[str, object]:
+def fanout(count: int, work: Path, feeds: bool) -> dict[str, object]:
     port = 20000 + os.getpid() % 20000
     dump = work / "relay.json"
     relay = subprocess.Popen(
         [sys.executable, "-c", RELAY, str(port), str(dump)], stdout=subprocess.PIPE, text=True
     )
     assert relay.stdout is not None and relay.stdout.readline().strip() == "ready"
+    try:
+        return measure(count, work, feeds, port, relay)
+    finally:
+        if relay.poll() is None:  # a failed run leaves no relay behind
+            relay.kill()
+
+
+def measure(
+    count: int, work: Path, feeds: bool, port: int, relay: subprocess.Popen[str]
+) -> dict[str, object]:
+    dump = work / "relay.json"
     market = Market(seed=5)
     server = StandInServer(market, cache_ttl=0, rate_limit=10_000).start()
     config_path = work / "alerts.yaml"
@@ -115,9 +129,9 @@ def fanout(count: int, work: Path) -> dict[str, object]:
         encoding="utf-8",
     )
     config = load_config(config_path)
-    members = Members(count, port)
+    members = Members(count, port, feeds)
     subs = Subscriptions.gather([of_config(config.searches, config.owner), members])
-    send = sender_for(30.0, config.tz)
+    send = with_feeds(sender_for(30.0, config.tz), Feeds.open(config.state_dir))
 
     def cycle() -> tuple[float, float]:
         started, cpu = time.perf_counter(), time.process_time()
@@ -141,6 +155,7 @@ def fanout(count: int, work: Path) -> dict[str, object]:
     arrivals = sorted(got["arrivals"])
     return {
         "members": count,
+        "feeds": "yes" if feeds else "no",
         "delivered": len(arrivals),
         "last_mail_s": round(arrivals[-1] - wall_started, 1) if arrivals else None,
         "cycle_cpu_s": round(cpu, 1),
@@ -154,17 +169,20 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     fan = sub.add_parser("fanout", help="one job matching every member")
     fan.add_argument("--members", type=int, default=10_000)
+    fan.add_argument("--feeds", action="store_true", help="each member also has a feed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        row = fanout(args.members, Path(tmp))
+        row = fanout(args.members, Path(tmp), args.feeds)
     python = platform.python_version()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {python}")
     print(
-        "| members | mails at the relay | last mail after | cycle CPU | SMTP sessions | peak RSS |"
+        "| members | their feeds too | mails at the relay | last mail after | cycle CPU "
+        "| SMTP sessions | peak RSS |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     print(
-        f"| {row['members']:,} | {row['delivered']:,} | {row['last_mail_s']} s | "
+        f"| {row['members']:,} | {row['feeds']} | {row['delivered']:,} | "
+        f"{row['last_mail_s']} s | "
         f"{row['cycle_cpu_s']} s | {row['smtp_sessions']} | {row['peak_rss_mib']} MiB |"
     )
 

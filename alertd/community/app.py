@@ -16,6 +16,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from alertd.community import manage, signup
 from alertd.community.page import HOUR, DaemonStatus, Page, notice
+from alertd.community.rules import client_key
 
 __all__ = ["DaemonStatus", "Page", "create_app"]
 
@@ -48,7 +49,8 @@ def create_app(page: Page) -> Flask:
     @app.before_request
     def _bind() -> None:
         g.page = page
-        g.ip = request.remote_addr or "?"  # the member's, from a proxy on 127.0.0.1 (serve.py)
+        # the member's, from a proxy on 127.0.0.1 (serve.py); an IPv6 one's /64
+        g.ip = client_key(request.remote_addr or "?")
 
     app.after_request(_secure)
     app.register_error_handler(CSRFError, _csrf_failed)

@@ -3,7 +3,9 @@
 They go only through the operator's ``community.mail`` server, to the member's checked
 address (``rules.clean_email``) alone. The subject holds the community's
 name (checked when the config was read) and nothing a member typed; the body holds the
-link and the search's title, as plain text.
+link and the search's title, as plain text. Anyone may have the page mail any address a
+confirmation, so the title they typed is defanged there as a poster's text is in an
+alert (``render.clean``): no link or address of theirs arrives in a stranger's inbox.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import html
 import logging
 
 from alertd.mailer import MEMBER_ADDRESS, SmtpServer, build, mailer_for
+from alertd.render import clean
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def confirmation_text(community: str, title: str, link: str) -> tuple[str, str]:
     subject = f"{community}: confirm your job alerts"
     body = (
         f"Someone (we hope you) asked {community} to send job alerts to this address "
-        f'for the search "{title}".\n\n'
+        f'for the search "{clean(title)}".\n\n'
         f"To confirm, open this link and press the button (it works for 48 hours):\n{link}\n\n"
         "If it was not you, do nothing: without confirmation nothing more is sent, and "
         "the address is forgotten in 48 hours."

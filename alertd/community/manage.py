@@ -18,6 +18,7 @@ from alertd.community.page import (
     notice,
 )
 from alertd.community.rules import FormError, parse_search
+from alertd.feeds import Feeds
 from alertd.members import LimitError, Member, as_draft
 
 # -- manage ------------------------------------------------------------------------------
@@ -123,9 +124,13 @@ def act(token: str, sid: str, action: str) -> BaseResponse:
 
 
 def delete_all(token: str) -> tuple[str, int]:
-    """POST /m/<token>/delete: the member's address, searches and links leave the state."""
+    """POST /m/<token>/delete: the member's address, searches and links leave the state,
+    and so does their feed (it holds what they searched for and what it found)."""
+    page = current_page()
     member = member_or_404(token)
-    current_page().members.remove_member(member.id)
+    page.members.remove_member(member.id)
+    if isinstance(page.feeds, Feeds):
+        page.feeds.drop(f"member:{member.id}")
     return notice(
         "Everything about you is deleted",
         "Your address, your searches and your links are gone from this community's alertd.",

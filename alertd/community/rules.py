@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import re
 import threading
@@ -169,9 +170,26 @@ def may_sign_up(mode: str, invite_code: str | None, given: str | None) -> bool:
     return hmac.compare_digest(given.encode(), invite_code.encode())
 
 
+def client_key(ip: str) -> str:
+    """How the rate limits know a client: its IPv4 address, or its IPv6 /64 (a host
+    has a /64 of its own and may take a new address in it for every request)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def address_key(email: str) -> str:
-    """How the rate limits know an address without keeping it."""
-    return hashlib.sha256(normalise_email(email).encode()).hexdigest()
+    """How the rate limits know an address without keeping it: by its mailbox, so
+    ``name+1@`` and ``name+2@`` (RFC 5233 sub-addresses, one inbox) share one limit."""
+    local, _, domain = normalise_email(email).rpartition("@")
+    mailbox = local.partition("+")[0] or local
+    return hashlib.sha256(f"{mailbox}@{domain}".encode()).hexdigest()
 
 
 class RateLimiter:
