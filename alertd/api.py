@@ -453,10 +453,19 @@ class OpenTrainClient:
         # Monotonic instant after which no retry starts (a cycle's ask window): the
         # failed query is tried again by the next cycle, not at the cost of this one's.
         self.retry_until: float | None = None
+        # Each job listed so far (until ``forget_listings``), by id: the record as sent and
+        # what it parsed to. A job most searches want is listed by two or three of a busy
+        # cycle's queries; an identical record is not parsed (nor its warnings logged) again.
+        self.listed: dict[str, tuple[dict[str, Any], Job]] = {}
 
     def close(self) -> None:
         """Release the connection pool."""
         self.http.close()
+
+    def forget_listings(self) -> None:
+        """Drop the jobs remembered from the lists read (``run_once`` at a cycle's end):
+        a long-lived client holds none of them between cycles."""
+        self.listed.clear()
 
     def __enter__(self) -> OpenTrainClient:
         return self
@@ -692,11 +701,14 @@ class OpenTrainClient:
         # A partial list cannot answer for a change: the query fails this cycle.
         raise ApiUnavailableError(f"jobs: more than {MAX_PAGES} pages; the cursor never ends?")
 
-    @staticmethod
-    def _collect(raw_jobs: object, result: SearchResult) -> None:
+    def _collect(self, raw_jobs: object, result: SearchResult) -> None:
         if not isinstance(raw_jobs, list):
             raise ApiUnavailableError("jobs: the page has no 'jobs' list")
         for raw in raw_jobs:
+            known = self._listed_before(raw)
+            if known is not None:
+                result.jobs.append(known)
+                continue
             try:
                 parsed = parse_job(raw)
             except Exception as exc:  # one job, however odd, never costs the others
@@ -705,7 +717,17 @@ class OpenTrainClient:
                 continue
             for warning in parsed.warnings:
                 log.warning("job %s: %s", parsed.job.id, warning)
+            if isinstance(raw, dict):
+                self.listed[parsed.job.id] = (raw, parsed.job)
             result.jobs.append(parsed.job)
+
+    def _listed_before(self, raw: object) -> Job | None:
+        """The job an identical record (every field equal, as ``==`` compares the decoded
+        JSON) was parsed to, if one was; a record with any field changed is parsed anew."""
+        if not isinstance(raw, dict):
+            return None
+        known = self.listed.get(str(raw.get("id")))
+        return known[1] if known is not None and known[0] == raw else None
 
     def changes(self, since: datetime) -> ChangeFeed:
         """The latest event per job at or after ``since``, following the 5,000-event cap.

@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+# A port that shows targets' names and failures listens on loopback unless told otherwise.
+DEFAULT_HOST = "127.0.0.1"
 MAX_CONNECTIONS = 16
 IDLE_TIMEOUT = 10.0
 CONNECTION_DEADLINE = 30.0

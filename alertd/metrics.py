@@ -32,13 +32,12 @@ from alertd.daemon import HEARTBEAT_FILE, CycleRunner
 from alertd.deliver import Outcome, Sender
 from alertd.errors import PortError
 from alertd.health import HealthLimits, Verdict, judge_health, read_heartbeat
-from alertd.listen import BoundedServer
+from alertd.listen import DEFAULT_HOST, BoundedServer
 from alertd.models import DeliveryStatus, OutboxRow, Target
 from alertd.pipeline import CycleReport, all_targets
 from alertd.render import Message
 from alertd.store import Store
 
-DEFAULT_HOST = "127.0.0.1"
 # A cycle takes a second when little changed, minutes when a search primes or waits on
 # the request budget: buckets from 0.5 s to 20 min.
 CYCLE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)

@@ -982,6 +982,7 @@ def run_once(
         log.exception("cycle failed unexpectedly; the next cycle will try again")
     finally:
         client.retry_until = None
+        client.forget_listings()
     report.requests = client.requests_sent - cycle.first_request
     report.owed, report.held_rows = store.count_owed(targets)
     # Owed since it should have gone out: a digest's alerts wait for its hour, a capped

@@ -15,10 +15,6 @@ from types import FrameType
 
 import click
 
-from alertd.demo import publish_every
-from alertd.market import Market
-from alertd.standin import StandInServer
-
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -48,6 +44,12 @@ def standin(host: str, port: int, every: float, jobs: int, seed: int | None) -> 
       alertd standin --port 8080 --every 5
       # then, in alerts.yaml:  api_url: http://127.0.0.1:8080
     """
+    # Imported here: the command is registered by every `alertd` start, the market only
+    # used by this one.
+    from alertd.demo import publish_every
+    from alertd.market import Market
+    from alertd.standin import StandInServer
+
     market = Market(seed=seed)
     market.add_past_jobs(jobs)
     server = StandInServer(market, host=host, port=port, cache_ttl=0).start()
