@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from alertd.standin import StandInServer
 from tests.pageworld import page_world
 
 
+@pytest.mark.slow  # an end-to-end run: .ci/run runs it with -m slow
 def test_250_idle_connections_take_no_threads_and_are_closed(
     standin: StandInServer, state_dir: Path
 ) -> None:

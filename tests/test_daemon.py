@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from alertd.market import Market
 from alertd.standin import Fault, StandInServer
 from tests.conftest import ALERTD, StartDaemon, WriteConfig, wait_for
@@ -141,6 +143,7 @@ def test_corrupt_state_file_is_reported_and_left_alone(
     assert (state_dir / "outbox.json").read_text() == '{"rows": {"1": '
 
 
+@pytest.mark.slow  # an end-to-end run: .ci/run runs it with -m slow
 def test_full_disk_loses_nothing(
     market: Market, write_config: WriteConfig, webhook: WebhookCollector, state_dir: Path
 ) -> None:

@@ -128,6 +128,7 @@ def test_validate_online_without_the_api_says_the_offline_checks_passed(
 # -- what a review of the above found ------------------------------------------------
 
 
+@pytest.mark.slow  # an end-to-end run: .ci/run runs it with -m slow
 def test_a_dry_run_beside_a_running_daemon_leaves_its_heartbeat_alone(
     write_config: WriteConfig, start_daemon: StartDaemon, state_dir: Path, tmp_path: Path
 ) -> None:

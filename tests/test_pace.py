@@ -200,6 +200,7 @@ def test_each_service_at_its_pace_without_holding_up_the_others(clocked: World) 
     assert max(hook) < chat[1]  # the webhook was not made to wait for the chat
 
 
+@pytest.mark.slow  # an end-to-end run: .ci/run runs it with -m slow
 def test_alertd_run_sends_a_batch_as_one_message(
     market: Market,
     write_config: WriteConfig,

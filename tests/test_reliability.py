@@ -526,6 +526,7 @@ def test_a_hold_that_cannot_be_confirmed_is_released_after_the_bound(
     assert send.titles() == ["New OpenTrain job: Edited, then unreadable"]
 
 
+@pytest.mark.slow  # an end-to-end run: .ci/run runs it with -m slow
 def test_a_slow_target_gets_its_alert_once(
     hooked: Path, market: Market, run_cli: RunCli, webhook: WebhookCollector
 ) -> None:

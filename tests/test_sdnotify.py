@@ -61,6 +61,7 @@ def ready_and_three_watchdogs(got: list[str]) -> bool:
     return after.count("WATCHDOG=1") >= 4  # one rides with READY
 
 
+@pytest.mark.slow  # an end-to-end run: .ci/run runs it with -m slow
 def test_ready_after_first_cycle_with_its_summary_then_watchdog_and_stopping(
     market: Market,
     write_config: WriteConfig,
