@@ -104,17 +104,6 @@ class MemberSearch:
     paused: bool
     created_at: datetime
 
-    def query(self) -> dict[str, str]:
-        """The query parameters GET /jobs takes for this search (unset ones left out)."""
-        params = {
-            "q": self.q,
-            "category": self.category,
-            "language": self.language,
-            "country": self.country,
-            "payType": self.pay_type,
-        }
-        return {k: v for k, v in params.items() if v}
-
 
 @dataclass(frozen=True)
 class Member:

@@ -221,6 +221,24 @@ class Filters:
         return shown
 
 
+def api_query(
+    q: str | None,
+    category: str | None,
+    language: str | None,
+    country: str | None,
+    pay_type: str | None,
+) -> dict[str, str]:
+    """The query parameters GET /jobs takes for these filters (unset ones left out)."""
+    params = {
+        "q": q,
+        "category": category,
+        "language": language,
+        "country": country,
+        "payType": pay_type,
+    }
+    return {k: v for k, v in params.items() if v}
+
+
 @dataclass(frozen=True)
 class SavedSearch:
     """A saved search (the operator's or a member's): the API's own filters and where its
@@ -256,14 +274,9 @@ class SavedSearch:
         """The query parameters GET /jobs takes for this search (unset filters left out)."""
         known = self.__dict__.get("_query")  # asked of every search every cycle
         if known is None:
-            params = {
-                "q": self.q,
-                "category": self.category,
-                "language": self.language,
-                "country": self.country,
-                "payType": self.pay_type,
-            }
-            known = self.__dict__["_query"] = {k: v for k, v in params.items() if v}
+            known = self.__dict__["_query"] = api_query(
+                self.q, self.category, self.language, self.country, self.pay_type
+            )
         return dict(known)
 
     def fingerprint(self) -> str:

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from alertd.api import OpenTrainClient
 from alertd.community.config import CommunitySpec
+from alertd.community.provider import MemberSearches
 from alertd.community.serve import CommunityServer, serve_community
+from alertd.config import Config, parse_config
+from alertd.deliver import sender_for, with_feeds
 from alertd.feeds import Feeds
 from alertd.members import Members
+from alertd.pipeline import run_once
 from alertd.standin import StandInServer
+from alertd.store import Store
+from alertd.subscriptions import Subscriptions, of_config
 from tests.servers import ReceivedMail, SMTPCollector
 
 PUBLIC = "http://alerts.example.org"  # as behind a reverse proxy; links are mapped back
@@ -131,3 +138,28 @@ def confirm_by_mail(
     path = world.local(link_in(mail))
     token = csrf_of(client, path)
     return client.post(path, data={"csrf_token": token})
+
+
+def member_config(world: PageWorld) -> Config:
+    """A config whose community section is the page's, against its stand-in."""
+    spec = world.server.page.spec
+    text = (
+        f"api_url: {world.standin.url}\nstate_dir: {world.state_dir}\n"
+        f"community:\n  name: {spec.name}\n  public_url: {spec.public_url}\n"
+        f"  mail: '{spec.mail}'\n"
+    )
+    return parse_config(text, str(world.state_dir.parent / "alerts.yaml"))
+
+
+def member_cycle(
+    world: PageWorld, config: Config, meanwhile: Callable[[], object] | None = None
+) -> None:
+    """One cycle of the members' searches; ``meanwhile`` runs once it took them."""
+    assert config.community is not None
+    provider = MemberSearches(world.members, config.community)
+    subs = Subscriptions.gather([of_config(config.searches, config.owner), provider])
+    if meanwhile is not None:
+        meanwhile()
+    with Store.open(config.state_dir) as store, OpenTrainClient(world.standin.url) as client:
+        send = with_feeds(sender_for(10.0, config.tz), Feeds.open(config.state_dir))
+        run_once(config, client, store, send, subscriptions=subs)

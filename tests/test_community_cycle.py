@@ -10,18 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alertd.api import OpenTrainClient
-from alertd.community.provider import MemberSearches
-from alertd.config import Config, parse_config
-from alertd.deliver import sender_for, with_feeds
-from alertd.feeds import Feeds
 from alertd.market import Market
 from alertd.members import SearchDraft
-from alertd.pipeline import run_once
 from alertd.standin import StandInServer
-from alertd.store import Store
-from alertd.subscriptions import Subscriptions, of_config
-from tests.pageworld import PUBLIC, PageWorld, page_world
+from tests.pageworld import PUBLIC, PageWorld, member_config, member_cycle, page_world
 
 
 @pytest.fixture
@@ -30,35 +22,16 @@ def world(market: Market, standin: StandInServer, state_dir: Path) -> Iterator[P
         yield world
 
 
-def _config(world: PageWorld) -> Config:
-    spec = world.server.page.spec
-    text = (
-        f"api_url: {world.standin.url}\nstate_dir: {world.state_dir}\n"
-        f"community:\n  name: {spec.name}\n  public_url: {spec.public_url}\n"
-        f"  mail: '{spec.mail}'\n"
-    )
-    return parse_config(text, str(world.state_dir.parent / "alerts.yaml"))
-
-
-def _cycle(world: PageWorld, config: Config) -> None:
-    assert config.community is not None
-    provider = MemberSearches(world.members, config.community)
-    subs = Subscriptions.gather([of_config(config.searches, config.owner), provider])
-    with Store.open(config.state_dir) as store, OpenTrainClient(world.standin.url) as client:
-        send = with_feeds(sender_for(10.0, config.tz), Feeds.open(config.state_dir))
-        run_once(config, client, store, send, subscriptions=subs)
-
-
 def test_a_member_alert_carries_both_unsubscribe_headers_and_one_click_stops_it(
     world: PageWorld, market: Market
 ) -> None:
     _, token = world.members.start_signup("ana@example.org", SearchDraft(title="Audio", q="audio"))
     world.members.confirm(token, limit=10)
     reader = world.members.add_feed_member(SearchDraft(title="Feed", q="audio")).member
-    config = _config(world)
-    _cycle(world, config)  # primes: a new search starts silent
+    config = member_config(world)
+    member_cycle(world, config)  # primes: a new search starts silent
     market.add_job(title="Spanish audio transcription")
-    _cycle(world, config)
+    member_cycle(world, config)
     [mail] = world.mails_to("ana@example.org")
     unsubscribe = str(mail.message["List-Unsubscribe"]).strip().strip("<>")
     assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -76,7 +49,7 @@ def test_a_member_alert_carries_both_unsubscribe_headers_and_one_click_stops_it(
         answer = provider.post(world.local(unsubscribe), data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     market.add_job(title="More audio work")
-    _cycle(world, config)
+    member_cycle(world, config)
     assert len(world.mails_to("ana@example.org", count=2, wait=1)) == 1
     assert [m.feed for m, _ in world.members.active()] == [True]
 
@@ -84,9 +57,9 @@ def test_a_member_alert_carries_both_unsubscribe_headers_and_one_click_stops_it(
 def test_a_paused_search_sends_nothing(world: PageWorld, market: Market) -> None:
     _, token = world.members.start_signup("bo@example.org", SearchDraft(title="A", q="audio"))
     confirmed = world.members.confirm(token, limit=10)
-    config = _config(world)
-    _cycle(world, config)
+    config = member_config(world)
+    member_cycle(world, config)
     world.members.set_paused(confirmed.search.id, True)
     market.add_job(title="Audio job while paused")
-    _cycle(world, config)
+    member_cycle(world, config)
     assert world.mails_to("bo@example.org", wait=1) == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +16,22 @@ import httpx
 import pytest
 
 from alertd import mailer
-from alertd.api import OpenTrainClient
-from alertd.community.provider import MemberSearches
-from alertd.config import Config, parse_config
-from alertd.deliver import send, sender_for, with_feeds
+from alertd.deliver import send
 from alertd.errors import StoreError
-from alertd.feeds import Feeds
 from alertd.mailer import MEMBER_ADDRESS
 from alertd.market import Market
 from alertd.members import MEMBERS_FILE, SearchDraft
 from alertd.models import Job, Target
-from alertd.pipeline import run_once
 from alertd.render import Item, Links, Message
 from alertd.standin import StandInServer
-from alertd.store import Store
-from alertd.subscriptions import Subscriptions, of_config
 from tests.pageworld import (
     PUBLIC,
     PageWorld,
     confirm_by_mail,
     csrf_of,
     link_in,
+    member_config,
+    member_cycle,
     page_world,
     sign_up,
 )
@@ -64,28 +59,6 @@ def _files_holding(state_dir: Path, text: str) -> list[str]:
         for path in state_dir.rglob("*")
         if path.is_file() and not path.is_symlink() and needle in path.read_bytes()
     )
-
-
-def _config(world: PageWorld) -> Config:
-    spec = world.server.page.spec
-    text = (
-        f"api_url: {world.standin.url}\nstate_dir: {world.state_dir}\n"
-        f"community:\n  name: {spec.name}\n  public_url: {spec.public_url}\n"
-        f"  mail: '{spec.mail}'\n"
-    )
-    return parse_config(text, str(world.state_dir.parent / "alerts.yaml"))
-
-
-def _cycle(world: PageWorld, config: Config, meanwhile: Callable[[], object] | None = None) -> None:
-    """One cycle of the members' searches; ``meanwhile`` runs once it took them."""
-    assert config.community is not None
-    provider = MemberSearches(world.members, config.community)
-    subs = Subscriptions.gather([of_config(config.searches, config.owner), provider])
-    if meanwhile is not None:
-        meanwhile()
-    with Store.open(config.state_dir) as store, OpenTrainClient(world.standin.url) as client:
-        send = with_feeds(sender_for(10.0, config.tz), Feeds.open(config.state_dir))
-        run_once(config, client, store, send, subscriptions=subs)
 
 
 def test_delete_everything_forgets_a_sign_up_not_yet_confirmed(world: PageWorld) -> None:
@@ -139,12 +112,12 @@ def test_a_search_left_while_the_cycle_runs_lists_no_job_in_its_summary(
     _, token = world.members.start_signup("ana@example.org", SearchDraft(title="Audio", q="audio"))
     member = world.members.confirm(token, limit=10).member
     german = world.members.add_search(member.id, SearchDraft(title="German", q="german"), 10)
-    config = _config(world)
-    _cycle(world, config)  # primes
+    config = member_config(world)
+    member_cycle(world, config)  # primes
     market.add_job(title="Audio one")
     for n in range(21):
         market.add_job(title=f"German {n}")
-    _cycle(world, config, meanwhile=lambda: world.members.unsubscribe(german.id))
+    member_cycle(world, config, meanwhile=lambda: world.members.unsubscribe(german.id))
     [mail] = world.mails_to("ana@example.org", count=2, wait=2)
     text = "".join(mail.text_parts())
     assert "Audio one" in text and "German" not in text
@@ -165,16 +138,16 @@ def test_one_ipv6_network_is_one_client_to_the_rate_limits(world: PageWorld) -> 
 def test_delete_everything_deletes_the_members_feed_too(world: PageWorld, market: Market) -> None:
     """A member's personal feed holds what they searched for ("Matched: <their title>")
     and the jobs it found: after "delete everything" no file in the state holds it."""
-    config = _config(world)
+    config = member_config(world)
     with world.client() as client:
         manage = _member(world, client, "jo@example.org", title="Zanzibar dialects")
-        _cycle(world, config)  # primes
+        member_cycle(world, config)  # primes
         market.add_job(title="Audio transcription")
-        _cycle(world, config)
+        member_cycle(world, config)
         assert _files_holding(world.state_dir / "feeds", "Zanzibar dialects") != []
         answer = client.post(f"{manage}/delete", data={"csrf_token": csrf_of(client, manage)})
         assert "Everything about you is deleted" in answer.text
-    _cycle(world, config)
+    member_cycle(world, config)
     assert _files_holding(world.state_dir, "Zanzibar dialects") == []
 
 

@@ -26,7 +26,7 @@ from alertd.community.rules import Facets
 from alertd.errors import AlertdError
 from alertd.match import passes, select_open
 from alertd.members import SearchDraft
-from alertd.models import parse_job
+from alertd.models import api_query, parse_job
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +114,7 @@ class Lookup:
     def count(self, draft: SearchDraft) -> Count | None:
         """How many open jobs match ``draft`` now, from one page of GET /jobs and the
         search's own filters; None when the budget or the API says not now."""
-        query = {
-            k: v
-            for k, v in {
-                "q": draft.q,
-                "category": draft.category,
-                "language": draft.language,
-                "country": draft.country,
-                "payType": draft.pay_type,
-            }.items()
-            if v
-        }
+        query = api_query(draft.q, draft.category, draft.language, draft.country, draft.pay_type)
         key = json.dumps([query, draft.filters.describe()], sort_keys=True)
         now = self.clock()
         known = self._counts.get(key)
