@@ -318,6 +318,7 @@ def _json(value: object) -> dict[str, Any] | None:
 def _handler(bot: FakeBot) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
