@@ -675,6 +675,89 @@ class Members:
         }
         return search_id
 
+    # -- Telegram (alertd.telegram) ------------------------------------------------------
+
+    def telegram_offset(self) -> int:
+        """The first Telegram update the bot has not acted on yet."""
+        self.refresh()
+        with self._lock:
+            return int(_telegram(self._data).get("offset", 0))
+
+    def telegram_chats(self) -> dict[str, int]:
+        """Each member's Telegram chat (member id → chat id), for those who have one."""
+        self.refresh()
+        with self._lock:
+            return {
+                mid: int(doc["telegram"])
+                for mid, doc in self._data["members"].items()
+                if isinstance(doc.get("telegram"), int)
+            }
+
+    def member_for_chat(self, chat_id: int) -> Member | None:
+        """The member (or group) whose Telegram chat this is, or None."""
+        self.refresh()
+        with self._lock:
+            member_id = _chat_member(self._data, chat_id)
+        return None if member_id is None else self.member(member_id)
+
+    def chat_state(self, chat_id: int) -> dict[str, Any] | None:
+        """Where the conversation in ``chat_id`` stands (a /watch half done), or None."""
+        self.refresh()
+        with self._lock:
+            state = _telegram(self._data)["chats"].get(str(chat_id))
+            return None if state is None else json.loads(json.dumps(state))
+
+    def telegram_code(self, member_id: str) -> str:
+        """A short single-use code (``/start <code>``) that links a Telegram chat to this
+        member; it expires after ``LINK_TTL``. Kept only as its SHA-256."""
+
+        def change(data: dict[str, Any], now: datetime) -> str:
+            if member_id not in data["members"]:
+                raise TokenError("no such member")
+            code = secrets.token_urlsafe(12)  # 96 bits, 16 characters: Telegram allows 64
+            _telegram(data)["codes"][_digest(code)] = {
+                "member": member_id,
+                "expires": format_time(now + LINK_TTL),
+            }
+            return code
+
+        code: str = self._write(change)
+        return code
+
+    def telegram_update(self, update_id: int | None, change: Callable[[ChatBook], Any]) -> Any:
+        """Apply what one Telegram update asked (``change``, given a ``ChatBook``) and
+        store the bot's update offset past it, in the same durable write: an update is
+        acted on once, even across ``kill -9``. What ``change`` returned."""
+
+        def write(data: dict[str, Any], now: datetime) -> Any:
+            book = ChatBook(self, data, now)
+            result = change(book)
+            table = _telegram(data)
+            if update_id is not None:
+                table["offset"] = max(int(table.get("offset", 0)), update_id + 1)
+            return result
+
+        return self._write(write)
+
+    def block_chat(self, chat_id: int) -> int:
+        """The member blocked the bot: pause their searches (not retried for ever); how
+        many were paused. /start or /resume in the chat brings them back."""
+
+        def change(data: dict[str, Any], now: datetime) -> int:
+            member_id = _chat_member(data, chat_id)
+            if member_id is None:
+                return 0
+            data["members"][member_id]["telegram_blocked"] = format_time(now)
+            paused = 0
+            for doc in data["searches"].values():
+                if doc["member"] == member_id and not doc.get("paused"):
+                    doc["paused"] = True
+                    paused += 1
+            return paused
+
+        paused: int = self._write(change)
+        return paused
+
 
 def _member_with(data: dict[str, Any], email: str) -> str | None:
     wanted = normalise_email(email)
@@ -742,3 +825,140 @@ def _load_key(path: Path) -> bytes:
     if len(key) < 16:
         raise damaged(path, "is not a members key (64 hex digits)")
     return key
+
+
+# -- Telegram's rows ----------------------------------------------------------------------
+
+LINK_TTL = timedelta(hours=1)
+
+
+def _telegram(data: dict[str, Any]) -> dict[str, Any]:
+    """The bot's part of the table: its update offset, link codes, chats' conversations."""
+    table = data.setdefault("telegram", {})
+    table.setdefault("offset", 0)
+    table.setdefault("codes", {})
+    table.setdefault("chats", {})
+    return table  # type: ignore[no-any-return]
+
+
+def _chat_member(data: dict[str, Any], chat_id: int) -> str | None:
+    for member_id, doc in data["members"].items():
+        if doc.get("telegram") == chat_id:
+            return str(member_id)
+    return None
+
+
+class ChatBook:
+    """The members table as one Telegram update may change it, inside its write."""
+
+    def __init__(self, members: Members, data: dict[str, Any], now: datetime) -> None:
+        self._members = members
+        self.data = data
+        self.now = now
+
+    def member_id(self, chat_id: int) -> str | None:
+        """The member (or group) whose chat this is."""
+        return _chat_member(self.data, chat_id)
+
+    def link(self, code: str, chat_id: int) -> str | None:
+        """Link ``chat_id`` to the member whose code this is (used up); their id, or None
+        for an unknown, used or expired code. A Telegram-only member this chat had
+        before hands their searches over and goes."""
+        codes = _telegram(self.data)["codes"]
+        for key, row in list(codes.items()):
+            expires = parse_time(row.get("expires"))
+            if expires is None or expires <= self.now:
+                del codes[key]
+        if len(code) > 64 or (row := codes.pop(_digest(code), None)) is None:
+            return None
+        member_id = str(row["member"])
+        if member_id not in self.data["members"]:
+            return None
+        before = _chat_member(self.data, chat_id)
+        if before is not None and before != member_id:
+            old = self.data["members"][before]
+            old.pop("telegram", None)
+            if not old.get("email") and not old.get("feed"):
+                for doc in self.data["searches"].values():
+                    if doc["member"] == before:
+                        doc["member"] = member_id
+                del self.data["members"][before]
+        doc = self.data["members"][member_id]
+        doc["telegram"] = chat_id
+        doc.pop("telegram_blocked", None)
+        return member_id
+
+    def add_member(self, chat_id: int, group: bool) -> str:
+        """A member known only by this chat (a group is one member of its own)."""
+        member_id = self._members._add_member(self.data, self.now, email=None, feed=False)
+        self.data["members"][member_id].update({"telegram": chat_id, "group": group})
+        return member_id
+
+    def searches(self, member_id: str) -> list[MemberSearch]:
+        """A member's searches, oldest first (the numbers /list shows)."""
+        found = [
+            _search_from(sid, doc)
+            for sid, doc in self.data["searches"].items()
+            if doc["member"] == member_id
+        ]
+        return sorted(found, key=lambda s: (s.created_at, s.id))
+
+    def add_search(self, member_id: str, draft: SearchDraft, limit: int) -> MemberSearch:
+        """Another search; LimitError past ``limit``."""
+        search_id = self._members._add_search(
+            self.data, self.now, member_id, _draft_doc(draft), limit
+        )
+        return _search_from(search_id, self.data["searches"][search_id])
+
+    def edit_search(self, member_id: str, search_id: str, draft: SearchDraft) -> bool:
+        """Replace one of the member's searches' terms; False if it is not theirs."""
+        doc = self.data["searches"].get(search_id)
+        if doc is None or doc["member"] != member_id:
+            return False
+        doc.update(_draft_doc(draft))
+        doc["edited_at"] = format_time(self.now)
+        return True
+
+    def set_paused(self, member_id: str, search_ids: list[str], paused: bool) -> int:
+        """Pause or resume these searches of the member; how many changed."""
+        done = 0
+        for search_id in search_ids:
+            doc = self.data["searches"].get(search_id)
+            if doc is not None and doc["member"] == member_id and bool(doc.get("paused")) != paused:
+                doc["paused"] = paused
+                done += 1
+        if not paused:
+            self.data["members"][member_id].pop("telegram_blocked", None)
+        return done
+
+    def remove(self, member_id: str, search_ids: list[str]) -> int:
+        """Delete these searches of the member; how many went."""
+        done = 0
+        for search_id in search_ids:
+            doc = self.data["searches"].get(search_id)
+            if doc is not None and doc["member"] == member_id:
+                del self.data["searches"][search_id]
+                done += 1
+        return done
+
+    def set_digest(self, member_id: str, hour: int | None) -> int:
+        """Every search of the member daily at ``hour`` (None: as it happens); how many."""
+        done = 0
+        for doc in self.data["searches"].values():
+            if doc["member"] == member_id:
+                doc["pace"], doc["digest_hour"] = ("now", None) if hour is None else ("daily", hour)
+                done += 1
+        return done
+
+    def state(self, chat_id: int) -> dict[str, Any] | None:
+        """Where the conversation in ``chat_id`` stands, or None."""
+        state = _telegram(self.data)["chats"].get(str(chat_id))
+        return None if state is None else dict(state)
+
+    def set_state(self, chat_id: int, state: dict[str, Any] | None) -> None:
+        """Remember (or with None, forget) where the conversation in ``chat_id`` stands."""
+        chats = _telegram(self.data)["chats"]
+        if state is None:
+            chats.pop(str(chat_id), None)
+        else:
+            chats[str(chat_id)] = state

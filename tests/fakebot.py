@@ -44,7 +44,9 @@ class Sent:
     def buttons(self) -> list[tuple[str, str]]:
         """(text, callback_data or url) of every inline button, row by row."""
         rows = (self.reply_markup or {}).get("inline_keyboard") or []
-        return [(b["text"], b.get("callback_data") or b.get("url", "")) for row in rows for b in row]
+        return [
+            (b["text"], b.get("callback_data") or b.get("url", "")) for row in rows for b in row
+        ]
 
 
 class _HtmlCheck(html.parser.HTMLParser):

@@ -55,6 +55,7 @@ class Page:
     tz_name: str = "UTC"
     limits: Limits = field(default_factory=Limits)
     feeds: object | None = None  # the personal feeds' store (alertd.feeds.Feeds), if served
+    telegram: Callable[[], str | None] | None = None  # the community bot's @name, if it runs
 
     def facets(self) -> Facets:
         """The form's choices (none when the page has no API view)."""

@@ -25,6 +25,7 @@ from alertd.render import Links
 from alertd.subscriptions import MEMBER_PREFIX, MEMBERS_OWNER
 
 TARGET_PREFIX = "member:"  # a member's target key: member:<member id>:<pace>
+CHAT_SCHEME = "alertd-telegram://"  # a member's chat with the bot: alertd-telegram://<chat id>
 
 
 def address_url(operator_url: str, to: str) -> str:
@@ -51,11 +52,31 @@ def target_for(member: Member, search: MemberSearch, mail: str | None) -> Target
     )
 
 
-def saved_search(member: Member, search: MemberSearch, mail: str | None) -> SavedSearch:
+def chat_target(member: Member, search: MemberSearch, chat_id: int) -> Target:
+    """A member's search's target in their chat with the community bot
+    (``alertd.telegram.send``): ``member:<id>:telegram``, or ``…:telegram-daily-HH``."""
+    if search.pace == "daily":
+        hour = search.digest_hour or 0
+        key, pace = f"telegram-daily-{hour:02d}", Pace(digest=(time(hour, 0),))
+    else:
+        key, pace = "telegram", Pace()
+    return Target(
+        key=f"{TARGET_PREFIX}{member.id}:{key}",
+        label=f"member {member.id} on Telegram",
+        url=f"{CHAT_SCHEME}{chat_id}",
+        pace=pace,
+    )
+
+
+def saved_search(
+    member: Member, search: MemberSearch, mail: str | None, chat_id: int | None = None
+) -> SavedSearch:
     """A member's search as the cycle serves it: the same planner, filters and dedup as
-    an operator's; it starts silent like any new search."""
+    an operator's; it starts silent like any new search. ``chat_id``: the member's chat
+    with the community bot, when it has one."""
     target = target_for(member, search, mail)
     feed = Target.feed(f"member:{member.id}", f"member {member.id}'s feed")
+    chat = () if chat_id is None else (chat_target(member, search, chat_id),)
     return SavedSearch(
         name=f"{MEMBER_PREFIX}{search.id}",
         title=search.title,
@@ -64,7 +85,7 @@ def saved_search(member: Member, search: MemberSearch, mail: str | None) -> Save
         language=search.language,
         country=search.country,
         pay_type=search.pay_type,
-        targets=(feed,) if target is None else (target, feed),
+        targets=(*chat, feed) if target is None else (target, *chat, feed),
         filters=search.filters,
         source=MEMBERS_OWNER,
     )
@@ -98,8 +119,9 @@ class MemberSearches:
         version = self.members.version()
         with self._lock:
             if self._built is None or self._built[0] != version:
+                chats = self.members.telegram_chats() if self.spec.telegram else {}
                 built = tuple(
-                    saved_search(member, search, self.spec.mail)
+                    saved_search(member, search, self.spec.mail, chats.get(member.id))
                     for member, search in self.members.active()
                 )
                 self._built = (version, built)
@@ -123,6 +145,7 @@ class MemberSearches:
                 unsubscribe=self.members.unsubscribe_url(search.id, url),
                 list_id=f"<{search.id}.{host}>",  # RFC 2919; the id is [A-Za-z0-9_-]
                 everything=self.members.feed_url(member_id, url),
+                search=search.id,
             )
         return None
 

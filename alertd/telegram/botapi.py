@@ -229,4 +229,3 @@ def close_bots() -> None:
         _BOTS.clear()
     for bot in bots:
         bot.close()
-
