@@ -52,10 +52,10 @@ if TYPE_CHECKING:
     from alertd.api import OpenTrainClient
     from alertd.budget import Window
     from alertd.community.serve import CommunityServer
-    from alertd.telegram.poll import Poller
     from alertd.daemon import CycleRunner
     from alertd.deliver import Sender
     from alertd.metrics import MetricsServer
+    from alertd.telegram.poll import Poller
 
 log = logging.getLogger("alertd")
 
