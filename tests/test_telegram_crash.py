@@ -67,16 +67,16 @@ def _member_with_searches(members: Members, chat: int, count: int) -> str:
 
 
 def _done(state_dir: Path, ids: dict[int, str]) -> int:
-    """How many /stop commands the table shows done (each member began with 3)."""
+    """How many /stop commands the table shows done (each member began with 4)."""
     members = Members.open(state_dir)
-    return 3 * len(ids) - sum(len(members.searches_of(m)) for m in ids.values())
+    return 4 * len(ids) - sum(len(members.searches_of(m)) for m in ids.values())
 
 
 def test_kill_9_mid_conversation_acts_on_each_command_once(
     tmp_path: Path, standin: StandInServer, state_dir: Path
 ) -> None:
     members = Members.open(state_dir)
-    ids = {chat: _member_with_searches(members, chat, 3) for chat in CHATS}
+    ids = {chat: _member_with_searches(members, chat, 4) for chat in CHATS}
     with fake_bot() as (fake, url):
         config = _config(tmp_path, standin, state_dir, url)
         log = tmp_path / "alertd.log"
@@ -89,14 +89,15 @@ def test_kill_9_mid_conversation_acts_on_each_command_once(
                 tap = fake.tap(wizard, next(d for t, d in wizard.buttons() if t == "Any"))
                 assert fake.wait_confirmed(tap)
             assert "Keywords" in wizard.text
-            updates = [fake.say(chat, "/stop 1") for _ in range(2) for chat in CHATS]
-            # Killed once a second /stop is done and its reply waits for the chat's
-            # second to pass (Telegram's one message a second to a chat).
-            while _done(state_dir, ids) < 5:
-                time.sleep(0.01)
+            updates = [fake.say(chat, "/stop 1") for _ in range(3) for chat in CHATS]
+            # The updates come in three waves of one per chat (one write each). Killed
+            # once the second wave is written and its replies wait for the chats' second
+            # to pass (one message a second to a chat): the third is not acted on yet.
+            while _done(state_dir, ids) < 8:
+                time.sleep(0.005)
             os.kill(process.pid, signal.SIGKILL)
             assert process.wait(10) == -signal.SIGKILL
-            assert 5 <= _done(state_dir, ids) < 8  # killed mid-way
+            assert 8 <= _done(state_dir, ids) < 12  # killed mid-way
             asked = len(fake.offsets)
             process = _run(config, log)
             _polling(fake, asked)
@@ -108,8 +109,8 @@ def test_kill_9_mid_conversation_acts_on_each_command_once(
             process.wait(10)
     members = Members.open(state_dir)
     left = {chat: [s.title for s in members.searches_of(ids[chat])] for chat in CHATS}
-    assert left == {chat: ["s2"] for chat in CHATS}  # two /stop 1 each: s0 and s1, once
+    assert left == {chat: ["s3"] for chat in CHATS}  # three /stop 1 each, each once
     replies = [m.text for c in CHATS for m in fake.messages(c)]
-    assert len(replies) <= 8 and all("Stopped 1" in r for r in replies)
+    assert len(replies) <= 12 and all("Stopped 1" in r for r in replies)
     assert "least pay" in ask_pay.text
     assert TOKEN not in log.read_text() and TOKEN.split(":")[1] not in log.read_text()

@@ -1,9 +1,10 @@
 """The conversation: one Telegram update in, one members write and a few replies out.
 
-Every update is acted on inside one ``Members.telegram_update`` write that also stores
-the bot's update offset past it, so a command is done once even across ``kill -9``
-(a reply the kill cut off is lost; the change it announced is not, and ``/list`` shows
-it). The API's answers a reply needs (``/jobs/facets`` for the keyboards, how many jobs
+Updates are acted on inside one ``Members.telegram_update`` write that also stores the
+bot's update offset past them, so a command is done once even across ``kill -9`` (a
+reply the kill cut off is lost; the change it announced is not, and ``/list`` shows it).
+A run of updates from different chats shares one write: a crowd typing at once costs
+one durable write, and each chat's updates are still read in order. The API's answers a reply needs (``/jobs/facets`` for the keyboards, how many jobs
 match now) come from the page's budgeted ``Lookup``, asked outside the write.
 
 In a private chat the member talks to the bot; in a group the bot answers only its
@@ -161,6 +162,35 @@ def describe(draft: SearchDraft | MemberSearch) -> str:
 Change = Callable[[ChatBook], list[Reply]]
 
 
+def _nothing(book: ChatBook) -> list[Reply]:
+    return []
+
+
+def _same(replies: list[Reply]) -> list[Reply]:
+    return replies
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one update does: ``change`` inside the members write (its replies), then
+    ``after`` outside it (what needs the API, such as a count)."""
+
+    incoming: Incoming | None
+    change: Change
+    after: Callable[[list[Reply]], list[Reply]] = _same
+
+
+def _chat_key(update: dict[str, Any]) -> object:
+    """The chat an update comes from (None: none readable), to keep one a batch."""
+    for kind in ("message", "edited_message", "callback_query"):
+        body = update.get(kind)
+        if isinstance(body, dict):
+            message = body.get("message", body) if kind == "callback_query" else body
+            chat = _chat(message)
+            return None if chat is None else chat[0]
+    return None
+
+
 @dataclass
 class Chat:
     """The bot's side of every chat."""
@@ -173,32 +203,79 @@ class Chat:
 
     # -- one update ------------------------------------------------------------------
 
-    def handle(self, update: dict[str, Any]) -> None:
-        """Act on one update and answer it. A StoreError (the write failed: nothing was
-        done, the offset did not move) is raised for the loop to retry; any other
-        failure is logged and the update skipped, so one odd update never sticks."""
-        update_id = update.get("update_id") if isinstance(update.get("update_id"), int) else None
+    def handle(self, updates: list[dict[str, Any]]) -> None:
+        """Act on updates (in update order) and answer them. Each run of updates from
+        different chats is one write, with the offset past its last update: a crowd
+        typing at once costs one durable write, not one each. A StoreError (the write
+        failed: nothing was done, the offset did not move) is raised for the loop to
+        retry; any other failure is logged and its update skipped, so one odd update
+        never sticks."""
+        pending = sorted(updates, key=lambda u: u.get("update_id") or 0)
+        while pending and not self.stop.is_set():
+            chats: set[object] = set()
+            batch: list[dict[str, Any]] = []
+            for update in pending:
+                chat = _chat_key(update)
+                if chat is not None and chat in chats:
+                    break
+                chats.add(chat)
+                batch.append(update)
+            pending = pending[len(batch) :]
+            self._handle_batch(batch)
+
+    def _handle_batch(self, updates: list[dict[str, Any]]) -> None:
+        plans = [self._plan(update) for update in updates]
+        last = max((u["update_id"] for u in updates if isinstance(u.get("update_id"), int)),
+                   default=None)  # fmt: skip
+        try:
+            results: list[list[Reply]] = self.members.telegram_update(
+                last, lambda book: [plan.change(book) for plan in plans]
+            )
+        except StoreError:
+            raise
+        except Exception:  # one update's change failed: nothing was written; one by one
+            if len(updates) > 1:
+                for update in updates:
+                    self._handle_batch([update])
+                return
+            log.exception("a Telegram update could not be handled; it is skipped")
+            self.members.telegram_update(last, lambda book: None)
+            return
+        for plan, replies in zip(plans, results, strict=True):
+            self._deliver(plan, replies)
+
+    def _plan(self, update: dict[str, Any]) -> Plan:
+        """What one update will do (the API asked here, outside the write)."""
         try:
             incoming = parse_update(update, self.bot.username)
-            if incoming is None:  # nothing for the bot: only the offset moves
-                self.members.telegram_update(update_id, lambda book: [])
-                return
-            replies = self._act(incoming)
+            return Plan(None, _nothing) if incoming is None else self._act(incoming)
         except StoreError:
             raise
         except Exception:
-            log.exception("a Telegram update could not be handled; it is skipped")
-            self.members.telegram_update(update_id, lambda book: None)
+            log.exception("a Telegram update could not be read; it is skipped")
+            return Plan(None, _nothing)
+
+    def _deliver(self, plan: Plan, replies: list[Reply]) -> None:
+        incoming = plan.incoming
+        if incoming is None:
             return
+        try:
+            replies = plan.after(replies)
+        except Exception:
+            log.exception("a reply in Telegram could not be made")
+            replies = []
         if incoming.query_id:
             self._answer(incoming.query_id)
         for reply in replies:
             self._say(incoming.chat_id, reply)
 
-    def _commit(self, incoming: Incoming | None, change: Change | None) -> list[Reply]:
-        update_id = None if incoming is None else incoming.update_id
-        replies: list[Reply] = self.members.telegram_update(update_id, change or (lambda book: []))
-        return replies
+    def _commit(
+        self,
+        incoming: Incoming,
+        change: Change | None,
+        after: Callable[[list[Reply]], list[Reply]] | None = None,
+    ) -> Plan:
+        return Plan(incoming, change or _nothing, after or _same)
 
     def _answer(self, query_id: str) -> None:
         try:
@@ -221,7 +298,7 @@ class Chat:
 
     # -- deciding --------------------------------------------------------------------
 
-    def _act(self, inc: Incoming) -> list[Reply]:
+    def _act(self, inc: Incoming) -> Plan:
         if inc.edited:
             return self._commit(inc, None)  # an edited command is not a new one
         if inc.group and not self._group_may(inc):
@@ -263,7 +340,7 @@ class Chat:
             log.info("could not ask who administers a group: %s", exc)
             return False
 
-    def _command(self, inc: Incoming) -> list[Reply]:
+    def _command(self, inc: Incoming) -> Plan:
         handler = COMMANDS.get(inc.command or "")
         if handler is None:
             if inc.group:
@@ -289,7 +366,7 @@ class Chat:
 
     # -- commands ----------------------------------------------------------------------
 
-    def start(self, inc: Incoming) -> list[Reply]:
+    def start(self, inc: Incoming) -> Plan:
         """/start, and /start <code> from the page's "get it on Telegram" link."""
         code = inc.args.split(" ")[0]
         name = esc(self.spec.name, 100)
@@ -306,11 +383,11 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def help_command(self, inc: Incoming) -> list[Reply]:
+    def help_command(self, inc: Incoming) -> Plan:
         """/help."""
         return self._commit(inc, lambda book: [Reply(HELP)])
 
-    def list_searches(self, inc: Incoming) -> list[Reply]:
+    def list_searches(self, inc: Incoming) -> Plan:
         """/list: the chat's searches, numbered."""
 
         def change(book: ChatBook) -> list[Reply]:
@@ -326,7 +403,7 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def pause(self, inc: Incoming, paused: bool = True) -> list[Reply]:
+    def pause(self, inc: Incoming, paused: bool = True) -> Plan:
         """/pause [N|all] and /resume [N|all]."""
         verb = "Paused" if paused else "Resumed"
 
@@ -340,11 +417,11 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def resume(self, inc: Incoming) -> list[Reply]:
+    def resume(self, inc: Incoming) -> Plan:
         """/resume [N|all]."""
         return self.pause(inc, paused=False)
 
-    def stop_command(self, inc: Incoming) -> list[Reply]:
+    def stop_command(self, inc: Incoming) -> Plan:
         """/stop N, /stop all, or /stop: a button per search."""
 
         def change(book: ChatBook) -> list[Reply]:
@@ -366,7 +443,7 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def digest(self, inc: Incoming) -> list[Reply]:
+    def digest(self, inc: Incoming) -> Plan:
         """/digest HOUR or /digest off."""
         arg = inc.args.lower()
         hour = int(arg) if arg.isdigit() and int(arg) <= 23 else None
@@ -383,7 +460,7 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def link(self, inc: Incoming) -> list[Reply]:
+    def link(self, inc: Incoming) -> Plan:
         """/link: the member's page (e-mail, a feed, everything at once)."""
 
         def change(book: ChatBook) -> list[Reply]:
@@ -396,7 +473,7 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def cancel(self, inc: Incoming) -> list[Reply]:
+    def cancel(self, inc: Incoming) -> Plan:
         """/cancel: drop a /watch or /edit half done."""
 
         def change(book: ChatBook) -> list[Reply]:
@@ -407,7 +484,7 @@ class Chat:
 
     # -- /watch and /edit: a step at a time --------------------------------------------
 
-    def watch(self, inc: Incoming) -> list[Reply]:
+    def watch(self, inc: Incoming) -> Plan:
         """/watch: a new search, from the first question."""
         facets = self._facets()
 
@@ -420,7 +497,7 @@ class Chat:
 
         return self._commit(inc, change)
 
-    def edit(self, inc: Incoming) -> list[Reply]:
+    def edit(self, inc: Incoming) -> Plan:
         """/edit N: the questions again, starting from that search's answers."""
         facets = self._facets()
 
@@ -471,7 +548,7 @@ class Chat:
         book.set_state(chat_id, state)
         return Reply("", None, edit)  # confirm: filled in after the write (a count)
 
-    def _button(self, inc: Incoming) -> list[Reply]:
+    def _button(self, inc: Incoming) -> Plan:
         data = inc.data or ""
         if data.startswith((STOP_PREFIX, "s:")):
             return self._stop_button(inc, data.split(":", 1)[1])
@@ -497,10 +574,9 @@ class Chat:
                 return [Reply(f"That question has passed. {TRY}")]
             return self._next(book, inc, {**state, "form": form}, facets, draft_box, inc.message_id)
 
-        replies = self._commit(inc, change)
-        return self._confirmed(replies, draft_box)
+        return self._commit(inc, change, lambda replies: self._confirmed(replies, draft_box))
 
-    def _typed(self, inc: Incoming, state: dict[str, Any]) -> list[Reply]:
+    def _typed(self, inc: Incoming, state: dict[str, Any]) -> Plan:
         """The member typed the answer to a text step (keywords, the least pay)."""
         step = str(state["step"])
         text = (inc.text or "").strip()
@@ -520,7 +596,7 @@ class Chat:
                 return [Reply(HINT)]
             return self._next(book, inc, {**now, "form": form}, facets, draft_box, None)
 
-        return self._confirmed(self._commit(inc, change), draft_box)
+        return self._commit(inc, change, lambda replies: self._confirmed(replies, draft_box))
 
     def _next(
         self,
@@ -577,7 +653,7 @@ class Chat:
         saved = f"Saved: {describe(draft)}\nNew jobs that match come here."
         return [Reply(saved, None, inc.message_id)]
 
-    def _stop_button(self, inc: Incoming, which: str) -> list[Reply]:
+    def _stop_button(self, inc: Incoming, which: str) -> Plan:
         def change(book: ChatBook) -> list[Reply]:
             member_id = book.member_id(inc.chat_id)
             if member_id is None:
@@ -597,7 +673,7 @@ ONLY_ADMINS = "Only this group's admins may change its searches."
 HINT = "Send /help to see what I can do."
 TRY = "/help lists what I understand."
 
-COMMANDS: dict[str, Callable[[Chat, Incoming], list[Reply]]] = {
+COMMANDS: dict[str, Callable[[Chat, Incoming], Plan]] = {
     "/start": Chat.start,
     "/help": Chat.help_command,
     "/list": Chat.list_searches,

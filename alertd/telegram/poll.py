@@ -74,10 +74,7 @@ class Poller:
             self.bot.get_me()
             log.info("community bot @%s answering on Telegram", self.bot.username)
         updates = self.bot.get_updates(self.chat.members.telegram_offset(), self.poll_timeout)
-        for update in sorted(updates, key=lambda u: u.get("update_id") or 0):
-            if self.stop.is_set():
-                return
-            self.chat.handle(update)
+        self.chat.handle(updates)
 
     def _wait_after(self, exc: Exception | None) -> None:
         delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)]
