@@ -410,7 +410,9 @@ def start_bot(config: Config, page: CommunityServer | None) -> Poller | None:
         return None
     from alertd.telegram.poll import serve_bot
 
-    poller = serve_bot(config.community, page.page.members, page.page.lookup)
+    poller = serve_bot(
+        config.community, page.page.members, page.page.lookup, tz_name=page.page.tz_name
+    )
     if poller is not None:
         page.page.telegram = lambda: poller.bot.username
     return poller

@@ -50,7 +50,7 @@ def test_a_member_links_watches_gets_an_alert_and_stops_it(world: BotWorld, mark
     [ask_pay] = world.say(ANA, "audio")
     assert "least pay" in ask_pay.text
     world.tap(ask_pay, "Skip")
-    assert "1 open jobs match it now" in ask_pay.text and "“audio”" in ask_pay.text
+    assert "1 open job matches it now" in ask_pay.text and "“audio”" in ask_pay.text
     world.tap(ask_pay, "Save")
     assert "Saved" in ask_pay.text
     [listed] = world.say(ANA, "/list")

@@ -4,8 +4,9 @@ Updates are acted on inside one ``Members.telegram_update`` write that also stor
 bot's update offset past them, so a command is done once even across ``kill -9`` (a
 reply the kill cut off is lost; the change it announced is not, and ``/list`` shows it).
 A run of updates from different chats shares one write: a crowd typing at once costs
-one durable write, and each chat's updates are still read in order. The API's answers a reply needs (``/jobs/facets`` for the keyboards, how many jobs
-match now) come from the page's budgeted ``Lookup``, asked outside the write.
+one durable write, and each chat's updates are still read in order. The API's answers
+a reply needs (``/jobs/facets`` for the keyboards, how many jobs match now) come from
+the page's budgeted ``Lookup``, asked outside the write.
 
 In a private chat the member talks to the bot; in a group the bot answers only its
 commands (``/cmd`` or ``/cmd@thisbot``), and only the group's admins (``getChatMember``)
@@ -32,6 +33,7 @@ from alertd.models import PAY_TYPES
 from alertd.telegram.botapi import BotApi, BotApiError, Button, Keyboard
 from alertd.telegram.pace import StoppedError
 from alertd.telegram.send import STOP_PREFIX
+from alertd.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ HELP = (
     "/edit N — change search N\n"
     "/pause, /resume [N|all] — hold alerts, or have them again\n"
     "/stop [N|all] — delete a search\n"
-    "/digest HOUR — one message a day at that hour (UTC); /digest off — as they come\n"
+    "/digest HOUR — one message a day at that hour; /digest off — as they come\n"
     "/link — your page, to get alerts by e-mail or a feed instead\n"
     "/help — this"
 )
@@ -154,7 +156,7 @@ def describe(draft: SearchDraft | MemberSearch) -> str:
     if amounts:
         parts.append(f"at least {amounts[0]:g}")
     if draft.pace == "daily":
-        parts.append(f"daily at {draft.digest_hour or 0:02d}:00 UTC")
+        parts.append(f"daily at {draft.digest_hour or 0:02d}:00")
     looks = ", ".join(parts) or "every open job"
     return f"<b>{esc(draft.title, 80)}</b> — {looks}"
 
@@ -200,6 +202,7 @@ class Chat:
     spec: CommunitySpec
     lookup: Lookup | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    tz_name: str = "UTC"  # the config's time zone: a digest's hour is read in it
 
     # -- one update ------------------------------------------------------------------
 
@@ -452,11 +455,13 @@ class Chat:
                 inc, lambda book: [Reply(f"Give an hour from 0 to 23, or off. {TRY}")]
             )
 
+        zone = esc(self.tz_name, 60)
+
         def change(book: ChatBook) -> list[Reply]:
             member_id = book.member_id(inc.chat_id)
             done = 0 if member_id is None else book.set_digest(member_id, hour)
-            when = "as they come" if hour is None else f"once a day at {hour:02d}:00 UTC"
-            return [Reply(f"{done} searches now alert {when}.")]
+            when = "as they come" if hour is None else f"once a day at {hour:02d}:00 {zone}"
+            return [Reply(f"{plural(done, 'search', 'searches')} now alert {when}.")]
 
         return self._commit(inc, change)
 
@@ -620,10 +625,7 @@ class Chat:
             return replies
         draft = draft_box[0]
         count = self.lookup.count(draft) if self.lookup is not None else None
-        matching = (
-            "" if count is None
-            else f"\n{'At least ' if count.at_least else ''}{count.jobs} open jobs match it now."
-        )  # fmt: skip
+        matching = "" if count is None else f"\n{_matching(count.jobs, count.at_least)}"
         keyboard = [[Button("Save", "w:confirm:save"), Button("Cancel", "w:confirm:cancel")]]
         text = f"{describe(draft)}{matching}\nSave it? New jobs will be sent here."
         return [Reply(text, keyboard, r.edit) for r in replies]
@@ -698,6 +700,12 @@ def _offered(step: str, facets: Facets) -> list[str]:
     )
     ranked = sorted(items, key=lambda pair: -pair[1])
     return [value for value, _count in ranked[:OFFERED]]
+
+
+def _matching(jobs: int, at_least: bool) -> str:
+    """``1 open job matches it now``, ``At least 100 open jobs match it now``."""
+    verb = "matches" if jobs == 1 and not at_least else "match"
+    return f"{'At least ' if at_least else ''}{plural(jobs, 'open job')} {verb} it now."
 
 
 def _label(step: str, value: str) -> str:

@@ -94,10 +94,12 @@ def serve_bot(
     members: Members,
     lookup: Lookup | None,
     poll_timeout: int = POLL_TIMEOUT,
+    tz_name: str = "UTC",
 ) -> Poller | None:
     """The community bot's loop in a thread, when ``spec`` has ``telegram:`` (None if
     not); its client (and pacer) is the process's one for that token (``bot_for``)."""
     if spec.telegram is None:
         return None
     bot = bot_for(spec.telegram.token, spec.telegram.api_url)
-    return Poller(bot, Chat(members, bot, spec, lookup), poll_timeout).start()
+    chat = Chat(members, bot, spec, lookup, tz_name=tz_name)
+    return Poller(bot, chat, poll_timeout).start()
