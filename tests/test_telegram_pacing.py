@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from alertd.community.config import CommunitySpec
 from alertd.telegram.botapi import BotApi, BotApiError
 from alertd.telegram.pace import Pacer, StoppedError
 from tests.fakebot import TOKEN, fake_bot
@@ -90,3 +93,24 @@ def test_a_429_storm_is_waited_out_not_hammered(caplog: pytest.LogCaptureFixture
     assert 1.4 < took < 5
     assert sum(len(v) for v in fake.sent.values()) == 10
     assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
+
+
+def test_a_refused_token_is_said_once_and_not_hammered(caplog: pytest.LogCaptureFixture) -> None:
+    from alertd.members import Members
+    from alertd.telegram.chat import Chat
+    from alertd.telegram.poll import Poller
+    from tests.pageworld import PUBLIC
+
+    caplog.set_level(logging.INFO)
+    spec = CommunitySpec(name="G", public_url=PUBLIC)
+    with fake_bot() as (fake, url), tempfile.TemporaryDirectory() as tmp:
+        wrong = "999:this-token-was-revoked-long-ago"
+        bot = BotApi(wrong, url)
+        poller = Poller(bot, Chat(Members.open(Path(tmp)), bot, spec), poll_timeout=1).start()
+        time.sleep(1.5)
+        poller.close(wait=0.1)
+        bot.close()
+    assert fake.calls == 0  # refused before any method ran
+    errors = [r for r in caplog.records if "refused the community bot's token" in r.getMessage()]
+    assert len(errors) == 1
+    assert wrong not in caplog.text and "revoked-long-ago" not in caplog.text
