@@ -80,6 +80,8 @@ def test_a_group_takes_changes_from_its_admins_only(world: BotWorld) -> None:
     [wizard] = world.say(GROUP, "/watch", user=1)
     world.tap(wizard, "Any", user=2)  # a member's tap changes nothing
     assert "Which category?" in wizard.text
+    assert world.fake.answered[-1]["text"] == "Only this group's admins may change its searches."
+    assert world.say(GROUP, "/cancel", user=2)[0].text.startswith("Only this group's admins")
     for _ in range(4):
         world.tap(wizard, "Any", user=1)
     assert "Keywords" in wizard.text

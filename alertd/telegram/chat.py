@@ -42,7 +42,9 @@ OFFERED = 12  # choices on one keyboard
 CHOICE_STEPS = ("category", "language", "country", "pay_type")
 TEXT_STEPS = ("q", "min_pay")
 STEPS = (*CHOICE_STEPS, *TEXT_STEPS, "confirm")
-CHANGES = frozenset({"/watch", "/stop", "/pause", "/resume", "/edit", "/digest", "/link"})
+CHANGES = frozenset(
+    {"/watch", "/stop", "/pause", "/resume", "/edit", "/digest", "/link", "/cancel"}
+)
 ASKS = {
     "category": "Which category?",
     "language": "Which language?",
@@ -180,6 +182,7 @@ class Plan:
     incoming: Incoming | None
     change: Change
     after: Callable[[list[Reply]], list[Reply]] = _same
+    toast: str | None = None  # a button's answer, shown to the one who tapped
 
 
 def _chat_key(update: dict[str, Any]) -> object:
@@ -268,7 +271,7 @@ class Chat:
             log.exception("a reply in Telegram could not be made")
             replies = []
         if incoming.query_id:
-            self._answer(incoming.query_id)
+            self._answer(incoming.query_id, plan.toast)
         for reply in replies:
             self._say(incoming.chat_id, reply)
 
@@ -280,9 +283,9 @@ class Chat:
     ) -> Plan:
         return Plan(incoming, change or _nothing, after or _same)
 
-    def _answer(self, query_id: str) -> None:
+    def _answer(self, query_id: str, text: str | None) -> None:
         try:
-            self.bot.answer_callback(query_id)
+            self.bot.answer_callback(query_id, text)
         except BotApiError as exc:
             log.info("a button's answer was not taken: %s", exc)
 
@@ -307,6 +310,8 @@ class Chat:
         if inc.group and not self._group_may(inc):
             return self._commit(inc, None)
         if inc.group and self._needs_admin(inc) and not self._is_admin(inc):
+            if inc.data is not None:  # a tap: said to the tapper alone, not to the group
+                return Plan(inc, _nothing, toast=ONLY_ADMINS)
             return self._commit(inc, lambda book: [Reply(ONLY_ADMINS)])
         if inc.data is not None:
             return self._button(inc)
