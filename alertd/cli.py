@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from alertd import __version__
-from alertd.config import Config, collector_paused, load_config, suggest
+from alertd.config import Config, collector_paused, load_config, settle_heap, suggest
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.health import (
     DEFAULT_MAX_OWED_AGE,
@@ -343,6 +343,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
             if isinstance(handler.formatter, LogFormatter):
                 handler.formatter.tz = new.tz
                 handler.formatter.as_json = new.log_format == "json"
+        settle_heap()
         return new
 
     listener = open_metrics_port(config, metrics_port, metrics_host)
@@ -382,6 +383,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
             heartbeat=not dry_run,
         )
         daemon.install_signal_handlers()
+        settle_heap()
         daemon.run()
 
 
@@ -418,6 +420,7 @@ def once(config_path: str, dry_run: bool) -> None:
     sender = make_sender(config, dry_run, stop)
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         refuse_shared_names_or_exit(config, store)
+        settle_heap()
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
     log.log(

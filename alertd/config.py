@@ -561,6 +561,17 @@ def load_config(path: Path, *, need_secrets: bool = True) -> Config:
         return parse_config(text, source, owner=str(path.resolve()), base=path.parent)
 
 
+def settle_heap() -> None:
+    """Collect once, then leave what is alive now (the config, the loaded state, the
+    imported modules) out of the cycle collector's passes (``gc.freeze``): with 10,000
+    searches a full pass over them cost about 0.2 s, and a busy cycle made two or three
+    (0.65 s of its CPU in the bench). Reference counting still frees what is dropped
+    later; only a reference cycle among these objects would stay. Called once the
+    daemon (or ``once``) has its config and state, and again after a reload."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """Python's cycle collector off while a config is built: 10,000 searches make

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import hashlib
 import json
 import math
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -279,6 +280,14 @@ class SavedSearch:
             )
         return dict(known)
 
+    def query_key(self) -> str:
+        """The query's parameters as one string: searches with the same key share a fetch."""
+        known: str | None = self.__dict__.get("_query_key")  # asked every cycle: once
+        if known is None:
+            text = json.dumps(self.query(), sort_keys=True, separators=(",", ":"))
+            known = self.__dict__["_query_key"] = text
+        return known
+
     def fingerprint(self) -> str:
         """Changes when the filters change, so an edited search starts silent again (its
         own filters count only when set: a search without them keeps its fingerprint)."""
@@ -321,6 +330,18 @@ class OutboxRow:
     def key(self) -> tuple[str, str]:
         """What identifies the row: (target key, job id)."""
         return (self.target, self.job_id)
+
+    def but(self, **changes: Any) -> OutboxRow:
+        """This row with ``changes``: what ``dataclasses.replace`` makes, without its
+        per-field work (a busy cycle copies a row three times per alert)."""
+        if unknown := changes.keys() - ROW_FIELDS:
+            raise TypeError(f"OutboxRow has no field {', '.join(sorted(unknown))}")
+        row = object.__new__(OutboxRow)
+        row.__dict__.update(self.__dict__, **changes)  # frozen: no __setattr__, same fields
+        return row
+
+
+ROW_FIELDS = frozenset(f.name for f in fields(OutboxRow))
 
 
 class SeenIds(AbstractSet[str]):
@@ -454,8 +475,13 @@ def parse_time(value: object) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds, the API's own format."""
+    """ISO-8601 UTC with milliseconds, the API's own format.
+
+    Remembered for the last few thousand moments: a busy cycle writes the same few
+    (its ``now``, each row's creation) tens of thousands of times. Equal moments in any
+    zone are one instant, and so one text."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
