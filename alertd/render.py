@@ -409,10 +409,11 @@ def _discord_embed(item: Item, compact: bool) -> dict[str, Any]:
 
 
 def render_discord(
-    message: Message, tz: tzinfo | None, roles: Sequence[str] = ()
+    message: Message, tz: tzinfo | None, roles: Sequence[str] = (), ping: bool = True
 ) -> dict[str, Any]:
     """An Execute Webhook payload: one embed per job (at most ten), pinging no one but
-    ``roles`` (the operator's role IDs, mentioned first in the content).
+    ``roles`` (the operator's role IDs, mentioned first in the content); without
+    ``ping`` they are shown but ping no one either (a test message).
 
     ``parse: []`` keeps Discord from reading any mention in the text as a ping, and
     ``roles`` names the only ones that may; job text (defanged and escaped, in embeds
@@ -429,7 +430,7 @@ def render_discord(
             lines.append(_count(message, len(listed)))
     if lines:
         payload["content"] = "\n".join(lines)
-    if roles:
+    if roles and ping:
         payload["allowed_mentions"]["roles"] = list(roles)
     return payload
 
