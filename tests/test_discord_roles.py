@@ -194,6 +194,7 @@ def test_in_a_list_only_the_discord_url_pings(write_config: WriteConfig) -> None
         (f"\n      - {SPANISH}\n      - 12345", 6, "mention_roles[1]: '12345' is not a Discord"),
         ("[123456789012345678901]", 4, "is not a Discord role ID (17 to 20 digits)"),
         ("[0123456789012345678]", 4, "is not a Discord role ID"),
+        ('["1234567890123456"]', 4, "'1234567890123456' is not a Discord role ID"),
         ("[true]", 4, "mention_roles[0]: a role ID is a number of 17 to 20 digits"),
         ("{id: 1}", 4, "mention_roles: write the role IDs as a list"),
         (str([str(10**18 + n) for n in range(21)]), 4, "21 roles; a channel pings at most 20"),
