@@ -233,13 +233,11 @@ class _Resolver:
         first: Target, pace: Pace, roles: tuple[str, ...], doc: YamlDoc, loc: Loc
     ) -> None:
         """A URL in two channels is one target: both must want it sent alike."""
-        differs = (
-            "pace"
-            if first.pace != pace
-            else "mention_roles"
-            if first.mention_roles != roles
-            else None
-        )
+        differs = None
+        if first.pace != pace:
+            differs = "pace"
+        elif first.mention_roles != roles:
+            differs = "mention_roles"
         if differs is not None:
             raise doc.error(
                 f"the same URL as channel {first.label!r} with another {differs}; one URL is "

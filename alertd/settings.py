@@ -35,6 +35,7 @@ from pydantic_settings import (
 from alertd.community.config import CommunitySpec
 from alertd.models import Filters, MinPay, Pace
 from alertd.subscriptions import MEMBER_PREFIX
+from alertd.yamlsource import SECRETS_OPTIONAL
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -314,9 +315,11 @@ def _role_id(value: object) -> str:
     17 to 20 digits. A role's name or its ``<@&id>`` mention is not one."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"a role ID is a number of 17 to 20 digits; {_HOW_TO_COPY}")
+    if isinstance(value, int) and not 0 < value < 10**20:  # str() of 5,000 digits raises
+        raise ValueError(f"that number is not a Discord role ID (17 to 20 digits); {_HOW_TO_COPY}")
     text = str(value).strip()
-    if _SNOWFLAKE.fullmatch(text):
-        return text
+    if _SNOWFLAKE.fullmatch(text) or (SECRETS_OPTIONAL.get() and text.startswith("${")):
+        return text  # (an unset ${VAR}: `alertd status` sends nothing, needs no role)
     shown = repr(text[:40] + ("…" if len(text) > 40 else ""))
     if text.startswith("<@&") or text.startswith("@"):
         raise ValueError(

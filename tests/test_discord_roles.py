@@ -263,3 +263,14 @@ def test_the_example_shows_the_key_and_uncommented_it_validates(
 
     assert result.exit_code == 0, result.output
     assert f"Discord role pings: spanish-audio → {SPANISH}" in result.output
+
+
+def test_a_role_from_the_environment_is_needed_only_to_send(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = topic_config(write_config, roles='["${SPANISH_ROLE}"]')
+    # `alertd status` and `health` read the config where the daemon's variables are not
+    assert load_config(config, need_secrets=False).channels["spanish-audio"]
+    monkeypatch.setenv("SPANISH_ROLE", SPANISH)
+    [target] = load_config(config).channels["spanish-audio"]
+    assert target.mention_roles == (SPANISH,)
