@@ -152,12 +152,15 @@ class Target:
 
     ``key`` identifies the destination in the store without holding its secrets;
     ``label`` is what a person reads in logs (a channel name or a redacted URL).
+    ``mention_roles`` are the Discord role IDs the operator chose to ping with each
+    message (the channel's ``mention_roles:``); no other mention ever pings.
     """
 
     key: str
     label: str
     url: str | None = field(default=None, repr=False)  # None: standard output, or a feed
     pace: Pace = field(default_factory=Pace, compare=False)
+    mention_roles: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def stdout(cls) -> Target:
