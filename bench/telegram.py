@@ -32,20 +32,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.api import OpenTrainClient  # noqa: E402
-from alertd.community.config import CommunitySpec  # noqa: E402
-from alertd.community.provider import MemberSearches  # noqa: E402
-from alertd.config import parse_config  # noqa: E402
-from alertd.deliver import sender_for, with_feeds  # noqa: E402
-from alertd.feeds import Feeds  # noqa: E402
-from alertd.market import Market  # noqa: E402
-from alertd.members import ChatBook, Members, SearchDraft  # noqa: E402
-from alertd.pipeline import run_once  # noqa: E402
-from alertd.standin import StandInServer  # noqa: E402
-from alertd.store import Store  # noqa: E402
-from alertd.subscriptions import Subscriptions, of_config  # noqa: E402
-from alertd.telegram.poll import Poller, serve_bot  # noqa: E402
-from tests.fakebot import TOKEN, FakeBot, fake_bot  # noqa: E402
+from alertd.api import OpenTrainClient
+from alertd.community.config import CommunitySpec
+from alertd.community.provider import MemberSearches
+from alertd.config import parse_config
+from alertd.deliver import sender_for, with_feeds
+from alertd.feeds import Feeds
+from alertd.market import Market
+from alertd.members import ChatBook, Members, SearchDraft
+from alertd.pipeline import run_once
+from alertd.standin import StandInServer
+from alertd.store import Store
+from alertd.subscriptions import Subscriptions, of_config
+from alertd.telegram.poll import Poller, serve_bot
+from tests.fakebot import TOKEN, FakeBot, fake_bot
 
 FIRST_CHAT = 1_000_000
 WATCHER = 999  # the member who types during the fan-out
@@ -178,7 +178,8 @@ def main() -> None:
     if args.mode == "fanout":
         print(
             "| members | copies | last copy | minimum (N/30) | cycle | cycle CPU | 429s "
-            "| a member's /help meanwhile | peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+            "| a member's /help meanwhile | peak RSS |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---|---:|"
         )
         fanout(args.members)
     else:

@@ -60,7 +60,9 @@ def test_validate_says_what_is_wrong_and_never_echoes_the_token(lines: str, expe
 def test_init_shows_the_bot_commented_and_the_example_stays_valid() -> None:
     example = example_config()
     assert "#     telegram:" in example and "#       token: ${COMMUNITY_BOT_TOKEN}" in example
-    uncommented = BASE + "    token: ${COMMUNITY_BOT_TOKEN}\n    api_url: https://api.telegram.org\n"
+    uncommented = (
+        BASE + "    token: ${COMMUNITY_BOT_TOKEN}\n    api_url: https://api.telegram.org\n"
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMMUNITY_BOT_TOKEN", TOKEN)
         assert parse_config(uncommented, "alerts.yaml").community is not None
