@@ -11,6 +11,8 @@ through the bot's paced sender while the bot's loop runs; a member types /help e
 few seconds meanwhile. Measured: from the start of the cycle that sees the job to the
 last copy at the fake API (the physical minimum is members / 30 s), 429s (none should
 come: the pacer keeps the limits), and how long the member typing waited for answers.
+``--latency``: each send answers that many seconds late, as over a real network (the
+fake is on loopback).
 
 typing: that many members send a command in the same instant; measured: how long each
 waited for the answer (the limit of 30 messages a second in all applies to replies).
@@ -83,8 +85,8 @@ def start(members: Members, url: str) -> Poller:
     return poller
 
 
-def fanout(count: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, fake_bot() as (fake, url):
+def fanout(count: int, latency: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp, fake_bot(latency=latency) as (fake, url):
         state = Path(tmp) / "state"
         market = Market(seed=7)
         standin = StandInServer(market, cache_ttl=0).start()
@@ -120,12 +122,14 @@ def fanout(count: int) -> None:
         used = resource.getrusage(resource.RUSAGE_SELF)
         copies = [s.at for chat, sent in fake.sent.items() if chat >= FIRST_CHAT for s in sent]
         last = max(copies) - started if copies else float("nan")
+        first = min(copies) - started if copies else float("nan")
         poller.close()
         standin.stop()
         rss = used.ru_maxrss / 1024
         say(f"{len(copies):,} copies, last after {last:.1f} s")
         print(
-            f"| {count:,} | {len(copies):,} | {last:.1f} s | {count / 30:.1f} s "
+            f"| {count:,} | {len(copies):,} | {first:.1f} s | {last:.1f} s "
+            f"| {last - first:.1f} s | {count / 30:.1f} s "
             f"| {ended - started:.1f} s | {used.ru_utime - cpu.ru_utime:.1f} s "
             f"| {fake.limited} | {_spread(waits)} | {rss:.0f} MiB |"
         )
@@ -173,15 +177,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=("fanout", "typing"))
     parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds each send takes (a real RTT)"
+    )
     args = parser.parse_args()
     say(f"{platform.python_version()} on {platform.machine()}")
     if args.mode == "fanout":
         print(
-            "| members | copies | last copy | minimum (N/30) | cycle | cycle CPU | 429s "
+            "| members | copies | first copy | last copy | first to last | minimum (N/30) "
+            "| cycle | cycle CPU | 429s "
             "| a member's /help meanwhile | peak RSS |\n"
-            "|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
         )
-        fanout(args.members)
+        fanout(args.members, args.latency)
     else:
         print("| members typing | answered after | within 2 s | 429s |\n|---:|---|---:|---:|")
         typing(args.members)

@@ -73,6 +73,7 @@ class FakeBot:
     per_second: int = 30
     chat_gap: float = 1.0
     group_per_minute: int = 20
+    latency: float = 0.0  # seconds each send takes to answer, as over a real network
     lock: threading.Condition = field(default_factory=threading.Condition)
     updates: list[dict[str, Any]] = field(default_factory=list)
     sent: dict[int, list[Sent]] = field(default_factory=dict)
@@ -236,6 +237,8 @@ class FakeBot:
         return None
 
     def _api_sendMessage(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.latency:
+            time.sleep(self.latency)
         chat_id = int(params["chat_id"])
         text = str(params.get("text") or "")
         mode = params.get("parse_mode")
