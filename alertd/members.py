@@ -365,6 +365,7 @@ class Members:
                 "id": member.id,
                 "email": member.email,
                 "feed": member.feed,
+                "telegram_chat": self.telegram_chats().get(member.id),
                 "created_at": format_time(member.created_at),
             },
             "searches": [

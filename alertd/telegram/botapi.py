@@ -220,12 +220,3 @@ def bot_for(token: str, api_url: str) -> BotApi:
         if bot is None:
             bot = _BOTS[(token, api_url)] = BotApi(token, api_url)
         return bot
-
-
-def close_bots() -> None:
-    """Release every bot client (the daemon stopping)."""
-    with _BOTS_LOCK:
-        bots = list(_BOTS.values())
-        _BOTS.clear()
-    for bot in bots:
-        bot.close()
