@@ -96,7 +96,8 @@ class CommunityServer:
     def subscriptions(self, config: Config) -> Subscriptions:
         """A cycle's saved searches: the YAML's, then the members' (live at the next
         cycle after a sign-up, without a reload)."""
-        return Subscriptions.gather([of_config(config.searches, config.owner), self.provider])
+        public = of_config(config.searches, config.owner, self.page.spec.public_url)
+        return Subscriptions.gather([public, self.provider])
 
     def _run(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # sockets closed under the loop
