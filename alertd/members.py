@@ -390,7 +390,8 @@ class Members:
         return True
 
     def version(self) -> int:
-        """Changes on every write, so the cycle re-reads ``active`` only when it did."""
+        """Changes on every change (a journal line), so the cycle re-reads ``active``
+        only when something changed; cheap when nothing did (``refresh``)."""
         self.refresh()
         with self._lock:
             return int(self._data.get("version", 0))
