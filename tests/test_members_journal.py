@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -359,6 +360,19 @@ def test_a_deleted_member_s_address_leaves_every_file_before_the_call_returns(
     assert _files_holding(tmp_path, "ANA@example.org") == []
     assert _files_holding(tmp_path, "ana's second") == []
     assert [s.title for _, s in Members.open(tmp_path).active()] == ["someone else"]
+
+
+def test_an_expired_sign_up_s_address_leaves_every_file_at_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = Members.open(tmp_path)
+    members.add_feed_member(SearchDraft(title="someone else"))  # members.json
+    monkeypatch.setattr(alertd.members, "CONFIRM_TTL", timedelta(seconds=-1))
+    _, token = members.start_signup("cy@example.org", SearchDraft(title="c"))
+    assert _files_holding(tmp_path, "cy@example.org") == [JOURNAL_FILE]
+    members.add_feed_member(SearchDraft(title="a third"))  # forgets the expired sign-up
+    assert _files_holding(tmp_path, "cy@example.org") == []
+    assert members.pending_for(token) is None
 
 
 def test_an_unsubscribed_search_s_terms_leave_the_disk_within_the_bound(
