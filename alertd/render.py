@@ -408,17 +408,30 @@ def _discord_embed(item: Item, compact: bool) -> dict[str, Any]:
     return embed
 
 
-def render_discord(message: Message, tz: tzinfo | None) -> dict[str, Any]:
-    """An Execute Webhook payload: one embed per job (at most ten), pinging no one."""
+def render_discord(
+    message: Message, tz: tzinfo | None, roles: Sequence[str] = (), ping: bool = True
+) -> dict[str, Any]:
+    """An Execute Webhook payload: one embed per job (at most ten), pinging no one but
+    ``roles`` (the operator's role IDs, mentioned first in the content); without
+    ``ping`` they are shown but ping no one either (a test message).
+
+    ``parse: []`` keeps Discord from reading any mention in the text as a ping, and
+    ``roles`` names the only ones that may; job text (defanged and escaped, in embeds
+    that never ping) cannot mention even those.
+    """
     payload: dict[str, Any] = {"allowed_mentions": {"parse": []}}
     single = len(message.items) == 1 and not message.more and message.heading is None
     listed = message.items[:DISCORD_EMBEDS]
     payload["embeds"] = [_discord_embed(item, compact=not single) for item in listed]
+    lines = [" ".join(f"<@&{role}>" for role in roles)] if roles else []
     if not single:
-        lines = [fit(clean(summary_heading(message)), 300, DISCORD_ESCAPE)]
+        lines.append(fit(clean(summary_heading(message)), 300, DISCORD_ESCAPE))
         if len(message.items) > len(listed) or message.more:
             lines.append(_count(message, len(listed)))
+    if lines:
         payload["content"] = "\n".join(lines)
+    if roles and ping:
+        payload["allowed_mentions"]["roles"] = list(roles)
     return payload
 
 
