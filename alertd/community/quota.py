@@ -9,7 +9,9 @@ again and the file is rewritten with those only (and again past ``COMPACT_LINES`
 
 The key is an HMAC, under a key derived from the members key, of the mailbox
 (``rules.address_key``): the file names no address, and an address cannot be checked
-against it without the state's key. Lines are not fsynced: a power cut may forget the
+against it without the state's key. A line older than the window counts for nothing and
+leaves the file at the next rewrite (the next start, or ``COMPACT_LINES`` mails on).
+Lines are not fsynced: a power cut may forget the
 last few mails, which errs towards one more mail, never towards refusing someone for
 good; a torn or damaged line is skipped. The file is mode 0600 and never read or
 written through a symbolic link. The clock is the wall clock (``time.time``), since a
