@@ -234,7 +234,9 @@ class Cycle:
         self.stop = stop
         # What this config file reads and asks is its own, even in a shared state directory.
         self.owner = config.owner or config.source
-        self.subs = subscriptions or Subscriptions.gather([of_config(config.searches, self.owner)])
+        self.subs = subscriptions or Subscriptions.gather(
+            [of_config(config.searches, self.owner, page_url(config))]
+        )
         self.searches = self.subs.searches
         self.queries = plan.group_queries(self.searches)
         self.report = CycleReport(searches=len(self.searches), queries=len(self.queries))
@@ -658,7 +660,9 @@ def deliver_due(
     now = clock()
     store.release(plan.overdue_holds(store.owed.values(), now))
     store.retry_fixed_targets({key: url_digest(t) for key, t in targets.items()}, now)
-    subs = subscriptions or Subscriptions.gather([of_config(config.searches, config.owner)])
+    subs = subscriptions or Subscriptions.gather(
+        [of_config(config.searches, config.owner, page_url(config))]
+    )
     for search in subs.searches:
         moved = store.retarget(search, targets, now)
         if moved:
@@ -730,7 +734,10 @@ def send_queued(
                     if not alerts:
                         _requeue(queues, ready, key, rest, 0.0)
                         continue
-                    message = start_message(config, alerts, store, clock, titles, links)
+                    everything = None  # a member's summary links to their feed (``links``)
+                    if links is None and len(alerts) > 1 and subs.everywhere:
+                        everything = subs.everything([n for a in alerts for n in a.searches])
+                    message = start_message(config, alerts, store, clock, titles, links, everything)
                     if is_parallel(target):
                         flying[pool.submit(send, target, message)] = (key, target, alerts, rest)
                         continue
@@ -887,11 +894,13 @@ def send_message(
     report: CycleReport,
     titles: Mapping[str, str] | None = None,
     links: Links | None = None,
+    everything: str | None = None,
 ) -> Outcome:
     """One message to ``target`` for these alerts (one job, or a list); what it did.
     ``titles``: searches' names as a person reads them, where not their ids; ``links``:
-    a member's manage and unsubscribe links."""
-    message = start_message(config, alerts, store, clock, titles, links)
+    a member's manage and unsubscribe links; ``everything``: where all of a summary's
+    jobs can be read (a member's feed, an operator search's public feed)."""
+    message = start_message(config, alerts, store, clock, titles, links, everything)
     return finish_message(config, target, alerts, store, clock, report, send(target, message))
 
 
@@ -902,6 +911,7 @@ def start_message(
     clock: Clock,
     titles: Mapping[str, str] | None = None,
     links: Links | None = None,
+    everything: str | None = None,
 ) -> Message:
     """The message for these alerts, marked "sending" in the store before it goes."""
     shown = titles or {}
@@ -915,7 +925,7 @@ def start_message(
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
     store.mark_sending_all(alerts, clock())
-    return Message(items, heading=heading, links=links)
+    return Message(items, heading=heading, links=links, everything=everything)
 
 
 def finish_message(
@@ -997,6 +1007,11 @@ def make_client(
         limit_backoff=config.poll_interval,
         window=window or open_window(config.state_dir, config.request_timeout),
     )
+
+
+def page_url(config: Config) -> str | None:
+    """The community page's public address, where public feeds are; None without one."""
+    return config.community.public_url if config.community is not None else None
 
 
 def all_targets(searches: Iterable[SavedSearch]) -> dict[str, Target]:

@@ -51,8 +51,7 @@ ODD_UPDATES: list[dict[str, object]] = [
 
 def test_odd_updates_get_a_hint_or_nothing_and_the_loop_goes_on(world: BotWorld) -> None:
     kept = world.page.members.add_feed_member(SearchDraft(title="Keep me", q="x"))
-    world.page.members.telegram_update(None, lambda book: book.data["members"][kept.member.id]
-                                       .update({"telegram": ANA}))  # fmt: skip
+    world.page.members.telegram_update(None, lambda book: book.attach(kept.member.id, ANA))
     for update in ODD_UPDATES:
         before = len(world.fake.messages(ANA))
         assert world.fake.wait_confirmed(world.fake.push(update))

@@ -25,10 +25,7 @@ def world(market: Market, standin: StandInServer, state_dir: Path) -> Iterator[B
         for chat in CHATS:
             member = world.page.members.add_feed_member(SearchDraft(title="Audio", q="audio"))
             world.page.members.telegram_update(
-                None,
-                lambda book, m=member.member.id, c=chat: book.data["members"][m].update(
-                    {"telegram": c}
-                ),
+                None, lambda book, m=member.member.id, c=chat: book.attach(m, c)
             )
         yield world
 
