@@ -82,6 +82,7 @@ def test_what_a_member_types_is_escaped_and_nothing_long_breaks_a_reply(world: B
 
 def test_the_token_never_reaches_the_log(world: BotWorld, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
+    caplog.set_level("DEBUG", logger="httpx")  # alertd itself keeps httpx at WARNING
     world.say(ANA, "/help")
     assert TOKEN not in caplog.text
     assert "/bot<token>/getUpdates" in caplog.text  # httpx's own line, masked

@@ -74,6 +74,7 @@ def test_a_reply_goes_before_the_alerts_queued_for_the_same_second() -> None:
 
 def test_a_429_storm_is_waited_out_not_hammered(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # its request lines carry the URL
     with fake_bot() as (fake, url):
         bot = BotApi(TOKEN, url)
         fake.storm(1.5, retry_after=1)
@@ -102,6 +103,7 @@ def test_a_refused_token_is_said_once_and_not_hammered(caplog: pytest.LogCapture
     from tests.pageworld import PUBLIC
 
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="httpx")
     spec = CommunitySpec(name="G", public_url=PUBLIC)
     with fake_bot() as (fake, url), tempfile.TemporaryDirectory() as tmp:
         wrong = "999:this-token-was-revoked-long-ago"
