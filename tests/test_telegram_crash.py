@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from alertd.members import Members, SearchDraft
 from alertd.standin import StandInServer
 from tests.fakebot import TOKEN, FakeBot, fake_bot
@@ -71,6 +73,7 @@ def _done(state_dir: Path, ids: dict[int, str]) -> int:
     return 4 * len(ids) - sum(len(members.searches_of(m)) for m in ids.values())
 
 
+@pytest.mark.slow  # a real alertd run, started twice
 def test_kill_9_mid_conversation_acts_on_each_command_once(
     tmp_path: Path, standin: StandInServer, state_dir: Path
 ) -> None:

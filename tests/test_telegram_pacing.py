@@ -17,6 +17,7 @@ from alertd.telegram.pace import Pacer, StoppedError
 from tests.fakebot import TOKEN, fake_bot
 
 
+@pytest.mark.slow  # seconds of Telegram's pacing: run with the slow tests
 def test_sixty_one_members_get_their_copy_within_the_limit_and_none_is_refused() -> None:
     with fake_bot() as (fake, url):
         bot = BotApi(TOKEN, url)
@@ -57,6 +58,7 @@ def test_a_group_gets_no_more_than_its_minute_allows() -> None:
     assert len(fake.messages(-100)) == 3 and fake.limited == 0
 
 
+@pytest.mark.slow  # seconds of Telegram's pacing: run with the slow tests
 def test_a_reply_goes_before_the_alerts_queued_for_the_same_second() -> None:
     with fake_bot() as (fake, url):
         bot = BotApi(TOKEN, url)

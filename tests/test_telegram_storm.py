@@ -49,6 +49,7 @@ def test_a_storm_of_429s_is_waited_out_and_every_member_gets_one_copy(
     assert stormed < 2 * len(CHATS)  # no send was retried in a loop
 
 
+@pytest.mark.slow  # seconds of Telegram's pacing: run with the slow tests
 def test_a_slow_round_trip_does_not_slow_a_fan_out_below_telegrams_rate(
     world: BotWorld, market: Market
 ) -> None:
