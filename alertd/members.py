@@ -24,6 +24,11 @@ an ``fcntl`` lock on ``members.lock``, and each write starts from the table as i
 on disk. Readers take no lock: ``refresh`` notices a new snapshot or a longer journal
 with two ``stat`` calls and reads only the new lines.
 
+The community bot (``alertd.telegram``) keeps its rows in a fourth table, ``telegram``:
+its update offset, the single-use codes that link a chat (as their SHA-256), and where
+each chat's /watch stands; a member's chat id is in their own row. Its offset is
+written in the same journal line as the change an update made (``telegram_update``).
+
 Tokens (in links only, never passwords):
 
 - a member's manage link, their feed's link and each search's unsubscribe link are
