@@ -16,7 +16,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import time
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from functools import lru_cache
+from urllib.parse import SplitResult, parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 from alertd.community.config import CommunitySpec
 from alertd.members import Member, Members, MemberSearch
@@ -29,9 +30,19 @@ TARGET_PREFIX = "member:"  # a member's target key: member:<member id>:<pace>
 
 def address_url(operator_url: str, to: str) -> str:
     """The operator's mail URL with the member's address as its one ``to=``."""
+    parts, query = _operator_parts(operator_url)
+    to_part = f"to={quote_plus(to, safe='')}"  # as urlencode writes it
+    return urlunsplit(parts._replace(query=f"{query}&{to_part}" if query else to_part))
+
+
+@lru_cache(maxsize=4)
+def _operator_parts(operator_url: str) -> tuple[SplitResult, str]:
+    """The operator's URL split, and its query without any ``to=``, encoded: parsed once
+    for the 10,000 members' targets built after a restart or a change on the page, not
+    once each (half of that build's time)."""
     parts = urlsplit(operator_url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "to"]
-    return urlunsplit(parts._replace(query=urlencode([*query, ("to", to)])))
+    return parts, urlencode(query)
 
 
 def target_for(member: Member, search: MemberSearch, mail: str | None) -> Target | None:
