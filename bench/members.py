@@ -293,6 +293,8 @@ class Daemon:
         window = open_window(config.state_dir, config.request_timeout, create=True)
         self.client = make_client(config, stop, window)
         self.send = with_feeds(sender_for(config.send_timeout, config.tz, stop), feeds)
+        self.memory: dict[str, list[float]] = {}
+        memory("page served, state loaded", self.memory)
 
     def post(self, url: str | None, to: str, subject: str, body: str) -> bool:
         """The page's mail, sent for real; the bench reads its link as the member would."""
@@ -313,6 +315,14 @@ class Daemon:
     def close(self) -> None:
         self.client.close()
         self.page.close()
+
+
+def memory(label: str, steps: dict[str, list[float]]) -> None:
+    """The process's resident and peak memory now (MiB), kept under ``label``."""
+    status = Path("/proc/self/status").read_text(encoding="ascii")
+    found = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M))
+    steps[label] = [int(found.get("VmRSS", 0)) / 1024, int(found.get("VmHWM", 0)) / 1024]
+    say(f"  memory {label}: {steps[label][0]:.0f} MiB now, {steps[label][1]:.0f} MiB peak")
 
 
 def sign_up(http: httpx.Client, daemon: Daemon, fields: dict[str, str]) -> None:
@@ -345,8 +355,13 @@ def keep_session(http: httpx.Client) -> Callable[[httpx.Response], None]:
 
 
 def quiet_cycles(daemon: Daemon, profile: bool) -> dict[str, Any]:
-    """Quiet cycles (nothing changed on the market), the first one after the restart."""
-    runs = [daemon.cycle() for _ in range(QUIET_CYCLES)]
+    """Quiet cycles (nothing changed on the market), the first one after the restart;
+    ``profile``: that first one under cProfile (its CPU figure is then the profiled one)."""
+    profiler = cProfile.Profile(time.process_time) if profile else None
+    runs = []
+    for n in range(QUIET_CYCLES):
+        runs.append(daemon.cycle(profiler if n == 0 else None))
+        memory(f"quiet cycle {n + 1}", daemon.memory)
     cpus = [cpu for _, cpu, _ in runs]
     result: dict[str, Any] = {
         "searches": runs[-1][0].searches,
@@ -356,9 +371,7 @@ def quiet_cycles(daemon: Daemon, profile: bool) -> dict[str, Any]:
         "quiet_wall": [wall for _, _, wall in runs],
         "rss_quiet_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if profile or statistics.median(cpus[1:]) > 0.25:
-        profiler = cProfile.Profile(time.process_time)
-        daemon.cycle(profiler)
+    if profiler is not None:
         result["quiet_profile"] = scale.profile_text(profiler)
     return result
 
@@ -380,6 +393,7 @@ def sign_ups_live(daemon: Daemon) -> dict[str, Any]:
         for fields in signups.values():
             sign_up(http, daemon, fields)
     confirmed = time.time()
+    memory("2 sign-ups confirmed", daemon.memory)
     emails = {fields["email"]: kind for kind, fields in signups.items()}
     names = {
         emails[member.email]: f"member:{search.id}"
@@ -387,6 +401,7 @@ def sign_ups_live(daemon: Daemon) -> dict[str, Any]:
         if member.email in emails
     }
     report, cpu, wall = daemon.cycle()
+    memory("the cycle after them", daemon.memory)
     live = {kind: name in report.primed for kind, name in names.items()}
     # One job only the new keyword finds (a category no other search has), one the
     # shared query lists: published on the stand-in, then the daemon's next cycle.
@@ -403,6 +418,7 @@ def sign_ups_live(daemon: Daemon) -> dict[str, Any]:
             api.post("/_control/jobs", json=job).raise_for_status()
     published = time.time()
     job_report, job_cpu, job_wall = daemon.cycle()
+    memory("the cycle with the new jobs", daemon.memory)
     return {
         "confirmed_at": confirmed,
         "signup_cycle": {"requests": report.requests, "cpu": cpu, "wall": wall, "live": live},
@@ -428,6 +444,7 @@ def measure_worker(args: dict[str, Any]) -> dict[str, Any]:
             result |= sign_ups_live(daemon)
         finally:
             daemon.close()
+        result["memory"] = daemon.memory
     result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["members_mb"] = (config.state_dir / "members.json").stat().st_size / 1e6
     return result
@@ -547,11 +564,16 @@ def main() -> None:
     calm = sub.add_parser("quiet", help="quiet cycles, RSS and sign-ups, once primed")
     calm.add_argument("--members", type=int, default=10_000)
     calm.add_argument("--operators", type=int, default=1_000)
-    calm.add_argument("--profile", action="store_true", help="cProfile a quiet cycle")
+    calm.add_argument(
+        "--profile", action="store_true", help="cProfile the first quiet cycle after the restart"
+    )
+    calm.add_argument("--keep", type=Path, help="work in this directory and keep it")
     args = parser.parse_args()
     if args.what == "quiet":
         with tempfile.TemporaryDirectory() as tmp:
-            result = quiet(args.members, args.operators, Path(tmp), args.profile)
+            work = args.keep or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            result = quiet(args.members, args.operators, work, args.profile)
         print(machine())
         print(quiet_report(result))
         return
