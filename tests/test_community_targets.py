@@ -1,16 +1,20 @@
-"""A member's mail target is the operator's ``community.mail`` URL with the member's
-address as its one ``to=``, built for 10,000 members after every restart and every
-change on the page: the operator's URL is parsed once for all of them, and each URL is
-exactly what parsing it for each member would give."""
+"""The members' searches and their mail targets, built for 10,000 members after every
+restart and every change on the page: a target is the operator's ``community.mail``
+URL with the member's address as its one ``to=`` (the operator's URL parsed once for all
+of them, each URL exactly what parsing it for that member would give), and a change
+builds again only the searches it changed."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from alertd.community import provider
-from alertd.community.provider import address_url
+from alertd.community.config import CommunitySpec
+from alertd.community.provider import MemberSearches, address_url
+from alertd.members import Members, SearchDraft
 
 OPERATOR_URLS = [
     "mailto://127.0.0.1:2525?from=alerts@example.org",
@@ -54,3 +58,29 @@ def test_the_operators_url_is_parsed_once_for_10000_members(
     urls = {address_url(operator_url, f"m{n}@example.org") for n in range(10_000)}
     assert len(urls) == 10_000
     assert len(calls) == 1, f"parsed {len(calls):,} times"
+
+
+SPEC = CommunitySpec(
+    name="Guild",
+    public_url="https://alerts.example.org",
+    mail="mailto://127.0.0.1:9?from=alerts@example.org",
+)
+
+
+def test_a_change_on_the_page_builds_only_the_searches_it_changed(tmp_path: Path) -> None:
+    members = Members.open(tmp_path)
+    confirmed = []
+    for n in range(20):
+        _, token = members.start_signup(f"m{n}@example.org", SearchDraft(title="A", q="audio"))
+        confirmed.append(members.confirm(token, limit=10))
+    provider = MemberSearches(members, SPEC)
+    before = {s.name: s for s in provider.searches()}
+    edited, paused = confirmed[3].search.id, confirmed[7].search.id
+    members.edit_search(edited, SearchDraft(title="A", q="german audio"))
+    members.set_paused(paused, True)
+    after = {s.name: s for s in provider.searches()}
+    assert after[f"member:{edited}"].q == "german audio"  # the edit is what the cycle gets
+    assert f"member:{paused}" not in after
+    kept = [name for name, search in after.items() if search is before[name]]
+    assert len(kept) == 18  # the other 18 as they were, not built again
+    assert [s.name for s in provider.searches()] == list(after)  # the table's order
