@@ -49,6 +49,7 @@ from alertd.store.files import (
     damaged,
     fix_for,
     is_trusted_link,
+    json_pieces,
     link_error,
     open_nofollow,
     write_atomically,
@@ -491,7 +492,7 @@ class Members:
                 _drop_expired(data, now)
                 result = change(data, now)
                 data["version"] = int(data.get("version", 0)) + 1
-                write_atomically(self.path, json.dumps(data, separators=(",", ":")))
+                write_atomically(self.path, json_pieces(data, depth=2))  # members, rows
             except BaseException as exc:
                 self._seen = None  # what is in memory may be half changed: the file wins
                 self._data = _empty()
