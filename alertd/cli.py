@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from alertd import __version__
-from alertd.config import Config, collector_paused, load_config, suggest
+from alertd.config import Config, collector_paused, load_config, settle_heap, suggest
 from alertd.errors import AlertdError, ApiError, ConfigError, StoreError
 from alertd.health import (
     DEFAULT_MAX_OWED_AGE,
@@ -343,6 +343,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
             if isinstance(handler.formatter, LogFormatter):
                 handler.formatter.tz = new.tz
                 handler.formatter.as_json = new.log_format == "json"
+        settle_heap()
         return new
 
     listener = open_metrics_port(config, metrics_port, metrics_host)
@@ -382,6 +383,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
             heartbeat=not dry_run,
         )
         daemon.install_signal_handlers()
+        settle_heap()
         daemon.run()
 
 
@@ -418,6 +420,7 @@ def once(config_path: str, dry_run: bool) -> None:
     sender = make_sender(config, dry_run, stop)
     with open_store(config, dry_run) as store, make_client(config, stop) as client:
         refuse_shared_names_or_exit(config, store)
+        settle_heap()
         report = run_once(config, client, store, sender, stop=stop)
     prefix = "dry run: " if dry_run else ""
     log.log(
@@ -456,7 +459,19 @@ def validate(config_path: str, online: bool) -> None:
             f"{config.source} is valid: {len(config.searches):,} searches, "
             f"{len(targets):,} targets ({shown or 'none'})"
         )
+        if pings := role_pings(config):
+            click.echo(pings)
         click.echo(capacity(config)[0])
+
+
+def role_pings(config: Config) -> str:
+    """Which Discord channels ping which roles, on one line; '' when none does."""
+    pinging = sorted(
+        {(t.label, t.mention_roles) for t in config.targets.values() if t.mention_roles}
+    )
+    named = [f"{label} → {', '.join(roles)}" for label, roles in pinging[:10]]
+    more = f"; … and {len(pinging) - 10:,} more" if pinging[10:] else ""
+    return f"Discord role pings: {'; '.join(named)}{more}" if named else ""
 
 
 def capacity(config: Config) -> tuple[str, bool]:
@@ -614,9 +629,12 @@ def test_notify(config_path: str, target: str | None) -> None:
     sample = Message((Item(SAMPLE_JOB, ("test-notify",)),))
     failed = 0
     for each in pick_targets(config, target):
-        outcome = send(each, sample, config.send_timeout, config.tz)
+        # A sample must not wake a community: its roles are shown (a wrong ID reads as
+        # an unknown role) but pinged only by real alerts.
+        outcome = send(each, sample, config.send_timeout, config.tz, ping=False)
         if outcome.accepted:
-            click.echo(f"ok      {each.label}: accepted")
+            shown = " (its roles shown, not pinged)" if each.mention_roles else ""
+            click.echo(f"ok      {each.label}: accepted{shown}")
         else:
             failed += 1
             click.echo(f"FAILED  {each.label}: {outcome.error}")

@@ -263,15 +263,20 @@ def send(
     timeout: float = SEND_TIMEOUT,
     tz: tzinfo | None = None,
     stop: threading.Event | None = None,
+    ping: bool = True,
 ) -> Outcome:
     """Deliver to ``target`` for real, in the form its service renders well, within
     ``timeout`` seconds whatever the target does (``alertd.exchange``); a ``stop`` ends
-    the wait within a second."""
+    the wait within a second. Without ``ping`` the target's Discord roles are shown
+    but not pinged (``alertd test-notify``)."""
     url = target.url
     if url is None:
         return print_alert(sys.stdout, *render_plain(message, tz))
     exchange = Exchange(max(timeout, _own_read_timeout(url)))
-    finished = run_bounded(exchange, lambda: _send_url(url, message, timeout, tz), stop or _NEVER)
+    roles = target.mention_roles
+    finished = run_bounded(
+        exchange, lambda: _send_url(url, message, timeout, tz, roles, ping), stop or _NEVER
+    )
     return _judge(target, exchange, finished, stopped=stop is not None and stop.is_set())
 
 
@@ -291,12 +296,21 @@ def _own_read_timeout(url: str) -> float:
     return 0.0
 
 
-def _send_url(url: str, message: Message, timeout: float, tz: tzinfo | None) -> Outcome:
+def _send_url(
+    url: str,
+    message: Message,
+    timeout: float,
+    tz: tzinfo | None,
+    roles: tuple[str, ...] = (),
+    ping: bool = True,
+) -> Outcome:
     channel = channel_for(url)
     hook = webhook_for(url) if channel in (Channel.DISCORD, Channel.SLACK) else None
     if hook is not None:
-        render = render_discord if channel is Channel.DISCORD else render_slack
-        return post_webhook(url, hook, render(message, tz), timeout)
+        if channel is Channel.DISCORD:
+            payload = render_discord(message, tz, roles, ping)
+            return post_webhook(url, hook, payload, timeout)
+        return post_webhook(url, hook, render_slack(message, tz), timeout)
     if channel is Channel.TELEGRAM:
         html = render_telegram(message, tz)
         return send_apprise(url, "", html, timeout, apprise.NotifyFormat.HTML)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import hashlib
 import json
 import math
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -151,12 +152,15 @@ class Target:
 
     ``key`` identifies the destination in the store without holding its secrets;
     ``label`` is what a person reads in logs (a channel name or a redacted URL).
+    ``mention_roles`` are the Discord role IDs the operator chose to ping with each
+    message (the channel's ``mention_roles:``); no other mention ever pings.
     """
 
     key: str
     label: str
     url: str | None = field(default=None, repr=False)  # None: standard output, or a feed
     pace: Pace = field(default_factory=Pace, compare=False)
+    mention_roles: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def stdout(cls) -> Target:
@@ -279,6 +283,14 @@ class SavedSearch:
             )
         return dict(known)
 
+    def query_key(self) -> str:
+        """The query's parameters as one string: searches with the same key share a fetch."""
+        known: str | None = self.__dict__.get("_query_key")  # asked every cycle: once
+        if known is None:
+            text = json.dumps(self.query(), sort_keys=True, separators=(",", ":"))
+            known = self.__dict__["_query_key"] = text
+        return known
+
     def fingerprint(self) -> str:
         """Changes when the filters change, so an edited search starts silent again (its
         own filters count only when set: a search without them keeps its fingerprint)."""
@@ -321,6 +333,18 @@ class OutboxRow:
     def key(self) -> tuple[str, str]:
         """What identifies the row: (target key, job id)."""
         return (self.target, self.job_id)
+
+    def but(self, **changes: Any) -> OutboxRow:
+        """This row with ``changes``: what ``dataclasses.replace`` makes, without its
+        per-field work (a busy cycle copies a row three times per alert)."""
+        if unknown := changes.keys() - ROW_FIELDS:
+            raise TypeError(f"OutboxRow has no field {', '.join(sorted(unknown))}")
+        row = object.__new__(OutboxRow)
+        row.__dict__.update(self.__dict__, **changes)  # frozen: no __setattr__, same fields
+        return row
+
+
+ROW_FIELDS = frozenset(f.name for f in fields(OutboxRow))
 
 
 class SeenIds(AbstractSet[str]):
@@ -454,8 +478,13 @@ def parse_time(value: object) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds, the API's own format."""
+    """ISO-8601 UTC with milliseconds, the API's own format.
+
+    Remembered for the last few thousand moments: a busy cycle writes the same few
+    (its ``now``, each row's creation) tens of thousands of times. Equal moments in any
+    zone are one instant, and so one text."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -232,7 +232,9 @@ class Cycle:
         self.stop = stop
         # What this config file reads and asks is its own, even in a shared state directory.
         self.owner = config.owner or config.source
-        self.subs = subscriptions or Subscriptions.gather([of_config(config.searches, self.owner)])
+        self.subs = subscriptions or Subscriptions.gather(
+            [of_config(config.searches, self.owner, page_url(config))]
+        )
         self.searches = self.subs.searches
         self.queries = plan.group_queries(self.searches)
         self.report = CycleReport(searches=len(self.searches), queries=len(self.queries))
@@ -656,7 +658,9 @@ def deliver_due(
     now = clock()
     store.release(plan.overdue_holds(store.owed.values(), now))
     store.retry_fixed_targets({key: url_digest(t) for key, t in targets.items()}, now)
-    subs = subscriptions or Subscriptions.gather([of_config(config.searches, config.owner)])
+    subs = subscriptions or Subscriptions.gather(
+        [of_config(config.searches, config.owner, page_url(config))]
+    )
     for search in subs.searches:
         moved = store.retarget(search, targets, now)
         if moved:
@@ -725,7 +729,12 @@ def send_queued(
                 continue
         else:
             links = subs.links(key, alerts[0].searches) if subs.linkers else None
-        outcome = send_message(config, target, alerts, store, send, clock, report, titles, links)
+        everything = None  # a member's summary links to their feed (``links``)
+        if links is None and len(alerts) > 1 and subs.everywhere:
+            everything = subs.everything([n for a in alerts for n in a.searches])
+        outcome = send_message(
+            config, target, alerts, store, send, clock, report, titles, links, everything
+        )
         spent[key] = spent.get(key, 0) + 1
         if not outcome.accepted and not outcome.refused_message:
             queues.pop(key, None)  # down: the rest wait for a later cycle
@@ -805,10 +814,12 @@ def send_message(
     report: CycleReport,
     titles: Mapping[str, str] | None = None,
     links: Links | None = None,
+    everything: str | None = None,
 ) -> Outcome:
     """One message to ``target`` for these alerts (one job, or a list); what it did.
     ``titles``: searches' names as a person reads them, where not their ids; ``links``:
-    a member's manage and unsubscribe links."""
+    a member's manage and unsubscribe links; ``everything``: where all of a summary's
+    jobs can be read (a member's feed, an operator search's public feed)."""
     shown = titles or {}
     items = tuple(
         Item(a.job, tuple(shown.get(n, n) for n in a.searches), a.change, a.old_pay) for a in alerts
@@ -820,7 +831,7 @@ def send_message(
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
     store.mark_sending_all(alerts, clock())
-    outcome = send(target, Message(items, heading=heading, links=links))
+    outcome = send(target, Message(items, heading=heading, links=links, everything=everything))
     if outcome.accepted:
         store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)
@@ -890,6 +901,11 @@ def make_client(
         limit_backoff=config.poll_interval,
         window=window or open_window(config.state_dir, config.request_timeout),
     )
+
+
+def page_url(config: Config) -> str | None:
+    """The community page's public address, where public feeds are; None without one."""
+    return config.community.public_url if config.community is not None else None
 
 
 def all_targets(searches: Iterable[SavedSearch]) -> dict[str, Target]:

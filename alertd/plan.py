@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ class Query:
 
 def query_key(search: SavedSearch) -> str:
     """Searches with the same API parameters share this key, and so one fetch."""
-    return json.dumps(search.query(), sort_keys=True, separators=(",", ":"))
+    return search.query_key()
 
 
 def group_queries(searches: Iterable[SavedSearch]) -> dict[str, Query]:

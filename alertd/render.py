@@ -85,12 +85,20 @@ class Links:
 class Message:
     """One alert: one item when instant, several for a batch; ``more`` jobs gathered but
     not listed; ``heading`` (ours, e.g. "12 new OpenTrain jobs since 08:00") for several;
-    ``links`` for a member's message (None for the operator's own targets)."""
+    ``links`` for a member's message (None for the operator's own targets);
+    ``everything``: where every job of a summary can be read (a member's feed, an
+    operator search's public feed), linked from its "+N more"."""
 
     items: tuple[Item, ...]
     more: int = 0
     heading: str | None = None
     links: Links | None = None
+    everything: str | None = None
+
+    @property
+    def more_at(self) -> str | None:
+        """Where its "+N more" links: ``everything``, or a member's feed."""
+        return self.everything or (self.links.everything if self.links else None)
 
 
 # -- text helpers ------------------------------------------------------------------
@@ -357,7 +365,8 @@ def render_plain(message: Message, tz: tzinfo | None) -> tuple[str, str]:
             f"{job_link(job)}"
         )
     if len(message.items) > len(listed) or message.more:
-        lines.append(_count(message, len(listed)))
+        where = f": all of them at {message.more_at}" if message.more_at else ""
+        lines.append(_count(message, len(listed)) + where)
     return defang(summary_heading(message), MAX_TITLE), "\n".join(lines)
 
 
@@ -408,17 +417,33 @@ def _discord_embed(item: Item, compact: bool) -> dict[str, Any]:
     return embed
 
 
-def render_discord(message: Message, tz: tzinfo | None) -> dict[str, Any]:
-    """An Execute Webhook payload: one embed per job (at most ten), pinging no one."""
+def render_discord(
+    message: Message, tz: tzinfo | None, roles: Sequence[str] = (), ping: bool = True
+) -> dict[str, Any]:
+    """An Execute Webhook payload: one embed per job (at most ten), pinging no one but
+    ``roles`` (the operator's role IDs, mentioned first in the content); without
+    ``ping`` they are shown but ping no one either (a test message).
+
+    ``parse: []`` keeps Discord from reading any mention in the text as a ping, and
+    ``roles`` names the only ones that may; job text (defanged and escaped, in embeds
+    that never ping) cannot mention even those.
+    """
     payload: dict[str, Any] = {"allowed_mentions": {"parse": []}}
     single = len(message.items) == 1 and not message.more and message.heading is None
     listed = message.items[:DISCORD_EMBEDS]
     payload["embeds"] = [_discord_embed(item, compact=not single) for item in listed]
+    lines = [" ".join(f"<@&{role}>" for role in roles)] if roles else []
     if not single:
-        lines = [fit(clean(summary_heading(message)), 300, DISCORD_ESCAPE)]
+        lines.append(fit(clean(summary_heading(message)), 300, DISCORD_ESCAPE))
         if len(message.items) > len(listed) or message.more:
-            lines.append(_count(message, len(listed)))
+            count = _count(message, len(listed))
+            if message.more_at:  # <…>: a link, without a preview of its own
+                count = f"[{count}](<{message.more_at}>)"
+            lines.append(count)
+    if lines:
         payload["content"] = "\n".join(lines)
+    if roles and ping:
+        payload["allowed_mentions"]["roles"] = list(roles)
     return payload
 
 
@@ -479,9 +504,11 @@ def render_slack(message: Message, tz: tzinfo | None) -> dict[str, Any]:
     for item in listed:
         blocks += _slack_item(item, tz, compact=True)
     if len(message.items) > len(listed) or message.more:
-        blocks.append(
-            {"type": "context", "elements": [_slack_plain(_count(message, len(listed)), 100)]}
-        )
+        count = _slack_plain(_count(message, len(listed)), 100)
+        if message.more_at:  # ours: "+N more", and the page's own address
+            where = "".join(SLACK_ESCAPE.get(c, c) for c in message.more_at)
+            count = {"type": "mrkdwn", "text": f"<{where}|{count['text']}>"}
+        blocks.append({"type": "context", "elements": [count]})
     return {"text": fit(heading, 150, SLACK_ESCAPE), "blocks": blocks}
 
 
@@ -534,7 +561,10 @@ def render_telegram(message: Message, tz: tzinfo | None) -> str:
         text += line
         shown += 1
     if shown < len(message.items) or message.more:
-        text += "\n" + _count(message, shown)
+        count = _count(message, shown)
+        if message.more_at:
+            count = f'<a href="{_href(message.more_at)}">{count}</a>'
+        text += "\n" + count
     return text
 
 
@@ -614,8 +644,8 @@ def render_email(message: Message, tz: tzinfo | None) -> tuple[str, str]:
     links = message.links
     if len(message.items) > len(listed) or message.more:
         count = _count(message, len(listed))
-        if links is not None and links.everything:
-            count = f'<a href="{_href(links.everything)}">{count}</a>'
+        if message.more_at:
+            count = f'<a href="{_href(message.more_at)}">{count}</a>'
         body.append(f"<p>{count}</p>")
     if links is not None:
         body.append(_email_footer(links))

@@ -35,6 +35,7 @@ from pydantic_settings import (
 from alertd.community.config import CommunitySpec
 from alertd.models import Filters, MinPay, Pace
 from alertd.subscriptions import MEMBER_PREFIX
+from alertd.yamlsource import SECRETS_OPTIONAL
 
 DEFAULT_API_URL = "https://app.opentrain.ai/api/public/v1"
 ENV_PREFIX = "ALERTD_"
@@ -301,6 +302,59 @@ def _checked(parse: Callable[[str], object]) -> Callable[[str], str]:
     return check
 
 
+MAX_MENTION_ROLES = 20  # each "<@&id> " is up to 25 characters of a 2,000-character message
+_SNOWFLAKE = re.compile(r"[1-9][0-9]{16,19}")
+_HOW_TO_COPY = (
+    "in Discord, turn on Developer Mode (User Settings → Advanced), then Server Settings "
+    "→ Roles → ⋯ next to the role → Copy Role ID"
+)
+
+
+def _role_id(value: object) -> str:
+    """A Discord role ID as written (a number, or the same in quotes): a snowflake,
+    17 to 20 digits. A role's name or its ``<@&id>`` mention is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a role ID is a number of 17 to 20 digits; {_HOW_TO_COPY}")
+    if isinstance(value, int) and not 0 < value < 10**20:  # str() of 5,000 digits raises
+        raise ValueError(f"that number is not a Discord role ID (17 to 20 digits); {_HOW_TO_COPY}")
+    text = str(value).strip()
+    if _SNOWFLAKE.fullmatch(text) or (SECRETS_OPTIONAL.get() and text.startswith("${")):
+        return text  # (an unset ${VAR}: `alertd status` sends nothing, needs no role)
+    shown = repr(text[:40] + ("…" if len(text) > 40 else ""))
+    if text.startswith("<@&") or text.startswith("@"):
+        raise ValueError(
+            f"{shown} is a mention or a name; write the role's ID alone "
+            f"(17 to 20 digits, e.g. 123456789012345678): {_HOW_TO_COPY}"
+        )
+    raise ValueError(f"{shown} is not a Discord role ID (17 to 20 digits); {_HOW_TO_COPY}")
+
+
+def _one_or_list(value: object) -> object:
+    """``mention_roles: 123…`` (one ID, a number or a string) as a list of one."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError("write the role IDs as a list, e.g. [123456789012345678]")
+    return value
+
+
+def _few_distinct(values: list[str]) -> list[str]:
+    distinct = list(dict.fromkeys(values))
+    if len(distinct) > MAX_MENTION_ROLES:
+        raise ValueError(
+            f"{len(distinct)} roles; a channel pings at most {MAX_MENTION_ROLES} "
+            "(one role per topic, one channel per topic)"
+        )
+    return distinct
+
+
+MentionRoles = Annotated[
+    list[Annotated[str, BeforeValidator(_role_id)]],
+    BeforeValidator(_one_or_list),
+    AfterValidator(_few_distinct),
+]
+
+
 def _channel_form(value: object) -> object:
     """The one-URL and list forms of a channel, as the mapping form."""
     if isinstance(value, str):
@@ -326,6 +380,8 @@ class ChannelSpec(BaseModel):
         list[Annotated[str, AfterValidator(_checked(_time_of_day))]], BeforeValidator(_as_list)
     ] = Field(default_factory=list)
     quiet_hours: Annotated[str, AfterValidator(_checked(_quiet_hours))] | None = None
+    # Discord roles each message pings (its allowed_mentions name exactly these).
+    mention_roles: MentionRoles = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> ChannelSpec:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from alertd.feeds import public_feed_key
+from alertd.feeds import public_feed_key, public_feed_slug
 from alertd.models import SavedSearch, Target
 from alertd.render import Links
 
@@ -28,6 +28,8 @@ LinksFor = Callable[[str, Sequence[str]], Links | None]
 # The group a target's alerts count against and that group's alerts a day (a member's
 # cap), or None: not capped.
 CapOf = Callable[[str], tuple[str, int] | None]
+# Where every job of a summary about these searches can be read, or None: nowhere.
+EverythingAt = Callable[[Sequence[str]], str | None]
 
 MEMBER_PREFIX = "member:"  # a member's search's name; the YAML may not use it
 MEMBERS_OWNER = "members"  # the owner of every member's search in the store
@@ -39,7 +41,8 @@ class Provider(Protocol):
     ``cap`` (a ``CapOf``): how many alerts a day a group of its targets may get; and
     ``claims``: the prefixes of its targets' keys whose owed alerts are withdrawn once
     none of their searches is left (a member who unsubscribed gets nothing more), where
-    the operator's removed search still delivers what it owed."""
+    the operator's removed search still delivers what it owed; and ``everything`` (an
+    ``EverythingAt``): where a summary's "+N more" can all be read."""
 
     @property
     def owner(self) -> str:
@@ -54,13 +57,26 @@ class Provider(Protocol):
 @dataclass(frozen=True)
 class ConfigSearches:
     """The operator's saved searches, as the YAML says (they change on a reload); a
-    search with ``feed: true`` also writes its public feed."""
+    search with ``feed: true`` also writes its public feed, served on the community page
+    at ``public_url`` (when the config has one)."""
 
     items: tuple[SavedSearch, ...]
     owner: str
+    public_url: str | None = None
 
     def searches(self) -> Sequence[SavedSearch]:
         return self.items
+
+    def everything(self, searches: Sequence[str]) -> str | None:
+        """The public feed of the first of ``searches`` that has one, on the community
+        page; None without a page or such a search (the summary then only counts)."""
+        if not self.public_url:
+            return None
+        with_feed = {s.name for s in self.items if s.feed}
+        for name in searches:
+            if name in with_feed:
+                return f"{self.public_url.rstrip('/')}/feeds/{public_feed_slug(name)}.atom"
+        return None
 
 
 def with_public_feed(search: SavedSearch) -> SavedSearch:
@@ -80,6 +96,7 @@ class Subscriptions:
     linkers: tuple[LinksFor, ...] = ()
     cappers: tuple[CapOf, ...] = ()
     claims: tuple[str, ...] = ()  # target key prefixes whose rows end with their searches
+    everywhere: tuple[EverythingAt, ...] = ()
 
     @classmethod
     def gather(cls, providers: Iterable[Provider]) -> Subscriptions:
@@ -91,12 +108,15 @@ class Subscriptions:
         linkers: list[LinksFor] = []
         cappers: list[CapOf] = []
         claims: list[str] = []
+        everywhere: list[EverythingAt] = []
         for provider in providers:
             claims += getattr(provider, "claims", ())
             if (linker := getattr(provider, "links", None)) is not None:
                 linkers.append(linker)
             if (capper := getattr(provider, "cap", None)) is not None:
                 cappers.append(capper)
+            if (at := getattr(provider, "everything", None)) is not None:
+                everywhere.append(at)
             mine = owners.setdefault(provider.owner, set())
             for search in provider.searches():
                 if search.name in taken:
@@ -105,7 +125,14 @@ class Subscriptions:
                 mine.add(search.name)
                 searches.append(search)
         frozen = {k: frozenset(v) for k, v in owners.items()}
-        return cls(tuple(searches), frozen, tuple(linkers), tuple(cappers), tuple(claims))
+        return cls(
+            tuple(searches),
+            frozen,
+            tuple(linkers),
+            tuple(cappers),
+            tuple(claims),
+            tuple(everywhere),
+        )
 
     def targets(self) -> dict[str, Target]:
         """Every target the searches deliver to, by key."""
@@ -124,6 +151,14 @@ class Subscriptions:
                 return found
         return None
 
+    def everything(self, searches: Sequence[str]) -> str | None:
+        """Where every job of a summary about ``searches`` (an operator's target's) can
+        be read: an opted-in search's public feed; None when nowhere."""
+        for at in self.everywhere:
+            if (found := at(searches)) is not None:
+                return found
+        return None
+
     def cap(self, target: str) -> tuple[str, int] | None:
         """The group ``target``'s alerts count against and its alerts a day, if capped."""
         for capper in self.cappers:
@@ -136,6 +171,8 @@ class Subscriptions:
         return {s.name: s.title for s in self.searches if s.title and s.title != s.name}
 
 
-def of_config(config_searches: Sequence[SavedSearch], owner: str) -> ConfigSearches:
-    """The YAML's provider."""
-    return ConfigSearches(tuple(with_public_feed(s) for s in config_searches), owner)
+def of_config(
+    config_searches: Sequence[SavedSearch], owner: str, public_url: str | None = None
+) -> ConfigSearches:
+    """The YAML's provider; ``public_url``: the community page's, where public feeds are."""
+    return ConfigSearches(tuple(with_public_feed(s) for s in config_searches), owner, public_url)

@@ -47,7 +47,7 @@ import httpx
 import yaml
 
 from alertd.api import OpenTrainClient, SearchResult
-from alertd.config import Config, load_config
+from alertd.config import Config, load_config, settle_heap
 from alertd.deliver import Outcome
 from alertd.market import CATEGORIES, LANGUAGES, Market, make_job, matches_query
 from alertd.models import PAY_TYPES, Target
@@ -375,6 +375,7 @@ def measure_worker(args: dict[str, Any]) -> dict[str, Any]:
     config = load_config(Path(args["config"]))
     plan = json.loads(Path(args["plan"]).read_text(encoding="utf-8"))
     with Store.open(config.state_dir) as store:
+        settle_heap()  # as `alertd run` and `once` do before their first cycle
         result = quiet_cycles(config, store)
         # CPU time, not wall: on a shared machine, waiting for a core is not alertd's cost.
         profiler = cProfile.Profile(time.process_time) if args.get("profile") else None

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from flask import g, render_template, request
@@ -14,6 +15,7 @@ from flask import g, render_template, request
 from alertd.community.config import CommunitySpec
 from alertd.community.lookup import Count, Lookup
 from alertd.community.postman import Postman
+from alertd.community.quota import QUOTA_FILE, KeptRateLimiter
 from alertd.community.rules import Facets, FormError, RateLimiter, address_key
 from alertd.members import Members, SearchDraft
 from alertd.models import PAY_TYPES
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+MAILS_PER_ADDRESS = 3  # a day: confirmations and lost links to one mailbox
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,18 @@ class Limits:
     signup_per_ip: RateLimiter = field(default_factory=lambda: RateLimiter(10, HOUR))
     lost_per_ip: RateLimiter = field(default_factory=lambda: RateLimiter(10, HOUR))
     count_per_ip: RateLimiter = field(default_factory=lambda: RateLimiter(60, HOUR))
-    mail_per_address: RateLimiter = field(default_factory=lambda: RateLimiter(3, DAY))
+    # In memory unless the page is served (serve_community keeps it: kept_mail_limit).
+    mail_per_address: RateLimiter = field(
+        default_factory=lambda: RateLimiter(MAILS_PER_ADDRESS, DAY)
+    )
     mail_total: RateLimiter = field(default_factory=lambda: RateLimiter(300, HOUR))
+
+
+def kept_mail_limit(state_dir: Path, members: Members) -> RateLimiter:
+    """``Limits.mail_per_address`` kept in ``state_dir`` across restarts
+    (``alertd.community.quota``)."""
+    secret = members.derive_key("mail-quota")
+    return KeptRateLimiter(state_dir / QUOTA_FILE, MAILS_PER_ADDRESS, DAY, secret)
 
 
 @dataclass

@@ -230,3 +230,19 @@ class RateLimiter:
             while len(self._events) > self.max_keys:
                 self._events.popitem(last=False)
             return allowed
+
+    def restore(self, key: str, moment: float) -> None:
+        """Count an event of ``key`` at ``moment`` (a reading of ``clock``) that an earlier
+        run saw; events are restored oldest first."""
+        with self._lock:
+            events = self._events.pop(key, None) or deque()
+            events.append(moment)
+            self._events[key] = events
+            while len(self._events) > self.max_keys:
+                self._events.popitem(last=False)
+
+    def events(self) -> list[tuple[str, float]]:
+        """Every event still within the window, as (key, moment), oldest key first."""
+        horizon = self.clock() - self.window
+        with self._lock:
+            return [(k, t) for k, times in self._events.items() for t in times if t > horizon]

@@ -21,6 +21,7 @@ from alertd.community.app import DaemonStatus, Page, create_app
 from alertd.community.config import CommunitySpec
 from alertd.community.lookup import Lookup
 from alertd.community.mail import send_mail
+from alertd.community.page import Limits, kept_mail_limit
 from alertd.community.postman import Postman, Send
 from alertd.community.provider import MemberSearches
 from alertd.config import Config
@@ -96,7 +97,8 @@ class CommunityServer:
     def subscriptions(self, config: Config) -> Subscriptions:
         """A cycle's saved searches: the YAML's, then the members' (live at the next
         cycle after a sign-up, without a reload)."""
-        return Subscriptions.gather([of_config(config.searches, config.owner), self.provider])
+        public = of_config(config.searches, config.owner, self.page.spec.public_url)
+        return Subscriptions.gather([public, self.provider])
 
     def _run(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # sockets closed under the loop
@@ -154,6 +156,7 @@ def serve_community(
         status=status or heartbeat_status(state_dir),
         tz_name=tz_name,
         feeds=feeds,
+        limits=Limits(mail_per_address=kept_mail_limit(state_dir, members)),
     )
     server = CommunityServer(page, spec.host, spec.port if port is None else port, channel_timeout)
     log.info("community page on %s (members reach it at %s)", server.url, spec.public_url)

@@ -416,12 +416,11 @@ class Store:
             return
         op = entry["op"]
         if op == "sending":
-            self.owed[key] = replace(row, status=DeliveryStatus.SENDING, attempts=entry["attempts"])
+            self.owed[key] = row.but(status=DeliveryStatus.SENDING, attempts=entry["attempts"])
         elif op == "sent":
             self._finish(row, DeliveryStatus.SENT, at, None)
         elif op == "failed":
-            self.owed[key] = replace(
-                row,
+            self.owed[key] = row.but(
                 status=DeliveryStatus.PENDING,
                 attempts=entry["attempts"],
                 next_attempt_at=parse_time(entry.get("retry")) or at,
@@ -627,7 +626,7 @@ class Store:
             self.jobs[job.id] = _kept(job)
             self._unsaved.add(key)
         elif search not in row.searches:
-            self.owed[key] = replace(row, searches=(*row.searches, search))
+            self.owed[key] = row.but(searches=(*row.searches, search))
 
     def sent_row(self, target: str, job_id: str) -> OutboxRow | None:
         """The row of a job ``target`` was sent (and is not owed again), if any."""
@@ -776,7 +775,7 @@ class Store:
         """Rows left ``sending`` by a process that died mid-send are owed again."""
         stuck = [r for r in self.owed.values() if r.status == DeliveryStatus.SENDING]
         for row in stuck:
-            self.owed[row.key] = replace(row, status=DeliveryStatus.PENDING)
+            self.owed[row.key] = row.but(status=DeliveryStatus.PENDING)
         if stuck:
             self._dirty.add("outbox")
         return len(stuck)
@@ -846,9 +845,7 @@ class Store:
         )
         for key, alert in zip(keys, alerts, strict=True):
             row = self.owed[key]
-            self.owed[key] = replace(
-                row, status=DeliveryStatus.SENDING, attempts=alert.attempts + 1
-            )
+            self.owed[key] = row.but(status=DeliveryStatus.SENDING, attempts=alert.attempts + 1)
         self._dirty.add("outbox")
 
     def mark_sent(self, alert: Alert, now: datetime) -> None:
@@ -883,8 +880,7 @@ class Store:
                 "refused_by": refused_by,
             }
         )
-        self.owed[key] = replace(
-            row,
+        self.owed[key] = row.but(
             status=DeliveryStatus.PENDING,
             next_attempt_at=retry_at,
             last_error=error,
@@ -903,7 +899,7 @@ class Store:
             and digests[r.target] != r.refused_by
         ]
         for row in fixed:
-            self.owed[row.key] = replace(row, next_attempt_at=now, refused_by=None)
+            self.owed[row.key] = row.but(next_attempt_at=now, refused_by=None)
         if fixed:
             self._dirty.add("outbox")
         return len(fixed)
@@ -915,7 +911,7 @@ class Store:
         keys = set(target_keys)
         refused = [r for r in self.owed.values() if r.refused_by is not None and r.target in keys]
         for row in refused:
-            self.owed[row.key] = replace(row, next_attempt_at=now, refused_by=None)
+            self.owed[row.key] = row.but(next_attempt_at=now, refused_by=None)
         if refused:
             self._dirty.add("outbox")
         return len(refused)
@@ -949,8 +945,7 @@ class Store:
                     new = (key, row.job_id)
                     if new in self.owed or new in self.done:
                         continue  # owed already, or had it: never twice
-                    self.owed[new] = replace(
-                        row,
+                    self.owed[new] = row.but(
                         target=key,
                         next_attempt_at=now,
                         attempts=0,
@@ -980,8 +975,7 @@ class Store:
         if row.change is not None and status != DeliveryStatus.SENT:
             # A pay-raised or reopened alert withdrawn: the target still had the job.
             status, reason = DeliveryStatus.SENT, f"its {row.change} alert: {reason}"
-        self.done[row.key] = replace(
-            row,
+        self.done[row.key] = row.but(
             status=status,
             done_at=now,
             title=title,
@@ -1014,7 +1008,7 @@ class Store:
         rows = [r for r in self.owed.values() if r.job_id in ids and r.status in OWED]
         for row in rows:
             if row.status != DeliveryStatus.HELD:
-                held = replace(row, status=DeliveryStatus.HELD, held_since=row.held_since or now)
+                held = row.but(status=DeliveryStatus.HELD, held_since=row.held_since or now)
                 self.owed[row.key] = held
                 self._dirty.add("outbox")
         return len(rows)
@@ -1025,7 +1019,7 @@ class Store:
         released = 0
         for row in list(self.owed.values()):
             if row.job_id in ids and row.status == DeliveryStatus.HELD:
-                self.owed[row.key] = replace(row, status=DeliveryStatus.PENDING, held_since=None)
+                self.owed[row.key] = row.but(status=DeliveryStatus.PENDING, held_since=None)
                 released += 1
         if released:
             self._dirty.add("outbox")
