@@ -57,7 +57,7 @@ from alertd.budget import open_window
 from alertd.community.mail import send_mail
 from alertd.community.provider import MemberSearches
 from alertd.community.serve import serve_community
-from alertd.config import Config, load_config
+from alertd.config import Config, load_config, settle_heap
 from alertd.deliver import sender_for, with_feeds
 from alertd.feeds import Feeds
 from alertd.market import Market
@@ -293,6 +293,7 @@ class Daemon:
         window = open_window(config.state_dir, config.request_timeout, create=True)
         self.client = make_client(config, stop, window)
         self.send = with_feeds(sender_for(config.send_timeout, config.tz, stop), feeds)
+        settle_heap()  # as ``alertd run`` does before its first cycle
         self.memory: dict[str, list[float]] = {}
         memory("page served, state loaded", self.memory)
 
@@ -378,7 +379,8 @@ def quiet_cycles(daemon: Daemon, profile: bool) -> dict[str, Any]:
 
 def sign_ups_live(daemon: Daemon) -> dict[str, Any]:
     """Two sign-ups through the form; the next cycle; one new job each; the next cycle."""
-    _, shared = daemon.table.active()[0]  # a query 10 members share, primed long ago
+    # Member 0's query, which 9 others share (primed long ago).
+    shared = next(s for _, s in daemon.table.active() if s.title == "search 0")
     given = {
         "q": shared.q or "",
         "category": shared.category or "",
