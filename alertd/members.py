@@ -77,6 +77,7 @@ from alertd.store.files import (
     damaged,
     fix_for,
     is_trusted_link,
+    json_pieces,
     link_error,
     open_nofollow,
     write_atomically,
@@ -664,7 +665,7 @@ class Members:
                 self.journal.path,
             )
         try:
-            write_atomically(self.path, json.dumps(self._data, separators=(",", ":")))
+            write_atomically(self.path, json_pieces(self._data, depth=2))  # members, rows
             self._seen = _identity(self.path)
             self.journal.remove()
         except OSError as exc:

@@ -1,11 +1,9 @@
 """A member's paths through the page in a real headless browser (Debian's chromium with
 Selenium): sign up, confirm by the mail's button, edit, pause, unsubscribe, leave.
-Skipped where chromium or its driver is not installed (``.ci/run`` installs them)."""
+Skipped where chromium or its driver is not installed (``tests/browser.py``)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,59 +11,16 @@ import pytest
 
 from alertd.market import Market
 from alertd.standin import StandInServer
+from tests.browser import By, Select, WebDriver, heading, needs_browser, open_browser, wait_for
 from tests.pageworld import PUBLIC, PageWorld, link_in, page_world
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-# .ci/run installs the browser and sets ALERTD_REQUIRE_BROWSER: there a missing browser
-# fails the run instead of skipping the test unseen.
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(DRIVER).exists())
-    and not os.environ.get("ALERTD_REQUIRE_BROWSER"),
-    reason="needs Debian's chromium and chromium-driver",
-)
-
-webdriver = pytest.importorskip("selenium.webdriver")
-By = pytest.importorskip("selenium.webdriver.common.by").By
-Select = pytest.importorskip("selenium.webdriver.support.select").Select
-WebDriverWait = pytest.importorskip("selenium.webdriver.support.wait").WebDriverWait
-Stale = pytest.importorskip("selenium.common.exceptions").StaleElementReferenceException
-
-
-def wait_for(driver: object, condition: object) -> None:
-    """Until ``condition(driver)`` holds: a click returns before its page has loaded."""
-    # An element found while the next page loads goes stale: look again.
-    WebDriverWait(driver, 15, ignored_exceptions=(Stale,)).until(condition)
-
-
-def heading(text: str) -> object:
-    return lambda d: text in d.find_element(By.TAG_NAME, "h1").text
+pytestmark = needs_browser
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=390,844",  # a phone's screen
-        "--disable-gpu",
-        # Nothing but the page: this machine's closed network refuses the rest.
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=DRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(20)
-    phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
-    yield driver
-    driver.quit()
+def browser() -> Iterator[WebDriver]:
+    with open_browser() as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ fails without its fix.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -273,11 +273,11 @@ def test_owing_again_after_a_withdrawal_is_safe_at_every_crash_point(
     real = alertd.store.files.write_atomically
     writes = [0]
 
-    def killed(target: Path, text: str) -> None:
+    def killed(target: Path, text: str | Iterable[str]) -> int:
         if writes[0] == crash_after:
             raise SystemExit("kill -9")
         writes[0] += 1
-        real(target, text)
+        return real(target, text)
 
     store = Store.open(config.state_dir)
     store.record_matches(search, [job], now + timedelta(hours=2))  # reopened: owed again

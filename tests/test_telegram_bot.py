@@ -122,3 +122,13 @@ def test_a_blocked_bot_pauses_the_members_searches(world: BotWorld, market: Mark
     world.fake.blocked.clear()
     [resumed] = world.say(ANA, "/resume")
     assert "Resumed 1" in resumed.text
+
+
+def test_a_chat_linked_after_a_search_was_built_gets_its_alerts(world: BotWorld) -> None:
+    feeder = world.page.members.add_feed_member(SearchDraft(title="Old", q="audio")).member
+    provider = world.page.server.provider
+    [before] = provider.searches()  # built once, as a cycle would
+    assert not any((t.url or "").startswith("alertd-telegram://") for t in before.targets)
+    world.page.members.telegram_update(None, lambda book: book.attach(feeder.id, ANA))
+    [after] = provider.searches()
+    assert f"alertd-telegram://{ANA}" in [t.url for t in after.targets]
