@@ -878,6 +878,13 @@ class Members:
                 if isinstance(doc.get("telegram"), int)
             }
 
+    def chat_of(self, member_id: str) -> int | None:
+        """The member's Telegram chat with the community bot, or None."""
+        self.refresh()
+        with self._lock:
+            chat = (self._data["members"].get(member_id) or {}).get("telegram")
+        return chat if isinstance(chat, int) else None
+
     def member_for_chat(self, chat_id: int) -> Member | None:
         """The member (or group) whose Telegram chat this is, or None."""
         self.refresh()

@@ -37,6 +37,8 @@ def test_a_member_links_watches_gets_an_alert_and_stops_it(world: BotWorld, mark
     [linked] = world.say(ANA, f"/start {code}")
     assert "Linked" in linked.text
     assert world.page.members.export(feeder.member.id)["member"]["telegram_chat"] == ANA
+    with world.page.client() as browser:
+        assert 'id="chat"' in browser.get(manage).text  # the page says where alerts go
     [used] = world.say(ANA, f"/start {code}")  # single use
     assert "used or expired" in used.text
 

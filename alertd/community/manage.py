@@ -46,6 +46,7 @@ def manage(token: str) -> str:
         feed_url=feed,
         new=request.args.get("new") == "1",
         telegram=page.telegram is not None,
+        chat=page.members.chat_of(member.id) is not None,
     )
 
 
@@ -78,6 +79,7 @@ def manage_with_error(
         feed_url=None,
         new=False,
         telegram=page.telegram is not None,
+        chat=page.members.chat_of(member.id) is not None,
     )
     return html, 400
 
