@@ -216,7 +216,7 @@ class Chat:
         failed: nothing was done, the offset did not move) is raised for the loop to
         retry; any other failure is logged and its update skipped, so one odd update
         never sticks."""
-        pending = sorted(updates, key=lambda u: u.get("update_id") or 0)
+        pending = self._unseen(updates)
         while pending and not self.stop.is_set():
             chats: set[object] = set()
             batch: list[dict[str, Any]] = []
@@ -228,6 +228,21 @@ class Chat:
                 batch.append(update)
             pending = pending[len(batch) :]
             self._handle_batch(batch)
+
+    def _unseen(self, updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``updates`` the bot has not acted on, once each, in update order: an update
+        below the stored offset was acted on already (a Bot API that answers an update
+        again, or out of order, must not stop a second search), and one without an id
+        is left alone (the offset could never move past it: it would be acted on at
+        every poll)."""
+        offset = self.members.telegram_offset()
+        unseen: dict[int, dict[str, Any]] = {}
+        for update in updates:
+            update_id = update.get("update_id")
+            if type(update_id) is not int or update_id < offset:
+                continue
+            unseen.setdefault(update_id, update)
+        return [unseen[k] for k in sorted(unseen)]
 
     def _handle_batch(self, updates: list[dict[str, Any]]) -> None:
         plans = [self._plan(update) for update in updates]

@@ -1,0 +1,108 @@
+"""The community bot attacked: a hostile member, a hostile group and a hostile (or
+broken) Bot API server. Each test here failed before the fix it names.
+
+The conversation is driven directly (``Chat.handle`` on the updates a getUpdates would
+bring) against the fake Bot API on 127.0.0.1 (tests/fakebot.py), so each case is one
+exact sequence of updates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertd.community.config import CommunitySpec
+from alertd.members import Members, SearchDraft
+from alertd.telegram.botapi import BotApi
+from alertd.telegram.chat import Chat
+from alertd.telegram.pace import Pacer
+from tests.fakebot import TOKEN, FakeBot, fake_bot
+
+ANA, BEN = 4242, 4343
+GROUP = -100777
+
+
+@dataclass
+class Bot:
+    """The bot's side (members table, client, conversation) and the fake it talks to."""
+
+    fake: FakeBot
+    members: Members
+    api: BotApi
+    chat: Chat
+
+    def update(self, update_id: int, chat_id: int, text: str, user: int | None = None) -> dict[str, Any]:
+        """A getUpdates entry: ``text`` typed in ``chat_id`` (by ``user``)."""
+        message = self.fake.message(chat_id, text, user)
+        return {"update_id": update_id, "message": message}
+
+    def attach(self, chat_id: int, searches: int = 1, title: str = "s") -> str:
+        """A member with ``searches`` searches, linked to ``chat_id``; their id."""
+        member = self.members.add_feed_member(SearchDraft(title=f"{title}0", q="audio")).member
+        for n in range(1, searches):
+            self.members.add_search(member.id, SearchDraft(title=f"{title}{n}", q="audio"), 100)
+        self.members.telegram_update(None, lambda book: book.attach(member.id, chat_id))
+        return member.id
+
+    def texts(self, chat_id: int) -> list[str]:
+        return [m.text for m in self.fake.messages(chat_id)]
+
+
+def _spec(**fields: Any) -> CommunitySpec:
+    values: dict[str, Any] = {"name": "Guild", "public_url": "https://alerts.example.org"}
+    return CommunitySpec.model_validate({**values, **fields})
+
+
+@pytest.fixture
+def bot(state_dir: Path) -> Iterator[Bot]:
+    """Telegram's one message a second to a chat is left out (no case here needs it)."""
+    with fake_bot(chat_gap=0.0) as (fake, url):
+        api = BotApi(TOKEN, url, Pacer(chat_gap=0.0))
+        api.get_me()
+        members = Members.open(state_dir)
+        chat = Chat(members, api, _spec(telegram={"token": TOKEN, "api_url": url}))
+        try:
+            yield Bot(fake, members, api, chat)
+        finally:
+            chat.stop.set()
+            api.close()
+
+
+# -- a Bot API that answers the same update twice ------------------------------------------
+
+
+def test_an_update_answered_twice_is_acted_on_once(bot: Bot) -> None:
+    """A getUpdates that brings an update again (a retried long poll, a proxy replaying
+    an answer, a self-hosted server after a restart) must not stop a second search."""
+    member = bot.attach(ANA, searches=3)
+    stop = bot.update(5000, ANA, "/stop 1")
+    bot.chat.handle([stop])
+    bot.chat.handle([stop])  # the same update, in the next answer
+    bot.chat.handle([stop, stop])  # and twice in one answer
+    assert len(bot.members.searches_of(member)) == 2
+    assert len(bot.texts(ANA)) == 1
+
+
+def test_an_update_older_than_the_offset_is_not_acted_on(bot: Bot) -> None:
+    member = bot.attach(ANA, searches=3)
+    bot.chat.handle([bot.update(7000, ANA, "/help")])
+    bot.chat.handle([bot.update(6999, ANA, "/stop all")])  # out of order: already past it
+    assert len(bot.members.searches_of(member)) == 3
+
+
+def test_an_update_without_an_id_is_not_acted_on(bot: Bot) -> None:
+    """Without an id the offset cannot move past it: acted on, it would be acted on at
+    every poll (a reply a poll, for ever)."""
+    member = bot.attach(ANA, searches=2)
+    odd = bot.update(0, ANA, "/stop 1")
+    odd["update_id"] = "5001"
+    for _ in range(3):
+        bot.chat.handle([odd])
+    assert len(bot.members.searches_of(member)) == 2
+    assert bot.texts(ANA) == []
