@@ -106,3 +106,18 @@ def test_an_update_without_an_id_is_not_acted_on(bot: Bot) -> None:
         bot.chat.handle([odd])
     assert len(bot.members.searches_of(member)) == 2
     assert bot.texts(ANA) == []
+
+
+# -- a hostile group member ------------------------------------------------------------
+
+
+def test_a_groups_page_link_is_never_posted_in_the_group(bot: Bot) -> None:
+    """The manage link is a key to the group's searches: posted in the group, any member
+    who is no admin could change them on the page (or link them to their own chat)."""
+    bot.fake.admins(GROUP, 1)
+    member = bot.attach(GROUP)
+    token = bot.members.manage_token(member)
+    bot.chat.handle([bot.update(8000, GROUP, "/link", user=1)])  # an admin asks, in public
+    said = bot.texts(GROUP)
+    assert said and all(token not in text for text in said)
+    assert all("/m/" not in text for text in said)

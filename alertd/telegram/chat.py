@@ -38,6 +38,10 @@ from alertd.words import plural
 log = logging.getLogger(__name__)
 
 MAX_ECHO = 40  # characters of a member's text repeated back (escaped)
+GROUP_LINK = (
+    "A group's page would let anyone here change its searches, so I do not post it in "
+    "the group. Admins change them with /watch, /edit and /stop."
+)
 OFFERED = 12  # choices on one keyboard
 CHOICE_STEPS = ("category", "language", "country", "pay_type")
 TEXT_STEPS = ("q", "min_pay")
@@ -487,6 +491,9 @@ class Chat:
 
     def link(self, inc: Incoming) -> Plan:
         """/link: the member's page (e-mail, a feed, everything at once)."""
+
+        if inc.group:  # the page is a key to the group's searches: not for every member
+            return self._commit(inc, lambda book: [Reply(GROUP_LINK)])
 
         def change(book: ChatBook) -> list[Reply]:
             member_id = book.member_id(inc.chat_id)
