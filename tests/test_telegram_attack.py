@@ -121,3 +121,27 @@ def test_a_groups_page_link_is_never_posted_in_the_group(bot: Bot) -> None:
     said = bot.texts(GROUP)
     assert said and all(token not in text for text in said)
     assert all("/m/" not in text for text in said)
+
+
+# -- 4,096 characters ------------------------------------------------------------------
+
+
+def test_a_long_list_is_still_answered(state_dir: Path) -> None:
+    """/list of many searches with long keywords is more than Telegram's 4,096
+    characters: sent whole, Telegram refuses it and the member gets nothing."""
+    with fake_bot(chat_gap=0.0) as (fake, url):
+        api = BotApi(TOKEN, url, Pacer(chat_gap=0.0))
+        api.get_me()
+        members = Members.open(state_dir)
+        spec = _spec(telegram={"token": TOKEN, "api_url": url}, limits={"searches_per_member": 40})
+        bot = Bot(fake, members, api, Chat(members, api, spec))
+        member = members.add_feed_member(SearchDraft(title="T" * 80, q="k" * 200)).member
+        for n in range(39):
+            members.add_search(member.id, SearchDraft(title=f"{n}" * 80, q="&" * 200), 40)
+        members.telegram_update(None, lambda book: book.attach(member.id, ANA))
+        bot.chat.handle([bot.update(9000, ANA, "/list")])
+        bot.chat.handle([bot.update(9001, ANA, "/stop")])
+        said = bot.texts(ANA)
+        api.close()
+    assert len(said) == 2
+    assert said[0].startswith("Your searches:\n1. ") and "more" in said[0]

@@ -38,6 +38,8 @@ from alertd.words import plural
 log = logging.getLogger(__name__)
 
 MAX_ECHO = 40  # characters of a member's text repeated back (escaped)
+REPLY_ROOM = 3500  # characters of a reply's HTML: Telegram refuses 4,096 (parsed) and more
+STOP_BUTTONS = 30  # /stop's buttons, of Telegram's 100 a keyboard; /stop N for the others
 GROUP_LINK = (
     "A group's page would let anyone here change its searches, so I do not post it in "
     "the group. Admins change them with /watch, /edit and /stop."
@@ -422,11 +424,14 @@ class Chat:
             searches = [] if member_id is None else book.searches(member_id)
             if not searches:
                 return [Reply("No searches yet: /watch adds one.")]
-            lines = [
-                f"{n}. {describe(s)}{' (paused)' if s.paused else ''}"
-                for n, s in enumerate(searches, 1)
-            ]
-            return [Reply("Your searches:\n" + "\n".join(lines))]
+            text = "Your searches:"
+            for n, s in enumerate(searches, 1):
+                line = f"\n{n}. {describe(s)}{' (paused)' if s.paused else ''}"
+                if len(text) + len(line) > REPLY_ROOM:  # Telegram refuses 4,096 and more
+                    more = len(searches) - n + 1
+                    return [Reply(f"{text}\n… and {more} more: /link shows them all.")]
+                text += line
+            return [Reply(text)]
 
         return self._commit(inc, change)
 
@@ -458,7 +463,7 @@ class Chat:
             if not inc.args:
                 rows = [
                     [Button(f"Stop {n}. {s.title[:40]}", f"s:{s.id}")]
-                    for n, s in enumerate(book.searches(member_id), 1)
+                    for n, s in enumerate(book.searches(member_id)[:STOP_BUTTONS], 1)
                 ]
                 rows.append([Button("Stop all", "s:all")])
                 return [Reply("Which search should stop?", rows)]
