@@ -901,14 +901,22 @@ class Members:
 
     def telegram_code(self, member_id: str) -> str:
         """A short single-use code (``/start <code>``) that links a Telegram chat to this
-        member; it expires after ``LINK_TTL``. Kept only as its SHA-256."""
+        member; it expires after ``LINK_TTL``. Kept only as its SHA-256. A member has one
+        live code: a new one replaces the last (a page's POST, repeated, piles up no rows),
+        and expired codes go with it."""
 
         def change(data: dict[str, Any], now: datetime) -> str:
             if member_id not in data["members"]:
                 raise TokenError("no such member")
             code = secrets.token_urlsafe(12)  # 96 bits, 16 characters: Telegram allows 64
+            table = _telegram(data)
+            for old in [k for k in table if k.startswith(CODE_ROW)]:  # one live code each
+                expires = parse_time(table[old].get("expires"))
+                if table[old].get("member") == member_id or expires is None or expires <= now:
+                    del table[old]
+                    self._touch(TELEGRAM, old)
             key = f"{CODE_ROW}{_digest(code)}"
-            _telegram(data)[key] = {"member": member_id, "expires": format_time(now + LINK_TTL)}
+            table[key] = {"member": member_id, "expires": format_time(now + LINK_TTL)}
             self._touch(TELEGRAM, key)
             return code
 

@@ -145,3 +145,22 @@ def test_a_long_list_is_still_answered(state_dir: Path) -> None:
         api.close()
     assert len(said) == 2
     assert said[0].startswith("Your searches:\n1. ") and "more" in said[0]
+
+
+# -- /start codes ------------------------------------------------------------------------
+
+
+def test_link_codes_made_again_and_again_do_not_pile_up(bot: Bot, state_dir: Path) -> None:
+    """'Get it on Telegram' is a POST any member may repeat (a script: thousands an hour);
+    each made a row that only a later /start ever cleared. A member has one live code:
+    a new one replaces the last, and only the newest links."""
+    member = bot.attach(ANA)
+    codes = [bot.members.telegram_code(member) for _ in range(200)]
+    table = Members.open(state_dir)._data["telegram"]
+    assert len([k for k in table if k.startswith("code:")]) == 1
+    bot.chat.handle([bot.update(9500, BEN, f"/start {codes[0]}")])
+    assert "used or expired" in bot.texts(BEN)[-1]
+    bot.chat.handle([bot.update(9501, BEN, f"/start {codes[-1]}")])
+    assert "Linked" in bot.texts(BEN)[-1]
+    bot.chat.handle([bot.update(9502, ANA, f"/start {codes[-1]}")])  # used up
+    assert "used or expired" in bot.texts(ANA)[-1]
