@@ -37,7 +37,9 @@ class Bot:
     api: BotApi
     chat: Chat
 
-    def update(self, update_id: int, chat_id: int, text: str, user: int | None = None) -> dict[str, Any]:
+    def update(
+        self, update_id: int, chat_id: int, text: str, user: int | None = None
+    ) -> dict[str, Any]:
         """A getUpdates entry: ``text`` typed in ``chat_id`` (by ``user``)."""
         message = self.fake.message(chat_id, text, user)
         return {"update_id": update_id, "message": message}
@@ -164,3 +166,61 @@ def test_link_codes_made_again_and_again_do_not_pile_up(bot: Bot, state_dir: Pat
     assert "Linked" in bot.texts(BEN)[-1]
     bot.chat.handle([bot.update(9502, ANA, f"/start {codes[-1]}")])  # used up
     assert "used or expired" in bot.texts(ANA)[-1]
+
+
+# -- a flood from one chat -----------------------------------------------------------------
+
+
+def _replied_within(fake: FakeBot, chat_id: int, seconds: float) -> bool:
+    return bool(fake.wait_for(chat_id, 1, timeout=seconds))
+
+
+def test_one_chat_flooding_does_not_starve_the_others(state_dir: Path) -> None:
+    """Replies go one at a time, one a second to a chat (Telegram's limit): 30 commands
+    from one member kept every other member waiting half a minute. A chat gets a few
+    updates acted on at once and then about one a second; the rest of a flood is not."""
+    with fake_bot() as (fake, url):
+        api = BotApi(TOKEN, url)  # Telegram's real pacing
+        api.get_me()
+        members = Members.open(state_dir)
+        bot = Bot(fake, members, api, Chat(members, api, _spec()))
+        flood = [bot.update(100 + n, ANA, "/help") for n in range(30)]
+        group_flood = [bot.update(200 + n, GROUP, "/watch", user=5) for n in range(30)]
+        ben = bot.update(300, BEN, "/help")
+        worker = threading.Thread(target=bot.chat.handle, args=([*flood, *group_flood, ben],))
+        started = time.monotonic()
+        worker.start()
+        try:
+            assert _replied_within(fake, BEN, 4.0), "Ben waited behind the flood"
+            took = time.monotonic() - started
+            worker.join(5)
+            assert members.telegram_offset() == 301  # the flood is past, not left to redo
+        finally:
+            bot.chat.stop.set()
+            worker.join(5)
+            api.close()
+    assert len(fake.messages(ANA)) <= 4 and len(fake.messages(GROUP)) <= 4
+    assert took < 4.0
+
+
+def test_a_group_at_its_minute_limit_does_not_hold_up_the_others(state_dir: Path) -> None:
+    """A group may have 20 messages a minute. Once its alerts (or a non-admin's
+    commands) used them, a reply to it waited up to a minute for the group's window,
+    and every other chat's reply waited behind it: such a reply is dropped."""
+    with fake_bot() as (fake, url):
+        api = BotApi(TOKEN, url)
+        api.get_me()
+        members = Members.open(state_dir)
+        bot = Bot(fake, members, api, Chat(members, api, _spec()))
+        for n in range(20):  # the group's alerts of this minute
+            api.send(GROUP, f"alert {n}")
+        updates = [bot.update(400, GROUP, "/watch", user=5), bot.update(401, BEN, "/help")]
+        worker = threading.Thread(target=bot.chat.handle, args=(updates,))
+        worker.start()
+        try:
+            assert _replied_within(fake, BEN, 4.0), "Ben waited behind the group's minute"
+        finally:
+            bot.chat.stop.set()
+            worker.join(5)
+            api.close()
+    assert fake.limited == 0

@@ -162,9 +162,11 @@ class BotApi:
         keyboard: Keyboard | None = None,
         urgent: bool = False,
         stop: threading.Event | None = None,
+        patience: float | None = None,
     ) -> int:
-        """sendMessage in HTML parse mode, within the limits; the message's id."""
-        with self.pacer.slot(chat_id, urgent, stop):
+        """sendMessage in HTML parse mode, within the limits; the message's id.
+        ``patience``: BusyError rather than wait longer for the slot."""
+        with self.pacer.slot(chat_id, urgent, stop, patience):
             result = self.call(
                 "sendMessage",
                 chat_id=chat_id,

@@ -31,7 +31,7 @@ from alertd.errors import StoreError
 from alertd.members import ChatBook, LimitError, Members, MemberSearch, SearchDraft, as_draft
 from alertd.models import PAY_TYPES
 from alertd.telegram.botapi import BotApi, BotApiError, Button, Keyboard
-from alertd.telegram.pace import StoppedError
+from alertd.telegram.pace import BusyError, StoppedError
 from alertd.telegram.send import STOP_PREFIX
 from alertd.words import plural
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAX_ECHO = 40  # characters of a member's text repeated back (escaped)
 REPLY_ROOM = 3500  # characters of a reply's HTML: Telegram refuses 4,096 (parsed) and more
+BURST = 3  # one chat's updates acted on from one getUpdates answer; the rest are skipped
+PATIENCE = 2.0  # seconds a reply may wait for its chat's turn; a busier chat's is dropped
 STOP_BUTTONS = 30  # /stop's buttons, of Telegram's 100 a keyboard; /stop N for the others
 GROUP_LINK = (
     "A group's page would let anyone here change its searches, so I do not post it in "
@@ -212,6 +214,7 @@ class Chat:
     lookup: Lookup | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     tz_name: str = "UTC"  # the config's time zone: a digest's hour is read in it
+    _flooded: set[int] = field(default_factory=set)  # ids of the updates to skip
 
     # -- one update ------------------------------------------------------------------
 
@@ -223,6 +226,7 @@ class Chat:
         retry; any other failure is logged and its update skipped, so one odd update
         never sticks."""
         pending = self._unseen(updates)
+        self._flooded = self._over_budget(pending)
         while pending and not self.stop.is_set():
             chats: set[object] = set()
             batch: list[dict[str, Any]] = []
@@ -250,6 +254,21 @@ class Chat:
             unseen.setdefault(update_id, update)
         return [unseen[k] for k in sorted(unseen)]
 
+    def _over_budget(self, updates: list[dict[str, Any]]) -> set[int]:
+        """The ids of ``updates`` a chat sent past ``BURST`` in one answer: they came at
+        once, and their replies would go one a second (Telegram's limit for a chat)
+        while every other chat waited for its own. They are skipped (the offset moves
+        past them)."""
+        counted: dict[int, int] = {}
+        skipped: set[int] = set()
+        for update in updates:
+            chat = _chat_key(update)
+            if isinstance(chat, int):
+                counted[chat] = counted.get(chat, 0) + 1
+                if counted[chat] > BURST:
+                    skipped.add(update["update_id"])
+        return skipped
+
     def _handle_batch(self, updates: list[dict[str, Any]]) -> None:
         plans = [self._plan(update) for update in updates]
         last = max((u["update_id"] for u in updates if isinstance(u.get("update_id"), int)),
@@ -273,6 +292,9 @@ class Chat:
 
     def _plan(self, update: dict[str, Any]) -> Plan:
         """What one update will do (the API asked here, outside the write)."""
+        if update.get("update_id") in self._flooded:
+            log.info("a Telegram chat sends faster than it is answered: an update is skipped")
+            return Plan(None, _nothing)
         try:
             incoming = parse_update(update, self.bot.username)
             return Plan(None, _nothing) if incoming is None else self._act(incoming)
@@ -315,8 +337,12 @@ class Chat:
             if reply.edit is not None:
                 self.bot.edit(chat_id, reply.edit, reply.text, reply.keyboard)
             else:
-                self.bot.send(chat_id, reply.text, reply.keyboard, urgent=True, stop=self.stop)
+                self.bot.send(chat_id, reply.text, reply.keyboard, urgent=True, stop=self.stop,
+                              patience=PATIENCE)  # fmt: skip
         except StoppedError:
+            return
+        except BusyError:  # a group past its 20 a minute: the loop does not wait a minute
+            log.info("a reply in Telegram was dropped: its chat is at Telegram's limit")
             return
         except BotApiError as exc:
             if exc.blocked:

@@ -34,6 +34,10 @@ class StoppedError(Exception):
     """The daemon is stopping: the slot was not taken."""
 
 
+class BusyError(Exception):
+    """The slot was further off than the sender's patience: it was not taken."""
+
+
 class Pacer:
     """Slots for sends, within Telegram's limits; safe to share between threads."""
 
@@ -67,9 +71,14 @@ class Pacer:
         """How long before a send to ``chat_id`` may go (0: now); the lock is held."""
         while self._ends and self._ends[0] <= now - 1.0:
             self._ends.popleft()
-        waits = [self._held_until - now]
+        waits = [self._held_until - now, self._chat_wait(chat_id, now)]
         if self._flying + len(self._ends) >= self.per_second:
             waits.append(self._ends[0] + 1.0 - now if self._ends else 0.05)
+        return max(waits)
+
+    def _chat_wait(self, chat_id: int | None, now: float) -> float:
+        """How long before ``chat_id``'s own limit lets a send to it go; the lock is held."""
+        waits = [0.0]
         if chat_id is not None:
             if chat_id in self._chat_flying:
                 waits.append(0.05)  # woken when it ends
@@ -85,20 +94,31 @@ class Pacer:
 
     @contextmanager
     def slot(
-        self, chat_id: int | None, urgent: bool = False, stop: threading.Event | None = None
+        self,
+        chat_id: int | None,
+        urgent: bool = False,
+        stop: threading.Event | None = None,
+        patience: float | None = None,
     ) -> Iterator[None]:
         """Wait for a slot to send to ``chat_id`` (None: a call that is no message to a
         chat, such as an edit: the global limit only); the send happens in the block.
-        StoppedError if ``stop`` is set while waiting."""
+        StoppedError if ``stop`` is set while waiting; BusyError if the chat's own limit
+        (one a second, a group's 20 a minute) puts the slot more than ``patience`` seconds
+        from when this was asked."""
+        asked = self.clock()
         with self._cond:
             self._urgent += urgent
             try:
                 while True:
                     if stop is not None and stop.is_set():
                         raise StoppedError("stopping")
-                    wait = self._wait_for(chat_id, self.clock())
+                    now = self.clock()
+                    wait = self._wait_for(chat_id, now)
                     if wait <= 0 and (urgent or not self._urgent):
                         break
+                    chat_wait = self._chat_wait(chat_id, now)  # not a 429's: the bot's
+                    if patience is not None and now + chat_wait > asked + patience:
+                        raise BusyError(f"no slot within {patience:g}s")
                     self._cond.wait(min(max(wait, 0.005), 1.0))
             finally:
                 self._urgent -= urgent
