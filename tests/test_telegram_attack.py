@@ -8,6 +8,7 @@ exact sequence of updates.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ import pytest
 
 from alertd.community.config import CommunitySpec
 from alertd.members import Members, SearchDraft
-from alertd.telegram.botapi import BotApi
+from alertd.telegram import botapi
+from alertd.telegram.botapi import BotApi, BotApiError
 from alertd.telegram.chat import Chat
 from alertd.telegram.pace import Pacer
 from tests.fakebot import TOKEN, FakeBot, fake_bot
+from tests.rawserver import RawServer
 
 ANA, BEN = 4242, 4343
 GROUP = -100777
@@ -224,3 +227,43 @@ def test_a_group_at_its_minute_limit_does_not_hold_up_the_others(state_dir: Path
             worker.join(5)
             api.close()
     assert fake.limited == 0
+
+
+# -- a hostile Bot API server ------------------------------------------------------------
+
+
+def _trickle(conn: socket.socket, stop: threading.Event) -> None:
+    """200 OK, and then a body that never ends: a byte every 0.1 s."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    conn.sendall(b'{"ok": true, "result": "')
+    while not stop.wait(0.1):
+        conn.sendall(b"a")
+
+
+def test_a_bot_api_answer_that_never_ends_fails_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx's timeouts are per read: a server trickling a byte at a time held a send
+    (and its pacer slot, and the cycle waiting for it) for as long as it liked."""
+    monkeypatch.setattr(botapi, "CALL_TIMEOUT", 1.0)
+    server = RawServer(_trickle)
+    api = BotApi(TOKEN, server.url, Pacer(chat_gap=0.0))
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            api.send(ANA, "an alert")
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=send, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(4.0)
+    took = time.monotonic() - started
+    server.close()
+    api.close()
+    assert took < 4.0, "the send was still waiting for the end of the answer"
+    assert len(failed) == 1 and isinstance(failed[0], BotApiError)
+    assert failed[0].unknown  # it may have arrived: not sent again at once
+    assert TOKEN not in str(failed[0])

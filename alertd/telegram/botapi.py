@@ -8,9 +8,11 @@ first, and a 429 holds the pacer for its ``retry_after``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT = 25  # seconds getUpdates waits for an update (Telegram allows up to 50)
 CALL_TIMEOUT = 15.0
 MAX_RETRY_AFTER = 600.0
+MAX_ANSWER = 16 * 1024 * 1024  # bytes of an answer read at most (100 updates are far less)
 BLOCKED_CODES = (403,)  # blocked, kicked from the group, deactivated: never retried
 
 
@@ -112,17 +115,24 @@ class BotApi:
         """``method`` with ``params`` (None values left out), waiting ``wait`` s at most
         for its answer; its ``result``."""
         body = {k: v for k, v in params.items() if v is not None}
+        wait = CALL_TIMEOUT if wait is None else wait
+        deadline = time.monotonic() + wait  # httpx's timeouts are per read: a whole answer
         try:
-            if wait is None:
-                answer = self.client.post(method, json=body)
-            else:
-                answer = self.client.post(method, json=body, timeout=wait)
+            with self.client.stream("POST", method, json=body, timeout=wait) as answer:
+                raw = bytearray()
+                for chunk in answer.iter_bytes():
+                    raw += chunk
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("the answer did not end in time")
+                    if len(raw) > MAX_ANSWER:
+                        raise BotApiError(f"{method}: the Bot API's answer is too large",
+                                          code=answer.status_code, unknown=True)  # fmt: skip
         except httpx.TimeoutException as exc:
             raise BotApiError(f"{method}: no answer in time", unknown=True) from exc
         except httpx.HTTPError as exc:
             raise BotApiError(self._hide(f"{method}: {type(exc).__name__}: {exc}")) from exc
         try:
-            data = answer.json()
+            data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             data = None
         if not isinstance(data, dict):
