@@ -8,6 +8,7 @@ exact sequence of updates.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -267,3 +268,36 @@ def test_a_bot_api_answer_that_never_ends_fails_in_time(monkeypatch: pytest.Monk
     assert len(failed) == 1 and isinstance(failed[0], BotApiError)
     assert failed[0].unknown  # it may have arrived: not sent again at once
     assert TOKEN not in str(failed[0])
+
+
+def test_a_revoked_token_is_not_sent_one_request_per_member(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A revoked token (401) refuses every send alike: a fan-out to 10,000 members made
+    10,000 requests Telegram was sure to refuse (over five minutes at 30 a second, each
+    cycle). Once refused, sends fail at once for a while without asking."""
+    asked: list[bytes] = []
+
+    def revoked(conn: socket.socket, stop: threading.Event) -> None:
+        body = json.dumps({"ok": False, "error_code": 401, "description": "Unauthorized"})
+        asked.append(b"")
+        conn.sendall(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode()
+        )
+
+    server = RawServer(revoked)
+    api = BotApi(TOKEN, server.url, Pacer(chat_gap=0.0))
+    codes = []
+    started = time.monotonic()
+    for chat in range(1, 41):
+        try:
+            api.send(chat, "an alert")
+        except BotApiError as exc:
+            codes.append(exc.code)
+    took = time.monotonic() - started
+    server.close()
+    api.close()
+    assert codes == [401] * 40
+    assert len(asked) <= 2
+    assert took < 1.0

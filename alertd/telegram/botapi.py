@@ -28,6 +28,8 @@ CALL_TIMEOUT = 15.0
 MAX_RETRY_AFTER = 600.0
 MAX_ANSWER = 16 * 1024 * 1024  # bytes of an answer read at most (100 updates are far less)
 BLOCKED_CODES = (403,)  # blocked, kicked from the group, deactivated: never retried
+REFUSED_CODES = (401, 404)  # the token revoked or mistyped: every call refused alike
+REFUSED_WAIT = 60.0  # seconds sends fail without asking after such a refusal
 
 
 class _HideTokens(logging.Filter):
@@ -103,6 +105,7 @@ class BotApi:
             follow_redirects=False,
         )
         self.username: str | None = None
+        self._refused: tuple[float, BotApiError] | None = None  # (until, the refusal)
 
     def close(self) -> None:
         """Release the connections."""
@@ -139,6 +142,7 @@ class BotApi:
             raise BotApiError(f"{method}: the Bot API answered {answer.status_code}, not JSON",
                               code=answer.status_code)  # fmt: skip
         if data.get("ok") is True:
+            self._refused = None
             return data.get("result")
         code = data.get("error_code")
         code = code if isinstance(code, int) else answer.status_code
@@ -147,7 +151,17 @@ class BotApi:
         if code == 429:
             retry = _retry_after(data.get("parameters"))
             self.pacer.hold(retry)
-        raise BotApiError(f"{method}: {code} {why}", code=code, retry_after=retry)
+        error = BotApiError(f"{method}: {code} {why}", code=code, retry_after=retry)
+        if code in REFUSED_CODES:
+            self._refused = (time.monotonic() + REFUSED_WAIT, error)
+        raise error
+
+    def _check_refused(self) -> None:
+        """The last refusal of the token again, without asking, while it is recent: a
+        revoked token must not cost one request per member of a fan-out."""
+        refused = self._refused
+        if refused is not None and time.monotonic() < refused[0]:
+            raise BotApiError(str(refused[1]), code=refused[1].code)
 
     def get_me(self) -> str:
         """The bot's username (commands in groups may be addressed ``/cmd@username``)."""
@@ -176,6 +190,7 @@ class BotApi:
     ) -> int:
         """sendMessage in HTML parse mode, within the limits; the message's id.
         ``patience``: BusyError rather than wait longer for the slot."""
+        self._check_refused()
         with self.pacer.slot(chat_id, urgent, stop, patience):
             result = self.call(
                 "sendMessage",
