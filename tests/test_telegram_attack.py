@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +25,11 @@ from alertd.members import Members, SearchDraft
 from alertd.telegram import botapi
 from alertd.telegram.botapi import BotApi, BotApiError
 from alertd.telegram.chat import Chat
+from alertd.render import Item, Message
 from alertd.telegram.pace import Pacer
+from alertd.telegram.send import send_to_chat
 from tests.fakebot import TOKEN, FakeBot, fake_bot
+from tests.hostile_jobs import HOSTILE_JOBS
 from tests.rawserver import RawServer
 
 ANA, BEN = 4242, 4343
@@ -301,3 +305,25 @@ def test_a_revoked_token_is_not_sent_one_request_per_member(
     assert codes == [401] * 40
     assert len(asked) <= 2
     assert took < 1.0
+
+
+def test_a_send_answered_200_with_garbage_is_not_sent_again_at_once() -> None:
+    """A 200 whose body is no JSON (a proxy's page, a cut answer) is a message Telegram
+    most likely took: retried at the first step, the member got the alert twice."""
+
+    def garbage(conn: socket.socket, stop: threading.Event) -> None:
+        body = b"<html>upstream hiccup</html>"
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    server = RawServer(garbage)
+    api = BotApi(TOKEN, server.url, Pacer(chat_gap=0.0))
+    members = Members.open(Path(tempfile.mkdtemp()) / "state")
+    message = Message((Item(HOSTILE_JOBS[next(iter(HOSTILE_JOBS))], ("s",)),))
+    outcome = send_to_chat(api, members, ANA, message, None)
+    server.close()
+    api.close()
+    assert not outcome.accepted and outcome.unknown

@@ -138,9 +138,9 @@ class BotApi:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             data = None
-        if not isinstance(data, dict):
+        if not isinstance(data, dict):  # a 2xx may well have been acted on: not known
             raise BotApiError(f"{method}: the Bot API answered {answer.status_code}, not JSON",
-                              code=answer.status_code)  # fmt: skip
+                              code=answer.status_code, unknown=answer.is_success)  # fmt: skip
         if data.get("ok") is True:
             self._refused = None
             return data.get("result")
