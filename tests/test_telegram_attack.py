@@ -22,10 +22,10 @@ import pytest
 
 from alertd.community.config import CommunitySpec
 from alertd.members import Members, SearchDraft
+from alertd.render import Item, Message
 from alertd.telegram import botapi
 from alertd.telegram.botapi import BotApi, BotApiError
 from alertd.telegram.chat import Chat
-from alertd.render import Item, Message
 from alertd.telegram.pace import Pacer
 from alertd.telegram.send import send_to_chat
 from tests.fakebot import TOKEN, FakeBot, fake_bot
