@@ -1071,6 +1071,15 @@ class ChatBook:
         """The member (or group) whose chat this is."""
         return _chat_member(self.data, chat_id)
 
+    def code_owner(self, code: str) -> str | None:
+        """The member whose live code this is (it is not used up), or None."""
+        row = _telegram(self.data).get(f"{CODE_ROW}{_digest(code[:64])}")
+        expires = parse_time(row.get("expires")) if isinstance(row, dict) else None
+        if row is None or len(code) > 64 or expires is None or expires <= self.now:
+            return None
+        member_id = str(row.get("member"))
+        return member_id if member_id in self.data["members"] else None
+
     def link(self, code: str, chat_id: int) -> str | None:
         """Link ``chat_id`` to the member whose code this is (used up); their id, or None
         for an unknown, used or expired code. A Telegram-only member this chat had

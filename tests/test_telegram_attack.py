@@ -327,3 +327,32 @@ def test_a_send_answered_200_with_garbage_is_not_sent_again_at_once() -> None:
     server.close()
     api.close()
     assert not outcome.accepted and outcome.unknown
+
+
+def test_someone_elses_link_does_not_take_over_a_chat_without_a_tap(bot: Bot) -> None:
+    """'Get it on Telegram' gives a t.me link with a code: sent to a member who already
+    has searches in their chat with the bot, one tap on Start moved the chat (and their
+    searches) to the sender's member, whose page and export then showed them (and the
+    victim's Telegram id). A chat that is another member's moves only on a confirmation."""
+    victim = bot.attach(ANA, searches=2)
+    attacker = bot.members.add_feed_member(SearchDraft(title="spam", q="x")).member.id
+    code = bot.members.telegram_code(attacker)
+    bot.chat.handle([bot.update(9600, ANA, f"/start {code}")])
+    assert bot.members.chat_of(attacker) is None
+    assert len(bot.members.searches_of(victim)) == 2 and bot.members.chat_of(victim) == ANA
+    [ask] = bot.fake.messages(ANA)
+    assert "already gets the alerts of 2 searches" in ask.text
+    bot.chat.handle([_tap(9601, ask, dict(ask.buttons())["Yes, link this chat"])])
+    assert bot.members.chat_of(attacker) == ANA  # the member said yes: it moves
+    assert "Linked" in bot.texts(ANA)[-1]
+
+
+def _tap(update_id: int, sent: Any, data: str) -> dict[str, Any]:
+    chat = {"id": sent.chat_id, "type": "private"}
+    query = {
+        "id": str(update_id),
+        "from": {"id": sent.chat_id, "is_bot": False, "first_name": "M"},
+        "message": {"message_id": sent.message_id, "chat": chat, "date": 0},
+        "data": data,
+    }
+    return {"update_id": update_id, "callback_query": query}

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_ECHO = 40  # characters of a member's text repeated back (escaped)
 REPLY_ROOM = 3500  # characters of a reply's HTML: Telegram refuses 4,096 (parsed) and more
+LINK_PREFIX = "l:"  # callback data of "yes, link this chat": l:<code>
 BURST = 3  # one chat's updates acted on from one getUpdates answer; the rest are skipped
 PATIENCE = 2.0  # seconds a reply may wait for its chat's turn; a busier chat's is dropped
 STOP_BUTTONS = 30  # /stop's buttons, of Telegram's 100 a keyboard; /stop N for the others
@@ -428,15 +429,28 @@ class Chat:
         if not code or inc.group:
             hello = f"Hello! I send you new jobs from <b>{name}</b> as they are posted.\n\n"
             return self._commit(inc, lambda book: [Reply(hello + HELP)])
+        return self._commit(inc, lambda book: self._link(book, inc, code, confirmed=False))
 
-        def change(book: ChatBook) -> list[Reply]:
-            if book.link(code, inc.chat_id) is None:
-                return [Reply(f"That link is used or expired: get a new one from your page. {TRY}")]
-            count = len(book.searches(book.member_id(inc.chat_id) or ""))
-            return [Reply(f"Linked: your {count} searches at <b>{name}</b> now alert here.\n\n"
-                          + HELP)]  # fmt: skip
-
-        return self._commit(inc, change)
+    def _link(self, book: ChatBook, inc: Incoming, code: str, confirmed: bool) -> list[Reply]:
+        """``code`` links this chat to its member. A chat that is another member's
+        already (its own searches, or an e-mail member's alerts) moves only when the
+        member taps to confirm: a link someone else sent could otherwise take over the
+        chat and its searches with one tap on "Start"."""
+        name = esc(self.spec.name, 100)
+        owner = book.code_owner(code)
+        before = book.member_id(inc.chat_id)
+        if owner is not None and before not in (None, owner) and not confirmed:
+            count = len(book.searches(before))
+            ask = (f"This chat already gets the alerts of {plural(count, 'search', 'searches')}"
+                   f" at <b>{name}</b>. Link it to the page you came from instead? Only if "
+                   "that page is yours: its searches will alert here, and this chat's go "
+                   "with it.")  # fmt: skip
+            return [Reply(ask, [[Button("Yes, link this chat", f"{LINK_PREFIX}{code}")]])]
+        if book.link(code, inc.chat_id) is None:
+            return [Reply(f"That link is used or expired: get a new one from your page. {TRY}")]
+        count = len(book.searches(book.member_id(inc.chat_id) or ""))
+        return [Reply(f"Linked: your {count} searches at <b>{name}</b> now alert here.\n\n"
+                      + HELP)]  # fmt: skip
 
     def help_command(self, inc: Incoming) -> Plan:
         """/help."""
@@ -613,6 +627,11 @@ class Chat:
 
     def _button(self, inc: Incoming) -> Plan:
         data = inc.data or ""
+        if data.startswith(LINK_PREFIX):  # a private chat's own confirmation only
+            if inc.group:
+                return self._commit(inc, None)
+            code = data.removeprefix(LINK_PREFIX)
+            return self._commit(inc, lambda book: self._link(book, inc, code, confirmed=True))
         if data.startswith((STOP_PREFIX, "s:")):
             return self._stop_button(inc, data.split(":", 1)[1])
         step, _, choice = data.removeprefix("w:").partition(":")
