@@ -939,6 +939,24 @@ class Members:
 
         return self._write(write)
 
+    def move_chat(self, chat_id: int, new_id: int) -> None:
+        """A group's chat got a new id (Telegram made it a supergroup): its member's
+        alerts, and a /watch half done in it, follow."""
+
+        def change(data: dict[str, Any], now: datetime) -> None:
+            member_id = _chat_member(data, chat_id)
+            if member_id is not None and _chat_member(data, new_id) is None:
+                data["members"][member_id]["telegram"] = new_id
+                self._touch("members", member_id)
+            table = _telegram(data)
+            state = table.pop(f"{CHAT_ROW}{chat_id}", None)
+            if state is not None:
+                table.setdefault(f"{CHAT_ROW}{new_id}", state)
+                self._touch(TELEGRAM, f"{CHAT_ROW}{chat_id}")
+                self._touch(TELEGRAM, f"{CHAT_ROW}{new_id}")
+
+        self._write(change)
+
     def block_chat(self, chat_id: int) -> int:
         """The member blocked the bot: pause their searches (not retried for ever); how
         many were paused. /resume in the chat brings them back."""

@@ -356,3 +356,28 @@ def _tap(update_id: int, sent: Any, data: str) -> dict[str, Any]:
         "data": data,
     }
     return {"update_id": update_id, "callback_query": query}
+
+
+def test_a_group_upgraded_to_a_supergroup_keeps_its_alerts(bot: Bot) -> None:
+    """A group made a supergroup gets a new id: Telegram refuses sends to the old one
+    (400, parameters.migrate_to_chat_id). Every alert of the group failed for ever."""
+    member = bot.attach(GROUP)
+    supergroup = -1009999
+    send_message = bot.fake._api_sendMessage
+
+    def moved(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if int(params["chat_id"]) == GROUP:
+            return 400, {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": supergroup},
+            }
+        return send_message(params)
+
+    bot.fake._api_sendMessage = moved  # type: ignore[method-assign]
+    message = Message((Item(HOSTILE_JOBS[next(iter(HOSTILE_JOBS))], ("s",)),))
+    outcome = send_to_chat(bot.api, bot.members, GROUP, message, None)
+    assert outcome.accepted
+    assert len(bot.fake.messages(supergroup)) == 1
+    assert bot.members.chat_of(member) == supergroup

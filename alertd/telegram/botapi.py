@@ -60,12 +60,18 @@ class BotApiError(AlertdError):
     ``retry_after`` is set for a 429; ``unknown`` when the message may have arrived."""
 
     def __init__(
-        self, message: str, code: int = 0, retry_after: float | None = None, unknown: bool = False
+        self,
+        message: str,
+        code: int = 0,
+        retry_after: float | None = None,
+        unknown: bool = False,
+        migrate_to: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after
         self.unknown = unknown
+        self.migrate_to = migrate_to  # a group made a supergroup: its new id
 
     @property
     def blocked(self) -> bool:
@@ -151,7 +157,12 @@ class BotApi:
         if code == 429:
             retry = _retry_after(data.get("parameters"))
             self.pacer.hold(retry)
-        error = BotApiError(f"{method}: {code} {why}", code=code, retry_after=retry)
+        parameters = data.get("parameters")
+        migrate = parameters.get("migrate_to_chat_id") if isinstance(parameters, dict) else None
+        migrate = migrate if type(migrate) is int else None
+        error = BotApiError(
+            f"{method}: {code} {why}", code=code, retry_after=retry, migrate_to=migrate
+        )
         if code in REFUSED_CODES:
             self._refused = (time.monotonic() + REFUSED_WAIT, error)
         raise error

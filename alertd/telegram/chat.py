@@ -348,6 +348,8 @@ class Chat:
         except BotApiError as exc:
             if exc.blocked:
                 self.members.block_chat(chat_id)
+            if exc.migrate_to is not None and exc.migrate_to != chat_id:
+                self.members.move_chat(chat_id, exc.migrate_to)  # made a supergroup
             log.warning("a reply in Telegram was not sent: %s", exc)
 
     # -- deciding --------------------------------------------------------------------

@@ -55,8 +55,16 @@ def send_to_chat(
     stop: threading.Event | None = None,
 ) -> Outcome:
     """Send ``message`` to ``chat_id`` through the shared pacer; what Telegram did."""
+    text, keyboard = render_telegram(message, tz), stop_button(message)
     try:
-        bot.send(chat_id, render_telegram(message, tz), stop_button(message), stop=stop)
+        try:
+            bot.send(chat_id, text, keyboard, stop=stop)
+        except BotApiError as exc:
+            if exc.migrate_to is None or exc.migrate_to == chat_id:
+                raise
+            members.move_chat(chat_id, exc.migrate_to)  # a group made a supergroup
+            log.info("a group with the bot became a supergroup: its alerts follow it")
+            bot.send(exc.migrate_to, text, keyboard, stop=stop)
     except StoppedError:
         return Outcome(False, "alertd stopped before the send")
     except BotApiError as exc:
