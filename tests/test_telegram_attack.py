@@ -69,19 +69,31 @@ def _spec(**fields: Any) -> CommunitySpec:
     return CommunitySpec.model_validate({**values, **fields})
 
 
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[FakeBot, str]]:
+    """One fake Bot API for the module's tests (stopping one takes half a second)."""
+    with fake_bot(chat_gap=0.0) as served:
+        yield served
+
+
 @pytest.fixture
-def bot(state_dir: Path) -> Iterator[Bot]:
+def bot(state_dir: Path, served: tuple[FakeBot, str]) -> Iterator[Bot]:
     """Telegram's one message a second to a chat is left out (no case here needs it)."""
-    with fake_bot(chat_gap=0.0) as (fake, url):
-        api = BotApi(TOKEN, url, Pacer(chat_gap=0.0))
-        api.get_me()
-        members = Members.open(state_dir)
-        chat = Chat(members, api, _spec(telegram={"token": TOKEN, "api_url": url}))
-        try:
-            yield Bot(fake, members, api, chat)
-        finally:
-            chat.stop.set()
-            api.close()
+    fake, url = served
+    with fake.lock:  # what the last test left
+        fake.sent.clear()
+        fake.updates.clear()
+        fake.group_admins.clear()
+        fake.__dict__.pop("_api_sendMessage", None)
+    api = BotApi(TOKEN, url, Pacer(chat_gap=0.0))
+    api.get_me()
+    members = Members.open(state_dir)
+    chat = Chat(members, api, _spec(telegram={"token": TOKEN, "api_url": url}))
+    try:
+        yield Bot(fake, members, api, chat)
+    finally:
+        chat.stop.set()
+        api.close()
 
 
 # -- a Bot API that answers the same update twice ------------------------------------------
