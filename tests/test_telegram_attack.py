@@ -22,6 +22,7 @@ import pytest
 
 from alertd.community.config import CommunitySpec
 from alertd.members import Members, SearchDraft
+from alertd.outcome import Outcome
 from alertd.render import Item, Message
 from alertd.telegram import botapi
 from alertd.telegram.botapi import BotApi, BotApiError
@@ -393,3 +394,23 @@ def test_a_group_upgraded_to_a_supergroup_keeps_its_alerts(bot: Bot) -> None:
     assert outcome.accepted
     assert len(bot.fake.messages(supergroup)) == 1
     assert bot.members.chat_of(member) == supergroup
+
+
+@pytest.mark.parametrize("result", [["odd"], {"message_id": "x"}, "sent", None])
+def test_a_send_taken_with_an_odd_result_is_recorded_as_sent(bot: Bot, result: object) -> None:
+    """Telegram said ok: the message is in the chat, whatever the result looks like. A
+    result that was no message object raised in the sending thread, so the alert counted
+    as failed and was sent again at the next step."""
+    send_message = bot.fake._api_sendMessage
+
+    def odd(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        send_message(params)
+        return 200, {"ok": True, "result": result}
+
+    bot.fake._api_sendMessage = odd  # type: ignore[method-assign]
+    message = Message((Item(HOSTILE_JOBS[next(iter(HOSTILE_JOBS))], ("s",)),))
+    try:
+        outcome = send_to_chat(bot.api, bot.members, ANA, message, None)
+    except Exception as exc:  # what the cycle's sending thread would record as a failure
+        outcome = Outcome(False, type(exc).__name__)
+    assert outcome.accepted

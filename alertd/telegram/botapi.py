@@ -211,7 +211,8 @@ class BotApi:
                 link_preview_options={"is_disabled": True},
                 reply_markup=markup(keyboard),
             )
-        return int((result or {}).get("message_id") or 0)
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        return message_id if type(message_id) is int else 0  # ok is ok, whatever the result
 
     def edit(self, chat_id: int, message_id: int, text: str, keyboard: Keyboard | None) -> None:
         """editMessageText (the wizard's next step in place of its last)."""
