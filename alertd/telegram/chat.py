@@ -33,12 +33,13 @@ from alertd.models import PAY_TYPES
 from alertd.telegram.botapi import BotApi, BotApiError, Button, Keyboard
 from alertd.telegram.pace import BusyError, StoppedError
 from alertd.telegram.send import STOP_PREFIX
+from alertd.render import units
 from alertd.words import plural
 
 log = logging.getLogger(__name__)
 
 MAX_ECHO = 40  # characters of a member's text repeated back (escaped)
-REPLY_ROOM = 3500  # characters of a reply's HTML: Telegram refuses 4,096 (parsed) and more
+REPLY_ROOM = 3500  # UTF-16 units of a reply's HTML: Telegram refuses 4,096 (parsed) and more
 LINK_PREFIX = "l:"  # callback data of "yes, link this chat": l:<code>
 BURST = 3  # one chat's updates acted on from one getUpdates answer; the rest are skipped
 PATIENCE = 2.0  # seconds a reply may wait for its chat's turn; a busier chat's is dropped
@@ -469,7 +470,7 @@ class Chat:
             text = "Your searches:"
             for n, s in enumerate(searches, 1):
                 line = f"\n{n}. {describe(s)}{' (paused)' if s.paused else ''}"
-                if len(text) + len(line) > REPLY_ROOM:  # Telegram refuses 4,096 and more
+                if units(text + line) > REPLY_ROOM:  # Telegram refuses 4,096 UTF-16 units
                     more = len(searches) - n + 1
                     return [Reply(f"{text}\n… and {more} more: /link shows them all.")]
                 text += line
