@@ -30,10 +30,10 @@ from alertd.community.rules import Facets, FormError, parse_search
 from alertd.errors import StoreError
 from alertd.members import ChatBook, LimitError, Members, MemberSearch, SearchDraft, as_draft
 from alertd.models import PAY_TYPES
+from alertd.render import units
 from alertd.telegram.botapi import BotApi, BotApiError, Button, Keyboard
 from alertd.telegram.pace import BusyError, StoppedError
 from alertd.telegram.send import STOP_PREFIX
-from alertd.render import units
 from alertd.words import plural
 
 log = logging.getLogger(__name__)
