@@ -159,7 +159,7 @@ def test_a_long_list_is_still_answered(state_dir: Path) -> None:
         spec = _spec(telegram={"token": TOKEN, "api_url": url}, limits={"searches_per_member": 40})
         bot = Bot(fake, members, api, Chat(members, api, spec))
         member = members.add_feed_member(SearchDraft(title="T" * 80, q="k" * 200)).member
-        for n in range(19):  # what Telegram counts is UTF-16 units: an emoji is two
+        for _ in range(19):  # what Telegram counts is UTF-16 units: an emoji is two
             members.add_search(member.id, SearchDraft(title="🎧" * 80, q="🎙" * 200), 40)
         for n in range(20):
             members.add_search(member.id, SearchDraft(title=f"{n}" * 80, q="&" * 200), 40)
