@@ -959,14 +959,20 @@ class Members:
 
     def block_chat(self, chat_id: int) -> int:
         """The member blocked the bot: pause their searches (not retried for ever); how
-        many were paused. /resume in the chat brings them back."""
+        many were paused. /resume in the chat brings them back. A member who has e-mail
+        alerts keeps them: their chat is let go instead (none paused; the page's "Get it
+        on Telegram" links it again)."""
 
         def change(data: dict[str, Any], now: datetime) -> int:
             member_id = _chat_member(data, chat_id)
             if member_id is None:
                 return 0
-            data["members"][member_id]["telegram_blocked"] = format_time(now)
+            doc = data["members"][member_id]
+            doc["telegram_blocked"] = format_time(now)
             self._touch("members", member_id)
+            if doc.get("email"):  # their e-mail goes on: only the chat is let go
+                doc.pop("telegram", None)
+                return 0
             paused = 0
             for search_id, doc in data["searches"].items():
                 if doc["member"] == member_id and not doc.get("paused"):

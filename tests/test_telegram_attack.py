@@ -416,3 +416,24 @@ def test_a_send_taken_with_an_odd_result_is_recorded_as_sent(bot: Bot, result: o
     except Exception as exc:  # what the cycle's sending thread would record as a failure
         outcome = Outcome(False, type(exc).__name__)
     assert outcome.accepted
+
+
+def test_blocking_the_bot_does_not_stop_a_members_e_mail(bot: Bot) -> None:
+    """A member with e-mail alerts who also linked their chat, then blocked the bot,
+    had every search paused: their e-mail stopped too. Their chat is let go instead;
+    a member known only by their chat still has their searches paused."""
+    _pending, token = bot.members.start_signup("ana@example.org", SearchDraft(title="a", q="x"))
+    ana = bot.members.confirm(token, 10).member.id
+    bot.members.telegram_update(None, lambda book: book.attach(ana, ANA))
+    ben = bot.attach(BEN)  # Telegram only
+    bot.fake.block(ANA)
+    bot.fake.block(BEN)
+    message = Message((Item(HOSTILE_JOBS[next(iter(HOSTILE_JOBS))], ("s",)),))
+    try:
+        for chat in (ANA, BEN):
+            assert send_to_chat(bot.api, bot.members, chat, message, None).permanent
+    finally:
+        bot.fake.blocked.clear()
+    assert [s.paused for s in bot.members.searches_of(ana)] == [False]
+    assert bot.members.chat_of(ana) is None  # no more sends to a chat that refuses them
+    assert [s.paused for s in bot.members.searches_of(ben)] == [True]

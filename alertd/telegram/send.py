@@ -70,7 +70,10 @@ def send_to_chat(
     except BotApiError as exc:
         if exc.blocked:
             paused = members.block_chat(chat_id)
-            log.warning("a member blocked the bot: their %d searches are paused", paused)
+            if paused:
+                log.warning("a member blocked the bot: their %d searches are paused", paused)
+            else:
+                log.warning("a member blocked the bot: their chat is no longer sent to")
             return Outcome(False, f"the member's chat refused the bot ({exc})", permanent=True)
         if exc.retry_after is not None:
             return Outcome(False, str(exc), retry_after=exc.retry_after)
