@@ -335,6 +335,9 @@ class Members:
         self._seen: Seen | None = None  # the snapshot read
         self._loaded = False
         self._touched: dict[tuple[str, str], None] | None = None  # rows the write changes
+        # A compaction that was to take an address off the disk failed: the next write
+        # tries again (not only once the journal is long).
+        self._compaction_owed = False
         self._active: tuple[int, list[tuple[Member, MemberSearch]]] | None = None
 
     @classmethod
@@ -615,8 +618,12 @@ class Members:
                 raise
             finally:
                 self._touched = None
-            if compact or expired or self._is_compaction_due():
-                self._compact_now(required=compact or bool(expired))
+            forgets = compact or bool(expired) or self._compaction_owed  # an address
+            if forgets or self._is_compaction_due():
+                # Only the member deleting themselves is told of a failure: the change
+                # is written either way, and an error would make a member whose write
+                # merely dropped someone's expired sign-up do it again (twice).
+                self._compact_now(required=compact, forgets=forgets)
             return result
 
     def _forget(self) -> None:
@@ -641,10 +648,11 @@ class Members:
             if self.journal.offset or self.journal.tail:
                 self._compact_now(required=True)
 
-    def _compact_now(self, *, required: bool) -> None:
+    def _compact_now(self, *, required: bool, forgets: bool = True) -> None:
         """Write the snapshot, then delete the journal (under both locks). A failure is
-        a StoreError when ``required`` (an address must leave the disk); otherwise a
-        warning, and the journal grows until a later write compacts it."""
+        a StoreError when ``required`` (a deleted member's address must leave the disk);
+        otherwise a warning, and the journal grows until a later write compacts it: the
+        next one when ``forgets`` (the journal holds an address that must go)."""
         if self.journal.tail:
             log.warning(
                 "%s ended in a torn line (a write cut short by a crash): it is ignored",
@@ -654,8 +662,10 @@ class Members:
             write_atomically(self.path, json_pieces(self._data, depth=2))  # members, rows
             self._seen = _identity(self.path)
             self.journal.remove()
+            self._compaction_owed = False
         except OSError as exc:
             message = f"cannot write {self.path}: {exc.strerror or exc}; {fix_for(exc)}"
+            self._compaction_owed = self._compaction_owed or forgets
             self._forget()
             if required:
                 raise StoreError(message) from exc
