@@ -47,3 +47,18 @@ def test_a_full_disk_when_an_expired_sign_up_is_dropped_fails_no_one_s_own_chang
         ("first", False),
         ("second", True),
     ]
+
+
+def test_format_time_tells_apart_the_two_same_wall_clock_times_of_a_night_the_clocks_go_back() -> None:
+    """format_time's cache took the second 01:30 (fold=1) for the first: same datetime
+    by == and hash within one zone, but an hour later."""
+    from alertd.models import format_time
+
+    new_york = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=new_york)
+    second = first.replace(fold=1)
+    assert format_time(first) == "2026-11-01T05:30:00.000Z"
+    assert format_time(second) == "2026-11-01T06:30:00.000Z"
+    assert format_time(datetime(2026, 11, 1, 6, 30, tzinfo=ZoneInfo("UTC"))) == (
+        "2026-11-01T06:30:00.000Z"
+    )
