@@ -731,7 +731,10 @@ def send_queued(
             links = subs.links(key, alerts[0].searches) if subs.linkers else None
         everything = None  # a member's summary links to their feed (``links``)
         if links is None and len(alerts) > 1 and subs.everywhere:
-            everything = subs.everything([n for a in alerts for n in a.searches])
+            # Only a search every alert matched has a feed holding them all.
+            everything = subs.everything(
+                [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
+            )
         outcome = send_message(
             config, target, alerts, store, send, clock, report, titles, links, everything
         )

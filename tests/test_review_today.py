@@ -62,3 +62,90 @@ def test_format_time_tells_apart_the_two_same_wall_clock_times_of_a_night_the_cl
     assert format_time(datetime(2026, 11, 1, 6, 30, tzinfo=ZoneInfo("UTC"))) == (
         "2026-11-01T06:30:00.000Z"
     )
+
+
+def _summary(world: Any, body: str) -> Any:
+    """The one message the channel gets for the jobs ``notify_existing`` finds."""
+    from alertd.deliver import with_feeds
+    from alertd.feeds import Feeds
+    from alertd.models import Target
+    from alertd.outcome import Outcome
+    from alertd.render import Message
+
+    messages: list[Message] = []
+
+    def channel(target: Target, message: Message) -> Outcome:
+        messages.append(message)
+        return Outcome(True)
+
+    config = world.body(body)
+    world.send = with_feeds(channel, Feeds.open(config.state_dir))
+    report = world.cycle()
+    world.advance(timedelta(minutes=11))  # the channel's batch ends
+    report = world.cycle()
+    assert report.ok and report.owed == 0, report.summary()
+    assert len(messages) == 1
+    return messages[0]
+
+
+def _community(public_url: str) -> str:
+    return (
+        f"community:\n  name: Guild\n  public_url: {public_url}\n  signup: 'off'\n"
+        "channels:\n  all: {url: 'json://127.0.0.1:9/all', batch: 10m}\n"
+    )
+
+
+def _search(name: str, category: str, feed: bool) -> str:
+    return (
+        f"  - name: {name}\n    category: {category}\n"
+        + ("    feed: true\n" if feed else "")
+        + "    notify_existing: true\n    notify: [all]\n"
+    )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Any:
+    from tests.world import World
+
+    made = World(tmp_path, seed=3)
+    yield made
+    made.stop()
+
+
+def test_a_summary_s_more_links_no_feed_that_lacks_the_jobs_it_summarised(world: Any) -> None:
+    """Two searches share a channel, only one with a public feed: the summary's
+    "+N more: all of them at <audio's feed>" sent readers to a feed without the text
+    jobs it had summarised away."""
+    for i in range(20):
+        world.market.add_job(title=f"audio job {i:02d}", category="Audio Annotation")
+        world.market.add_job(title=f"text job {i:02d}", category="Text Annotation")
+    body = _community("https://alerts.example.org") + "searches:\n"
+    body += _search("audio", "Audio Annotation", True) + _search("text", "Text Annotation", False)
+    message = _summary(world, body)
+    assert {n for item in message.items for n in item.searches} == {"audio", "text"}
+    assert message.everything is None  # no one feed holds them all: it only counts
+
+
+def test_a_summary_s_more_link_keeps_its_markup_whatever_the_page_s_address(
+    world: Any,
+) -> None:
+    """A public_url may hold any printable character: a | ended Slack's link early and
+    a > Discord's, so "+N more" pointed at a cut-off address."""
+    from urllib.parse import unquote
+
+    from alertd.render import render_discord, render_slack
+
+    for i in range(40):
+        world.market.add_job(title=f"audio job {i:02d}", category="Audio Annotation")
+    page = "https://alerts.example.org/a|b>c"
+    body = _community(f"'{page}'") + "searches:\n" + _search("audio", "Audio Annotation", True)
+    message = _summary(world, body)
+    link = f"{page}/feeds/audio.atom"
+    slack = render_slack(message, None)["blocks"][-1]["elements"][0]["text"]
+    assert slack.startswith("<") and slack.endswith("|+25 more>")
+    assert unquote(slack[1 : -len("|+25 more>")]) == link
+    content = render_discord(message, None)["content"]
+    start = content.index("[+30 more](<") + len("[+30 more](<")
+    end = content.index(">)", start)
+    assert unquote(content[start:end]) == link
+    assert content.endswith(">)")
