@@ -149,3 +149,29 @@ def test_a_summary_s_more_link_keeps_its_markup_whatever_the_page_s_address(
     end = content.index(">)", start)
     assert unquote(content[start:end]) == link
     assert content.endswith(">)")
+
+
+def test_the_kept_mail_limit_is_not_rewritten_at_every_mail_once_it_holds_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past COMPACT_LINES live events (many addresses asked for in a day: the mail limit
+    per address counts even what the total limit then refuses), every mail rewrote and
+    fsynced the whole file: quadratic, and each request held the page's lock for it."""
+    import alertd.community.quota as quota
+
+    monkeypatch.setattr(quota, "COMPACT_LINES", 20)
+    rewrites = []
+    real = quota.write_atomically
+
+    def counted(path: Path, text: Any) -> int:
+        rewrites.append(path)
+        return real(path, text)
+
+    monkeypatch.setattr(quota, "write_atomically", counted)
+    path = tmp_path / quota.QUOTA_FILE
+    limiter = quota.KeptRateLimiter(path, 3, 86400.0, b"k" * 32)
+    for n in range(200):
+        assert limiter.allow(f"victim{n}@example.org")
+    assert len(rewrites) <= 8  # at start, then as the file doubles: not once a mail
+    again = quota.KeptRateLimiter(path, 1, 86400.0, b"k" * 32)  # a restart counts them all
+    assert not any(again.allow(f"victim{n}@example.org") for n in range(200))

@@ -59,6 +59,7 @@ class KeptRateLimiter(RateLimiter):
         self._secret = secret
         self._writing = threading.Lock()
         self._lines = 0
+        self._rewrite_at = COMPACT_LINES  # lines; twice what the last rewrite kept
         self._load()
 
     def allow(self, key: str) -> bool:
@@ -75,7 +76,7 @@ class KeptRateLimiter(RateLimiter):
                 finally:
                     os.close(fd)
                 self._lines += 1
-                if self._lines > COMPACT_LINES:
+                if self._lines > self._rewrite_at:
                     self._rewrite()
             except (OSError, StoreError) as exc:  # the limit still holds until a restart
                 log.warning("community: cannot keep the mail limit in %s: %s", self.path, exc)
@@ -116,3 +117,6 @@ class KeptRateLimiter(RateLimiter):
         text = "".join(json.dumps({"k": key, "t": moment}) + "\n" for key, moment in self.events())
         write_atomically(self.path, text)
         self._lines = len(text.splitlines())
+        # Not again at the next mail when the window still holds more than
+        # COMPACT_LINES events: a rewrite at every mail would be quadratic.
+        self._rewrite_at = max(COMPACT_LINES, 2 * self._lines)
