@@ -175,3 +175,58 @@ def test_the_kept_mail_limit_is_not_rewritten_at_every_mail_once_it_holds_many(
     assert len(rewrites) <= 8  # at start, then as the file doubles: not once a mail
     again = quota.KeptRateLimiter(path, 1, 86400.0, b"k" * 32)  # a restart counts them all
     assert not any(again.allow(f"victim{n}@example.org") for n in range(200))
+
+
+def test_the_daemon_outlives_a_members_table_it_cannot_read(
+    write_config: Any, tmp_path: Path, state_dir: Path
+) -> None:
+    """A symbolic link planted for members.journal (or an unreadable one) made the
+    members' searches raise before the cycle's own error handling: ``alertd run`` died
+    with a traceback instead of logging the cycle's error and trying again."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from tests.conftest import ALERTD
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    config = write_config(
+        "poll_interval: 0.3\n"
+        "community:\n"
+        "  name: Guild\n"
+        "  public_url: https://alerts.example.org\n"
+        f"  listen: 127.0.0.1:{port}\n"
+    )
+    log_path = tmp_path / "log.txt"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([*ALERTD, "run", "-c", str(config)], stdout=log, stderr=log)
+    try:
+
+        def wait_for(text: str, after: int = 0) -> int:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                found = log_path.read_text().find(text, after)
+                if found >= 0:
+                    return found
+                assert daemon.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+            raise AssertionError(f"no {text!r} in: {log_path.read_text()}")
+
+        wait_for("cycle 1 ")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.write_text("")
+        (state_dir / JOURNAL_FILE).symlink_to(elsewhere)
+        planted = len(log_path.read_text())
+        wait_for(JOURNAL_FILE, planted)  # the cycle says what is wrong
+        time.sleep(1.0)  # more cycles
+        assert daemon.poll() is None, log_path.read_text()
+        (state_dir / JOURNAL_FILE).unlink()
+        healed = len(log_path.read_text())
+        wait_for("cycle ", healed)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=10)
+    assert daemon.returncode == 0, log_path.read_text()
