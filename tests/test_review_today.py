@@ -230,3 +230,38 @@ def test_the_daemon_outlives_a_members_table_it_cannot_read(
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=10)
     assert daemon.returncode == 0, log_path.read_text()
+
+
+def test_a_member_deleted_on_the_page_while_the_cycle_sends_is_withdrawn_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The cycle asks for a member's links at the moment of sending: their search, then
+    their manage and feed links. A deletion on the page between the two (another thread
+    or process) raised TokenError out of the cycle ("cycle failed unexpectedly"): every
+    other target's message of that cycle waited. It is a search no longer wanted."""
+    from alertd.community.config import CommunitySpec
+    from alertd.community.provider import MemberSearches
+    from alertd.subscriptions import Subscriptions
+
+    spec = CommunitySpec(
+        name="Guild",
+        public_url="https://alerts.example.org",
+        mail="mailto://127.0.0.1:9?from=alerts@example.org",
+    )
+    members = Members.open(tmp_path)
+    _, token = members.start_signup("ana@example.org", SearchDraft(title="Audio", q="audio"))
+    confirmed = members.confirm(token, limit=10)
+    subs = Subscriptions.gather([MemberSearches(members, spec)])
+    (search,) = subs.searches
+    mail = next(t.key for t in search.targets if t.feed_key is None)
+    page = Members.open(tmp_path)  # the page, deleting the member in between
+    found = members.search
+
+    def search_then_deleted(search_id: str) -> Any:
+        row = found(search_id)
+        page.remove_member(confirmed.member.id)
+        return row
+
+    members.search = search_then_deleted  # type: ignore[method-assign]
+    assert subs.links(mail, [search.name]) is None
+    assert _files_holding(tmp_path, "ana@example.org") == []
