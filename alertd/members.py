@@ -346,7 +346,9 @@ class Members:
         journal compacted into the snapshot."""
         state_dir.mkdir(parents=True, exist_ok=True)
         members = cls(state_dir, _load_key(state_dir / KEY_FILE))
-        members.compact()
+        # Not required: the table reads whole from both files, and a disk too full for
+        # a 7 MB snapshot must not keep the daemon from starting (the next write tries).
+        members.compact(required=False)
         return members
 
     # -- reading --------------------------------------------------------------------
@@ -640,13 +642,14 @@ class Members:
             return True
         return journal.lines >= self.compact_changes or journal.offset >= self.compact_bytes
 
-    def compact(self) -> None:
+    def compact(self, *, required: bool = True) -> None:
         """Fold the journal into the snapshot (``members.open`` does, at every start;
-        writes do when the journal is long, or a change deleted an address)."""
+        writes do when the journal is long, or a change deleted an address). A failure
+        is a StoreError when ``required``, else a warning and owed to the next write."""
         with self._lock, self._file_lock():
             self.refresh()
             if self.journal.offset or self.journal.tail:
-                self._compact_now(required=True)
+                self._compact_now(required=required)
 
     def _compact_now(self, *, required: bool, forgets: bool = True) -> None:
         """Write the snapshot, then delete the journal (under both locks). A failure is

@@ -265,3 +265,34 @@ def test_a_member_deleted_on_the_page_while_the_cycle_sends_is_withdrawn_not_a_c
     members.search = search_then_deleted  # type: ignore[method-assign]
     assert subs.links(mail, [search.name]) is None
     assert _files_holding(tmp_path, "ana@example.org") == []
+
+
+def test_a_disk_too_full_for_the_members_snapshot_does_not_keep_the_page_from_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start the journal is folded into members.json (7 MB at 10,000 members) and the
+    mail limit's file rewritten: on a disk with room for the small files only, either
+    failing stopped ``alertd run`` although both tables read whole as they are."""
+    import alertd.community.quota as quota
+
+    members = Members.open(tmp_path)
+    members.add_feed_member(SearchDraft(title="in the snapshot"))
+    members.add_feed_member(SearchDraft(title="in the journal"))
+    assert (tmp_path / JOURNAL_FILE).exists()
+    path = tmp_path / quota.QUOTA_FILE
+    limiter = quota.KeptRateLimiter(path, 2, 86400.0, b"k" * 32)
+    assert limiter.allow("victim@example.org") and limiter.allow("victim@example.org")
+
+    def full_disk(path: Path, text: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(alertd.members, "write_atomically", full_disk)
+    monkeypatch.setattr(quota, "write_atomically", full_disk)
+    started = Members.open(tmp_path)  # a restart
+    titles = sorted(s.title for _, s in started.active())
+    assert titles == ["in the journal", "in the snapshot"]
+    again = quota.KeptRateLimiter(path, 2, 86400.0, b"k" * 32)
+    assert not again.allow("victim@example.org")  # the day's two mails still counted
+    monkeypatch.undo()  # room again: the next write folds the journal
+    started.add_feed_member(SearchDraft(title="a third"))
+    assert not (tmp_path / JOURNAL_FILE).exists()

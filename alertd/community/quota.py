@@ -105,10 +105,13 @@ class KeptRateLimiter(RateLimiter):
         with self._writing:
             try:
                 self._rewrite()
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot write {self.path}: {exc.strerror}; {fix_for(exc)}"
-                ) from exc
+            except OSError as exc:  # counted all the same: the file is rewritten later
+                log.warning(
+                    "community: cannot rewrite the mail limit's %s: %s; %s",
+                    self.path,
+                    exc.strerror or exc,
+                    fix_for(exc),
+                )
 
     def _rewrite(self) -> None:
         """The file again, with the events the window still holds (OSError to the caller)."""
