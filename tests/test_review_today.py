@@ -296,3 +296,25 @@ def test_a_disk_too_full_for_the_members_snapshot_does_not_keep_the_page_from_st
     monkeypatch.undo()  # room again: the next write folds the journal
     started.add_feed_member(SearchDraft(title="a third"))
     assert not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_a_clock_set_back_does_not_lock_an_address_out_for_as_long_as_it_jumped(
+    tmp_path: Path,
+) -> None:
+    """The kept mail limit runs on the wall clock. Mails sent while the clock ran a year
+    ahead (a wrong RTC at boot, then NTP) stayed counted in memory until that year came
+    round: a member got no confirmation mail for a year. A restart counted them as now;
+    so does the running page."""
+    import alertd.community.quota as quota
+
+    day = 86400.0
+    now = [1_900_000_000.0 + 365 * day]  # a year ahead
+    limiter = quota.KeptRateLimiter(
+        tmp_path / quota.QUOTA_FILE, 3, day, b"k" * 32, clock=lambda: now[0]
+    )
+    for _ in range(3):
+        assert limiter.allow("ana@example.org")
+    now[0] = 1_900_000_000.0  # set right
+    assert not limiter.allow("ana@example.org")  # the day's three still count
+    now[0] += day + 1
+    assert limiter.allow("ana@example.org")  # a day on, not a year

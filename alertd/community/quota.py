@@ -15,7 +15,9 @@ Lines are not fsynced: a power cut may forget the
 last few mails, which errs towards one more mail, never towards refusing someone for
 good; a torn or damaged line is skipped. The file is mode 0600 and never read or
 written through a symbolic link. The clock is the wall clock (``time.time``), since a
-restart must compare with it; a clock set back makes the limit last longer, not less.
+restart must compare with it; a clock set back counts the events it left in the future
+as made now (running, as at a start): the limit lasts longer then, never less, and
+never as long as the clock jumped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +68,11 @@ class KeptRateLimiter(RateLimiter):
     def allow(self, key: str) -> bool:
         """``RateLimiter.allow`` for ``key``, the event counted in the file too."""
         kept = hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
+        now = self.clock()
+        with self._lock:  # the clock went back: its events count from now, as at a start
+            events = self._events.get(kept)
+            if events and events[-1] > now:
+                self._events[kept] = deque(min(moment, now) for moment in events)
         if not super().allow(kept):
             return False
         line = json.dumps({"k": kept, "t": round(self.clock(), 3)}) + "\n"
