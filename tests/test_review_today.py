@@ -318,3 +318,30 @@ def test_a_clock_set_back_does_not_lock_an_address_out_for_as_long_as_it_jumped(
     assert not limiter.allow("ana@example.org")  # the day's three still count
     now[0] += day + 1
     assert limiter.allow("ana@example.org")  # a day on, not a year
+
+
+def test_status_and_health_read_a_config_whose_pinging_discord_url_is_a_secret(
+    write_config: Any, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``alertd status`` and ``health`` read the config without its secrets: a Discord
+    URL in ${DISCORD_URL} (as the README recommends) was taken for a channel without a
+    discord:// URL, and its mention_roles made the config "invalid": health said
+    unhealthy (a container's health check restarting a daemon that runs fine)."""
+    monkeypatch.delenv("DISCORD_URL", raising=False)
+    config = write_config(
+        "channels:\n"
+        "  team:\n"
+        "    url: ${DISCORD_URL}\n"
+        "    mention_roles: [123456789012345678]\n"
+        "searches:\n"
+        "  - name: audio\n    q: audio\n    notify: [team]\n"
+    )
+    for command in ("status", "health"):
+        result = run_cli(command, "-c", config)
+        assert "config error" not in result.output and "Error:" not in result.output, (
+            command,
+            result.output,
+        )
+    monkeypatch.setenv("DISCORD_URL", "json://127.0.0.1:9/not-discord")  # still refused
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code != 0 and "only a Discord channel can ping roles" in result.output
