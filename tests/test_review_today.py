@@ -49,7 +49,7 @@ def test_a_full_disk_when_an_expired_sign_up_is_dropped_fails_no_one_s_own_chang
     ]
 
 
-def test_format_time_tells_apart_the_two_same_wall_clock_times_of_a_night_the_clocks_go_back() -> None:
+def test_format_time_tells_apart_the_two_01_30_of_a_night_the_clocks_go_back() -> None:
     """format_time's cache took the second 01:30 (fold=1) for the first: same datetime
     by == and hash within one zone, but an hour later."""
     from alertd.models import format_time
