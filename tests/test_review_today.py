@@ -378,3 +378,25 @@ def test_a_refused_change_does_not_read_the_whole_table_again(
         "first",
         second.title,
     ]
+
+
+@pytest.mark.parametrize("role", ["99999999999999999999", "18446744073709551616"])
+def test_a_role_id_past_a_64_bit_snowflake_is_refused_by_validate(
+    write_config: Any, run_cli: Any, role: str
+) -> None:
+    """A Discord ID is a 64-bit snowflake: 20 digits past 2**64 - 1 (a 19-digit ID with
+    one digit too many, most of the time) passed validate, and Discord answers 400 to
+    every message whose allowed_mentions names it: the channel got nothing."""
+    config = write_config(
+        "channels:\n"
+        "  team:\n"
+        "    url: discord://1234/abcd\n"
+        f"    mention_roles: [{role}]\n"
+        "searches:\n"
+        "  - name: audio\n    q: audio\n    notify: [team]\n"
+    )
+    result = run_cli("validate", "-c", config)
+    assert result.exit_code != 0 and "not a Discord role ID" in result.output, result.output
+    largest = str(2**64 - 1)  # still one
+    config.write_text(config.read_text().replace(role, largest))
+    assert run_cli("validate", "-c", config).exit_code == 0
