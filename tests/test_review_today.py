@@ -400,3 +400,70 @@ def test_a_role_id_past_a_64_bit_snowflake_is_refused_by_validate(
     largest = str(2**64 - 1)  # still one
     config.write_text(config.read_text().replace(role, largest))
     assert run_cli("validate", "-c", config).exit_code == 0
+
+
+def test_the_page_alertd_run_serves_has_the_public_feed_a_summary_links_to(
+    write_config: Any, tmp_path: Path, market: Any
+) -> None:
+    """A summary's "+N more" links to <public_url>/feeds/<slug>.atom, but the page
+    ``alertd run`` serves never knew which searches have a public feed: every such link
+    (and every public feed) was a 404. A search that opts in on a reload is there too."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    import feedparser
+    import httpx
+
+    from tests.conftest import ALERTD
+
+    for i in range(3):
+        market.add_job(title=f"audio job {i}", category="Audio Annotation")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    head = (
+        "poll_interval: 0.3\n"
+        "community:\n"
+        "  name: Guild\n"
+        "  public_url: https://alerts.example.org\n"
+        f"  listen: 127.0.0.1:{port}\n"
+        "searches:\n"
+        "  - name: audio\n    category: Audio Annotation\n    feed: true\n"
+        "    notify_existing: true\n    notify: [json://127.0.0.1:9/audio]\n"
+    )
+    config = write_config(head)
+    log_path = tmp_path / "log.txt"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen([*ALERTD, "run", "-c", str(config)], stdout=log, stderr=log)
+
+    def feed_titles(slug: str) -> list[str] | None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert daemon.poll() is None, log_path.read_text()
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/feeds/{slug}.atom", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.1)
+                continue
+            if answer.status_code == 200:
+                entries = feedparser.parse(answer.content).entries
+                if entries:
+                    return sorted(e.title for e in entries)
+            time.sleep(0.1)
+        return None
+
+    try:
+        assert feed_titles("audio") == [f"audio job {i}" for i in range(3)], log_path.read_text()
+        config.write_text(
+            config.read_text()
+            + "  - name: text\n    category: Text Annotation\n    feed: true\n"
+            + "    notify_existing: true\n    notify: [json://127.0.0.1:9/text]\n"
+        )
+        market.add_job(title="text job", category="Text Annotation")
+        daemon.send_signal(signal.SIGHUP)
+        assert feed_titles("text") == ["text job"], log_path.read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=10)
