@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from alertd.daemon import CycleRunner
     from alertd.deliver import Sender
     from alertd.metrics import MetricsServer
+    from alertd.telegram.poll import Poller
 
 log = logging.getLogger("alertd")
 
@@ -358,11 +359,15 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     stop = threading.Event()
     sender = make_sender(config, dry_run, stop)
     page = start_community(config, dry_run)
+    bot = start_bot(config, page)
+    if bot is not None:
+        sender = bot.wrap(sender, config.tz, stop)
     with (
         open_store(config, dry_run) as store,
         make_client(config, stop, window) as client,
         serve_metrics(listener, config, client) as metrics,
         closing(page) if page is not None else nullcontext(),
+        closing(bot) if bot is not None else nullcontext(),
     ):
         refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
@@ -411,6 +416,21 @@ def start_community(config: Config, dry_run: bool) -> CommunityServer | None:
         return serve_configured(config, dry_run)
     except (ConfigError, StoreError) as exc:  # the port; a damaged members.json
         fail(exc)
+
+
+def start_bot(config: Config, page: CommunityServer | None) -> Poller | None:
+    """The community's Telegram bot beside its page, when ``community.telegram`` is set
+    (a Poller: ``close()``; ``wrap`` routes members' chats through it)."""
+    if page is None or config.community is None or config.community.telegram is None:
+        return None
+    from alertd.telegram.poll import serve_bot
+
+    poller = serve_bot(
+        config.community, page.page.members, page.page.lookup, tz_name=page.page.tz_name
+    )
+    if poller is not None:
+        page.page.telegram = lambda: poller.bot.username
+    return poller
 
 
 @cli.command()

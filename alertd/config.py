@@ -32,7 +32,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from alertd.community.config import COMMUNITY_KEYS, CommunitySpec
+from alertd.community.config import COMMUNITY_KEYS, TELEGRAM_KEYS, CommunitySpec
 from alertd.errors import ConfigError
 from alertd.models import PAY_TYPES, Pace, SavedSearch, Target
 from alertd.render import Channel, channel_for
@@ -161,6 +161,7 @@ def _translate(exc: ValidationError, lines: Mapping[Loc, int], source: str) -> C
         key = str(loc[-1])
         known = SEARCH_KEYS if len(loc) >= 3 and loc[0] == "searches" else SETTING_KEYS + FILE_KEYS
         known = COMMUNITY_KEYS if len(loc) == 2 and loc[0] == "community" else known
+        known = TELEGRAM_KEYS if loc[:2] == ("community", "telegram") else known
         return ConfigError(
             f"unknown key {key!r}{_suggest(key, known)}",
             source=where,
@@ -534,6 +535,8 @@ def _build_config(
         if file.community is not None and file.community.mail is not None:  # masked in logs
             resolver.secrets |= url_secrets(file.community.mail)
             resolver.secrets |= env_secrets_in(file.community.mail, secrets, resolver.secrets)
+        if file.community is not None and file.community.telegram is not None:
+            resolver.secrets.add(file.community.telegram.token)  # the bot's: never logged
         if file.community is not None and file.community.invite_code:
             resolver.secrets.add(file.community.invite_code)
         searches: list[SavedSearch] = []

@@ -32,7 +32,7 @@ from alertd.store.files import open_nofollow
 
 log = logging.getLogger(__name__)
 
-TABLES = ("members", "searches", "pending")
+TABLES = ("members", "searches", "pending", "telegram")
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 

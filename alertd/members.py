@@ -24,6 +24,11 @@ an ``fcntl`` lock on ``members.lock``, and each write starts from the table as i
 on disk. Readers take no lock: ``refresh`` notices a new snapshot or a longer journal
 with two ``stat`` calls and reads only the new lines.
 
+The community bot (``alertd.telegram``) keeps its rows in a fourth table, ``telegram``:
+its update offset, the single-use codes that link a chat (as their SHA-256), and where
+each chat's /watch stands; a member's chat id is in their own row. Its offset is
+written in the same journal line as the change an update made (``telegram_update``).
+
 Tokens (in links only, never passwords):
 
 - a member's manage link, their feed's link and each search's unsubscribe link are
@@ -180,7 +185,14 @@ def _matches(token: str, stored: object) -> bool:
 
 
 def _empty() -> dict[str, Any]:
-    return {"format": FORMAT, "version": 0, "members": {}, "searches": {}, "pending": {}}
+    return {
+        "format": FORMAT,
+        "version": 0,
+        "members": {},
+        "searches": {},
+        "pending": {},
+        "telegram": {},
+    }
 
 
 Seen = tuple[int, int, int]  # (inode, mtime_ns, size) of the snapshot read
@@ -221,8 +233,9 @@ def _read(path: Path) -> tuple[dict[str, Any], Seen | None]:
     if type(data.get("version", 0)) is not int:
         raise damaged(path, "is not an alertd members table")
     data.setdefault("pending", {})
+    data.setdefault("telegram", {})  # the community bot's rows (alertd.telegram)
     data.setdefault("version", 0)
-    if not isinstance(data["pending"], dict):
+    if not isinstance(data["pending"], dict) or not isinstance(data["telegram"], dict):
         raise damaged(path, "is not an alertd members table")
     return dict(data), (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -469,6 +482,7 @@ class Members:
                 "id": member.id,
                 "email": member.email,
                 "feed": member.feed,
+                "telegram_chat": self.telegram_chats().get(member.id),
                 "created_at": format_time(member.created_at),
             },
             "searches": [
@@ -864,6 +878,98 @@ class Members:
         }
         return search_id
 
+    # -- Telegram (alertd.telegram) ------------------------------------------------------
+
+    def telegram_offset(self) -> int:
+        """The first Telegram update the bot has not acted on yet."""
+        self.refresh()
+        with self._lock:
+            return int(_telegram(self._data).get(OFFSET_ROW, {}).get("offset", 0))
+
+    def telegram_chats(self) -> dict[str, int]:
+        """Each member's Telegram chat (member id → chat id), for those who have one."""
+        self.refresh()
+        with self._lock:
+            return {
+                mid: int(doc["telegram"])
+                for mid, doc in self._data["members"].items()
+                if isinstance(doc.get("telegram"), int)
+            }
+
+    def chat_of(self, member_id: str) -> int | None:
+        """The member's Telegram chat with the community bot, or None."""
+        self.refresh()
+        with self._lock:
+            chat = (self._data["members"].get(member_id) or {}).get("telegram")
+        return chat if isinstance(chat, int) else None
+
+    def member_for_chat(self, chat_id: int) -> Member | None:
+        """The member (or group) whose Telegram chat this is, or None."""
+        self.refresh()
+        with self._lock:
+            member_id = _chat_member(self._data, chat_id)
+        return None if member_id is None else self.member(member_id)
+
+    def chat_state(self, chat_id: int) -> dict[str, Any] | None:
+        """Where the conversation in ``chat_id`` stands (a /watch half done), or None."""
+        self.refresh()
+        with self._lock:
+            state = _telegram(self._data).get(f"{CHAT_ROW}{chat_id}")
+            return None if state is None else json.loads(json.dumps(state))
+
+    def telegram_code(self, member_id: str) -> str:
+        """A short single-use code (``/start <code>``) that links a Telegram chat to this
+        member; it expires after ``LINK_TTL``. Kept only as its SHA-256."""
+
+        def change(data: dict[str, Any], now: datetime) -> str:
+            if member_id not in data["members"]:
+                raise TokenError("no such member")
+            code = secrets.token_urlsafe(12)  # 96 bits, 16 characters: Telegram allows 64
+            key = f"{CODE_ROW}{_digest(code)}"
+            _telegram(data)[key] = {"member": member_id, "expires": format_time(now + LINK_TTL)}
+            self._touch(TELEGRAM, key)
+            return code
+
+        code: str = self._write(change)
+        return code
+
+    def telegram_update(self, update_id: int | None, change: Callable[[ChatBook], Any]) -> Any:
+        """Apply what Telegram updates asked (``change``, given a ``ChatBook``) and store
+        the bot's update offset past ``update_id``, in the same durable write: an update
+        is acted on once, even across ``kill -9``. What ``change`` returned."""
+
+        def write(data: dict[str, Any], now: datetime) -> Any:
+            result = change(ChatBook(self, data, now))
+            if update_id is not None:
+                table = _telegram(data)
+                offset = max(int(table.get(OFFSET_ROW, {}).get("offset", 0)), update_id + 1)
+                table[OFFSET_ROW] = {"offset": offset}
+                self._touch(TELEGRAM, OFFSET_ROW)
+            return result
+
+        return self._write(write)
+
+    def block_chat(self, chat_id: int) -> int:
+        """The member blocked the bot: pause their searches (not retried for ever); how
+        many were paused. /resume in the chat brings them back."""
+
+        def change(data: dict[str, Any], now: datetime) -> int:
+            member_id = _chat_member(data, chat_id)
+            if member_id is None:
+                return 0
+            data["members"][member_id]["telegram_blocked"] = format_time(now)
+            self._touch("members", member_id)
+            paused = 0
+            for search_id, doc in data["searches"].items():
+                if doc["member"] == member_id and not doc.get("paused"):
+                    doc["paused"] = True
+                    self._touch("searches", search_id)
+                    paused += 1
+            return paused
+
+        paused: int = self._write(change)
+        return paused
+
 
 def _member_with(data: dict[str, Any], email: str) -> str | None:
     wanted = normalise_email(email)
@@ -935,3 +1041,165 @@ def _load_key(path: Path) -> bytes:
     if len(key) < 16:
         raise damaged(path, "is not a members key (64 hex digits)")
     return key
+
+
+# -- Telegram's rows ----------------------------------------------------------------------
+
+LINK_TTL = timedelta(hours=1)
+TELEGRAM = "telegram"  # the bot's table: its offset, link codes, chats' conversations
+OFFSET_ROW = "offset"  # {"offset": the first update not acted on}
+CODE_ROW = "code:"  # code:<SHA-256 of a link code>: {"member", "expires"}
+CHAT_ROW = "chat:"  # chat:<chat id>: where a /watch or /edit stands
+
+
+def _telegram(data: dict[str, Any]) -> dict[str, Any]:
+    """The bot's table (rows a journal line can hold, like the others)."""
+    table: dict[str, Any] = data.setdefault(TELEGRAM, {})
+    return table
+
+
+def _chat_member(data: dict[str, Any], chat_id: int) -> str | None:
+    for member_id, doc in data["members"].items():
+        if doc.get("telegram") == chat_id:
+            return str(member_id)
+    return None
+
+
+class ChatBook:
+    """The members table as Telegram updates may change it, inside one write: every
+    row changed is noted for the journal line (``Members._touch``)."""
+
+    def __init__(self, members: Members, data: dict[str, Any], now: datetime) -> None:
+        self._members = members
+        self.data = data
+        self.now = now
+
+    def _touch(self, table: str, key: str) -> None:
+        self._members._touch(table, key)
+
+    def member_id(self, chat_id: int) -> str | None:
+        """The member (or group) whose chat this is."""
+        return _chat_member(self.data, chat_id)
+
+    def link(self, code: str, chat_id: int) -> str | None:
+        """Link ``chat_id`` to the member whose code this is (used up); their id, or None
+        for an unknown, used or expired code. A Telegram-only member this chat had
+        before hands their searches over and goes."""
+        table = _telegram(self.data)
+        for key in [k for k in table if k.startswith(CODE_ROW)]:
+            expires = parse_time(table[key].get("expires"))
+            if expires is None or expires <= self.now:
+                del table[key]
+                self._touch(TELEGRAM, key)
+        key = f"{CODE_ROW}{_digest(code[:64])}"
+        row = table.pop(key, None)
+        if row is None or len(code) > 64:
+            return None
+        self._touch(TELEGRAM, key)
+        member_id = str(row["member"])
+        if member_id not in self.data["members"]:
+            return None
+        self.attach(member_id, chat_id)
+        return member_id
+
+    def attach(self, member_id: str, chat_id: int) -> None:
+        """``chat_id`` is now ``member_id``'s (what a code does, once checked)."""
+        before = _chat_member(self.data, chat_id)
+        if before is not None and before != member_id:
+            old = self.data["members"][before]
+            old.pop("telegram", None)
+            self._touch("members", before)
+            if not old.get("email") and not old.get("feed"):
+                for search_id, doc in self.data["searches"].items():
+                    if doc["member"] == before:
+                        doc["member"] = member_id
+                        self._touch("searches", search_id)
+                del self.data["members"][before]
+        doc = self.data["members"][member_id]
+        doc["telegram"] = chat_id
+        doc.pop("telegram_blocked", None)
+        self._touch("members", member_id)
+
+    def add_member(self, chat_id: int, group: bool) -> str:
+        """A member known only by this chat (a group is one member of its own)."""
+        member_id = self._members._add_member(self.data, self.now, email=None, feed=False)
+        self.data["members"][member_id].update({"telegram": chat_id, "group": group})
+        self._touch("members", member_id)
+        return member_id
+
+    def searches(self, member_id: str) -> list[MemberSearch]:
+        """A member's searches, oldest first (the numbers /list shows)."""
+        found = [
+            _search_from(sid, doc)
+            for sid, doc in self.data["searches"].items()
+            if doc["member"] == member_id
+        ]
+        return sorted(found, key=lambda s: (s.created_at, s.id))
+
+    def add_search(self, member_id: str, draft: SearchDraft, limit: int) -> MemberSearch:
+        """Another search; LimitError past ``limit``."""
+        search_id = self._members._add_search(
+            self.data, self.now, member_id, _draft_doc(draft), limit
+        )
+        return _search_from(search_id, self.data["searches"][search_id])
+
+    def edit_search(self, member_id: str, search_id: str, draft: SearchDraft) -> bool:
+        """Replace one of the member's searches' terms; False if it is not theirs."""
+        doc = self.data["searches"].get(search_id)
+        if doc is None or doc["member"] != member_id:
+            return False
+        doc.update(_draft_doc(draft))
+        doc["edited_at"] = format_time(self.now)
+        self._touch("searches", search_id)
+        return True
+
+    def set_paused(self, member_id: str, search_ids: list[str], paused: bool) -> int:
+        """Pause or resume these searches of the member; how many changed."""
+        done = 0
+        for search_id in search_ids:
+            doc = self.data["searches"].get(search_id)
+            if doc is not None and doc["member"] == member_id and bool(doc.get("paused")) != paused:
+                doc["paused"] = paused
+                self._touch("searches", search_id)
+                done += 1
+        member = self.data["members"][member_id]
+        if not paused and member.pop("telegram_blocked", None) is not None:
+            self._touch("members", member_id)
+        return done
+
+    def remove(self, member_id: str, search_ids: list[str]) -> int:
+        """Delete these searches of the member; how many went."""
+        done = 0
+        for search_id in search_ids:
+            doc = self.data["searches"].get(search_id)
+            if doc is not None and doc["member"] == member_id:
+                del self.data["searches"][search_id]
+                self._touch("searches", search_id)
+                done += 1
+        return done
+
+    def set_digest(self, member_id: str, hour: int | None) -> int:
+        """Every search of the member daily at ``hour`` (None: as it happens); how many."""
+        done = 0
+        for search_id, doc in self.data["searches"].items():
+            if doc["member"] == member_id:
+                doc["pace"], doc["digest_hour"] = ("now", None) if hour is None else ("daily", hour)
+                self._touch("searches", search_id)
+                done += 1
+        return done
+
+    def state(self, chat_id: int) -> dict[str, Any] | None:
+        """Where the conversation in ``chat_id`` stands, or None."""
+        state = _telegram(self.data).get(f"{CHAT_ROW}{chat_id}")
+        return None if state is None else dict(state)
+
+    def set_state(self, chat_id: int, state: dict[str, Any] | None) -> None:
+        """Remember (or with None, forget) where the conversation in ``chat_id`` stands."""
+        table = _telegram(self.data)
+        key = f"{CHAT_ROW}{chat_id}"
+        if state is None:
+            if table.pop(key, None) is not None:
+                self._touch(TELEGRAM, key)
+        else:
+            table[key] = state
+            self._touch(TELEGRAM, key)

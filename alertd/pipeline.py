@@ -29,6 +29,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -708,41 +710,119 @@ def send_queued(
 ) -> None:
     """Send each target's queued messages. Each target at its service's pace, the
     targets interleaved: a Telegram chat's one message a second never holds up a
-    webhook."""
+    webhook. Members' chats with the community bot are sent to several at a time
+    (``PARALLEL_SENDS``; the bot's pacer keeps Telegram's limits): one at a time, each
+    send's round trip to Telegram would cap a fan-out far below its 30 a second. The
+    store is only ever touched from this thread; a target has one message in flight."""
     titles = subs.titles()
     ready = Turns()
-    while queues:
-        key = ready.soonest(queues)
-        wait = ready.get(key, 0.0) - time.monotonic()
-        if wait > 0:
-            store.sync_journal()  # no outcome waits out a pause unsynced
-        if stop.is_set() or (wait > 0 and stop.wait(wait)):
-            report.stopped = True
-            return
-        alerts = queues[key].popleft()
-        if not queues[key]:
-            del queues[key]
-        target = targets[key]
-        if subs.claimed(key):  # a member's: they may have left a search since it began
-            alerts, links = still_wanted(key, alerts, subs, store, clock, report)
-            if not alerts:
-                continue
-        else:
-            links = subs.links(key, alerts[0].searches) if subs.linkers else None
-        everything = None  # a member's summary links to their feed (``links``)
-        if links is None and len(alerts) > 1 and subs.everywhere:
-            # Only a search every alert matched has a feed holding them all.
-            everything = subs.everything(
-                [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
-            )
-        outcome = send_message(
-            config, target, alerts, store, send, clock, report, titles, links, everything
-        )
-        spent[key] = spent.get(key, 0) + 1
-        if not outcome.accepted and not outcome.refused_message:
-            queues.pop(key, None)  # down: the rest wait for a later cycle
-            spent[key] = plan.MAX_ALERTS_PER_TARGET
-        ready[key] = time.monotonic() + SERVICE_GAP.get(channel_for(target.url), 0.0)
+    flying: dict[Future[Outcome], tuple[str, Target, list[Alert], deque[list[Alert]]]] = {}
+    with ThreadPoolExecutor(PARALLEL_SENDS, thread_name_prefix="send") as pool:
+        try:
+            while queues or flying:
+                key = ready.soonest(queues) if queues else ""
+                wait = ready.get(key, 0.0) - time.monotonic() if queues else 0.0
+                due = bool(queues) and wait <= 0 and not stop.is_set()
+                if due and len(flying) < PARALLEL_SENDS:
+                    alerts = queues[key].popleft()
+                    rest = queues.pop(key)  # back in its turn when this message is done
+                    target = targets[key]
+                    if subs.claimed(key):  # a member's: they may have left a search
+                        alerts, links = still_wanted(key, alerts, subs, store, clock, report)
+                    else:
+                        links = subs.links(key, alerts[0].searches) if subs.linkers else None
+                    if not alerts:
+                        _requeue(queues, ready, key, rest, 0.0)
+                        continue
+                    everything = None  # a member's summary links to their feed (``links``)
+                    if links is None and len(alerts) > 1 and subs.everywhere:
+                        # Only a search every alert matched has a feed holding them all.
+                        everything = subs.everything(
+                            [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
+                        )
+                    message = start_message(config, alerts, store, clock, titles, links, everything)
+                    if is_parallel(target):
+                        flying[pool.submit(send, target, message)] = (key, target, alerts, rest)
+                        continue
+                    outcome = send(target, message)
+                    _sent(config, store, clock, report, spent, queues, ready, key, target,
+                          alerts, rest, outcome)  # fmt: skip
+                    continue
+                if wait > 0:
+                    store.sync_journal()  # no outcome waits out a pause unsynced
+                if flying:  # a send to end (all of them, when stopping), or the next turn
+                    timeout = None if due or not queues or stop.is_set() else wait
+                    done, _ = wait_futures(flying, timeout, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        key, target, alerts, rest = flying.pop(future)
+                        _sent(config, store, clock, report, spent, queues, ready, key, target,
+                              alerts, rest, _outcome_of(future))  # fmt: skip
+                    continue
+                if stop.is_set() or (wait > 0 and stop.wait(wait)):
+                    report.stopped = True
+                    return
+        finally:
+            for future in list(flying):  # a stop: what went out is recorded all the same
+                key, target, alerts, rest = flying.pop(future)
+                _sent(config, store, clock, report, spent, queues, ready, key, target,
+                      alerts, rest, _outcome_of(future))  # fmt: skip
+    if stop.is_set() and queues:
+        report.stopped = True
+
+
+def _outcome_of(future: Future[Outcome]) -> Outcome:
+    """A parallel send's outcome (a sender that raised is a failed send, not a crash)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return Outcome(False, f"{type(exc).__name__}")
+
+
+def _requeue(
+    queues: dict[str, deque[list[Alert]]],
+    ready: Turns,
+    key: str,
+    rest: deque[list[Alert]],
+    gap: float,
+) -> None:
+    if rest:
+        queues[key] = rest
+    ready[key] = time.monotonic() + gap
+
+
+def _sent(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    report: CycleReport,
+    spent: dict[str, int],
+    queues: dict[str, deque[list[Alert]]],
+    ready: Turns,
+    key: str,
+    target: Target,
+    alerts: list[Alert],
+    rest: deque[list[Alert]],
+    outcome: Outcome,
+) -> None:
+    """Record a message's outcome and give its target its next turn (none if it is down:
+    the rest wait for a later cycle)."""
+    finish_message(config, target, alerts, store, clock, report, outcome)
+    spent[key] = spent.get(key, 0) + 1
+    if not outcome.accepted and not outcome.refused_message:
+        rest = deque()
+        spent[key] = plan.MAX_ALERTS_PER_TARGET
+    _requeue(queues, ready, key, rest, SERVICE_GAP.get(channel_for(target.url), 0.0))
+
+
+# Members' chats with the community bot (alertd.telegram) are sent to in parallel, so a
+# round trip to Telegram does not cap a fan-out; the bot's one pacer keeps the limits.
+PARALLEL_SCHEMES = ("alertd-telegram://",)
+PARALLEL_SENDS = 8
+
+
+def is_parallel(target: Target) -> bool:
+    """Whether ``target``'s messages may be in flight beside other targets'."""
+    return (target.url or "").startswith(PARALLEL_SCHEMES)
 
 
 UNSUBSCRIBED = "its member unsubscribed (or paused the search)"
@@ -823,6 +903,20 @@ def send_message(
     ``titles``: searches' names as a person reads them, where not their ids; ``links``:
     a member's manage and unsubscribe links; ``everything``: where all of a summary's
     jobs can be read (a member's feed, an operator search's public feed)."""
+    message = start_message(config, alerts, store, clock, titles, links, everything)
+    return finish_message(config, target, alerts, store, clock, report, send(target, message))
+
+
+def start_message(
+    config: Config,
+    alerts: list[Alert],
+    store: Store,
+    clock: Clock,
+    titles: Mapping[str, str] | None = None,
+    links: Links | None = None,
+    everything: str | None = None,
+) -> Message:
+    """The message for these alerts, marked "sending" in the store before it goes."""
     shown = titles or {}
     items = tuple(
         Item(a.job, tuple(shown.get(n, n) for n in a.searches), a.change, a.old_pay) for a in alerts
@@ -834,7 +928,19 @@ def send_message(
         kind = "new OpenTrain jobs" if all(a.change is None for a in alerts) else "OpenTrain jobs"
         heading = f"{len(alerts)} {kind} since {since}"
     store.mark_sending_all(alerts, clock())
-    outcome = send(target, Message(items, heading=heading, links=links, everything=everything))
+    return Message(items, heading=heading, links=links, everything=everything)
+
+
+def finish_message(
+    config: Config,
+    target: Target,
+    alerts: list[Alert],
+    store: Store,
+    clock: Clock,
+    report: CycleReport,
+    outcome: Outcome,
+) -> Outcome:
+    """Record what ``target`` did with the message for these alerts; the outcome."""
     if outcome.accepted:
         store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)

@@ -80,6 +80,7 @@ class Links:
     unsubscribe: str
     list_id: str
     everything: str | None = None
+    search: str | None = None  # the search's id: a chat's "stop this search" button
 
 
 @dataclass(frozen=True)
@@ -693,6 +694,7 @@ _SCHEMES = {
     "discord": Channel.DISCORD,
     "slack": Channel.SLACK,
     "tgram": Channel.TELEGRAM,
+    "alertd-telegram": Channel.TELEGRAM,  # a member's chat with the community bot
     "mailto": Channel.EMAIL,
     "mailtos": Channel.EMAIL,
 }

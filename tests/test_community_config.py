@@ -91,6 +91,7 @@ def test_init_shows_the_section_commented_out_and_it_validates(
     assert block is not None
     section = "".join(line[4:] + "\n" for line in block.group(0).splitlines())
     monkeypatch.setenv("SMTP_PASSWORD", "placeholder-value")
+    monkeypatch.setenv("COMMUNITY_BOT_TOKEN", "123456789:placeholder-token-0123456789")
     path = tmp_path / "alerts.yaml"
     path.write_text(section + f"state_dir: {tmp_path / 'state'}\nsearches: []\n")
     result = run_cli("validate", "-c", path)

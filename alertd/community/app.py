@@ -130,6 +130,7 @@ def _routes(app: Flask, csrf: CSRFProtect) -> None:
     app.add_url_rule("/m/<token>/delete", "delete_all", manage.delete_all, methods=["POST"])
     app.add_url_rule("/m/<token>/new-link", "new_link", manage.new_link, methods=["POST"])
     app.add_url_rule("/m/<token>/export", "export", manage.export)
+    app.add_url_rule("/m/<token>/telegram", "telegram", manage.telegram, methods=["POST"])
     app.add_url_rule("/lost", "lost", signup.lost, methods=["GET", "POST"])
     app.add_url_rule(
         "/u/<token>", "unsubscribe", csrf.exempt(signup.unsubscribe), methods=["GET", "POST"]

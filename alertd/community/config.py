@@ -16,7 +16,9 @@ from alertd.targets import check_url
 from alertd.yamlsource import SECRETS_OPTIONAL
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
-COMMUNITY_KEYS = ("name", "public_url", "listen", "signup", "mail", "limits")
+COMMUNITY_KEYS = ("name", "public_url", "listen", "signup", "mail", "limits", "telegram")
+TELEGRAM_KEYS = ("token", "api_url")
+TELEGRAM_API = "https://api.telegram.org"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -77,6 +79,36 @@ def _mail(value: str) -> str:
     return value
 
 
+def _token(value: str) -> str:
+    if SECRETS_OPTIONAL.get() and "${" in value:  # status/health without the secrets
+        return value
+    if not re.fullmatch(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,100}", value):
+        # Never the value itself: it is a secret, and this message reaches the terminal.
+        raise ValueError(
+            "is not a bot token as @BotFather gives it (digits, a colon, then letters, "
+            "digits, - and _); put it in an environment variable: token: ${TELEGRAM_BOT_TOKEN}"
+        )
+    return value
+
+
+def _api_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL, e.g. {TELEGRAM_API}")
+    if parts.query or parts.fragment or not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise ValueError(f"{value!r}: give the Bot API server's address only, e.g. {TELEGRAM_API}")
+    return value.rstrip("/")
+
+
+class TelegramSpec(BaseModel):
+    """``community.telegram``: the community's bot, whose token @BotFather gave."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: Annotated[str, Field(repr=False), AfterValidator(_token)]
+    api_url: Annotated[str, AfterValidator(_api_url)] = TELEGRAM_API
+
+
 class LimitsSpec(BaseModel):
     """What one member may have: searches, and alerts in a day."""
 
@@ -101,6 +133,7 @@ class CommunitySpec(BaseModel):
     signup: Annotated[str, AfterValidator(_signup)] = "open"
     mail: Annotated[str, AfterValidator(_mail)] | None = None
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    telegram: TelegramSpec | None = None
 
     @property
     def host(self) -> str:

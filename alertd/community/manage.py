@@ -45,6 +45,8 @@ def manage(token: str) -> str:
         searches=page.members.searches_of(member.id),
         feed_url=feed,
         new=request.args.get("new") == "1",
+        telegram=page.telegram is not None,
+        chat=page.members.chat_of(member.id) is not None,
     )
 
 
@@ -76,6 +78,8 @@ def manage_with_error(
         searches=page.members.searches_of(member.id),
         feed_url=None,
         new=False,
+        telegram=page.telegram is not None,
+        chat=page.members.chat_of(member.id) is not None,
     )
     return html, 400
 
@@ -155,3 +159,17 @@ def export(token: str) -> Response:
         mimetype="application/json",
         headers={"Content-Disposition": 'attachment; filename="my-alerts.json"'},
     )
+
+
+def telegram(token: str) -> Any:
+    """POST /m/<token>/telegram: a single-use code that links the member's Telegram chat
+    (``/start <code>``), handed to Telegram by the bot's ``t.me`` link."""
+    page = current_page()
+    member = member_or_404(token)
+    if page.telegram is None:
+        abort(404)
+    code = page.members.telegram_code(member.id)
+    name = page.telegram()
+    if name is None:  # the bot has not said its name yet: the code still works by hand
+        return notice("Get it on Telegram", f"Send /start {code} to the community's bot.")
+    return redirect(f"https://t.me/{name}?start={code}", 303)

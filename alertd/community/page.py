@@ -71,6 +71,7 @@ class Page:
     # The operator searches' public feeds: slug -> feed key (``alertd.feeds.public_feeds``),
     # replaced when a reload changes which searches opt in (``CommunityServer``).
     public_feeds: Callable[[str], str | None] = field(default=lambda slug: None)
+    telegram: Callable[[], str | None] | None = None  # the community bot's @name, if it runs
 
     def facets(self) -> Facets:
         """The form's choices (none when the page has no API view)."""

@@ -26,6 +26,7 @@ from alertd.render import Links
 from alertd.subscriptions import MEMBER_PREFIX, MEMBERS_OWNER
 
 TARGET_PREFIX = "member:"  # a member's target key: member:<member id>:<pace>
+CHAT_SCHEME = "alertd-telegram://"  # a member's chat with the bot: alertd-telegram://<chat id>
 
 
 def address_url(operator_url: str, to: str) -> str:
@@ -62,11 +63,31 @@ def target_for(member: Member, search: MemberSearch, mail: str | None) -> Target
     )
 
 
-def saved_search(member: Member, search: MemberSearch, mail: str | None) -> SavedSearch:
+def chat_target(member: Member, search: MemberSearch, chat_id: int) -> Target:
+    """A member's search's target in their chat with the community bot
+    (``alertd.telegram.send``): ``member:<id>:telegram``, or ``…:telegram-daily-HH``."""
+    if search.pace == "daily":
+        hour = search.digest_hour or 0
+        key, pace = f"telegram-daily-{hour:02d}", Pace(digest=(time(hour, 0),))
+    else:
+        key, pace = "telegram", Pace()
+    return Target(
+        key=f"{TARGET_PREFIX}{member.id}:{key}",
+        label=f"member {member.id} on Telegram",
+        url=f"{CHAT_SCHEME}{chat_id}",
+        pace=pace,
+    )
+
+
+def saved_search(
+    member: Member, search: MemberSearch, mail: str | None, chat_id: int | None = None
+) -> SavedSearch:
     """A member's search as the cycle serves it: the same planner, filters and dedup as
-    an operator's; it starts silent like any new search."""
+    an operator's; it starts silent like any new search. ``chat_id``: the member's chat
+    with the community bot, when it has one."""
     target = target_for(member, search, mail)
     feed = Target.feed(f"member:{member.id}", f"member {member.id}'s feed")
+    chat = () if chat_id is None else (chat_target(member, search, chat_id),)
     return SavedSearch(
         name=f"{MEMBER_PREFIX}{search.id}",
         title=search.title,
@@ -75,7 +96,7 @@ def saved_search(member: Member, search: MemberSearch, mail: str | None) -> Save
         language=search.language,
         country=search.country,
         pay_type=search.pay_type,
-        targets=(feed,) if target is None else (target, feed),
+        targets=(*chat, feed) if target is None else (target, *chat, feed),
         filters=search.filters,
         source=MEMBERS_OWNER,
     )
@@ -91,6 +112,10 @@ def _member_of(target: str) -> str | None:
     return member_id or None
 
 
+# A member's search as last built: from what (member, search, chat), and what it made.
+Made = tuple[Member, MemberSearch, int | None, SavedSearch]
+
+
 class MemberSearches:
     """The members' searches for ``alertd.subscriptions.Subscriptions.gather``."""
 
@@ -103,29 +128,31 @@ class MemberSearches:
         self.spec = spec
         self._lock = threading.Lock()
         self._built: tuple[int, tuple[SavedSearch, ...]] | None = None
-        self._made: dict[str, tuple[Member, MemberSearch, SavedSearch]] = {}
+        self._made: dict[str, Made] = {}
 
     def searches(self) -> Sequence[SavedSearch]:
         """Every confirmed member's searches that are not paused (cheap when unchanged)."""
         version = self.members.version()
         with self._lock:
             if self._built is None or self._built[0] != version:
-                self._made = self._remade(self.members.active())
-                self._built = (version, tuple(saved for _, _, saved in self._made.values()))
+                chats = self.members.telegram_chats() if self.spec.telegram else {}
+                self._made = self._remade(self.members.active(), chats)
+                self._built = (version, tuple(made[-1] for made in self._made.values()))
             return self._built[1]
 
     def _remade(
-        self, active: Sequence[tuple[Member, MemberSearch]]
-    ) -> dict[str, tuple[Member, MemberSearch, SavedSearch]]:
-        """The searches, each built again only if its member or it changed: a change on
-        the page touches one or two of 10,000, and building them all again took a third
-        of a second and as much memory again (what a search has worked out, its query
-        and fingerprint, is kept with it)."""
+        self, active: Sequence[tuple[Member, MemberSearch]], chats: dict[str, int]
+    ) -> dict[str, Made]:
+        """The searches, each built again only if its member, its chat with the bot or
+        it changed: a change on the page touches one or two of 10,000, and building them
+        all again took a third of a second and as much memory again (what a search has
+        worked out, its query and fingerprint, is kept with it)."""
         made = {}
         for member, search in active:
+            chat = chats.get(member.id)
             kept = self._made.get(search.id)
-            if kept is None or kept[0] != member or kept[1] != search:
-                kept = (member, search, saved_search(member, search, self.spec.mail))
+            if kept is None or kept[:3] != (member, search, chat):
+                kept = (member, search, chat, saved_search(member, search, self.spec.mail, chat))
             made[search.id] = kept
         return made
 
@@ -148,6 +175,7 @@ class MemberSearches:
                     unsubscribe=self.members.unsubscribe_url(search.id, url),
                     list_id=f"<{search.id}.{host}>",  # RFC 2919; the id is [A-Za-z0-9_-]
                     everything=self.members.feed_url(member_id, url),
+                    search=search.id,
                 )
             except TokenError:  # deleted on the page since the search was read: gone
                 continue
