@@ -327,7 +327,7 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     from alertd.budget import open_window
     from alertd.daemon import Daemon, use_utc
     from alertd.metrics import serve_metrics
-    from alertd.pipeline import make_client, run_once
+    from alertd.pipeline import CycleReport, make_client, run_once
 
     try:
         config = check_config(config_path, need_searches=True)
@@ -371,18 +371,31 @@ def run(config_path: str, dry_run: bool, metrics_port: int | None, metrics_host:
     ):
         refuse_shared_names_or_exit(config, store)
         send = sender if metrics is None else metrics.watch_sends(sender)
-        cycle: CycleRunner = lambda current, fresh: run_once(  # noqa: E731
-            current,
-            client,
-            store,
-            send,
-            stop=stop,
-            retry_refused=fresh,
-            subscriptions=None if page is None else page.subscriptions(current),
-        )
+
+        def cycle(current: Config, fresh: bool) -> CycleReport:
+            try:
+                subscriptions = None if page is None else page.subscriptions(current)
+            except (StoreError, OSError) as exc:
+                # The members table unreadable (a planted link, a disk error): like any
+                # cycle's state error, said and tried again at the next poll, never
+                # the end of the daemon. The whole cycle waits: without the members'
+                # searches their owed mail would go out as the operator's.
+                log.error("members' searches: %s; the next cycle tries again", exc)
+                return CycleReport(error=f"members' searches: {exc}")
+            return run_once(
+                current,
+                client,
+                store,
+                send,
+                stop=stop,
+                retry_refused=fresh,
+                subscriptions=subscriptions,
+            )
+
+        runner: CycleRunner = cycle
         daemon = Daemon(
             config,
-            cycle if metrics is None else metrics.watch_cycles(cycle, store),
+            runner if metrics is None else metrics.watch_cycles(runner, store),
             reload=reload,
             stop=stop,
             heartbeat=not dry_run,

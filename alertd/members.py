@@ -348,6 +348,9 @@ class Members:
         self._seen: Seen | None = None  # the snapshot read
         self._loaded = False
         self._touched: dict[tuple[str, str], None] | None = None  # rows the write changes
+        # A compaction that was to take an address off the disk failed: the next write
+        # tries again (not only once the journal is long).
+        self._compaction_owed = False
         self._active: tuple[int, list[tuple[Member, MemberSearch]]] | None = None
 
     @classmethod
@@ -356,7 +359,9 @@ class Members:
         journal compacted into the snapshot."""
         state_dir.mkdir(parents=True, exist_ok=True)
         members = cls(state_dir, _load_key(state_dir / KEY_FILE))
-        members.compact()
+        # Not required: the table reads whole from both files, and a disk too full for
+        # a 7 MB snapshot must not keep the daemon from starting (the next write tries).
+        members.compact(required=False)
         return members
 
     # -- reading --------------------------------------------------------------------
@@ -621,7 +626,12 @@ class Members:
                     ops = [(t, k, data[t].get(k)) for t, k in self._touched]
                     self.journal.append(encode(data["version"], ops))
             except BaseException as exc:
-                self._forget()  # what is in memory may be half changed: the files win
+                # A change refused before it touched anything (a used link, a member at
+                # their limit) left the table as read: reading 7 MB again for each of
+                # those would let anyone cost the page 0.15 s a request.
+                untouched = isinstance(exc, TokenError | LimitError) and not self._touched
+                if not untouched:
+                    self._forget()  # what is in memory may be half changed: the files win
                 if isinstance(exc, OSError):
                     raise StoreError(
                         f"cannot write {self.journal.path}: {exc.strerror or exc}; {fix_for(exc)}"
@@ -629,8 +639,12 @@ class Members:
                 raise
             finally:
                 self._touched = None
-            if compact or expired or self._is_compaction_due():
-                self._compact_now(required=compact or bool(expired))
+            forgets = compact or bool(expired) or self._compaction_owed  # an address
+            if forgets or self._is_compaction_due():
+                # Only the member deleting themselves is told of a failure: the change
+                # is written either way, and an error would make a member whose write
+                # merely dropped someone's expired sign-up do it again (twice).
+                self._compact_now(required=compact, forgets=forgets)
             return result
 
     def _forget(self) -> None:
@@ -647,18 +661,20 @@ class Members:
             return True
         return journal.lines >= self.compact_changes or journal.offset >= self.compact_bytes
 
-    def compact(self) -> None:
+    def compact(self, *, required: bool = True) -> None:
         """Fold the journal into the snapshot (``members.open`` does, at every start;
-        writes do when the journal is long, or a change deleted an address)."""
+        writes do when the journal is long, or a change deleted an address). A failure
+        is a StoreError when ``required``, else a warning and owed to the next write."""
         with self._lock, self._file_lock():
             self.refresh()
             if self.journal.offset or self.journal.tail:
-                self._compact_now(required=True)
+                self._compact_now(required=required)
 
-    def _compact_now(self, *, required: bool) -> None:
+    def _compact_now(self, *, required: bool, forgets: bool = True) -> None:
         """Write the snapshot, then delete the journal (under both locks). A failure is
-        a StoreError when ``required`` (an address must leave the disk); otherwise a
-        warning, and the journal grows until a later write compacts it."""
+        a StoreError when ``required`` (a deleted member's address must leave the disk);
+        otherwise a warning, and the journal grows until a later write compacts it: the
+        next one when ``forgets`` (the journal holds an address that must go)."""
         if self.journal.tail:
             log.warning(
                 "%s ended in a torn line (a write cut short by a crash): it is ignored",
@@ -668,8 +684,10 @@ class Members:
             write_atomically(self.path, json_pieces(self._data, depth=2))  # members, rows
             self._seen = _identity(self.path)
             self.journal.remove()
+            self._compaction_owed = False
         except OSError as exc:
             message = f"cannot write {self.path}: {exc.strerror or exc}; {fix_for(exc)}"
+            self._compaction_owed = self._compaction_owed or forgets
             self._forget()
             if required:
                 raise StoreError(message) from exc

@@ -478,14 +478,21 @@ def parse_time(value: object) -> datetime | None:
         return None
 
 
-@functools.lru_cache(maxsize=4096)
 def format_time(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds, the API's own format.
 
-    Remembered for the last few thousand moments: a busy cycle writes the same few
-    (its ``now``, each row's creation) tens of thousands of times. Equal moments in any
-    zone are one instant, and so one text."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    Remembered for the last few thousand moments in UTC: a busy cycle writes the same
+    few (its ``now``, each row's creation) tens of thousands of times. Others are not:
+    two datetimes of one zone compare (and hash) by their wall clock alone, so the two
+    01:30 of a night the clocks go back were one entry, an hour apart."""
+    if moment.tzinfo is UTC:
+        return _format_utc(moment)
+    return _format_utc.__wrapped__(moment.astimezone(UTC))
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_utc(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -736,7 +736,10 @@ def send_queued(
                         continue
                     everything = None  # a member's summary links to their feed (``links``)
                     if links is None and len(alerts) > 1 and subs.everywhere:
-                        everything = subs.everything([n for a in alerts for n in a.searches])
+                        # Only a search every alert matched has a feed holding them all.
+                        everything = subs.everything(
+                            [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
+                        )
                     message = start_message(config, alerts, store, clock, titles, links, everything)
                     if is_parallel(target):
                         flying[pool.submit(send, target, message)] = (key, target, alerts, rest)

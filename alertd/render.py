@@ -34,6 +34,7 @@ MAX_NAMES = 5  # searches named in one alert
 # Every plain field is bounded, so the plain message stays under Discord's 2,000
 # characters (Telegram allows 4,096): title 200 + body ≈ 200 + 80 + 200 + 40 + 400 + 300 + 340.
 JOB_PAGE = "https://app.opentrain.ai/jobs/"
+URL_SAFE = ":/?#[]@!$&'()*+,;=%"  # RFC 3986's reserved characters, and escapes made
 ZERO_WIDTH_SPACE = "\u200b"
 CLEAN_INPUT = 10_000  # characters of one field read at all
 # C0 and C1 controls, and every bidi mark, embedding, override and isolate.
@@ -98,8 +99,11 @@ class Message:
 
     @property
     def more_at(self) -> str | None:
-        """Where its "+N more" links: ``everything``, or a member's feed."""
-        return self.everything or (self.links.everything if self.links else None)
+        """Where its "+N more" links: ``everything``, or a member's feed; with what an
+        address may not hold as is percent-encoded (a ``|`` ended Slack's link, a ``>``
+        Discord's: the page's ``public_url`` may hold any printable character)."""
+        at = self.everything or (self.links.everything if self.links else None)
+        return None if at is None else quote(at, safe=URL_SAFE)
 
 
 # -- text helpers ------------------------------------------------------------------

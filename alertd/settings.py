@@ -312,13 +312,15 @@ _HOW_TO_COPY = (
 
 def _role_id(value: object) -> str:
     """A Discord role ID as written (a number, or the same in quotes): a snowflake,
-    17 to 20 digits. A role's name or its ``<@&id>`` mention is not one."""
+    17 to 20 digits of a 64-bit number. A role's name or its ``<@&id>`` mention is not one."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"a role ID is a number of 17 to 20 digits; {_HOW_TO_COPY}")
     if isinstance(value, int) and not 0 < value < 10**20:  # str() of 5,000 digits raises
         raise ValueError(f"that number is not a Discord role ID (17 to 20 digits); {_HOW_TO_COPY}")
     text = str(value).strip()
-    if _SNOWFLAKE.fullmatch(text) or (SECRETS_OPTIONAL.get() and text.startswith("${")):
+    if _SNOWFLAKE.fullmatch(text) and int(text) < 2**64:  # a snowflake is 64 bits
+        return text
+    if SECRETS_OPTIONAL.get() and text.startswith("${"):
         return text  # (an unset ${VAR}: `alertd status` sends nothing, needs no role)
     shown = repr(text[:40] + ("…" if len(text) > 40 else ""))
     if text.startswith("<@&") or text.startswith("@"):

@@ -43,6 +43,7 @@ def two_searches(write_config: WriteConfig, **top: str) -> Path:
 # -- 1. a deadline is not retried at once -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_trickling_query_costs_one_try_a_cycle_and_the_others_are_answered(
     market: Market, standin: StandInServer, write_config: WriteConfig, run_cli: RunCli
 ) -> None:
@@ -81,6 +82,7 @@ def test_a_5xx_is_still_retried_within_the_cycle(market: Market, standin: StandI
     assert [r.status for r in standin.requests("/jobs?")] == [503, 503, 200]
 
 
+@pytest.mark.slow
 def test_a_query_that_keeps_trickling_skips_cycles_and_the_daemon_asks_again_later(
     market: Market, standin: StandInServer, write_config: WriteConfig, state_dir: Path
 ) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from alertd.market import Market
 from alertd.standin import StandInServer
@@ -68,6 +69,7 @@ def _wait(condition: object, what: str, seconds: float = 20) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_member_signs_up_on_the_running_daemon_and_gets_alerts_until_one_click(
     write_config: WriteConfig, tmp_path: Path, market: Market, standin: StandInServer
 ) -> None:

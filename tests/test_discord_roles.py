@@ -27,7 +27,7 @@ from tests.world import strings_in
 HOOK = "discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js"
 OTHER_HOOK = "discord://4174216299/KHMHI8qBe7bk2ZwO5U711o3dV_js"
 SPANISH = "123456789012345678"  # the role members pick for the topic
-REVIEWERS = "98765432109876543210"  # 20 digits: the longest a snowflake is written
+REVIEWERS = "12345678901234567890"  # 20 digits (the longest a snowflake is written), < 2**64
 STRANGER_ROLE = "111111111111111111"
 STRANGER_USER = "222222222222222222"
 

@@ -109,6 +109,7 @@ def timed_send(target: Target, timeout: float, limit: float) -> tuple[Outcome, f
     return box[0], time.monotonic() - started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer", [endless, trickle], ids=["endless", "trickling"])
 def test_an_accepted_send_whose_answer_never_ends_is_sent_within_its_deadline(
     servers: list[Counting], answer: Callable[[socket.socket, threading.Event], None]
@@ -121,6 +122,7 @@ def test_an_accepted_send_whose_answer_never_ends_is_sent_within_its_deadline(
     assert target_server.count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer", [endless, trickle], ids=["endless", "trickling"])
 def test_a_discord_webhook_whose_answer_never_ends_is_sent_within_its_deadline(
     servers: list[Counting],
@@ -212,6 +214,7 @@ def test_a_redirected_alert_stays_owed_with_one_line_naming_the_target(
     assert "sekrit" not in status.output
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_trickling_send_ends_within_a_second_and_never_resends(
     servers: list[Counting],
     write_config: WriteConfig,
@@ -237,6 +240,7 @@ def test_sigterm_during_a_trickling_send_ends_within_a_second_and_never_resends(
     assert target.count == 1  # accepted once, never sent again
 
 
+@pytest.mark.slow
 def test_a_urls_own_read_timeout_is_the_deadline_when_longer(servers: list[Counting]) -> None:
     def late(conn: socket.socket, stop: threading.Event) -> None:
         stop.wait(2.5)  # answers after the send_timeout, within the URL's rto

@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from alertd.market import Market
 from alertd.models import format_time
 from alertd.standin import Fault, StandInServer
@@ -151,6 +153,7 @@ def test_a_failing_search_does_not_stop_the_others(
     assert "1 failed: broken" in result.output
 
 
+@pytest.mark.slow
 def test_429_storm_slows_down_without_losing_anything(
     market: Market, standin: StandInServer, write_config: WriteConfig, run_cli: RunCli
 ) -> None:

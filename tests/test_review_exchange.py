@@ -87,6 +87,7 @@ def test_a_webhook_post_outside_a_bounded_send_keeps_no_descriptor(
         server.close()
 
 
+@pytest.mark.slow
 def test_a_login_accepted_before_a_message_never_answered_is_not_a_send() -> None:
     """A plugin that logs in (a POST answered 200) and then posts the message, which is
     never answered: the login's 2xx is not the message's. Before, the alert was counted
@@ -112,6 +113,7 @@ def test_a_login_accepted_before_a_message_never_answered_is_not_a_send() -> Non
         silent.close()
 
 
+@pytest.mark.slow
 def test_the_message_s_own_2xx_is_still_a_send_after_a_login() -> None:
     login = RawServer(lambda conn, stop: conn.sendall(OK))
     trickle = RawServer(lambda conn, stop: trickled_body(conn, stop))

@@ -94,6 +94,7 @@ def test_ready_after_first_cycle_with_its_summary_then_watchdog_and_stopping(
     assert messages[-1] == "STOPPING=1\nSTATUS=stopping"
 
 
+@pytest.mark.slow
 def test_no_watchdog_unless_asked_and_abstract_socket(
     write_config: WriteConfig, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ def test_sixty_one_members_get_their_copy_within_the_limit_and_none_is_refused()
     assert 1.9 < took < 4  # two seconds' worth, not a burst and not a crawl
 
 
+@pytest.mark.slow
 def test_one_chat_gets_one_message_a_second_whoever_sends() -> None:
     with fake_bot() as (fake, url):
         bot = BotApi(TOKEN, url)
@@ -74,6 +75,7 @@ def test_a_reply_goes_before_the_alerts_queued_for_the_same_second() -> None:
     assert fake.limited == 0
 
 
+@pytest.mark.slow
 def test_a_429_storm_is_waited_out_not_hammered(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="httpx")  # its request lines carry the URL

@@ -30,6 +30,7 @@ def world(market: Market, standin: StandInServer, state_dir: Path) -> Iterator[B
         yield world
 
 
+@pytest.mark.slow
 def test_a_storm_of_429s_is_waited_out_and_every_member_gets_one_copy(
     world: BotWorld, market: Market
 ) -> None:

@@ -74,9 +74,13 @@ def _feeds(app: Flask, page: Page) -> None:
         member = members.member_for_feed(token)
         return None if member is None else f"member:{member.id}"
 
+    def public(slug: str) -> str | None:
+        return page.public_feeds(slug)  # as the config now is (a reload may change it)
+
     app.config.update(
         ALERTD_FEEDS=page.feeds,
         ALERTD_FEED_RESOLVER=resolve,
+        ALERTD_PUBLIC_FEEDS=public,
         ALERTD_PUBLIC_URL=page.spec.public_url,
     )
     app.register_blueprint(feeds.blueprint)

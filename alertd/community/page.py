@@ -68,6 +68,9 @@ class Page:
     tz_name: str = "UTC"
     limits: Limits = field(default_factory=Limits)
     feeds: object | None = None  # the personal feeds' store (alertd.feeds.Feeds), if served
+    # The operator searches' public feeds: slug -> feed key (``alertd.feeds.public_feeds``),
+    # replaced when a reload changes which searches opt in (``CommunityServer``).
+    public_feeds: Callable[[str], str | None] = field(default=lambda slug: None)
     telegram: Callable[[], str | None] | None = None  # the community bot's @name, if it runs
 
     def facets(self) -> Facets:

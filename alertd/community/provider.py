@@ -20,7 +20,7 @@ from functools import lru_cache
 from urllib.parse import SplitResult, parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 from alertd.community.config import CommunitySpec
-from alertd.members import Member, Members, MemberSearch
+from alertd.members import Member, Members, MemberSearch, TokenError
 from alertd.models import FEED_PREFIX, Pace, SavedSearch, Target
 from alertd.render import Links
 from alertd.subscriptions import MEMBER_PREFIX, MEMBERS_OWNER
@@ -169,13 +169,16 @@ class MemberSearches:
                 continue
             url = self.spec.public_url
             host = urlsplit(url).hostname or "alertd"
-            return Links(
-                manage=self.members.manage_url(member_id, url),
-                unsubscribe=self.members.unsubscribe_url(search.id, url),
-                list_id=f"<{search.id}.{host}>",  # RFC 2919; the id is [A-Za-z0-9_-]
-                everything=self.members.feed_url(member_id, url),
-                search=search.id,
-            )
+            try:
+                return Links(
+                    manage=self.members.manage_url(member_id, url),
+                    unsubscribe=self.members.unsubscribe_url(search.id, url),
+                    list_id=f"<{search.id}.{host}>",  # RFC 2919; the id is [A-Za-z0-9_-]
+                    everything=self.members.feed_url(member_id, url),
+                    search=search.id,
+                )
+            except TokenError:  # deleted on the page since the search was read: gone
+                continue
         return None
 
     def cap(self, target: str) -> tuple[str, int] | None:

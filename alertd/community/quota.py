@@ -15,7 +15,9 @@ Lines are not fsynced: a power cut may forget the
 last few mails, which errs towards one more mail, never towards refusing someone for
 good; a torn or damaged line is skipped. The file is mode 0600 and never read or
 written through a symbolic link. The clock is the wall clock (``time.time``), since a
-restart must compare with it; a clock set back makes the limit last longer, not less.
+restart must compare with it; a clock set back counts the events it left in the future
+as made now (running, as at a start): the limit lasts longer then, never less, and
+never as long as the clock jumped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,11 +62,17 @@ class KeptRateLimiter(RateLimiter):
         self._secret = secret
         self._writing = threading.Lock()
         self._lines = 0
+        self._rewrite_at = COMPACT_LINES  # lines; twice what the last rewrite kept
         self._load()
 
     def allow(self, key: str) -> bool:
         """``RateLimiter.allow`` for ``key``, the event counted in the file too."""
         kept = hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
+        now = self.clock()
+        with self._lock:  # the clock went back: its events count from now, as at a start
+            events = self._events.get(kept)
+            if events and events[-1] > now:
+                self._events[kept] = deque(min(moment, now) for moment in events)
         if not super().allow(kept):
             return False
         line = json.dumps({"k": kept, "t": round(self.clock(), 3)}) + "\n"
@@ -75,7 +84,7 @@ class KeptRateLimiter(RateLimiter):
                 finally:
                     os.close(fd)
                 self._lines += 1
-                if self._lines > COMPACT_LINES:
+                if self._lines > self._rewrite_at:
                     self._rewrite()
             except (OSError, StoreError) as exc:  # the limit still holds until a restart
                 log.warning("community: cannot keep the mail limit in %s: %s", self.path, exc)
@@ -104,10 +113,13 @@ class KeptRateLimiter(RateLimiter):
         with self._writing:
             try:
                 self._rewrite()
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot write {self.path}: {exc.strerror}; {fix_for(exc)}"
-                ) from exc
+            except OSError as exc:  # counted all the same: the file is rewritten later
+                log.warning(
+                    "community: cannot rewrite the mail limit's %s: %s; %s",
+                    self.path,
+                    exc.strerror or exc,
+                    fix_for(exc),
+                )
 
     def _rewrite(self) -> None:
         """The file again, with the events the window still holds (OSError to the caller)."""
@@ -116,3 +128,6 @@ class KeptRateLimiter(RateLimiter):
         text = "".join(json.dumps({"k": key, "t": moment}) + "\n" for key, moment in self.events())
         write_atomically(self.path, text)
         self._lines = len(text.splitlines())
+        # Not again at the next mail when the window still holds more than
+        # COMPACT_LINES events: a rewrite at every mail would be quadratic.
+        self._rewrite_at = max(COMPACT_LINES, 2 * self._lines)

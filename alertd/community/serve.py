@@ -26,7 +26,7 @@ from alertd.community.postman import Postman, Send
 from alertd.community.provider import MemberSearches
 from alertd.config import Config
 from alertd.errors import PortError
-from alertd.feeds import Feeds
+from alertd.feeds import Feeds, public_feeds
 from alertd.health import read_heartbeat
 from alertd.members import Members
 from alertd.models import parse_time
@@ -93,12 +93,22 @@ class CommunityServer:
             ) from None
         self.thread = threading.Thread(target=self._run, name="community", daemon=True)
         self.provider = MemberSearches(page.members, page.spec)
+        self._public_names: tuple[str, ...] | None = None
 
     def subscriptions(self, config: Config) -> Subscriptions:
         """A cycle's saved searches: the YAML's, then the members' (live at the next
         cycle after a sign-up, without a reload)."""
+        self.serve_public_feeds(config)
         public = of_config(config.searches, config.owner, self.page.spec.public_url)
         return Subscriptions.gather([public, self.provider])
+
+    def serve_public_feeds(self, config: Config) -> None:
+        """Serve the public feeds of ``config``'s searches that opt in (``feed: true``),
+        and only those: a summary's "+N more" links there."""
+        names = tuple(s.name for s in config.searches if s.feed)
+        if names != self._public_names:
+            self.page.public_feeds = public_feeds(names)
+            self._public_names = names
 
     def _run(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # sockets closed under the loop
@@ -170,7 +180,7 @@ def serve_configured(config: Config, dry_run: bool = False) -> CommunityServer |
     spec = config.community
     if spec is None or dry_run:
         return None
-    return serve_community(
+    server = serve_community(
         spec,
         Members.open(config.state_dir),
         api_url=config.api_url,
@@ -179,3 +189,5 @@ def serve_configured(config: Config, dry_run: bool = False) -> CommunityServer |
         tz_name=str(getattr(config.tz, "key", None) or config.tz),
         feeds=Feeds.open(config.state_dir),
     )
+    server.serve_public_feeds(config)
+    return server

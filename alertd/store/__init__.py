@@ -61,6 +61,7 @@ from alertd.store.files import (
     EPOCH,
     TEMP_PREFIX,
     BufferedJSONStorage,
+    LazyRows,
     damaged,
     fix_for,
     is_trusted_link,
@@ -468,7 +469,7 @@ class Store:
         self.commit()
 
     def _serialize(self, name: str) -> None:
-        tables: dict[str, list[dict[str, Any]]]
+        tables: dict[str, list[dict[str, Any]] | LazyRows]
         if name == "feed":
             tables = {
                 "meta": [{"schema_version": SCHEMA_VERSION, "files": list(FILES)}],
@@ -504,20 +505,24 @@ class Store:
                 ]
             }
         elif name == "searches":
-            tables = {"searches": [search_doc(s) for s in self.searches.values()]}
+            tables = {"searches": LazyRows(list(self.searches.values()), search_doc)}
         elif name == "outbox":
             tables = {
                 "rows": [row_doc(r) for r in self.owed.values()],
                 "jobs": [self.jobs[j].to_record() for j in self._owed_job_ids() if j in self.jobs],
             }
         else:
-            tables = {"rows": [row_doc(r) for r in self.done.values()]}
+            tables = {"rows": LazyRows(list(self.done.values()), row_doc)}
         if self.quarantine.get(name):
             tables[QUARANTINE] = self.quarantine[name]
         # Every table, even an empty one: a file without its tables is damage, not "empty".
         self._storage(name).write(
             {
-                table: {str(number): doc for number, doc in enumerate(docs, 1)}
+                table: (
+                    docs
+                    if isinstance(docs, LazyRows)
+                    else {str(number): doc for number, doc in enumerate(docs, 1)}
+                )
                 for table, docs in tables.items()
             }
         )
