@@ -437,3 +437,23 @@ def test_blocking_the_bot_does_not_stop_a_members_e_mail(bot: Bot) -> None:
     assert [s.paused for s in bot.members.searches_of(ana)] == [False]
     assert bot.members.chat_of(ana) is None  # no more sends to a chat that refuses them
     assert [s.paused for s in bot.members.searches_of(ben)] == [True]
+
+
+ANONYMOUS = 1087968824  # @GroupAnonymousBot: the "from" of an admin who posts as the group
+
+
+def test_an_anonymous_admin_may_change_the_groups_searches(bot: Bot) -> None:
+    """An admin who posts anonymously comes as @GroupAnonymousBot with the group itself
+    as sender_chat; getChatMember says that bot is no admin, so such a group could not
+    change its searches at all. A channel posting in the group is still nobody."""
+    bot.fake.admins(GROUP, 1)
+    member = bot.attach(GROUP, searches=2)
+    as_group = bot.update(9700, GROUP, "/stop 1", user=ANONYMOUS)
+    as_group["message"]["sender_chat"] = {"id": GROUP, "type": "supergroup"}
+    as_channel = bot.update(9701, GROUP, "/stop 1", user=136817688)  # @Channel_Bot
+    as_channel["message"]["sender_chat"] = {"id": -100555, "type": "channel"}
+    bot.chat.handle([as_group])
+    bot.chat.handle([as_channel])
+    assert len(bot.members.searches_of(member)) == 1
+    said = bot.texts(GROUP)
+    assert "Stopped 1" in said[0] and "Only this group's admins" in said[1]

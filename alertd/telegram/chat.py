@@ -108,6 +108,7 @@ class Incoming:
     query_id: str | None = None
     message_id: int | None = None  # the message a button was under
     edited: bool = False
+    as_group: bool = False  # sent by an anonymous admin, as the group itself
 
 
 def parse_update(update: dict[str, Any], username: str | None) -> Incoming | None:
@@ -142,7 +143,19 @@ def parse_update(update: dict[str, Any], username: str | None) -> Incoming | Non
         if at and (username is None or bot.lower() != username.lower()):
             return None  # addressed to another bot in the group
         command, args = name.lower()[:64], rest.strip()[:200]
-    return Incoming(update_id, chat[0], _user(message), chat[1], text, command, args, edited=edited)
+    sender = message.get("sender_chat")
+    as_group = chat[1] and isinstance(sender, dict) and sender.get("id") == chat[0]
+    return Incoming(
+        update_id,
+        chat[0],
+        _user(message),
+        chat[1],
+        text,
+        command,
+        args,
+        edited=edited,
+        as_group=as_group,
+    )
 
 
 def _chat(message: object) -> tuple[int, bool] | None:
@@ -391,6 +404,8 @@ class Chat:
         return inc.data is not None or inc.command in CHANGES or inc.command is None
 
     def _is_admin(self, inc: Incoming) -> bool:
+        if inc.as_group:  # only the group's anonymous admins may post as the group
+            return True
         if inc.user_id is None:
             return False
         try:
