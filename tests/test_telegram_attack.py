@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -289,9 +288,7 @@ def test_a_bot_api_answer_that_never_ends_fails_in_time(monkeypatch: pytest.Monk
     assert TOKEN not in str(failed[0])
 
 
-def test_a_revoked_token_is_not_sent_one_request_per_member(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_revoked_token_is_not_sent_one_request_per_member() -> None:
     """A revoked token (401) refuses every send alike: a fan-out to 10,000 members made
     10,000 requests Telegram was sure to refuse (over five minutes at 30 a second, each
     cycle). Once refused, sends fail at once for a while without asking."""
@@ -322,7 +319,7 @@ def test_a_revoked_token_is_not_sent_one_request_per_member(
     assert took < 1.0
 
 
-def test_a_send_answered_200_with_garbage_is_not_sent_again_at_once() -> None:
+def test_a_send_answered_200_with_garbage_is_not_sent_again_at_once(state_dir: Path) -> None:
     """A 200 whose body is no JSON (a proxy's page, a cut answer) is a message Telegram
     most likely took: retried at the first step, the member got the alert twice."""
 
@@ -336,7 +333,7 @@ def test_a_send_answered_200_with_garbage_is_not_sent_again_at_once() -> None:
 
     server = RawServer(garbage)
     api = BotApi(TOKEN, server.url, Pacer(chat_gap=0.0))
-    members = Members.open(Path(tempfile.mkdtemp()) / "state")
+    members = Members.open(state_dir)
     message = Message((Item(HOSTILE_JOBS[next(iter(HOSTILE_JOBS))], ("s",)),))
     outcome = send_to_chat(api, members, ANA, message, None)
     server.close()
