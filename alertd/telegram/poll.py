@@ -26,6 +26,9 @@ from alertd.telegram.send import with_bot
 log = logging.getLogger(__name__)
 
 BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0)
+# Seconds before asking again after an answer whose updates did not move the offset
+# (none had a usable id): a Bot API that keeps sending them must not make the loop spin.
+STUCK_WAIT = 1.0
 UNAUTHORIZED = (401, 404)  # a revoked or mistyped token: said once, retried slowly
 
 
@@ -73,8 +76,11 @@ class Poller:
         if self.bot.username is None:
             self.bot.get_me()
             log.info("community bot @%s answering on Telegram", self.bot.username)
-        updates = self.bot.get_updates(self.chat.members.telegram_offset(), self.poll_timeout)
+        offset = self.chat.members.telegram_offset()
+        updates = self.bot.get_updates(offset, self.poll_timeout)
         self.chat.handle(updates)
+        if updates and self.chat.members.telegram_offset() == offset:
+            self.stop.wait(STUCK_WAIT)
 
     def _wait_after(self, exc: Exception | None) -> None:
         delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)]
