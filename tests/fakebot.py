@@ -79,6 +79,7 @@ class FakeBot:
     sent: dict[int, list[Sent]] = field(default_factory=dict)
     answered: list[dict[str, Any]] = field(default_factory=list)
     blocked: set[int] = field(default_factory=set)
+    gone: set[int] = field(default_factory=set)  # chats deleted: 400 "chat not found"
     group_admins: dict[int, set[int]] = field(default_factory=dict)
     offsets: list[int] = field(default_factory=list)  # every getUpdates offset asked
     limited: int = 0  # 429s for a broken limit (not the storm's)
@@ -142,6 +143,11 @@ class FakeBot:
         """The member blocked the bot: sends to them are refused with 403."""
         with self.lock:
             self.blocked.add(chat_id)
+
+    def delete_chat(self, chat_id: int) -> None:
+        """The chat is gone (an account deleted): sends are refused with 400."""
+        with self.lock:
+            self.gone.add(chat_id)
 
     def storm(self, seconds: float, retry_after: int = 1) -> None:
         """Every send is refused with 429 (``retry_after``) for ``seconds``."""
@@ -215,6 +221,8 @@ class FakeBot:
         """A 429 if this send breaks a limit (the caller holds the lock)."""
         if chat_id in self.blocked:
             return 403, _error(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self.gone:
+            return 400, _error(400, "Bad Request: chat not found")
         if now < self.storm_until:
             return 429, _error(
                 429,

@@ -75,8 +75,10 @@ class BotApiError(AlertdError):
 
     @property
     def blocked(self) -> bool:
-        """The chat will not take messages from the bot (a member blocked it)."""
-        return self.code in BLOCKED_CODES
+        """The chat will not take messages from the bot: a member blocked it (403), or
+        the chat is gone (400 "chat not found": a deleted account or group)."""
+        gone = self.code == 400 and "chat not found" in str(self).lower()
+        return self.code in BLOCKED_CODES or gone
 
 
 @dataclass(frozen=True)
