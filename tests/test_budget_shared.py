@@ -426,6 +426,7 @@ while time.monotonic() < end:
 LOOP_IO = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
 
+@pytest.mark.slow
 def test_the_facets_request_run_makes_at_start_counts(
     standin: StandInServer, tmp_path: Path, write_config: WriteConfig
 ) -> None:

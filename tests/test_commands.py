@@ -135,6 +135,7 @@ def test_health_follows_the_heartbeat(
     assert "the last cycle ended 100s ago (limit 90s)" in stale.output
 
 
+@pytest.mark.slow
 def test_health_turns_unhealthy_when_the_api_or_a_target_stays_down(
     market: Market,
     standin: StandInServer,

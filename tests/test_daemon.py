@@ -80,6 +80,7 @@ def test_sigterm_ends_a_request_in_flight_within_seconds(
     assert "stopped early" in log and "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_kill_and_restart_loses_nothing_and_repeats_nothing(
     market: Market,
     write_config: WriteConfig,

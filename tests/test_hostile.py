@@ -85,6 +85,7 @@ def test_a_404_that_does_not_say_closed_does_not_withdraw_an_alert(world: World)
     assert world.send.sent == [("audio", "X")]
 
 
+@pytest.mark.slow
 def test_a_cached_read_of_an_edited_job_without_updated_at_is_not_trusted(
     tmp_path: Path,
 ) -> None:

@@ -19,6 +19,7 @@ def world(market: Market, standin: StandInServer, state_dir: Path) -> Iterator[B
         yield world
 
 
+@pytest.mark.slow
 def test_a_chat_that_is_gone_pauses_the_members_searches(world: BotWorld, market: Market) -> None:
     world.say(ANA, "/watch")
     wizard = world.fake.messages(ANA)[-1]

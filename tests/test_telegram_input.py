@@ -49,6 +49,7 @@ ODD_UPDATES: list[dict[str, object]] = [
 ]
 
 
+@pytest.mark.slow
 def test_odd_updates_get_a_hint_or_nothing_and_the_loop_goes_on(world: BotWorld) -> None:
     kept = world.page.members.add_feed_member(SearchDraft(title="Keep me", q="x"))
     world.page.members.telegram_update(None, lambda book: book.attach(kept.member.id, ANA))
