@@ -49,6 +49,17 @@ class BotWorld:
         assert self.fake.wait_confirmed(update), "the bot did not take the update"
         return self.fake.wait_for(chat, replies, after=before, timeout=5 if replies else 0.3)
 
+    def watch(self, chat: int, keywords: str) -> None:
+        """``/watch`` through the keyboards: any category, language, country and pay
+        type, ``keywords`` typed, no minimum pay, saved."""
+        self.say(chat, "/watch")
+        wizard = self.fake.messages(chat)[-1]
+        for _ in range(4):
+            self.tap(wizard, "Any")
+        [pay] = self.say(chat, keywords)
+        self.tap(pay, "Skip")
+        self.tap(pay, "Save")
+
     def tap(self, sent: Sent, label: str, user: int | None = None) -> Sent:
         """A member taps the button labelled ``label``; the message as it is after."""
         data = dict(sent.buttons())[label]

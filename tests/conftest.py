@@ -194,3 +194,13 @@ def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless chromium the size of a phone (``tests/browser.py``), for the page's
+    browser tests; imported here only when a test asks for it."""
+    from tests.browser import open_browser
+
+    with open_browser() as driver:
+        yield driver

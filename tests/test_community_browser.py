@@ -11,16 +11,10 @@ import pytest
 
 from alertd.market import Market
 from alertd.standin import StandInServer
-from tests.browser import By, Select, WebDriver, heading, needs_browser, open_browser, wait_for
+from tests.browser import By, Select, heading, needs_browser, wait_for
 from tests.pageworld import PUBLIC, PageWorld, link_in, page_world
 
 pytestmark = needs_browser
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    with open_browser() as driver:
-        yield driver
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from alertd.config import Config
 from alertd.market import Market
 from alertd.standin import StandInServer
-from tests.browser import By, WebDriver, heading, needs_browser, open_browser, wait_for
+from tests.browser import By, WebDriver, heading, needs_browser, wait_for
 from tests.pageworld import PageWorld, link_in, member_config, member_cycle, page_world
 from tests.servers import ReceivedMail
 
@@ -28,12 +28,6 @@ pytestmark = needs_browser
 
 PUBLIC = "https://alerts.example.org"  # behind a TLS reverse proxy, as a host runs it
 ANA = "ana@example.org"
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    with open_browser() as driver:
-        yield driver
 
 
 @pytest.fixture

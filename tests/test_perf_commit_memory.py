@@ -22,14 +22,18 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MIB = 1024 * 1024
 
 
+def seen_2000(store: Store) -> None:
+    """2,000 searches that have each seen 60 jobs, committed: searches.json about 2 MB."""
+    for n in range(2000):
+        search = SavedSearch(name=f"s{n}", category=f"c{n}")
+        store.prime(search, (f"job-{search.name}-{k:03d}" for k in range(60)), NOW)
+    store.commit()
+    gc.collect()
+
+
 def test_a_commit_keeps_no_parsed_copy_of_what_it_wrote(tmp_path: Path) -> None:
-    # 2,000 searches that have each seen 60 jobs: searches.json is about 2 MB.
-    searches = [SavedSearch(name=f"s{n}", category=f"c{n}") for n in range(2000)]
     with Store.open(tmp_path / "state") as store:
-        for search in searches:
-            store.prime(search, (f"job-{search.name}-{k:03d}" for k in range(60)), NOW)
-        store.commit()
-        gc.collect()
+        seen_2000(store)
         tracemalloc.start()
         try:
             store.prime(SavedSearch(name="new", category="x"), ["job-new"], NOW)  # a sign-up
@@ -113,12 +117,8 @@ def test_a_dict_with_other_than_text_keys_is_left_to_json_dumps() -> None:
 def test_a_commit_makes_searches_documents_a_piece_at_a_time(tmp_path: Path) -> None:
     # The same 2,000 searches: made all at once, their documents were 3.7 MiB at the
     # write's peak on top of what the store holds.
-    searches = [SavedSearch(name=f"s{n}", category=f"c{n}") for n in range(2000)]
     with Store.open(tmp_path / "state") as store:
-        for search in searches:
-            store.prime(search, (f"job-{search.name}-{k:03d}" for k in range(60)), NOW)
-        store.commit()
-        gc.collect()
+        seen_2000(store)
         tracemalloc.start()
         try:
             store.prime(SavedSearch(name="new", category="x"), ["job-new"], NOW)

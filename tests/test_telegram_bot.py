@@ -101,16 +101,9 @@ def test_a_group_takes_changes_from_its_admins_only(world: BotWorld) -> None:
     assert "Stopped 1" in stopped.text
 
 
-def test_a_blocked_bot_pauses_the_members_searches(world: BotWorld, market: Market) -> None:
-    world.say(ANA, "/watch")
-    wizard = world.fake.messages(ANA)[-1]
-    for _ in range(4):
-        world.tap(wizard, "Any")
-    [pay] = world.say(ANA, "audio")
-    world.tap(pay, "Skip")
-    world.tap(pay, "Save")
-    world.cycle()
-    world.fake.block(ANA)
+def paused_and_left_alone(world: BotWorld, market: Market) -> None:
+    """After its chat refused the bot for good, a member's search is paused at the next
+    alert, and no cycle sends to that chat again."""
     market.add_job(title="Audio job nobody will read")
     world.cycle()
     member = world.page.members.member_for_chat(ANA)
@@ -121,9 +114,25 @@ def test_a_blocked_bot_pauses_the_members_searches(world: BotWorld, market: Mark
     world.cycle()
     world.cycle()
     assert world.fake.calls - calls < 10  # getUpdates only: no send retried
+
+
+def test_a_blocked_bot_pauses_the_members_searches(world: BotWorld, market: Market) -> None:
+    world.watch(ANA, "audio")
+    world.cycle()
+    world.fake.block(ANA)
+    paused_and_left_alone(world, market)
     world.fake.blocked.clear()
     [resumed] = world.say(ANA, "/resume")
     assert "Resumed 1" in resumed.text
+
+
+@pytest.mark.slow
+def test_a_chat_that_is_gone_pauses_the_members_searches(world: BotWorld, market: Market) -> None:
+    """400 "chat not found" (a deleted account) is let go like a block, not retried."""
+    world.watch(ANA, "audio")
+    world.cycle()
+    world.fake.delete_chat(ANA)
+    paused_and_left_alone(world, market)
 
 
 def test_a_chat_linked_after_a_search_was_built_gets_its_alerts(world: BotWorld) -> None:

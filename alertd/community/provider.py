@@ -46,15 +46,20 @@ def _operator_parts(operator_url: str) -> tuple[SplitResult, str]:
     return parts, urlencode(query)
 
 
+def _paced(search: MemberSearch, instant: str, daily: str) -> tuple[str, Pace]:
+    """A member's target key's last part and its pace: ``instant``, or ``daily-HH`` with
+    a digest at that hour (a digest is a target of its own)."""
+    if search.pace == "daily":
+        hour = search.digest_hour or 0
+        return f"{daily}-{hour:02d}", Pace(digest=(time(hour, 0),))
+    return instant, Pace()
+
+
 def target_for(member: Member, search: MemberSearch, mail: str | None) -> Target | None:
     """Where a member's search sends (None: a feed-only member, or no mail server)."""
     if member.email is None or mail is None:
         return None
-    if search.pace == "daily":
-        hour = search.digest_hour or 0
-        key, pace = f"daily-{hour:02d}", Pace(digest=(time(hour, 0),))
-    else:
-        key, pace = "now", Pace()
+    key, pace = _paced(search, "now", "daily")
     return Target(
         key=f"{TARGET_PREFIX}{member.id}:{key}",
         label=f"member {member.id}",  # never the address: labels reach the log
@@ -66,11 +71,7 @@ def target_for(member: Member, search: MemberSearch, mail: str | None) -> Target
 def chat_target(member: Member, search: MemberSearch, chat_id: int) -> Target:
     """A member's search's target in their chat with the community bot
     (``alertd.telegram.send``): ``member:<id>:telegram``, or ``…:telegram-daily-HH``."""
-    if search.pace == "daily":
-        hour = search.digest_hour or 0
-        key, pace = f"telegram-daily-{hour:02d}", Pace(digest=(time(hour, 0),))
-    else:
-        key, pace = "telegram", Pace()
+    key, pace = _paced(search, "telegram", "telegram-daily")
     return Target(
         key=f"{TARGET_PREFIX}{member.id}:{key}",
         label=f"member {member.id} on Telegram",
