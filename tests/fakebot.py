@@ -245,8 +245,14 @@ class FakeBot:
         return None
 
     def _api_sendMessage(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        answer = self._send_message(params)
         if self.latency:
-            time.sleep(self.latency)
+            time.sleep(self.latency / 2)  # the way back
+        return answer
+
+    def _send_message(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.latency:
+            time.sleep(self.latency / 2)  # the way there: Telegram counts from its end
         chat_id = int(params["chat_id"])
         text = str(params.get("text") or "")
         mode = params.get("parse_mode")

@@ -120,3 +120,32 @@ def test_a_refused_token_is_said_once_and_not_hammered(caplog: pytest.LogCapture
     errors = [r for r in caplog.records if "refused the community bot's token" in r.getMessage()]
     assert len(errors) == 1
     assert wrong not in caplog.text and "revoked-long-ago" not in caplog.text
+
+
+def test_a_slow_round_trip_is_not_added_to_every_seconds_thirty_sends() -> None:
+    # 61 members' copies, 40 at a time, each send answering 0.6 s late (0.3 s each way).
+    # Counted from each answer's end, the third second's copy would reach Telegram 3.2 s
+    # after the first; counted from the midpoint (when Telegram saw it), 2.6 s.
+    with fake_bot(latency=0.6) as (fake, url):
+        bot = BotApi(TOKEN, url)
+        chats = iter(range(1, 62))
+        lock = threading.Lock()
+
+        def sender() -> None:
+            while True:
+                with lock:
+                    chat = next(chats, None)
+                if chat is None:
+                    return
+                bot.send(chat, f"job for {chat}")
+
+        threads = [threading.Thread(target=sender) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        bot.close()
+    seen = sorted(s.at for sent in fake.sent.values() for s in sent)
+    assert len(seen) == 61
+    assert fake.limited == 0  # and Telegram refused none
+    assert seen[-1] - seen[0] < 2.9
