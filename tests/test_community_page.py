@@ -215,3 +215,14 @@ def test_without_a_mail_server_the_page_offers_feeds_only(
         assert refused.status_code == 400 and "delivery" in refused.text
         assert sign_up(world, client, None).status_code == 303
     assert "ana@example.org" not in (state_dir / MEMBERS_FILE).read_text()
+
+
+def test_a_digest_hour_in_odd_digits_is_refused_with_a_message(world: PageWorld) -> None:
+    with world.client() as client:
+        manage = _manage_path(world, client, "cy@example.org")
+        [(_, search)] = world.members.active()
+        edit = f"{manage}/s/{search.id}"
+        form = {"csrf_token": csrf_of(client, edit), "q": "x", "pace": "daily"}
+        answer = client.post(edit, data={**form, "digest_hour": "²"})  # isdigit(), not int()
+        assert answer.status_code == 400 and "choose an hour" in answer.text
+        assert world.members.search(search.id).pace == "now"  # type: ignore[union-attr]

@@ -91,3 +91,17 @@ def test_the_token_never_reaches_the_log(world: BotWorld, caplog: pytest.LogCapt
         assert (
             client.get(world.poller.bot.client.base_url.join("/botWRONG/getMe")).status_code == 401
         )
+
+
+def test_a_command_typed_on_two_lines_or_with_odd_digits_is_understood(world: BotWorld) -> None:
+    world.watch(ANA, "audio")
+    world.watch(ANA, "video")
+    [odd] = world.say(ANA, "/stop ²")  # a digit Python's int() cannot read
+    assert "Which one?" in odd.text
+    assert len(world.fake.messages(ANA)) and "/watch" in world.say(ANA, "/help")[-1].text
+    [stopped] = world.say(ANA, "/stop\n1")  # a phone's keyboard put a newline in
+    assert "Which one?" not in stopped.text
+    [listed] = world.say(ANA, "/list")
+    assert "video" in listed.text and "audio" not in listed.text
+    [hour] = world.say(ANA, "/digest\t8")
+    assert "08:00" in hour.text or "8:00" in hour.text

@@ -51,7 +51,7 @@ def _listen_form(value: object) -> object:
 
 def _listen(value: str) -> str:
     host, colon, port = value.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not colon or not host or not port.isdecimal() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return value
 

@@ -110,7 +110,7 @@ def _pace(form: Mapping[str, str]) -> tuple[str, int | None]:
     if pace == "now":
         return "now", None
     hour = form.get("digest_hour", "")
-    if not (isinstance(hour, str) and hour.isdigit() and 0 <= int(hour) <= 23):
+    if not (isinstance(hour, str) and hour.isdecimal() and 0 <= int(hour) <= 23):
         raise FormError("digest_hour", "choose an hour from 0 to 23")
     return "daily", int(hour)
 

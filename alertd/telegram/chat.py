@@ -138,11 +138,11 @@ def parse_update(update: dict[str, Any], username: str | None) -> Incoming | Non
     command, args = None, ""
     forwarded = any(k in message for k in ("forward_origin", "forward_from", "forward_date"))
     if text is not None and text.startswith("/") and not forwarded:  # a forward is no order
-        head, _, rest = text.partition(" ")
+        head, *rest = text.split(maxsplit=1)  # a phone may put a newline first
         name, at, bot = head.partition("@")
         if at and (username is None or bot.lower() != username.lower()):
             return None  # addressed to another bot in the group
-        command, args = name.lower()[:64], rest.strip()[:200]
+        command, args = name.lower()[:64], " ".join("".join(rest).split())[:200]
     sender = message.get("sender_chat")
     as_group = chat[1] and isinstance(sender, dict) and sender.get("id") == chat[0]
     return Incoming(
@@ -434,7 +434,7 @@ class Chat:
         searches = book.searches(member_id)
         if args in ("", "all"):
             return searches
-        if args.isdigit() and 1 <= int(args) <= len(searches):
+        if args.isdecimal() and 1 <= int(args) <= len(searches):
             return [searches[int(args) - 1]]
         return None
 
@@ -536,7 +536,7 @@ class Chat:
     def digest(self, inc: Incoming) -> Plan:
         """/digest HOUR or /digest off."""
         arg = inc.args.lower()
-        hour = int(arg) if arg.isdigit() and int(arg) <= 23 else None
+        hour = int(arg) if arg.isdecimal() and int(arg) <= 23 else None
         if hour is None and arg != "off":
             return self._commit(
                 inc, lambda book: [Reply(f"Give an hour from 0 to 23, or off. {TRY}")]
@@ -668,7 +668,7 @@ class Chat:
             offered = state.get("offered") or []
             if choice in ("any", "skip"):
                 form.pop(step, None)
-            elif choice.isdigit() and int(choice) < len(offered):
+            elif choice.isdecimal() and int(choice) < len(offered):
                 form[step] = offered[int(choice)]
             else:
                 return [Reply(f"That question has passed. {TRY}")]
