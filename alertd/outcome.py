@@ -19,3 +19,6 @@ class Outcome:
     # The service refused this message for what it holds (400, 413, 422): the target's
     # next message may go; this one is retried on the schedule like any failure.
     refused_message: bool = False
+    # The message never left: alertd was stopping while it waited its turn (a chat's
+    # pacing). It is owed again as it was, due at once, and no attempt is counted.
+    unsent: bool = False

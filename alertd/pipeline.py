@@ -945,6 +945,9 @@ def finish_message(
         store.mark_sent_all(alerts, clock())
         report.sent += len(alerts)
         return outcome
+    if outcome.unsent:
+        store.mark_unsent_all(alerts, clock())
+        return outcome
     report.failed_sends += 1
     report.unknown_sends += outcome.unknown
     attempts = alerts[0].attempts + 1

@@ -3,6 +3,7 @@ API (tests/fakebot.py), the stand-in API, and real cycles delivering through the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,15 +33,17 @@ class BotWorld:
     poller: Poller
     config: Config
 
-    def cycle(self) -> None:
-        """One real cycle of every member's search, delivered through the bot."""
+    def cycle(self, stop: threading.Event | None = None) -> None:
+        """One real cycle of every member's search, delivered through the bot; ``stop``
+        is the daemon's (set: it is stopping)."""
         subs = self.page.server.subscriptions(self.config)
         with (
             Store.open(self.config.state_dir) as store,
             OpenTrainClient(self.page.standin.url) as client,
         ):
             send = with_feeds(sender_for(10.0, self.config.tz), Feeds.open(self.config.state_dir))
-            run_once(self.config, client, store, self.poller.wrap(send), subscriptions=subs)
+            send = self.poller.wrap(send, stop=stop)
+            run_once(self.config, client, store, send, subscriptions=subs, stop=stop)
 
     def say(self, chat: int, text: str, user: int | None = None, replies: int = 1) -> list[Sent]:
         """A member types ``text``; the bot's next ``replies`` messages to the chat."""

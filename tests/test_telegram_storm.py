@@ -4,6 +4,7 @@ the end; a slow round trip (several sends in flight) does not slow the fan-out."
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 from alertd.market import Market
 from alertd.members import SearchDraft
+from alertd.models import DeliveryStatus
 from alertd.pipeline import PARALLEL_SENDS
 from alertd.standin import StandInServer
+from alertd.store import Store
 from tests.botworld import BotWorld, bot_world
 
 CHATS = range(101, 141)
@@ -62,3 +65,20 @@ def test_a_slow_round_trip_does_not_slow_a_fan_out_below_telegrams_rate(
     assert len(times) == len(CHATS) and world.fake.limited == 0
     # One at a time that is 40 × 0.1 s = 4 s; at Telegram's 30 a second, about 1 s.
     assert times[-1] - times[0] < 2.0
+
+
+def test_copies_waiting_their_turn_when_alertd_stops_go_out_first_thing_after(
+    world: BotWorld, market: Market
+) -> None:
+    world.cycle()  # primes
+    market.add_job(title="Audio transcription, Spanish")
+    stop = threading.Event()
+    threading.Timer(0.4, stop.set).start()  # SIGTERM, within the first second's 30 sends
+    world.cycle(stop)
+    assert 0 < sum(len(world.fake.messages(chat)) for chat in CHATS) < len(CHATS)
+    with Store.open(world.config.state_dir) as store:
+        waiting = [r for r in store.owed.values() if r.status is DeliveryStatus.PENDING]
+    assert waiting and all(r.attempts == 0 for r in waiting)  # no failure counted
+    world.cycle()  # the restart's first cycle: the rest go now, not in a minute
+    assert {chat: len(world.fake.messages(chat)) for chat in CHATS} == dict.fromkeys(CHATS, 1)
+    assert world.fake.limited == 0

@@ -893,6 +893,34 @@ class Store:
         )
         self._dirty.add("outbox")
 
+    def mark_unsent_all(self, alerts: Sequence[Alert], now: datetime) -> None:
+        """The message for these alerts never left (alertd was stopping while it waited
+        its turn): owed again as before ``mark_sending``, due at once, no attempt counted."""
+        rows = [self.owed[(a.target_key, a.job.id)] for a in alerts]
+        at = format_time(now)
+        self._journal(
+            *(
+                {
+                    "op": "failed",
+                    "target": row.target,
+                    "job": row.job_id,
+                    "at": at,
+                    "retry": at,
+                    "attempts": max(0, row.attempts - 1),
+                    "error": row.last_error,
+                    "refused_by": row.refused_by,
+                }
+                for row in rows
+            )
+        )
+        for row in rows:
+            self.owed[(row.target, row.job_id)] = row.but(
+                status=DeliveryStatus.PENDING,
+                attempts=max(0, row.attempts - 1),
+                next_attempt_at=now,
+            )
+        self._dirty.add("outbox")
+
     def retry_fixed_targets(self, digests: Mapping[str, str], now: datetime) -> int:
         """Rows a target refused for good are due at once when its URL has changed since
         (a person fixed the token or the webhook): no waiting out the long retry step."""

@@ -66,7 +66,7 @@ def send_to_chat(
             log.info("a group with the bot became a supergroup: its alerts follow it")
             bot.send(exc.migrate_to, text, keyboard, stop=stop)
     except StoppedError:
-        return Outcome(False, "alertd stopped before the send")
+        return Outcome(False, "alertd stopped before the send", unsent=True)
     except BotApiError as exc:
         if exc.blocked:
             paused = members.block_chat(chat_id)
