@@ -4,6 +4,7 @@ Run it from the repository root with the project's venv:
 
     python bench/telegram.py fanout --members 10000
     python bench/telegram.py typing --members 100
+    python bench/telegram.py talking --members 100 --seconds 120
 
 fanout: one job matching every member's search; each member is known only by their
 Telegram chat (one search each, all the same query, so one fetch). A real cycle sends
@@ -17,6 +18,10 @@ fake is on loopback).
 typing: that many members send a command in the same instant; measured: how long each
 waited for the answer (the limit of 30 messages a second in all applies to replies).
 
+talking: that many members in conversation with the bot at once for ``--seconds``, each
+typing a command, reading the answer, and typing the next 2 to 10 s later (a person's
+pace); measured: how long each answer took.
+
 Markdown goes to stdout, progress to stderr. Nothing in ``alertd/`` is changed.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import resource
 import statistics
 import sys
@@ -165,18 +171,65 @@ def typing(count: int) -> None:
         print(f"| {count} | {_spread(waits)} | {within} of {count} | {fake.limited} |")
 
 
-def _spread(waits: list[float]) -> str:
+COMMANDS = ("/list", "/help", "/digest 8", "/digest off", "/pause", "/resume", "/link")
+
+
+def talking(count: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp, fake_bot() as (fake, url):
+        members = Members.open(Path(tmp) / "state")
+        add_members(members, count)
+        poller = start(members, url)
+        while not fake.offsets:
+            time.sleep(0.01)
+        waits: list[float] = []
+        lost = [0]
+        lock = threading.Lock()
+        until = time.monotonic() + seconds
+
+        def member(chat: int, rng: random.Random) -> None:
+            time.sleep(rng.uniform(0, 10))  # they did not all start in the same second
+            while time.monotonic() < until:
+                before = len(fake.messages(chat))
+                asked = time.monotonic()
+                fake.say(chat, rng.choice(COMMANDS))
+                replies = fake.wait_for(chat, 1, timeout=30, after=before)
+                with lock:
+                    if replies:
+                        waits.append(replies[0].at - asked)
+                    else:
+                        lost[0] += 1
+                time.sleep(rng.uniform(2, 10))
+
+        people = [
+            threading.Thread(target=member, args=(FIRST_CHAT + n, random.Random(n)))
+            for n in range(count)
+        ]
+        for person in people:
+            person.start()
+        for person in people:
+            person.join()
+        poller.close()
+        within = sum(1 for w in waits if w <= 2.0)
+        print(
+            f"| {count} | {seconds:.0f} s | {len(waits):,} | {len(waits) / seconds:.1f} a second "
+            f"| {_spread(waits, 3)} | {within:,} of {len(waits):,} | {lost[0]} | {fake.limited} |"
+        )
+
+
+def _spread(waits: list[float], digits: int = 2) -> str:
     if not waits:
         return "—"
     waits = sorted(waits)
     p95 = waits[min(len(waits) - 1, round(0.95 * (len(waits) - 1)))]
-    return f"p50 {statistics.median(waits):.2f} s, p95 {p95:.2f} s, max {waits[-1]:.2f} s"
+    p50 = statistics.median(waits)
+    return f"p50 {p50:.{digits}f} s, p95 {p95:.{digits}f} s, max {waits[-1]:.{digits}f} s"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("fanout", "typing"))
+    parser.add_argument("mode", choices=("fanout", "typing", "talking"))
     parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=120.0, help="talking: for how long")
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds each send takes (a real RTT)"
     )
@@ -190,9 +243,15 @@ def main() -> None:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
         )
         fanout(args.members, args.latency)
-    else:
+    elif args.mode == "typing":
         print("| members typing | answered after | within 2 s | 429s |\n|---:|---|---:|---:|")
         typing(args.members)
+    else:
+        print(
+            "| members talking | for | commands | rate | answered after | within 2 s "
+            "| unanswered | 429s |\n|---:|---:|---:|---:|---|---:|---:|---:|"
+        )
+        talking(args.members, args.seconds)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,18 @@ def test_temp_files_a_kill_left_behind_are_cleaned_at_start(state_dir: Path) -> 
     state_dir.mkdir(parents=True)
     stale = state_dir / ".alertd-abc123.tmp"
     stale.write_text("half a write")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
     other = state_dir / "notes.txt"
     other.write_text("the operator's")
+    # The bot's thread (or the page's process) writing members.json this very moment:
+    # its temp file must still be there when it renames it into place.
+    writing = state_dir / ".alertd-members-in-progress.tmp"
+    writing.write_text("the first half of a members write")
     with Store.open(state_dir):
         pass
     assert not stale.exists() and other.exists()
+    assert writing.exists()
 
 
 def test_a_state_directory_that_cannot_be_made_is_one_clear_line(

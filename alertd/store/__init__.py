@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -159,6 +161,22 @@ def _move(table: dict[str, T], old: str, new: str) -> None:
         table[new] = value
 
 
+STALE_TEMP = 600.0  # seconds: a temp file older than this is a write a kill interrupted
+
+
+def remove_stale_temps(state_dir: Path) -> None:
+    """Remove the temp files of writes a kill interrupted. One written to in the last
+    ``STALE_TEMP`` s may be another thread's or process's write in progress (the bot's
+    members.json, the heartbeat): it stays. A link planted there goes at once; what it
+    points to stays."""
+    now = time.time()
+    for temp in state_dir.glob(TEMP_PREFIX + "*.tmp"):
+        with contextlib.suppress(OSError):
+            info = temp.lstat()
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime > STALE_TEMP:
+                temp.unlink()
+
+
 class Store:
     """Searches and their seen ids, the outbox, the feed position: in memory, committed
     to disk in batches (see the module docstring)."""
@@ -200,9 +218,7 @@ class Store:
         its files are moved into a ``broken-<UTC time>`` folder and alertd starts over.
         """
         lock = DirectoryLock.take(state_dir)
-        for stale in state_dir.glob(TEMP_PREFIX + "*.tmp"):  # a write a kill interrupted
-            with contextlib.suppress(OSError):
-                stale.unlink()  # a link planted there goes; what it points to stays
+        remove_stale_temps(state_dir)
         try:
             refuse_planted_links(state_dir)
             try:
