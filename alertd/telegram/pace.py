@@ -19,7 +19,6 @@ bot's, not one chat's, and a storm of 429s must not be met with more requests.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import deque
@@ -61,11 +60,12 @@ class Pacer:
         self.group_per_minute = group_per_minute
         self.clock = clock
         self._cond = threading.Condition()
-        self._ends: list[float] = []  # when Telegram saw the last second's sends, sorted
+        # Finished sends as (answer's end, way back allowed then); see ``_seen``.
+        self._ends: list[tuple[float, float]] = []  # the last second's sends
         self._flying = 0  # sends asked and not answered yet: they count too
-        self._chat_end: dict[int, float] = {}
+        self._chat_end: dict[int, tuple[float, float]] = {}
         self._chat_flying: set[int] = set()
-        self._group_ends: dict[int, deque[float]] = {}
+        self._group_ends: dict[int, deque[tuple[float, float]]] = {}
         self._trips: deque[float] = deque(maxlen=TRIPS)  # recent sends' round trips
         self._held_until = 0.0
         self._urgent = 0  # replies waiting for a slot: alerts wait behind them
@@ -76,13 +76,26 @@ class Pacer:
             self._held_until = max(self._held_until, self.clock() + seconds)
             self._cond.notify_all()
 
+    def _back(self) -> float:
+        """The way back a finished send may be counted as having taken: half the quickest
+        recent round trip (0 until ``TRUSTED`` are known); the lock is held."""
+        return min(self._trips) / 2 if len(self._trips) >= TRUSTED else 0.0
+
+    def _seen(self, finished: tuple[float, float]) -> float:
+        """When Telegram saw a finished send, at the latest: its answer's end less the
+        smaller of the way back allowed when it ended and the one allowed now. A round
+        trip quicker than any before means the network got faster, maybe while that send
+        was on its way back: a send that went before it is counted that much later."""
+        end, back = finished
+        return end - min(back, self._back())
+
     def _wait_for(self, chat_id: int | None, now: float) -> float:
         """How long before a send to ``chat_id`` may go (0: now); the lock is held."""
-        while self._ends and self._ends[0] <= now - 1.0:
-            del self._ends[0]
+        self._ends = [f for f in self._ends if self._seen(f) > now - 1.0]
         waits = [self._held_until - now, self._chat_wait(chat_id, now)]
         if self._flying + len(self._ends) >= self.per_second:
-            waits.append(self._ends[0] + 1.0 - now if self._ends else 0.05)
+            oldest = min((self._seen(f) for f in self._ends), default=now - 0.95)
+            waits.append(oldest + 1.0 - now)
         return max(waits)
 
     def _chat_wait(self, chat_id: int | None, now: float) -> float:
@@ -93,12 +106,12 @@ class Pacer:
                 waits.append(0.05)  # woken when it ends
             if is_group(chat_id):
                 ends = self._group_ends.setdefault(chat_id, deque())
-                while ends and ends[0] <= now - 60.0:
+                while ends and self._seen(ends[0]) <= now - 60.0:
                     ends.popleft()
                 if len(ends) >= self.group_per_minute:
-                    waits.append(ends[0] + 60.0 - now)
-            else:
-                waits.append(self._chat_end.get(chat_id, -1e9) + self.chat_gap - now)
+                    waits.append(self._seen(ends[0]) + 60.0 - now)
+            elif chat_id in self._chat_end:
+                waits.append(self._seen(self._chat_end[chat_id]) + self.chat_gap - now)
         return max(waits)
 
     @contextmanager
@@ -141,14 +154,13 @@ class Pacer:
             with self._cond:
                 end = self.clock()
                 self._trips.append(end - began)
-                back = min(self._trips) / 2 if len(self._trips) >= TRUSTED else 0.0
-                seen = end - back  # Telegram saw it before this
+                finished = (end, self._back())  # Telegram saw it before end - back
                 self._flying -= 1
-                bisect.insort(self._ends, seen)
+                self._ends.append(finished)
                 if chat_id is not None:
                     self._chat_flying.discard(chat_id)
                     if is_group(chat_id):  # one send at a time to a chat: in order
-                        self._group_ends.setdefault(chat_id, deque()).append(seen)
+                        self._group_ends.setdefault(chat_id, deque()).append(finished)
                     else:
-                        self._chat_end[chat_id] = seen
+                        self._chat_end[chat_id] = finished
                 self._cond.notify_all()
