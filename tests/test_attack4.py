@@ -4,10 +4,14 @@ whitespace, copies unsent at a stop and the stale temp files, against real serve
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
+import pytest
+
 from alertd.telegram.botapi import BotApi, BotApiError
+from alertd.telegram.pace import BusyError, Pacer
 from tests.fakebot import TOKEN, FakeBot, fake_bot
 
 
@@ -15,10 +19,8 @@ def _send_all(bot: BotApi, chats: range) -> list[threading.Thread]:
     """One thread a chat, each sending that chat its copy; started."""
 
     def send(chat: int) -> None:
-        try:
+        with contextlib.suppress(BotApiError):  # a 429: fake.limited tells
             bot.send(chat, f"job for {chat}")
-        except BotApiError:
-            pass  # a 429: fake.limited tells
 
     threads = [threading.Thread(target=send, args=(chat,)) for chat in chats]
     for thread in threads:
@@ -50,3 +52,35 @@ def test_a_network_that_gets_faster_mid_fanout_breaks_no_limit() -> None:
 
 def _copies(fake: FakeBot) -> int:
     return sum(len(sent) for sent in fake.sent.values())
+
+
+class _Clock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _send(pacer: Pacer, clock: _Clock, chat: int, trip: float) -> None:
+    with pacer.slot(chat, patience=0):
+        clock.now += trip
+
+
+def test_a_chats_next_message_waits_its_second_after_the_network_got_faster() -> None:
+    clock = _Clock()
+    pacer = Pacer(clock=clock)
+    for chat in range(1, 5):
+        _send(pacer, clock, chat, 0.4)  # a congested network: 0.2 s each way
+    # The alert to chat 7 went the slow way (0.2 s) and came back the fast way (10 ms):
+    # Telegram saw it 10 ms before its answer ended, not 0.105 s.
+    _send(pacer, clock, 7, 0.21)
+    answered = clock.now
+    _send(pacer, clock, 8, 0.02)  # the next send shows the network is fast now
+    clock.now = answered + 0.9  # the member's reply 0.9 s later would reach Telegram
+    with pytest.raises(BusyError):  # 0.91 s after the alert: a 429
+        _send(pacer, clock, 7, 0.02)
+    clock.now = answered + 1.0
+    _send(pacer, clock, 7, 0.02)  # a second after Telegram saw the alert: it may go
