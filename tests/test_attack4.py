@@ -7,11 +7,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
+from alertd.telegram import botapi
 from alertd.telegram.botapi import BotApi, BotApiError
 from alertd.telegram.pace import BusyError, Pacer
+from tests import fakebot
 from tests.fakebot import TOKEN, FakeBot, fake_bot
 
 
@@ -84,3 +90,54 @@ def test_a_chats_next_message_waits_its_second_after_the_network_got_faster() ->
         _send(pacer, clock, 7, 0.02)
     clock.now = answered + 1.0
     _send(pacer, clock, 7, 0.02)  # a second after Telegram saw the alert: it may go
+
+
+class _SlowBack(FakeBot):
+    """A network whose delay is all on the way back (0.3 s); the first send to
+    ``LATE`` also spends 0.4 s on its way there (its packets were retransmitted)."""
+
+    LATE = 7
+
+    def _api_sendMessage(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            late = int(params["chat_id"]) == self.LATE and not self.sent.get(self.LATE)
+        if late:
+            time.sleep(0.4)
+        answer = self._send_message(params)  # Telegram's stamp
+        time.sleep(0.3)
+        return answer
+
+
+@contextmanager
+def _serve(bot: FakeBot) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), fakebot._handler(bot))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_send_that_timed_out_is_counted_from_when_alertd_gave_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Round trips of 0.3 s, all of it the way back: the pacer credits 0.15 s. The alert
+    # to chat 7 reaches Telegram 0.4 s after it left and alertd gives up waiting at
+    # 0.5 s (its 15 s, scaled): no answer came back, so no way back can be credited.
+    # Credited anyway, the member's reply goes 0.95 s after Telegram saw the alert.
+    monkeypatch.setattr(botapi, "CALL_TIMEOUT", 0.5)
+    fake = _SlowBack()
+    with _serve(fake) as url:
+        bot = BotApi(TOKEN, url)
+        for chat in range(1, 5):
+            bot.send(chat, "an alert")
+        with pytest.raises(BotApiError, match="no answer in time"):
+            bot.send(_SlowBack.LATE, "an alert")
+        bot.send(_SlowBack.LATE, "your /list", urgent=True)
+        time.sleep(0.4)  # the answers still on their way back
+        bot.close()
+    assert len(fake.messages(_SlowBack.LATE)) == 2
+    assert fake.limited == 0

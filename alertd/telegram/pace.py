@@ -7,6 +7,8 @@ already; once answered, it counts from its answer's end less half the quickest r
 round trip: the quickest of the last 64 when it was answered, or the quickest now if
 that is smaller. That is safe whenever one send's way back and a later send's way there
 take at least that long between them; a dropped packet or a slow leg only adds to them.
+A send that raised (no answer in time, a broken connection) counts from its end: no
+answer came back, and its request may have reached Telegram just before alertd gave up.
 A network that gets faster is what breaks it: a send that went the slow way there and
 came back the fast way took less on its way back than half any round trip known then.
 A quicker round trip answered before the later send goes shows the change, and the
@@ -156,13 +158,17 @@ class Pacer:
             if chat_id is not None:
                 self._chat_flying.add(chat_id)
             began = self.clock()
+        answered = False
         try:
             yield
+            answered = True
         finally:
             with self._cond:
                 end = self.clock()
                 self._trips.append(end - began)
-                finished = (end, self._back())  # Telegram saw it before end - back
+                # Telegram saw it before end - back; a send that raised (no answer in
+                # time, a broken connection) may have reached it just before the end.
+                finished = (end, self._back() if answered else 0.0)
                 self._flying -= 1
                 self._ends.append(finished)
                 if chat_id is not None:
