@@ -36,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -151,13 +153,23 @@ def watch(fake: FakeBot, waits: list[float], done: threading.Event) -> None:
             waits.append(time.monotonic() - asked)
 
 
-def typing(count: int) -> None:
+@contextmanager
+def polling_bot(count: int) -> Iterator[FakeBot]:
+    """The fake Bot API and the bot polling it, with ``count`` members, until the end."""
     with tempfile.TemporaryDirectory() as tmp, fake_bot() as (fake, url):
         members = Members.open(Path(tmp) / "state")
         add_members(members, count)
         poller = start(members, url)
         while not fake.offsets:
             time.sleep(0.01)
+        try:
+            yield fake
+        finally:
+            poller.close()
+
+
+def typing(count: int) -> None:
+    with polling_bot(count) as fake:
         time.sleep(0.2)
         asked = time.monotonic()
         for n in range(count):
@@ -166,7 +178,6 @@ def typing(count: int) -> None:
         for n in range(count):
             [reply] = fake.wait_for(FIRST_CHAT + n, 1, timeout=30)
             waits.append(reply.at - asked)
-        poller.close()
         within = sum(1 for w in waits if w <= 2.0)
         print(f"| {count} | {_spread(waits)} | {within} of {count} | {fake.limited} |")
 
@@ -175,12 +186,7 @@ COMMANDS = ("/list", "/help", "/digest 8", "/digest off", "/pause", "/resume", "
 
 
 def talking(count: int, seconds: float) -> None:
-    with tempfile.TemporaryDirectory() as tmp, fake_bot() as (fake, url):
-        members = Members.open(Path(tmp) / "state")
-        add_members(members, count)
-        poller = start(members, url)
-        while not fake.offsets:
-            time.sleep(0.01)
+    with polling_bot(count) as fake:
         waits: list[float] = []
         lost = [0]
         lock = threading.Lock()
@@ -208,7 +214,6 @@ def talking(count: int, seconds: float) -> None:
             person.start()
         for person in people:
             person.join()
-        poller.close()
         within = sum(1 for w in waits if w <= 2.0)
         print(
             f"| {count} | {seconds:.0f} s | {len(waits):,} | {len(waits) / seconds:.1f} a second "
