@@ -70,13 +70,16 @@ class Pacer:
         self.group_per_minute = group_per_minute
         self.clock = clock
         self._cond = threading.Condition()
-        # Finished sends as (answer's end, way back allowed then); see ``_seen``.
+        # Finished sends as (answer's end, way back credited then); see ``_seen``.
         self._ends: list[tuple[float, float]] = []  # the last second's sends
         self._flying = 0  # sends asked and not answered yet: they count too
         self._chat_end: dict[int, tuple[float, float]] = {}
         self._chat_flying: set[int] = set()
         self._group_ends: dict[int, deque[tuple[float, float]]] = {}
         self._trips: deque[float] = deque(maxlen=TRIPS)  # recent sends' round trips
+        # The way back a finished send may be counted as having taken: half the quickest
+        # of ``_trips`` (0 until ``TRUSTED`` are known).
+        self._credit = 0.0
         self._held_until = 0.0
         self._urgent = 0  # replies waiting for a slot: alerts wait behind them
 
@@ -86,18 +89,13 @@ class Pacer:
             self._held_until = max(self._held_until, self.clock() + seconds)
             self._cond.notify_all()
 
-    def _back(self) -> float:
-        """The way back a finished send may be counted as having taken: half the quickest
-        recent round trip (0 until ``TRUSTED`` are known); the lock is held."""
-        return min(self._trips) / 2 if len(self._trips) >= TRUSTED else 0.0
-
     def _seen(self, finished: tuple[float, float]) -> float:
         """When Telegram saw a finished send, at the latest: its answer's end less the
-        smaller of the way back allowed when it ended and the one allowed now. A round
-        trip quicker than any before means the network got faster, maybe while that send
-        was on its way back: a send that went before it is counted that much later."""
+        smaller of the way back credited when it ended and the one credited now (the lock
+        is held). A round trip quicker than those before means the network got faster,
+        perhaps while that send was on its way: it may have come back the fast way."""
         end, back = finished
-        return end - min(back, self._back())
+        return end - min(back, self._credit)
 
     def _wait_for(self, chat_id: int | None, now: float) -> float:
         """How long before a send to ``chat_id`` may go (0: now); the lock is held."""
@@ -166,9 +164,11 @@ class Pacer:
             with self._cond:
                 end = self.clock()
                 self._trips.append(end - began)
+                if len(self._trips) >= TRUSTED:
+                    self._credit = min(self._trips) / 2
                 # Telegram saw it before end - back; a send that raised (no answer in
                 # time, a broken connection) may have reached it just before the end.
-                finished = (end, self._back() if answered else 0.0)
+                finished = (end, self._credit if answered else 0.0)
                 self._flying -= 1
                 self._ends.append(finished)
                 if chat_id is not None:
