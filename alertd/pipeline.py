@@ -712,62 +712,106 @@ def send_queued(
     targets interleaved: a Telegram chat's one message a second never holds up a
     webhook. Members' chats with the community bot are sent to several at a time
     (``PARALLEL_SENDS``; the bot's pacer keeps Telegram's limits): one at a time, each
-    send's round trip to Telegram would cap a fan-out far below its 30 a second. The
-    store is only ever touched from this thread; a target has one message in flight."""
+    send's round trip to Telegram would cap a fan-out far below its 30 a second. Every
+    other target is sent to from this thread between them, never behind the chats: a
+    fan-out to 10,000 chats takes Telegram's 333 s, and the operator's channel, a
+    member's mail or feed do not wait for it. The store is only ever touched from this
+    thread; a target has one message in flight."""
     titles = subs.titles()
-    ready = Turns()
+    inline, parallel = Lane(), Lane()
+    for key, queued in queues.items():
+        (parallel if is_parallel(targets[key]) else inline).queues[key] = queued
     flying: dict[Future[Outcome], tuple[str, Target, list[Alert], deque[list[Alert]]]] = {}
+
+    def take(
+        lane: Lane, key: str
+    ) -> tuple[Target, list[Alert], deque[list[Alert]], Message] | None:
+        """The next message to ``key``, marked sending; None if no alert of it is wanted."""
+        alerts = lane.queues[key].popleft()
+        rest = lane.queues.pop(key)  # back in its turn when this message is done
+        target = targets[key]
+        if subs.claimed(key):  # a member's: they may have left a search
+            alerts, links = still_wanted(key, alerts, subs, store, clock, report)
+        else:
+            links = subs.links(key, alerts[0].searches) if subs.linkers else None
+        if not alerts:
+            _requeue(lane.queues, lane.ready, key, rest, 0.0)
+            return None
+        everything = None  # a member's summary links to their feed (``links``)
+        if links is None and len(alerts) > 1 and subs.everywhere:
+            # Only a search every alert matched has a feed holding them all.
+            everything = subs.everything(
+                [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
+            )
+        message = start_message(config, alerts, store, clock, titles, links, everything)
+        return target, alerts, rest, message
+
+    def record(future: Future[Outcome]) -> None:
+        key, target, alerts, rest = flying.pop(future)
+        _sent(config, store, clock, report, spent, parallel.queues, parallel.ready, key,
+              target, alerts, rest, _outcome_of(future))  # fmt: skip
+
     with ThreadPoolExecutor(PARALLEL_SENDS, thread_name_prefix="send") as pool:
         try:
-            while queues or flying:
-                key = ready.soonest(queues) if queues else ""
-                wait = ready.get(key, 0.0) - time.monotonic() if queues else 0.0
-                due = bool(queues) and wait <= 0 and not stop.is_set()
-                if due and len(flying) < PARALLEL_SENDS:
-                    alerts = queues[key].popleft()
-                    rest = queues.pop(key)  # back in its turn when this message is done
-                    target = targets[key]
-                    if subs.claimed(key):  # a member's: they may have left a search
-                        alerts, links = still_wanted(key, alerts, subs, store, clock, report)
-                    else:
-                        links = subs.links(key, alerts[0].searches) if subs.linkers else None
-                    if not alerts:
-                        _requeue(queues, ready, key, rest, 0.0)
-                        continue
-                    everything = None  # a member's summary links to their feed (``links``)
-                    if links is None and len(alerts) > 1 and subs.everywhere:
-                        # Only a search every alert matched has a feed holding them all.
-                        everything = subs.everything(
-                            [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
-                        )
-                    message = start_message(config, alerts, store, clock, titles, links, everything)
-                    if is_parallel(target):
-                        flying[pool.submit(send, target, message)] = (key, target, alerts, rest)
-                        continue
-                    outcome = send(target, message)
-                    _sent(config, store, clock, report, spent, queues, ready, key, target,
-                          alerts, rest, outcome)  # fmt: skip
+            while inline.queues or parallel.queues or flying:
+                for future in [f for f in flying if f.done()]:
+                    record(future)
+                going = not stop.is_set()
+                now = time.monotonic()
+                chat = parallel.soonest(now)  # (key, seconds to its turn)
+                while going and chat and chat[1] <= 0 and len(flying) < PARALLEL_SENDS:
+                    taken = take(parallel, chat[0])
+                    if taken is not None:
+                        target, alerts, rest, message = taken
+                        flying[pool.submit(send, target, message)] = (chat[0], target, alerts, rest)
+                    chat = parallel.soonest(now)
+                other = inline.soonest(now)
+                if going and other and other[1] <= 0:
+                    taken = take(inline, other[0])
+                    if taken is not None:
+                        target, alerts, rest, message = taken
+                        outcome = send(target, message)
+                        _sent(config, store, clock, report, spent, inline.queues, inline.ready,
+                              other[0], target, alerts, rest, outcome)  # fmt: skip
                     continue
-                if wait > 0:
+                # Nothing to send now: a send to end, or the next turn (None: no turn).
+                turns = [
+                    t[1]
+                    for t in (other, chat)
+                    if t and (t is other or len(flying) < PARALLEL_SENDS)
+                ]
+                wait = min(turns) if turns and going else None
+                if wait is not None and wait > 0:
                     store.sync_journal()  # no outcome waits out a pause unsynced
                 if flying:  # a send to end (all of them, when stopping), or the next turn
-                    timeout = None if due or not queues or stop.is_set() else wait
-                    done, _ = wait_futures(flying, timeout, return_when=FIRST_COMPLETED)
+                    done, _ = wait_futures(flying, wait, return_when=FIRST_COMPLETED)
                     for future in done:
-                        key, target, alerts, rest = flying.pop(future)
-                        _sent(config, store, clock, report, spent, queues, ready, key, target,
-                              alerts, rest, _outcome_of(future))  # fmt: skip
+                        record(future)
                     continue
-                if stop.is_set() or (wait > 0 and stop.wait(wait)):
-                    report.stopped = True
+                if not going or wait is None or stop.wait(wait):
+                    report.stopped = not going or stop.is_set()
                     return
         finally:
             for future in list(flying):  # a stop: what went out is recorded all the same
-                key, target, alerts, rest = flying.pop(future)
-                _sent(config, store, clock, report, spent, queues, ready, key, target,
-                      alerts, rest, _outcome_of(future))  # fmt: skip
-    if stop.is_set() and queues:
+                record(future)
+    if stop.is_set() and (inline.queues or parallel.queues):
         report.stopped = True
+
+
+@dataclass
+class Lane:
+    """Targets sent to one way (from the cycle's thread, or several in flight): what
+    each still has queued and when its next turn comes."""
+
+    queues: dict[str, deque[list[Alert]]] = field(default_factory=dict)
+    ready: Turns = field(default_factory=Turns)
+
+    def soonest(self, now: float) -> tuple[str, float] | None:
+        """The target whose turn is next and how many seconds until it (None: none)."""
+        if not self.queues:
+            return None
+        key = self.ready.soonest(self.queues)
+        return key, self.ready.get(key, 0.0) - now
 
 
 def _outcome_of(future: Future[Outcome]) -> Outcome:
