@@ -2,26 +2,24 @@
 
 Telegram refuses (429) more than 30 messages a second in all, more than about one a
 second to one chat and 20 a minute to one group. Every send takes a slot here first,
-replies and alerts alike, from whichever thread. While a send is in flight it counts
-already; once answered, it counts from its answer's end less half the quickest recent
-round trip: the quickest of the last 64 when it was answered, or the quickest now if
-that is smaller. That is safe whenever one send's way back and a later send's way there
-take at least that long between them; a dropped packet or a slow leg only adds to them.
-A send that raised (no answer in time, a broken connection) counts from its end: no
-answer came back, and its request may have reached Telegram just before alertd gave up.
-A network that gets faster is what breaks it: a send that went the slow way there and
-came back the fast way took less on its way back than half any round trip known then.
-A quicker round trip answered before the later send goes shows the change, and the
-sends before it then count from their end less half that one; in a fan-out, the sends
-that left after the change are answered long before the second they share is over.
-Not covered: a network that gets faster while the second's only sends are on their way,
-nothing answered in between; the next second's copies may then reach Telegram early by
-up to half the change. Counting from the end alone would add a round trip to every
-second's 30 sends (24 s over the minimum for 10,000 copies at 50 ms); counting from the
-midpoint would trust that the way there was never slower than the way back, and a
-retransmitted connection on the way there broke the limit in the tests. A member's reply
-goes before any alert waiting for a slot (``urgent``): a fan-out of one job to 10,000
-members never keeps a member typing waiting.
+replies and alerts alike, from whichever thread.
+
+When Telegram saw a send: while in flight, it counts already; once answered, it counts
+from its answer's end less a credit for the way back, half the quickest of the last 64
+round trips (the credit when it ended, or the one now if smaller: a quicker trip shows
+the network got faster, and an earlier send may have come back that fast). A send that
+raised (no answer in time, a broken connection) gets no credit: its request may have
+reached Telegram just before alertd gave up. This is safe whenever one send's way back
+and a later one's way there together take at least the credit; a dropped packet or a
+slow leg only adds to them. Not covered: a network that gets faster while a second's
+only sends are on their way, nothing answered in between (the next second's copies may
+then arrive early by up to half the change). Counting from the answer's end alone adds
+a round trip to every second's 30 sends (24 s over the minimum for 10,000 copies at
+50 ms); counting from a send's midpoint broke the limit in the tests when a connection
+was retransmitted on its way there.
+
+A member's reply goes before any alert waiting for a slot (``urgent``): a fan-out of
+one job to 10,000 members never keeps a member typing waiting.
 
 A 429's ``retry_after`` holds every send for that long (``hold``): the limits are the
 bot's, not one chat's, and a storm of 429s must not be met with more requests.
