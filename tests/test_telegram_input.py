@@ -105,3 +105,7 @@ def test_a_command_typed_on_two_lines_or_with_odd_digits_is_understood(world: Bo
     assert "video" in listed.text and "audio" not in listed.text
     [hour] = world.say(ANA, "/digest\t8")
     assert "08:00" in hour.text or "8:00" in hour.text
+    [marked] = world.say(ANA, "/stop\u200b 1\u200f")  # zero-width space, right-to-left mark
+    assert "Which one?" not in marked.text and "I do not know" not in marked.text
+    [empty] = world.say(ANA, "/list")
+    assert "video" not in empty.text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import logging
 import threading
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from alertd.words import plural
 log = logging.getLogger(__name__)
 
 MAX_ECHO = 40  # characters of a member's text repeated back (escaped)
+MAX_COMMAND = 512  # characters of a command read: its name and arguments are shorter
 REPLY_ROOM = 3500  # UTF-16 units of a reply's HTML: Telegram refuses 4,096 (parsed) and more
 LINK_PREFIX = "l:"  # callback data of "yes, link this chat": l:<code>
 BURST = 3  # one chat's updates acted on from one getUpdates answer; the rest are skipped
@@ -138,7 +140,10 @@ def parse_update(update: dict[str, Any], username: str | None) -> Incoming | Non
     command, args = None, ""
     forwarded = any(k in message for k in ("forward_origin", "forward_from", "forward_date"))
     if text is not None and text.startswith("/") and not forwarded:  # a forward is no order
-        head, *rest = text.split(maxsplit=1)  # a phone may put a newline first
+        # Invisible marks a keyboard adds (direction, zero-width) are no part of a command;
+        # a phone may put a newline before its argument.
+        typed = "".join(c for c in text[:MAX_COMMAND] if unicodedata.category(c) != "Cf")
+        head, *rest = typed.split(maxsplit=1)
         name, at, bot = head.partition("@")
         if at and (username is None or bot.lower() != username.lower()):
             return None  # addressed to another bot in the group
