@@ -713,10 +713,11 @@ def send_queued(
     webhook. Members' chats with the community bot are sent to several at a time
     (``PARALLEL_SENDS``; the bot's pacer keeps Telegram's limits): one at a time, each
     send's round trip to Telegram would cap a fan-out far below its 30 a second. Every
-    other target is sent to from this thread between them, never behind the chats: a
-    fan-out to 10,000 chats takes Telegram's 333 s, and the operator's channel, a
-    member's mail or feed do not wait for it. The store is only ever touched from this
-    thread; a target has one message in flight."""
+    other target is sent to one message at a time beside them, never behind the chats:
+    a fan-out to 10,000 chats takes Telegram's 333 s, and the operator's channel, a
+    member's mail or feed do not wait for it; nor do the chats wait for a webhook that
+    is slow to answer. The store is only ever touched from this thread; a target has
+    one message in flight."""
     titles = subs.titles()
     inline, parallel = Lane(), Lane()
     for key, queued in queues.items():
@@ -747,14 +748,19 @@ def send_queued(
         return target, alerts, rest, message
 
     def record(future: Future[Outcome]) -> None:
-        key, target, alerts, rest = flying.pop(future)
-        _sent(config, store, clock, report, spent, parallel.queues, parallel.ready, key,
+        lane = inline if future in aside else parallel
+        key, target, alerts, rest = (aside if lane is inline else flying).pop(future)
+        _sent(config, store, clock, report, spent, lane.queues, lane.ready, key,
               target, alerts, rest, _outcome_of(future))  # fmt: skip
 
-    with ThreadPoolExecutor(PARALLEL_SENDS, thread_name_prefix="send") as pool:
+    aside: dict[Future[Outcome], tuple[str, Target, list[Alert], deque[list[Alert]]]] = {}
+    with (
+        ThreadPoolExecutor(PARALLEL_SENDS, thread_name_prefix="send") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="send-other") as one,
+    ):
         try:
-            while inline.queues or parallel.queues or flying:
-                for future in [f for f in flying if f.done()]:
+            while inline.queues or parallel.queues or flying or aside:
+                for future in [f for f in (*flying, *aside) if f.done()]:
                     record(future)
                 going = not stop.is_set()
                 now = time.monotonic()
@@ -765,14 +771,14 @@ def send_queued(
                         target, alerts, rest, message = taken
                         flying[pool.submit(send, target, message)] = (chat[0], target, alerts, rest)
                     chat = parallel.soonest(now)
-                other = inline.soonest(now)
+                # One other target's message at a time, on its own thread: one that is
+                # slow to answer holds up neither the chats nor this thread.
+                other = None if aside else inline.soonest(now)
                 if going and other and other[1] <= 0:
                     taken = take(inline, other[0])
                     if taken is not None:
                         target, alerts, rest, message = taken
-                        outcome = send(target, message)
-                        _sent(config, store, clock, report, spent, inline.queues, inline.ready,
-                              other[0], target, alerts, rest, outcome)  # fmt: skip
+                        aside[one.submit(send, target, message)] = (other[0], target, alerts, rest)
                     continue
                 # Nothing to send now: a send to end, or the next turn (None: no turn).
                 turns = [
@@ -783,8 +789,8 @@ def send_queued(
                 wait = min(turns) if turns and going else None
                 if wait is not None and wait > 0:
                     store.sync_journal()  # no outcome waits out a pause unsynced
-                if flying:  # a send to end (all of them, when stopping), or the next turn
-                    done, _ = wait_futures(flying, wait, return_when=FIRST_COMPLETED)
+                if flying or aside:  # a send to end (all, when stopping), or the next turn
+                    done, _ = wait_futures([*flying, *aside], wait, return_when=FIRST_COMPLETED)
                     for future in done:
                         record(future)
                     continue
@@ -792,7 +798,7 @@ def send_queued(
                     report.stopped = not going or stop.is_set()
                     return
         finally:
-            for future in list(flying):  # a stop: what went out is recorded all the same
+            for future in [*flying, *aside]:  # a stop: what went out is recorded all the same
                 record(future)
     if stop.is_set() and (inline.queues or parallel.queues):
         report.stopped = True

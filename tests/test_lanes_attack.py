@@ -75,3 +75,22 @@ def test_measure_slow_webhook(market: Market, standin: StandInServer, tmp_path: 
         print(f"\nwithout: {base:.2f}s  with a 5 s webhook: {slow:.2f}s  hook got {hook.attempts}")
     finally:
         hook.stop()
+
+
+CHATS = range(201, 241)  # 40 chats: about a second and a half at Telegram's pace
+
+
+def test_a_webhook_that_answers_late_does_not_hold_up_the_chats(
+    market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
+) -> None:
+    webhook.delay = 3.0  # the operator's webhook takes 3 s to answer each post
+    with fan_out_world(standin, state_dir, CHATS, operator_hook(webhook.url)) as world:
+        world.cycle()  # primes
+        market.add_job(title="Audio transcription, Spanish")
+        began = time.monotonic()
+        world.cycle()
+        assert webhook.messages() and "Audio transcription" in webhook.messages()[0]
+        # 40 copies at Telegram's 30 a second: the last leaves after a second and a
+        # bit; not 3 s later, when the webhook has answered.
+        assert last_copy(world, CHATS, began) < 2.8
+        assert world.fake.limited == 0
