@@ -3,16 +3,26 @@ webhook, a stop, a member leaving mid-fan-out, and the cycle's CPU while it all 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
+
+from alertd.api import OpenTrainClient
 from alertd.config import parse_config
+from alertd.deliver import Outcome, sender_for, with_feeds
+from alertd.feeds import Feeds
 from alertd.market import Market
 from alertd.members import SearchDraft
+from alertd.models import FEED_PREFIX, DeliveryStatus, Target
+from alertd.pipeline import CycleReport, run_once
+from alertd.render import Message
 from alertd.standin import StandInServer
+from alertd.store import Store
 from tests.botworld import BotWorld, bot_world
 from tests.webhook import WebhookCollector
 
@@ -38,6 +48,43 @@ def fan_out_world(
                 targets={**world.config.targets, **own.targets},
             )
         yield world
+
+
+@dataclass
+class Send:
+    """One send as the cycle made it: to what, when it began and ended (monotonic)."""
+
+    key: str
+    url: str
+    began: float
+    ended: float
+    outcome: Outcome
+
+
+def cycle(world: BotWorld, stop: threading.Event | None = None) -> tuple[CycleReport, list[Send]]:
+    """One real cycle as the daemon runs it (``stop`` reaching the senders too); its
+    report and every send it made."""
+    sends: list[Send] = []
+    lock = threading.Lock()
+    subs = world.page.server.subscriptions(world.config)
+    with (
+        Store.open(world.config.state_dir) as store,
+        OpenTrainClient(world.page.standin.url) as client,
+    ):
+        inner = with_feeds(
+            sender_for(10.0, world.config.tz, stop), Feeds.open(world.config.state_dir)
+        )
+        inner = world.poller.wrap(inner, stop=stop)
+
+        def send(target: Target, message: Message) -> Outcome:
+            began = time.monotonic()
+            outcome = inner(target, message)
+            with lock:
+                sends.append(Send(target.key, target.url or "", began, time.monotonic(), outcome))
+            return outcome
+
+        report = run_once(world.config, client, store, send, subscriptions=subs, stop=stop)
+    return report, sends
 
 
 def last_copy(world: BotWorld, chats: range, began: float) -> float:
@@ -93,4 +140,67 @@ def test_a_webhook_that_answers_late_does_not_hold_up_the_chats(
         # 40 copies at Telegram's 30 a second: the last leaves after a second and a
         # bit; not 3 s later, when the webhook has answered.
         assert last_copy(world, CHATS, began) < 2.8
+        assert world.fake.limited == 0
+
+
+def test_a_stop_mid_fan_out_records_every_send_in_flight_and_starts_none_after(
+    market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
+) -> None:
+    webhook.delay = 0.6  # the webhook's post is in flight when the stop comes
+    with fan_out_world(standin, state_dir, CHATS, operator_hook(webhook.url)) as world:
+        cycle(world)  # primes
+        market.add_job(title="Audio transcription, Spanish")
+        stop = threading.Event()
+        stopped_at: list[float] = []
+
+        def sigterm() -> None:
+            stopped_at.append(time.monotonic())
+            stop.set()
+
+        threading.Timer(0.3, sigterm).start()  # within the first second's 30 copies
+        report, sends = cycle(world, stop)
+        assert report.stopped
+        assert not [s for s in sends if s.began > stopped_at[0] + 0.05]  # none began after
+        copies = sum(len(world.fake.messages(chat)) for chat in CHATS)
+        assert 0 < copies < len(CHATS)
+        with Store.open(world.config.state_dir) as store:
+            rows = list(store.owed_rows())
+            assert not [r for r in rows if r.status is DeliveryStatus.SENDING]  # all recorded
+            # The rest wait, pending: the chats not reached and the feeds not yet written
+            # (behind the webhook's slow answer).
+            accepted = [s for s in sends if s.outcome.accepted]
+            assert len(rows) == 2 * len(CHATS) + 1 - len(accepted)
+            assert {r.status for r in rows} == {DeliveryStatus.PENDING}
+        report, _ = cycle(world)  # after the restart: the rest, one copy each
+        assert not report.stopped
+        assert {c: len(world.fake.messages(c)) for c in CHATS} == dict.fromkeys(CHATS, 1)
+        assert len(webhook.received) == 1 and world.fake.limited == 0
+
+
+def test_a_failing_webhook_gets_one_try_and_the_chats_all_theirs(
+    market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
+) -> None:
+    with fan_out_world(standin, state_dir, CHATS, operator_hook(webhook.url, 3)) as world:
+        cycle(world)  # primes
+        webhook.up.clear()  # 503 to every post
+        for n in range(3):
+            market.add_job(title=f"Audio transcription {n}")
+        report, sends = cycle(world)
+        hook = [s for s in sends if s.url.startswith("json://")]
+        assert len(hook) == 1 and not hook[0].outcome.accepted  # the rest wait
+        assert webhook.attempts == 1
+        assert all(world.fake.messages(c) for c in CHATS) and report.failed_sends == 1
+
+
+def test_the_operators_webhook_is_not_held_up_by_a_storm_of_429s(
+    market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
+) -> None:
+    with fan_out_world(standin, state_dir, CHATS, operator_hook(webhook.url)) as world:
+        cycle(world)  # primes
+        market.add_job(title="Audio transcription, Spanish")
+        world.fake.storm(2.0, retry_after=2)
+        began = time.monotonic()
+        _, sends = cycle(world)
+        [hook] = [s for s in sends if s.url.startswith("json://")]
+        assert hook.outcome.accepted and hook.ended - began < 1.5
         assert world.fake.limited == 0
