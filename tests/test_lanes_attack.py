@@ -29,13 +29,19 @@ from tests.webhook import WebhookCollector
 
 @contextmanager
 def fan_out_world(
-    standin: StandInServer, state_dir: Path, chats: range, operator: str = ""
+    standin: StandInServer,
+    state_dir: Path,
+    chats: range,
+    operator: str = "",
+    members: dict[int, tuple[str, str]] | None = None,
 ) -> Iterator[BotWorld]:
-    """Members each with a chat with the bot and a search for audio jobs; ``operator``:
-    the YAML's own searches (appended to the bot world's config)."""
+    """Members each with a feed, a chat with the bot and a search for audio jobs (into
+    ``members``: chat -> member id, search id); ``operator``: the YAML's own searches."""
     with bot_world(standin, state_dir) as world:
         for chat in chats:
             member = world.page.members.add_feed_member(SearchDraft(title="Audio", q="audio"))
+            if members is not None:
+                members[chat] = (member.member.id, member.search.id)
             world.page.members.telegram_update(
                 None, lambda book, m=member.member.id, c=chat: book.attach(m, c)
             )
@@ -209,3 +215,31 @@ def test_the_operators_webhook_is_not_held_up_by_a_storm_of_429s(
         [hook] = [s for s in sends if s.url.startswith("json://")]
         assert hook.outcome.accepted and hook.ended - began < 1.5
         assert world.fake.limited == 0
+
+
+def test_members_who_leave_mid_fan_out_get_nothing_more_in_either_lane(
+    market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
+) -> None:
+    webhook.delay = 1.0  # the feeds are written after the webhook answers
+    members: dict[int, tuple[str, str]] = {}
+    with fan_out_world(standin, state_dir, CHATS, operator_hook(webhook.url), members) as world:
+        cycle(world)  # primes
+        market.add_job(title="Audio transcription, Spanish")
+        leaving: list[int] = []
+        left: list[float] = []
+
+        def unsubscribe() -> None:  # ten members not sent their copy yet leave
+            leaving.extend([c for c in CHATS if not world.fake.messages(c)][:10])
+            for chat in leaving:
+                assert world.page.members.unsubscribe(members[chat][1])
+            left.append(time.monotonic())
+
+        threading.Timer(0.3, unsubscribe).start()
+        report, sends = cycle(world)
+        assert len(leaving) == 10
+        gone = {members[chat][0] for chat in leaving}
+        theirs = [s for s in sends if any(m in s.key for m in gone)]
+        assert not [s for s in theirs if s.began > left[0] + 0.05]  # nothing after
+        assert not [s for s in theirs if s.key.startswith(FEED_PREFIX)]  # behind the webhook
+        assert all(world.fake.messages(c) for c in CHATS if c not in leaving)
+        assert report.withdrawn == 2 * len(leaving) - len(theirs)
