@@ -243,3 +243,23 @@ def test_members_who_leave_mid_fan_out_get_nothing_more_in_either_lane(
         assert not [s for s in theirs if s.key.startswith(FEED_PREFIX)]  # behind the webhook
         assert all(world.fake.messages(c) for c in CHATS if c not in leaving)
         assert report.withdrawn == 2 * len(leaving) - len(theirs)
+
+
+def test_members_mail_goes_before_any_feed_is_written_beside_the_chats(
+    market: Market, standin: StandInServer, state_dir: Path
+) -> None:
+    with fan_out_world(standin, state_dir, CHATS) as world:
+        for n in range(5):  # members by mail, who signed up after the chats' members
+            _, token = world.page.members.start_signup(
+                f"reader{n}@example.org", SearchDraft(title="Audio", q="audio")
+            )
+            world.page.members.confirm(token, 10)
+        cycle(world)  # primes
+        market.add_job(title="Audio transcription, Spanish")
+        _, sends = cycle(world)
+        mails = [s for s in sends if s.url.startswith("mailto")]
+        feeds = [s for s in sends if s.key.startswith(FEED_PREFIX)]
+        assert len(mails) == 5 and len(feeds) >= len(CHATS)
+        assert max(s.ended for s in mails) <= min(s.began for s in feeds)
+        assert len(world.page.mails_to(None, 5)) >= 5
+        assert all(world.fake.messages(c) for c in CHATS)
