@@ -67,9 +67,12 @@ class Send:
     outcome: Outcome
 
 
+SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"  # answered here, not by Slack
+
+
 def cycle(world: BotWorld, stop: threading.Event | None = None) -> tuple[CycleReport, list[Send]]:
     """One real cycle as the daemon runs it (``stop`` reaching the senders too); its
-    report and every send it made."""
+    report and every send it made. Posts to ``SLACK`` are accepted without leaving."""
     sends: list[Send] = []
     lock = threading.Lock()
     subs = world.page.server.subscriptions(world.config)
@@ -84,7 +87,7 @@ def cycle(world: BotWorld, stop: threading.Event | None = None) -> tuple[CycleRe
 
         def send(target: Target, message: Message) -> Outcome:
             began = time.monotonic()
-            outcome = inner(target, message)
+            outcome = Outcome(True) if target.url == SLACK else inner(target, message)
             with lock:
                 sends.append(Send(target.key, target.url or "", began, time.monotonic(), outcome))
             return outcome
@@ -188,6 +191,7 @@ def test_a_stop_mid_fan_out_records_every_send_in_flight_and_starts_none_after(
         assert len(webhook.received) == 1 and world.fake.limited == 0
 
 
+@pytest.mark.slow  # a bot world with 40 members: the file's default part stays < 10 s
 def test_a_failing_webhook_gets_one_try_and_the_chats_all_theirs(
     market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
 ) -> None:
@@ -203,6 +207,7 @@ def test_a_failing_webhook_gets_one_try_and_the_chats_all_theirs(
         assert all(world.fake.messages(c) for c in CHATS) and report.failed_sends == 1
 
 
+@pytest.mark.slow  # a bot world with 40 members: the file's default part stays < 10 s
 def test_the_operators_webhook_is_not_held_up_by_a_storm_of_429s(
     market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
 ) -> None:
@@ -245,6 +250,7 @@ def test_members_who_leave_mid_fan_out_get_nothing_more_in_either_lane(
         assert report.withdrawn == 2 * len(leaving) - len(theirs)
 
 
+@pytest.mark.slow  # a bot world with 40 members: the file's default part stays < 10 s
 def test_members_mail_goes_before_any_feed_is_written_beside_the_chats(
     market: Market, standin: StandInServer, state_dir: Path
 ) -> None:
@@ -263,3 +269,27 @@ def test_members_mail_goes_before_any_feed_is_written_beside_the_chats(
         assert max(s.ended for s in mails) <= min(s.began for s in feeds)
         assert len(world.page.mails_to(None, 5)) >= 5
         assert all(world.fake.messages(c) for c in CHATS)
+
+
+@pytest.mark.slow  # a bot world with 40 members: the file's default part stays < 10 s
+def test_a_stop_while_slack_waits_its_turn_ends_the_cycle_at_once_and_nothing_spins(
+    market: Market, standin: StandInServer, state_dir: Path
+) -> None:
+    with fan_out_world(standin, state_dir, CHATS, operator_hook(SLACK, 3)) as world:
+        cycle(world)  # primes
+        for n in range(3):
+            market.add_job(title=f"Audio transcription {n}")
+        began, cpu = time.monotonic(), time.thread_time()
+        _, sends = cycle(world)  # three posts to Slack a second apart, beside the chats
+        wall, cpu = time.monotonic() - began, time.thread_time() - cpu
+        posts = sorted(s.began for s in sends if s.url == SLACK)
+        assert len(posts) == 3 and posts[2] - posts[0] >= 2.0  # Slack's one a second
+        assert cpu < wall / 3  # waiting for Slack's turn, the cycle does not spin
+        for n in range(3):
+            market.add_job(title=f"Audio dictation {n}")
+        stop = threading.Event()
+        threading.Timer(0.6, stop.set).start()  # the second post waits its turn
+        began = time.monotonic()
+        report, sends = cycle(world, stop)
+        assert report.stopped and time.monotonic() - began < 0.6 + 0.5
+        assert len([s for s in sends if s.url == SLACK]) == 1
