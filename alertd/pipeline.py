@@ -821,10 +821,12 @@ class Lane:
 
 
 def _outcome_of(future: Future[Outcome]) -> Outcome:
-    """A parallel send's outcome (a sender that raised is a failed send, not a crash)."""
+    """A send's outcome (a sender that raised is a failed send, not a crash; its
+    traceback is logged, secrets masked, as a bug of alertd's)."""
     try:
         return future.result()
     except Exception as exc:
+        log.error("a send failed unexpectedly (a bug in alertd); it is retried", exc_info=exc)
         return Outcome(False, f"{type(exc).__name__}")
 
 

@@ -293,3 +293,34 @@ def test_a_stop_while_slack_waits_its_turn_ends_the_cycle_at_once_and_nothing_sp
         report, sends = cycle(world, stop)
         assert report.stopped and time.monotonic() - began < 0.6 + 0.5
         assert len([s for s in sends if s.url == SLACK]) == 1
+
+
+def test_a_sender_that_raises_is_a_failed_send_with_its_traceback_logged(
+    market: Market,
+    standin: StandInServer,
+    state_dir: Path,
+    webhook: WebhookCollector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chats = range(1401, 1411)
+    with fan_out_world(standin, state_dir, chats, operator_hook(webhook.url)) as world:
+        cycle(world)  # primes
+        market.add_job(title="Audio transcription, Catalan")
+        inner = world.poller.wrap(sender_for(10.0, world.config.tz))
+
+        def send(target: Target, message: Message) -> Outcome:
+            if (target.url or "").startswith("json://"):
+                raise RuntimeError("a bug in a sender")
+            return inner(target, message)
+
+        subs = world.page.server.subscriptions(world.config)
+        with (
+            Store.open(world.config.state_dir) as store,
+            OpenTrainClient(standin.url) as client,
+        ):
+            report = run_once(world.config, client, store, send, subscriptions=subs)
+            owed = [r for r in store.owed.values() if r.target in world.config.targets]
+        assert report.failed_sends == 1 and webhook.attempts == 0
+        assert all(len(world.fake.messages(chat)) == 1 for chat in chats)
+    assert "a send failed unexpectedly" in caplog.text and "a bug in a sender" in caplog.text
+    assert [(r.status, r.attempts) for r in owed] == [(DeliveryStatus.PENDING, 1)]  # retried
