@@ -121,6 +121,7 @@ def _serve(bot: FakeBot) -> Iterator[str]:
         server.server_close()
 
 
+@pytest.mark.slow  # seconds of timeouts and pacing
 def test_a_send_that_timed_out_is_counted_from_when_alertd_gave_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

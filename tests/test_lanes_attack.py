@@ -141,6 +141,7 @@ def test_a_webhook_5_s_late_costs_a_300_chat_fan_out_nothing(
 CHATS = range(201, 241)  # 40 chats: about a second and a half at Telegram's pace
 
 
+@pytest.mark.slow  # a 3 s webhook beside a fan-out
 def test_a_webhook_that_answers_late_does_not_hold_up_the_chats(
     market: Market, standin: StandInServer, state_dir: Path, webhook: WebhookCollector
 ) -> None:

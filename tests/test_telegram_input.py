@@ -14,6 +14,7 @@ import pytest
 from alertd.market import Market
 from alertd.members import SearchDraft
 from alertd.standin import StandInServer
+from alertd.telegram.chat import parse_update
 from tests.botworld import ANA, BotWorld, bot_world
 from tests.fakebot import TOKEN
 
@@ -93,6 +94,7 @@ def test_the_token_never_reaches_the_log(world: BotWorld, caplog: pytest.LogCapt
         )
 
 
+@pytest.mark.slow  # a chat's one reply a second, a dozen times
 def test_a_command_typed_on_two_lines_or_with_odd_digits_is_understood(world: BotWorld) -> None:
     world.watch(ANA, "audio")
     world.watch(ANA, "video")
@@ -109,3 +111,21 @@ def test_a_command_typed_on_two_lines_or_with_odd_digits_is_understood(world: Bo
     assert "Which one?" not in marked.text and "I do not know" not in marked.text
     [empty] = world.say(ANA, "/list")
     assert "video" not in empty.text
+
+
+@pytest.mark.parametrize(
+    ("typed", "command", "args"),
+    [
+        ("/stop\n1", "/stop", "1"),  # a phone's keyboard put a newline in
+        ("/stop\u200b 1\u200f", "/stop", "1"),  # zero-width space, right-to-left mark
+        ("/digest\t8", "/digest", "8"),
+        ("/Stop@guild_bot  all \n", "/stop", "all"),
+        ("/", "/", ""),
+    ],
+)
+def test_a_command_is_read_whatever_whitespace_and_invisible_marks_a_keyboard_adds(
+    typed: str, command: str, args: str
+) -> None:
+    chat = {"id": ANA, "type": "private"}
+    read = parse_update({"update_id": 1, "message": {"chat": chat, "text": typed}}, "guild_bot")
+    assert read is not None and (read.command, read.args) == (command, args)

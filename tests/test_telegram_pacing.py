@@ -122,6 +122,7 @@ def test_a_refused_token_is_said_once_and_not_hammered(caplog: pytest.LogCapture
     assert wrong not in caplog.text and "revoked-long-ago" not in caplog.text
 
 
+@pytest.mark.slow  # three seconds of Telegram's pacing
 def test_a_slow_round_trip_is_not_added_to_every_seconds_thirty_sends() -> None:
     # 61 members' copies, 40 at a time, each send answering 0.6 s late (0.3 s each way).
     # Counted from each answer's end, the third second's copy would reach Telegram 3.2 s
