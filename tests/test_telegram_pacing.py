@@ -13,7 +13,7 @@ import pytest
 
 from alertd.community.config import CommunitySpec
 from alertd.telegram.botapi import BotApi, BotApiError
-from alertd.telegram.pace import Pacer, StoppedError
+from alertd.telegram.pace import BusyError, Pacer, StoppedError
 from tests.fakebot import TOKEN, fake_bot
 
 
@@ -150,3 +150,28 @@ def test_a_slow_round_trip_is_not_added_to_every_seconds_thirty_sends() -> None:
     assert len(seen) == 61
     assert fake.limited == 0  # and Telegram refused none
     assert seen[-1] - seen[0] < 2.9
+
+
+@pytest.mark.slow  # two and a half seconds of a 429's hold and a chat's second
+def test_a_429s_hold_does_not_count_against_a_replys_patience() -> None:
+    # Two replies to one chat wait out a 1.5 s hold; the first goes when it ends, the
+    # second a second later. That second is the chat's own limit, within the reply's 2 s
+    # of patience once the hold is over: it must not be dropped for the hold's 1.5 s.
+    pacer = Pacer()
+    pacer.hold(1.5)
+    outcomes: list[str] = []
+
+    def reply() -> None:
+        try:
+            with pacer.slot(7, urgent=True, patience=2.0):
+                outcomes.append("sent")
+        except BusyError:
+            outcomes.append("dropped")
+
+    threads = [threading.Thread(target=reply) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == ["sent", "sent"]

@@ -82,3 +82,11 @@ def test_copies_waiting_their_turn_when_alertd_stops_go_out_first_thing_after(
     world.cycle()  # the restart's first cycle: the rest go now, not in a minute
     assert {chat: len(world.fake.messages(chat)) for chat in CHATS} == dict.fromkeys(CHATS, 1)
     assert world.fake.limited == 0
+
+
+def test_a_reply_refused_with_a_429_is_sent_once_the_wait_is_over(world: BotWorld) -> None:
+    # A restarted bot cannot know what it sent in its last second: Telegram may answer
+    # its first reply with a 429. The member still gets the answer, after the wait.
+    world.fake.storm(0.3, retry_after=1)
+    [answer] = world.say(CHATS[0], "/help")
+    assert "/watch" in answer.text

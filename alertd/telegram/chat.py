@@ -45,6 +45,7 @@ REPLY_ROOM = 3500  # UTF-16 units of a reply's HTML: Telegram refuses 4,096 (par
 LINK_PREFIX = "l:"  # callback data of "yes, link this chat": l:<code>
 BURST = 3  # one chat's updates acted on from one getUpdates answer; the rest are skipped
 PATIENCE = 2.0  # seconds a reply may wait for its chat's turn; a busier chat's is dropped
+REPLY_RETRY = 30.0  # a reply refused with a 429 asking at most this many seconds is retried
 STOP_BUTTONS = 30  # /stop's buttons, of Telegram's 100 a keyboard; /stop N for the others
 GROUP_LINK = (
     "A group's page would let anyone here change its searches, so I do not post it in "
@@ -352,7 +353,7 @@ class Chat:
         except BotApiError as exc:
             log.info("a button's answer was not taken: %s", exc)
 
-    def _say(self, chat_id: int, reply: Reply) -> None:
+    def _say(self, chat_id: int, reply: Reply, again: bool = True) -> None:
         try:
             if reply.edit is not None:
                 self.bot.edit(chat_id, reply.edit, reply.text, reply.keyboard)
@@ -365,6 +366,11 @@ class Chat:
             log.info("a reply in Telegram was dropped: its chat is at Telegram's limit")
             return
         except BotApiError as exc:
+            if again and exc.retry_after is not None and exc.retry_after <= REPLY_RETRY:
+                # A 429 (a restarted bot cannot know what it sent in its last second):
+                # the pacer holds every send that long, then the member gets the answer.
+                self._say(chat_id, reply, again=False)
+                return
             if exc.blocked:
                 self.members.block_chat(chat_id)
             if exc.migrate_to is not None and exc.migrate_to != chat_id:

@@ -132,7 +132,7 @@ class Pacer:
         chat, such as an edit: the global limit only); the send happens in the block.
         StoppedError if ``stop`` is set while waiting; BusyError if the chat's own limit
         (one a second, a group's 20 a minute) puts the slot more than ``patience`` seconds
-        from when this was asked."""
+        from when this was asked, or from when a 429's hold ended if later."""
         asked = self.clock()
         with self._cond:
             self._urgent += urgent
@@ -145,6 +145,7 @@ class Pacer:
                     if wait <= 0 and (urgent or not self._urgent):
                         break
                     chat_wait = self._chat_wait(chat_id, now)  # not a 429's: the bot's
+                    asked = max(asked, min(self._held_until, now))  # a hold is not the chat's
                     if patience is not None and now + chat_wait > asked + patience:
                         raise BusyError(f"no slot within {patience:g}s")
                     self._cond.wait(min(max(wait, 0.005), 1.0))
