@@ -389,10 +389,10 @@ def measure_worker(args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_worker(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run a worker in a fresh process; its result is its last stdout line."""
+def run_worker(kind: str, args: dict[str, Any], script: str = __file__) -> dict[str, Any]:
+    """Run ``script``'s worker in a fresh process; its result is its last stdout line."""
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **args})],
+        [sys.executable, script, "--worker", json.dumps({"kind": kind, **args})],
         stdout=subprocess.PIPE,
         text=True,
         check=True,

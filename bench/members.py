@@ -44,7 +44,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,18 +136,29 @@ class Members:
         )
 
 
-def fanout(count: int, work: Path, feeds: bool) -> dict[str, object]:
+@contextmanager
+def mail_relay(work: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """The SMTP relay in a process of its own, ready: its port and process. It writes
+    what it received to ``work/relay.json`` when it ends (SIGTERM); a run that failed
+    leaves no relay behind."""
     port = 20000 + os.getpid() % 20000
-    dump = work / "relay.json"
     relay = subprocess.Popen(
-        [sys.executable, "-c", RELAY, str(port), str(dump)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", RELAY, str(port), str(work / "relay.json")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert relay.stdout is not None and relay.stdout.readline().strip() == "ready"
     try:
-        return measure(count, work, feeds, port, relay)
+        yield port, relay
     finally:
-        if relay.poll() is None:  # a failed run leaves no relay behind
-            relay.kill()
+        if relay.poll() is None:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(30)
+
+
+def fanout(count: int, work: Path, feeds: bool) -> dict[str, object]:
+    with mail_relay(work) as (port, relay):
+        return measure(count, work, feeds, port, relay)
 
 
 def measure(
@@ -452,52 +464,31 @@ def measure_worker(args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_worker(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """A worker in a fresh process; its result is its last stdout line."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **args})],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-        timeout=1800,
-    ).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 def quiet(count: int, operators: int, work: Path, profile: bool) -> dict[str, Any]:
     """The whole quiet run: relay, stand-in, config, members, prime, measure."""
-    port = 20000 + os.getpid() % 20000
+    with mail_relay(work) as (port, _), scale.standin(cache_ttl=0, rate_limit=scale.FAST) as url:
+        specs = scale.make_searches(
+            operators, lambda name: f"json://127.0.0.1:9/{name}", scale.SEED + operators
+        )
+        mail = f"mailto://127.0.0.1:{port}?from=alerts@example.org"
+        community = {"name": "Bench Guild", "public_url": PUBLIC, "mail": mail}
+        config = scale.write_config(
+            work / "alerts.yaml",
+            url,
+            specs,
+            poll_interval="5m",
+            requests_per_minute=120,
+            community=community,
+        )
+        queries = member_queries(max(1, count // MEMBERS_PER_QUERY), scale.SEED + count)
+        say(f"quiet: {count:,} members over {len(queries):,} queries")
+        fill_members(work / "state", count, queries)
+        say(f"quiet: priming, with {operators:,} operator searches")
+        result = {"members": count, "operators": operators}
+        result |= scale.run_worker("prime", {"config": str(config)}, __file__)
+        say("quiet: measuring in a fresh process")
+        result |= scale.run_worker("measure", {"config": str(config), "profile": profile}, __file__)
     dump = work / "relay.json"
-    relay = subprocess.Popen(
-        [sys.executable, "-c", RELAY, str(port), str(dump)], stdout=subprocess.PIPE, text=True
-    )
-    assert relay.stdout is not None and relay.stdout.readline().strip() == "ready"
-    try:
-        with scale.standin(cache_ttl=0, rate_limit=scale.FAST) as url:
-            specs = scale.make_searches(
-                operators, lambda name: f"json://127.0.0.1:9/{name}", scale.SEED + operators
-            )
-            mail = f"mailto://127.0.0.1:{port}?from=alerts@example.org"
-            community = {"name": "Bench Guild", "public_url": PUBLIC, "mail": mail}
-            config = scale.write_config(
-                work / "alerts.yaml",
-                url,
-                specs,
-                poll_interval="5m",
-                requests_per_minute=120,
-                community=community,
-            )
-            queries = member_queries(max(1, count // MEMBERS_PER_QUERY), scale.SEED + count)
-            say(f"quiet: {count:,} members over {len(queries):,} queries")
-            fill_members(work / "state", count, queries)
-            say(f"quiet: priming, with {operators:,} operator searches")
-            result = {"members": count, "operators": operators}
-            result |= run_worker("prime", {"config": str(config)})
-            say("quiet: measuring in a fresh process")
-            result |= run_worker("measure", {"config": str(config), "profile": profile})
-    finally:
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(30)
     arrivals: dict[str, float] = {}
     for at, *rcpts in json.loads(dump.read_text())["recipients"]:
         for rcpt in rcpts:
