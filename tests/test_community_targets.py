@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from alertd.community import provider
-from alertd.community.config import CommunitySpec
 from alertd.community.provider import MemberSearches, address_url
 from alertd.members import Members, SearchDraft
+from tests.test_community_provider import SPEC
 
 OPERATOR_URLS = [
     "mailto://127.0.0.1:2525?from=alerts@example.org",
@@ -58,13 +58,6 @@ def test_the_operators_url_is_parsed_once_for_10000_members(
     urls = {address_url(operator_url, f"m{n}@example.org") for n in range(10_000)}
     assert len(urls) == 10_000
     assert len(calls) == 1, f"parsed {len(calls):,} times"
-
-
-SPEC = CommunitySpec(
-    name="Guild",
-    public_url="https://alerts.example.org",
-    mail="mailto://127.0.0.1:9?from=alerts@example.org",
-)
 
 
 def test_a_change_on_the_page_builds_only_the_searches_it_changed(tmp_path: Path) -> None:

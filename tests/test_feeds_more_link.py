@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,8 +45,9 @@ def w(tmp_path: Path) -> Iterator[World]:
     world.stop()
 
 
-def summary(w: World, body: str) -> Message:
-    """The one message the channel gets for the 40 jobs of ``notify_existing``."""
+def summary(w: World, body: str, batch: timedelta | None = None) -> Message:
+    """The one message the channel gets for the jobs of ``notify_existing`` (after its
+    ``batch`` ends, for a channel that batches)."""
     messages: list[Message] = []
 
     def channel(target: Target, message: Message) -> Outcome:
@@ -55,6 +57,9 @@ def summary(w: World, body: str) -> Message:
     config = w.body(body)
     w.send = with_feeds(channel, Feeds.open(config.state_dir))  # type: ignore[assignment]
     report = w.cycle()
+    if batch is not None:
+        w.advance(batch)
+        report = w.cycle()
     assert report.ok and report.owed == 0, report.summary()
     assert len(messages) == 1
     return messages[0]

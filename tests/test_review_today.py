@@ -12,6 +12,7 @@ import pytest
 
 import alertd.members
 from alertd.members import JOURNAL_FILE, Members, SearchDraft
+from tests.test_feeds_more_link import summary
 
 
 def _files_holding(state_dir: Path, text: str) -> list[str]:
@@ -64,30 +65,6 @@ def test_format_time_tells_apart_the_two_01_30_of_a_night_the_clocks_go_back() -
     )
 
 
-def _summary(world: Any, body: str) -> Any:
-    """The one message the channel gets for the jobs ``notify_existing`` finds."""
-    from alertd.deliver import with_feeds
-    from alertd.feeds import Feeds
-    from alertd.models import Target
-    from alertd.outcome import Outcome
-    from alertd.render import Message
-
-    messages: list[Message] = []
-
-    def channel(target: Target, message: Message) -> Outcome:
-        messages.append(message)
-        return Outcome(True)
-
-    config = world.body(body)
-    world.send = with_feeds(channel, Feeds.open(config.state_dir))
-    report = world.cycle()
-    world.advance(timedelta(minutes=11))  # the channel's batch ends
-    report = world.cycle()
-    assert report.ok and report.owed == 0, report.summary()
-    assert len(messages) == 1
-    return messages[0]
-
-
 def _community(public_url: str) -> str:
     return (
         f"community:\n  name: Guild\n  public_url: {public_url}\n  signup: 'off'\n"
@@ -121,7 +98,7 @@ def test_a_summary_s_more_links_no_feed_that_lacks_the_jobs_it_summarised(world:
         world.market.add_job(title=f"text job {i:02d}", category="Text Annotation")
     body = _community("https://alerts.example.org") + "searches:\n"
     body += _search("audio", "Audio Annotation", True) + _search("text", "Text Annotation", False)
-    message = _summary(world, body)
+    message = summary(world, body, batch=timedelta(minutes=11))  # the batch ends
     assert {n for item in message.items for n in item.searches} == {"audio", "text"}
     assert message.everything is None  # no one feed holds them all: it only counts
 
@@ -139,7 +116,7 @@ def test_a_summary_s_more_link_keeps_its_markup_whatever_the_page_s_address(
         world.market.add_job(title=f"audio job {i:02d}", category="Audio Annotation")
     page = "https://alerts.example.org/a|b>c"
     body = _community(f"'{page}'") + "searches:\n" + _search("audio", "Audio Annotation", True)
-    message = _summary(world, body)
+    message = summary(world, body, batch=timedelta(minutes=11))  # the batch ends
     link = f"{page}/feeds/audio.atom"
     slack = render_slack(message, None)["blocks"][-1]["elements"][0]["text"]
     assert slack.startswith("<") and slack.endswith("|+25 more>")
