@@ -719,24 +719,17 @@ def send_queued(
     is slow to answer. The store is only ever touched from this thread; a target has
     one message in flight."""
     titles = subs.titles()
-    inline, parallel = Lane(), Lane()
-    for key, queued in queues.items():
-        (parallel if is_parallel(targets[key]) else inline).queues[key] = queued
-    flying: dict[Future[Outcome], tuple[str, Target, list[Alert], deque[list[Alert]]]] = {}
 
-    def take(
-        lane: Lane, key: str
-    ) -> tuple[Target, list[Alert], deque[list[Alert]], Message] | None:
+    def take(lane: Lane, key: str) -> tuple[Target, list[Alert], Message] | None:
         """The next message to ``key``, marked sending; None if no alert of it is wanted."""
         alerts = lane.queues[key].popleft()
-        rest = lane.queues.pop(key)  # back in its turn when this message is done
         target = targets[key]
         if subs.claimed(key):  # a member's: they may have left a search
             alerts, links = still_wanted(key, alerts, subs, store, clock, report)
         else:
             links = subs.links(key, alerts[0].searches) if subs.linkers else None
         if not alerts:
-            _requeue(lane.queues, lane.ready, key, rest, 0.0)
+            _requeue(lane.queues, lane.ready, key, lane.queues.pop(key), 0.0)
             return None
         everything = None  # a member's summary links to their feed (``links``)
         if links is None and len(alerts) > 1 and subs.everywhere:
@@ -745,72 +738,79 @@ def send_queued(
                 [n for n in alerts[0].searches if all(n in a.searches for a in alerts)]
             )
         message = start_message(config, alerts, store, clock, titles, links, everything)
-        return target, alerts, rest, message
+        return target, alerts, message
 
-    def record(future: Future[Outcome]) -> None:
-        lane = inline if future in aside else parallel
-        key, target, alerts, rest = (aside if lane is inline else flying).pop(future)
+    def record(lane: Lane, future: Future[Outcome]) -> None:
+        key, target, alerts, rest = lane.flying.pop(future)
         _sent(config, store, clock, report, spent, lane.queues, lane.ready, key,
               target, alerts, rest, _outcome_of(future))  # fmt: skip
 
-    aside: dict[Future[Outcome], tuple[str, Target, list[Alert], deque[list[Alert]]]] = {}
     with (
         ThreadPoolExecutor(PARALLEL_SENDS, thread_name_prefix="send") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="send-other") as one,
     ):
+        # Members' chats, several in flight; every other target, one message at a time
+        # on a thread of its own: one slow to answer holds up neither the chats nor this
+        # thread.
+        chats, others = Lane(pool, PARALLEL_SENDS), Lane(one, 1)
+        lanes = (chats, others)
+        for key, queued in queues.items():
+            (chats if is_parallel(targets[key]) else others).queues[key] = queued
         try:
-            while inline.queues or parallel.queues or flying or aside:
-                for future in [f for f in (*flying, *aside) if f.done()]:
-                    record(future)
+            while any(lane.queues or lane.flying for lane in lanes):
+                for lane in lanes:
+                    for future in [f for f in lane.flying if f.done()]:
+                        record(lane, future)
                 going = not stop.is_set()
                 now = time.monotonic()
-                chat = parallel.soonest(now)  # (key, seconds to its turn)
-                while going and chat and chat[1] <= 0 and len(flying) < PARALLEL_SENDS:
-                    taken = take(parallel, chat[0])
-                    if taken is not None:
-                        target, alerts, rest, message = taken
-                        flying[pool.submit(send, target, message)] = (chat[0], target, alerts, rest)
-                    chat = parallel.soonest(now)
-                # One other target's message at a time, on its own thread: one that is
-                # slow to answer holds up neither the chats nor this thread.
-                other = None if aside else inline.soonest(now)
-                if going and other and other[1] <= 0:
-                    taken = take(inline, other[0])
-                    if taken is not None:
-                        target, alerts, rest, message = taken
-                        aside[one.submit(send, target, message)] = (other[0], target, alerts, rest)
-                    continue
-                # Nothing to send now: a send to end, or the next turn (None: no turn).
-                turns = [
-                    t[1]
-                    for t in (other, chat)
-                    if t and (t is other or len(flying) < PARALLEL_SENDS)
-                ]
+                turns = []  # seconds to each lane's next turn, if it has room then
+                for lane in lanes:
+                    turn = lane.soonest(now)  # (key, seconds to its turn)
+                    while going and turn and turn[1] <= 0 and lane.has_room():
+                        taken = take(lane, turn[0])
+                        if taken is not None:
+                            target, alerts, message = taken
+                            rest = lane.queues.pop(turn[0])  # back in its turn when done
+                            future = lane.pool.submit(send, target, message)
+                            lane.flying[future] = (turn[0], target, alerts, rest)
+                        turn = lane.soonest(now)
+                    if turn and lane.has_room():
+                        turns.append(turn[1])
+                # Nothing more to send now: a send to end, or the next turn (None: none).
                 wait = min(turns) if turns and going else None
                 if wait is not None and wait > 0:
                     store.sync_journal()  # no outcome waits out a pause unsynced
-                if flying or aside:  # a send to end (all, when stopping), or the next turn
-                    done, _ = wait_futures([*flying, *aside], wait, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        record(future)
+                flying = [f for lane in lanes for f in lane.flying]
+                if flying:  # a send to end (all, when stopping), or the next turn
+                    wait_futures(flying, wait, return_when=FIRST_COMPLETED)
                     continue
                 if not going or wait is None or stop.wait(wait):
                     report.stopped = not going or stop.is_set()
                     return
         finally:
-            for future in [*flying, *aside]:  # a stop: what went out is recorded all the same
-                record(future)
-    if stop.is_set() and (inline.queues or parallel.queues):
+            for lane in lanes:  # a stop: what went out is recorded all the same
+                for future in list(lane.flying):
+                    record(lane, future)
+    if stop.is_set() and any(lane.queues for lane in lanes):
         report.stopped = True
 
 
 @dataclass
 class Lane:
-    """Targets sent to one way (from the cycle's thread, or several in flight): what
-    each still has queued and when its next turn comes."""
+    """Targets sent to one way (``pool``, at most ``room`` messages in flight): what
+    each still has queued, when its next turn comes, and the sends in flight."""
 
+    pool: ThreadPoolExecutor
+    room: int
     queues: dict[str, deque[list[Alert]]] = field(default_factory=dict)
     ready: Turns = field(default_factory=Turns)
+    flying: dict[Future[Outcome], tuple[str, Target, list[Alert], deque[list[Alert]]]] = field(
+        default_factory=dict
+    )
+
+    def has_room(self) -> bool:
+        """Whether another message may go in flight."""
+        return len(self.flying) < self.room
 
     def soonest(self, now: float) -> tuple[str, float] | None:
         """The target whose turn is next and how many seconds until it (None: none)."""
