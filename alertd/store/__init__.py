@@ -887,33 +887,33 @@ class Store:
     ) -> None:
         """The target did not accept it: owed again from ``retry_at``. ``refused_by`` is the
         digest of the URL that refused it for good (a revoked token, a deleted webhook)."""
-        key = (alert.target_key, alert.job.id)
-        row = self.owed[key]
-        self._journal(
-            {
-                "op": "failed",
-                "target": key[0],
-                "job": key[1],
-                "at": format_time(retry_at),
-                "retry": format_time(retry_at),
-                "attempts": row.attempts,
-                "error": error,
-                "refused_by": refused_by,
-            }
-        )
-        self.owed[key] = row.but(
+        row = self.owed[(alert.target_key, alert.job.id)]
+        again = row.but(
             status=DeliveryStatus.PENDING,
             next_attempt_at=retry_at,
             last_error=error,
             refused_by=refused_by,
         )
-        self._dirty.add("outbox")
+        self._owed_again([again], retry_at)
 
     def mark_unsent_all(self, alerts: Sequence[Alert], now: datetime) -> None:
         """The message for these alerts never left (alertd was stopping while it waited
         its turn): owed again as before ``mark_sending``, due at once, no attempt counted."""
         rows = [self.owed[(a.target_key, a.job.id)] for a in alerts]
-        at = format_time(now)
+        again = [
+            row.but(
+                status=DeliveryStatus.PENDING,
+                attempts=max(0, row.attempts - 1),
+                next_attempt_at=now,
+            )
+            for row in rows
+        ]
+        self._owed_again(again, now)
+
+    def _owed_again(self, rows: Sequence[OutboxRow], retry_at: datetime) -> None:
+        """``rows``, owed again from ``retry_at`` as they now are, in the journal (one
+        "failed" line each, in one write) and in the owed rows."""
+        at = format_time(retry_at)
         self._journal(
             *(
                 {
@@ -922,7 +922,7 @@ class Store:
                     "job": row.job_id,
                     "at": at,
                     "retry": at,
-                    "attempts": max(0, row.attempts - 1),
+                    "attempts": row.attempts,
                     "error": row.last_error,
                     "refused_by": row.refused_by,
                 }
@@ -930,11 +930,7 @@ class Store:
             )
         )
         for row in rows:
-            self.owed[(row.target, row.job_id)] = row.but(
-                status=DeliveryStatus.PENDING,
-                attempts=max(0, row.attempts - 1),
-                next_attempt_at=now,
-            )
+            self.owed[(row.target, row.job_id)] = row
         self._dirty.add("outbox")
 
     def retry_fixed_targets(self, digests: Mapping[str, str], now: datetime) -> int:
